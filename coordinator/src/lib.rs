@@ -1,0 +1,2 @@
+//! Orca's coordinator.
+pub mod queue;

@@ -1,0 +1,1065 @@
+//! The task state machine and the scheduler, as pure data: no tokio, no sqlx, no tonic.
+//!
+//! [`Scheduler`] holds every task that is not final yet (plus, until [`Scheduler::evict_final`],
+//! the ones that became final in the current batch), the ready queues, the leases, the retry
+//! backoffs and the connected workers. Every command takes the current time in milliseconds
+//! and returns what happened as [`Effect`]s; the caller persists the touched rows, then
+//! performs the effects (assignments, cancellations, events). Time and ids come from the
+//! caller, so tests need no clock and no database.
+//!
+//! What stays true here (design.md, invariants 2-6):
+//! - a task is in exactly one [`State`]; final states are final except through [`Scheduler::revive`];
+//! - an in-progress task has exactly one lease, for one attempt; any report that does not
+//!   carry the current attempt is rejected (fencing);
+//! - a waiting task waits on unmet dependencies or on a retry backoff, never on nothing;
+//! - a worker never holds more attempts than its slots;
+//! - ready tasks are served highest priority first, FIFO within a priority, per label set,
+//!   so a task no worker can run never holds back another.
+
+mod ids;
+mod ready;
+#[cfg(test)]
+mod tests;
+
+pub use ids::{JobId, TaskId, WorkerId};
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use ready::ReadyQueues;
+
+/// The state of a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum State {
+    Waiting,
+    Pending,
+    InProgress,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl State {
+    /// Completed, failed and cancelled are final.
+    pub fn is_final(self) -> bool {
+        matches!(self, State::Completed | State::Failed | State::Cancelled)
+    }
+
+    /// The stored and wire number (the proto enum value).
+    pub fn as_i32(self) -> i32 {
+        match self {
+            State::Waiting => 1,
+            State::Pending => 2,
+            State::InProgress => 3,
+            State::Completed => 4,
+            State::Failed => 5,
+            State::Cancelled => 6,
+        }
+    }
+
+    /// The inverse of [`State::as_i32`].
+    pub fn from_i32(v: i32) -> Option<State> {
+        Some(match v {
+            1 => State::Waiting,
+            2 => State::Pending,
+            3 => State::InProgress,
+            4 => State::Completed,
+            5 => State::Failed,
+            6 => State::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// The short lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Waiting => "waiting",
+            State::Pending => "pending",
+            State::InProgress => "in_progress",
+            State::Completed => "completed",
+            State::Failed => "failed",
+            State::Cancelled => "cancelled",
+        }
+    }
+
+    const ALL: [State; 6] = [
+        State::Waiting,
+        State::Pending,
+        State::InProgress,
+        State::Completed,
+        State::Failed,
+        State::Cancelled,
+    ];
+}
+
+/// Backoff between retries.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryPolicy {
+    pub initial_ms: u64,
+    pub multiplier: f64,
+    pub max_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { initial_ms: 1_000, multiplier: 2.0, max_ms: 60_000 }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (1-based).
+    pub fn backoff_ms(&self, retry: u32) -> u64 {
+        let exp = retry.saturating_sub(1).min(64) as i32;
+        let ms = self.initial_ms as f64 * self.multiplier.powi(exp);
+        if ms.is_finite() { (ms as u64).min(self.max_ms) } else { self.max_ms }
+    }
+}
+
+/// Limits that apply to every task.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Lease of an assignment; extended by heartbeats.
+    pub lease_ms: u64,
+    /// Attempts lost to expired leases before the task is dead-lettered as failed.
+    pub max_lease_losses: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { lease_ms: 30_000, max_lease_losses: 3 }
+    }
+}
+
+/// Required worker labels, sorted by key.
+pub type Labels = BTreeMap<String, String>;
+
+/// A task to add. Its id is allocated by the caller.
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    pub id: TaskId,
+    pub priority: i32,
+    /// Dependencies, the parent included; all of the same job.
+    pub deps: Vec<TaskId>,
+    pub labels: Labels,
+    pub max_retries: u32,
+    pub retry: RetryPolicy,
+    /// The encoded spec, handed to the worker with the assignment.
+    pub payload: Arc<[u8]>,
+}
+
+/// What the scheduler must know of a task that is not in memory (a final task, read from
+/// the store) to add a dependent of it or to bring it back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredTask {
+    pub id: TaskId,
+    pub job: JobId,
+    pub state: State,
+    pub cancel_cause: Option<TaskId>,
+}
+
+/// A final task read back from the store to be revived by RetryTasks.
+#[derive(Clone, Debug)]
+pub struct RevivedTask {
+    pub task: NewTask,
+    pub job: JobId,
+    pub state: State,
+    pub attempt: u32,
+    pub cancel_cause: Option<TaskId>,
+}
+
+/// The lease of an in-progress attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lease {
+    pub worker: WorkerId,
+    pub expires_ms: u64,
+}
+
+/// A task held in memory.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub id: TaskId,
+    pub job: JobId,
+    pub state: State,
+    pub priority: i32,
+    /// Attempts dispatched so far; the current attempt's fencing token.
+    pub attempt: u32,
+    pub retries_used: u32,
+    pub lost_leases: u32,
+    pub max_retries: u32,
+    pub retry: RetryPolicy,
+    pub labels: Labels,
+    pub deps: Vec<TaskId>,
+    /// Dependencies that have not completed yet.
+    pub unmet: u32,
+    /// Tasks that depend on this one.
+    pub dependents: Vec<TaskId>,
+    /// While waiting on a retry backoff: when the task becomes pending.
+    pub not_before_ms: u64,
+    pub lease: Option<Lease>,
+    /// The worker of the current or last attempt.
+    pub last_worker: Option<WorkerId>,
+    /// For a task cancelled because a dependency failed: the task at the root of it.
+    pub cancel_cause: Option<TaskId>,
+    pub reason: String,
+    pub payload: Arc<[u8]>,
+    ready_gen: u32,
+}
+
+/// Counts of a job's tasks by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub waiting: u64,
+    pub pending: u64,
+    pub in_progress: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+impl Counts {
+    pub fn total(&self) -> u64 {
+        self.waiting + self.pending + self.in_progress + self.completed + self.failed + self.cancelled
+    }
+
+    pub fn all_final(&self) -> bool {
+        self.total() > 0 && self.waiting + self.pending + self.in_progress == 0
+    }
+
+    fn slot(&mut self, s: State) -> &mut u64 {
+        match s {
+            State::Waiting => &mut self.waiting,
+            State::Pending => &mut self.pending,
+            State::InProgress => &mut self.in_progress,
+            State::Completed => &mut self.completed,
+            State::Failed => &mut self.failed,
+            State::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    pub fn get(&self, s: State) -> u64 {
+        let mut c = *self;
+        *c.slot(s)
+    }
+
+    fn add(&mut self, s: State) {
+        *self.slot(s) += 1;
+    }
+
+    fn sub(&mut self, s: State) {
+        let v = self.slot(s);
+        *v = v.saturating_sub(1);
+    }
+}
+
+/// What the scheduler knows of a job.
+#[derive(Clone, Debug, Default)]
+pub struct JobInfo {
+    pub counts: Counts,
+    pub cancelled: bool,
+    /// Sequence number of the job's last event.
+    pub last_seq: u64,
+    /// Its tasks that are in memory.
+    live: HashSet<TaskId>,
+}
+
+/// A connected or registered worker.
+#[derive(Clone, Debug)]
+pub struct Worker {
+    pub labels: Labels,
+    pub slots: u32,
+    /// Attempts it holds.
+    pub held: HashSet<(TaskId, u32)>,
+    /// The open Listen stream, if any (its session number).
+    pub session: Option<u64>,
+    eligible: Vec<usize>,
+}
+
+impl Worker {
+    fn free(&self) -> u32 {
+        self.slots.saturating_sub(self.held.len() as u32)
+    }
+}
+
+/// What a report says about an attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Started,
+    Progress(String),
+    Completed,
+    Failed { reason: String, retryable: bool },
+    HandedBack { reason: String },
+}
+
+/// What happened, for the caller to persist and perform.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// A task changed state (or was created: `from` is `None`).
+    Changed { id: TaskId, job: JobId, from: Option<State>, to: State, attempt: u32, reason: String },
+    /// Send this attempt to the worker.
+    Assign { worker: WorkerId, id: TaskId, job: JobId, attempt: u32, lease_expires_ms: u64 },
+    /// Tell the worker to stop this attempt.
+    Revoke { worker: WorkerId, id: TaskId, attempt: u32, reason: String },
+    /// Progress of a running attempt (not a state change).
+    Progress { id: TaskId, job: JobId, attempt: u32, message: String },
+}
+
+/// Why a command was refused. The caller maps it to a gRPC status.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+}
+
+/// The scheduler. See the module documentation.
+#[derive(Debug, Default)]
+pub struct Scheduler {
+    limits: Limits,
+    tasks: HashMap<TaskId, Entry>,
+    jobs: HashMap<JobId, JobInfo>,
+    workers: HashMap<WorkerId, Worker>,
+    ready: ReadyQueues,
+    /// (expires, task, attempt) of every lease.
+    leases: BTreeSet<(u64, TaskId, u32)>,
+    /// (not_before, task) of every task waiting on a backoff.
+    backoffs: BTreeSet<(u64, TaskId)>,
+    /// Tasks that became final and are still in memory until `evict_final`.
+    finals: Vec<TaskId>,
+    /// Workers with an open stream and a free slot.
+    free_workers: BTreeSet<WorkerId>,
+    /// Round-robin start for dispatch.
+    cursor: Option<WorkerId>,
+}
+
+impl Scheduler {
+    pub fn new(limits: Limits) -> Self {
+        Scheduler { limits, ..Default::default() }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    // ----- reads -----
+
+    pub fn task(&self, id: TaskId) -> Option<&Entry> {
+        self.tasks.get(&id)
+    }
+
+    pub fn job(&self, job: &JobId) -> Option<&JobInfo> {
+        self.jobs.get(job)
+    }
+
+    pub fn worker(&self, id: &WorkerId) -> Option<&Worker> {
+        self.workers.get(id)
+    }
+
+    pub fn live_tasks(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
+    pub fn workers(&self) -> impl Iterator<Item = (&WorkerId, &Worker)> {
+        self.workers.iter()
+    }
+
+    /// Allocates the job's next event sequence number.
+    pub fn next_seq(&mut self, job: &JobId) -> u64 {
+        let info = self.jobs.entry(job.clone()).or_default();
+        info.last_seq += 1;
+        info.last_seq
+    }
+
+    /// The earliest lease expiry or backoff end, if any.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let l = self.leases.first().map(|(t, _, _)| *t);
+        let b = self.backoffs.first().map(|(t, _)| *t);
+        match (l, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ----- jobs -----
+
+    /// Adds a job (new, or loaded from the store with its counts).
+    pub fn insert_job(&mut self, job: JobId, counts: Counts, cancelled: bool, last_seq: u64) {
+        let info = self.jobs.entry(job).or_default();
+        info.counts = counts;
+        info.cancelled = cancelled;
+        info.last_seq = last_seq;
+    }
+
+    /// Cancels every task of the job that is not final; the job takes no new task.
+    pub fn cancel_job(&mut self, job: &JobId, reason: &str, now: u64) -> Result<Vec<Effect>, Refusal> {
+        let info = self.jobs.get_mut(job).ok_or_else(|| Refusal::NotFound(format!("job {job} not found")))?;
+        info.cancelled = true;
+        let mut ids: Vec<TaskId> = info.live.iter().copied().collect();
+        ids.sort();
+        let mut fx = Vec::new();
+        for id in ids {
+            if self.tasks.get(&id).is_some_and(|e| !e.state.is_final()) {
+                self.finish(id, State::Cancelled, reason.to_string(), None, now, &mut fx);
+            }
+        }
+        Ok(fx)
+    }
+
+    // ----- tasks -----
+
+    /// Checks a batch before [`Scheduler::add_tasks`]: the job exists and is not cancelled,
+    /// every dependency exists (in memory, in the batch before the task, or in `stored`) and
+    /// belongs to the job. Dependencies can only name existing or earlier tasks, so no cycle
+    /// can be formed.
+    pub fn check_add(
+        &self,
+        job: &JobId,
+        tasks: &[NewTask],
+        stored: &HashMap<TaskId, StoredTask>,
+    ) -> Result<(), Refusal> {
+        let info = self.jobs.get(job).ok_or_else(|| Refusal::NotFound(format!("job {job} not found")))?;
+        if info.cancelled {
+            return Err(Refusal::FailedPrecondition(format!("job {job} is cancelled")));
+        }
+        let mut earlier: HashSet<TaskId> = HashSet::new();
+        for (i, t) in tasks.iter().enumerate() {
+            for d in &t.deps {
+                let dep_job = if earlier.contains(d) {
+                    Some(job)
+                } else if let Some(e) = self.tasks.get(d) {
+                    Some(&e.job)
+                } else {
+                    stored.get(d).map(|s| &s.job)
+                };
+                match dep_job {
+                    None if *d == t.id => {
+                        return Err(Refusal::InvalidArgument(format!(
+                            "tasks[{i}].depends_on: a task cannot depend on itself (a cycle)"
+                        )));
+                    }
+                    None => {
+                        return Err(Refusal::NotFound(format!(
+                            "tasks[{i}].depends_on: task {d} not found"
+                        )));
+                    }
+                    Some(j) if j != job => {
+                        return Err(Refusal::InvalidArgument(format!(
+                            "tasks[{i}].depends_on: task {d} belongs to job {j}, not {job}"
+                        )));
+                    }
+                    Some(_) => {}
+                }
+            }
+            earlier.insert(t.id);
+        }
+        Ok(())
+    }
+
+    /// Adds a checked batch (see [`Scheduler::check_add`]).
+    pub fn add_tasks(
+        &mut self,
+        job: &JobId,
+        tasks: Vec<NewTask>,
+        stored: &HashMap<TaskId, StoredTask>,
+        now: u64,
+    ) -> Vec<Effect> {
+        let mut fx = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            let id = t.id;
+            self.insert_entry(job.clone(), t, State::Waiting, 0, None);
+            self.jobs.entry(job.clone()).or_default().counts.add(State::Waiting);
+            fx.push(Effect::Changed {
+                id,
+                job: job.clone(),
+                from: None,
+                to: State::Waiting,
+                attempt: 0,
+                reason: String::new(),
+            });
+            self.settle(id, stored, now, &mut fx);
+        }
+        fx
+    }
+
+    /// Loads a task that is not final from the store at start-up. Load in id order: a task's
+    /// dependencies have smaller ids, so they are in memory when it comes (or final).
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore_task(
+        &mut self,
+        job: JobId,
+        task: NewTask,
+        state: State,
+        attempt: u32,
+        retries_used: u32,
+        lost_leases: u32,
+        worker: Option<WorkerId>,
+        not_before_ms: u64,
+        now: u64,
+    ) {
+        let id = task.id;
+        let unmet = task
+            .deps
+            .iter()
+            .filter(|d| self.tasks.get(d).is_some_and(|e| e.state != State::Completed))
+            .count() as u32;
+        self.insert_entry(job, task, state, attempt, worker.clone());
+        let lease_ms = self.limits.lease_ms;
+        let e = self.tasks.get_mut(&id).expect("just inserted");
+        e.retries_used = retries_used;
+        e.lost_leases = lost_leases;
+        e.unmet = unmet;
+        match state {
+            State::Pending => self.push_ready(id),
+            State::Waiting if unmet == 0 => {
+                e.not_before_ms = not_before_ms;
+                self.backoffs.insert((not_before_ms, id));
+            }
+            State::InProgress => {
+                // Leases are not persisted per heartbeat: the worker gets a full lease from
+                // the restart to reconnect and claim the attempt.
+                let worker = worker.unwrap_or_else(|| WorkerId::from("unknown"));
+                let expires_ms = now + lease_ms;
+                e.lease = Some(Lease { worker: worker.clone(), expires_ms });
+                self.leases.insert((expires_ms, id, attempt));
+                // The worker entry is made when the worker registers again.
+                let w = self.workers.entry(worker).or_insert_with(|| Worker {
+                    labels: Labels::new(),
+                    slots: 0,
+                    held: HashSet::new(),
+                    session: None,
+                    eligible: Vec::new(),
+                });
+                w.held.insert((id, attempt));
+            }
+            _ => {}
+        }
+    }
+
+    /// Cancels one task that is not final (and, through the cascade, its dependents).
+    pub fn cancel_task(&mut self, id: TaskId, reason: &str, now: u64) -> Result<Vec<Effect>, Refusal> {
+        let e = self.tasks.get(&id).ok_or_else(|| Refusal::NotFound(format!("task {id} not found")))?;
+        if e.state.is_final() {
+            return Err(Refusal::FailedPrecondition(format!("task {id} is already {}", e.state.name())));
+        }
+        let mut fx = Vec::new();
+        self.finish(id, State::Cancelled, reason.to_string(), None, now, &mut fx);
+        Ok(fx)
+    }
+
+    /// Brings final tasks back (RetryTasks): each comes back waiting or pending with a fresh
+    /// retry budget; a task that still depends on a failed or cancelled task stays cancelled,
+    /// with that task as its cause. Give them in id order, roots and their cancelled
+    /// dependents together; `stored` holds the final dependencies that are not revived.
+    pub fn revive(
+        &mut self,
+        revived: Vec<RevivedTask>,
+        stored: &HashMap<TaskId, StoredTask>,
+        now: u64,
+    ) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        for r in revived {
+            let id = r.task.id;
+            if self.tasks.get(&id).is_some_and(|e| !e.state.is_final()) {
+                continue;
+            }
+            let from = r.state;
+            self.tasks.remove(&id);
+            self.insert_entry(r.job.clone(), r.task, State::Waiting, r.attempt, None);
+            let info = self.jobs.entry(r.job.clone()).or_default();
+            info.counts.sub(from);
+            info.counts.add(State::Waiting);
+            fx.push(Effect::Changed {
+                id,
+                job: r.job.clone(),
+                from: Some(from),
+                to: State::Waiting,
+                attempt: r.attempt,
+                reason: "retried".to_string(),
+            });
+            self.settle(id, stored, now, &mut fx);
+        }
+        fx
+    }
+
+    // ----- workers -----
+
+    /// Registers a worker (or registers it again after a reconnect). Of the attempts it says
+    /// it runs, those that are current stay its own; the others are returned as stale.
+    pub fn register(
+        &mut self,
+        id: WorkerId,
+        labels: Labels,
+        slots: u32,
+        running: &[(TaskId, u32)],
+    ) -> Vec<(TaskId, u32)> {
+        let mut held = HashSet::new();
+        let mut stale = Vec::new();
+        for &(t, a) in running {
+            let current = self.tasks.get(&t).is_some_and(|e| {
+                e.state == State::InProgress
+                    && e.attempt == a
+                    && e.lease.as_ref().is_some_and(|l| l.worker == id)
+            });
+            if current {
+                held.insert((t, a));
+            } else {
+                stale.push((t, a));
+            }
+        }
+        // Attempts the coordinator believes the worker holds but it did not name are lost:
+        // the lease expires them.
+        let session = self.workers.get(&id).and_then(|w| w.session);
+        let eligible = self.ready.eligible(&labels);
+        self.workers.insert(id.clone(), Worker { labels, slots, held, session, eligible });
+        self.refresh_free(&id);
+        stale
+    }
+
+    /// The worker's Listen stream opened (session number `session`).
+    pub fn connect(&mut self, id: &WorkerId, session: u64) -> Result<(), Refusal> {
+        let w = self.workers.get_mut(id).ok_or_else(|| {
+            Refusal::NotFound(format!("worker {id} not found: call Register first"))
+        })?;
+        w.session = Some(session);
+        self.refresh_free(id);
+        Ok(())
+    }
+
+    /// The worker's Listen stream `session` closed. Its leases are no longer extended.
+    pub fn disconnect(&mut self, id: &WorkerId, session: u64) {
+        if let Some(w) = self.workers.get_mut(id) {
+            if w.session == Some(session) {
+                w.session = None;
+            }
+        }
+        self.refresh_free(id);
+    }
+
+    /// Extends the leases of the attempts the worker names; returns the ones it must stop.
+    /// Refused when the worker has no open stream (liveness is tied to the stream).
+    pub fn heartbeat(
+        &mut self,
+        id: &WorkerId,
+        running: &[(TaskId, u32)],
+        now: u64,
+    ) -> Result<(Vec<(TaskId, u32)>, u64), Refusal> {
+        let w = self.workers.get(id).ok_or_else(|| Refusal::NotFound(format!("worker {id} not found")))?;
+        if w.session.is_none() {
+            return Err(Refusal::FailedPrecondition(format!(
+                "worker {id} has no open Listen stream; leases are extended only while it is open"
+            )));
+        }
+        let expires = now + self.limits.lease_ms;
+        let mut stale = Vec::new();
+        for &(t, a) in running {
+            match self.tasks.get_mut(&t) {
+                Some(e)
+                    if e.state == State::InProgress
+                        && e.attempt == a
+                        && e.lease.as_ref().is_some_and(|l| &l.worker == id) =>
+                {
+                    let lease = e.lease.as_mut().expect("checked");
+                    self.leases.remove(&(lease.expires_ms, t, a));
+                    lease.expires_ms = expires;
+                    self.leases.insert((expires, t, a));
+                }
+                _ => stale.push((t, a)),
+            }
+        }
+        Ok((stale, expires))
+    }
+
+    /// Applies a worker's report on an attempt, after checking its fencing token.
+    pub fn report(
+        &mut self,
+        worker: &WorkerId,
+        id: TaskId,
+        attempt: u32,
+        outcome: Outcome,
+        now: u64,
+    ) -> Result<Vec<Effect>, Refusal> {
+        let e = self.tasks.get(&id).ok_or_else(|| {
+            Refusal::FailedPrecondition(format!("task {id} attempt {attempt} is stale (task is not running)"))
+        })?;
+        if e.state != State::InProgress {
+            return Err(Refusal::FailedPrecondition(format!(
+                "task {id} attempt {attempt} is stale (task is {})",
+                e.state.name()
+            )));
+        }
+        if e.attempt != attempt {
+            return Err(Refusal::FailedPrecondition(format!(
+                "task {id} attempt {attempt} is stale (current attempt {})",
+                e.attempt
+            )));
+        }
+        if e.lease.as_ref().is_none_or(|l| &l.worker != worker) {
+            return Err(Refusal::FailedPrecondition(format!(
+                "task {id} attempt {attempt} is not leased to worker {worker}"
+            )));
+        }
+        let job = e.job.clone();
+        let mut fx = Vec::new();
+        match outcome {
+            Outcome::Started => {}
+            Outcome::Progress(message) => fx.push(Effect::Progress { id, job, attempt, message }),
+            Outcome::Completed => self.finish(id, State::Completed, String::new(), None, now, &mut fx),
+            Outcome::Failed { reason, retryable } => self.attempt_failed(id, reason, retryable, now, &mut fx),
+            Outcome::HandedBack { reason } => {
+                self.release_lease(id);
+                self.transition(id, State::Pending, format!("handed back: {reason}"), &mut fx);
+                self.push_ready(id);
+            }
+        }
+        Ok(fx)
+    }
+
+    // ----- time and dispatch -----
+
+    /// Expires leases and ends backoffs that are due.
+    pub fn tick(&mut self, now: u64) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        while let Some(&(at, id, attempt)) = self.leases.first() {
+            if at > now {
+                break;
+            }
+            self.leases.pop_first();
+            let Some(e) = self.tasks.get_mut(&id) else { continue };
+            if e.state != State::InProgress || e.attempt != attempt {
+                continue;
+            }
+            e.lost_leases += 1;
+            let worker = e.lease.as_ref().map(|l| l.worker.to_string()).unwrap_or_default();
+            let lost = e.lost_leases;
+            let reason = format!("lease of attempt {attempt} expired (worker {worker})");
+            if lost >= self.limits.max_lease_losses {
+                let reason = format!("{reason}; {lost} attempts lost, giving up");
+                self.finish(id, State::Failed, reason, None, now, &mut fx);
+            } else {
+                self.release_lease(id);
+                self.transition(id, State::Pending, reason, &mut fx);
+                self.push_ready(id);
+            }
+        }
+        while let Some(&(at, id)) = self.backoffs.first() {
+            if at > now {
+                break;
+            }
+            self.backoffs.pop_first();
+            let Some(e) = self.tasks.get_mut(&id) else { continue };
+            if e.state != State::Waiting || e.not_before_ms != at {
+                continue;
+            }
+            e.not_before_ms = 0;
+            if e.unmet == 0 {
+                self.transition(id, State::Pending, String::new(), &mut fx);
+                self.push_ready(id);
+            }
+        }
+        fx
+    }
+
+    /// Assigns ready tasks to connected workers with free slots, one task per worker per
+    /// round so that work spreads across the pool.
+    pub fn dispatch(&mut self, now: u64) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        if self.ready.is_empty() || self.free_workers.is_empty() {
+            return fx;
+        }
+        let start = self.cursor.clone();
+        let mut order: Vec<WorkerId> = match &start {
+            Some(c) => self
+                .free_workers
+                .range(c.clone()..)
+                .chain(self.free_workers.range(..c.clone()))
+                .cloned()
+                .collect(),
+            None => self.free_workers.iter().cloned().collect(),
+        };
+        while !order.is_empty() && !self.ready.is_empty() {
+            let mut next_round = Vec::with_capacity(order.len());
+            for wid in order {
+                let Some(w) = self.workers.get(&wid) else { continue };
+                let Some(id) = self.ready.pop_for(&w.eligible, &self.tasks) else { continue };
+                self.assign(id, &wid, now, &mut fx);
+                self.cursor = Some(wid.clone());
+                if self.workers.get(&wid).is_some_and(|w| w.free() > 0) {
+                    next_round.push(wid);
+                }
+                if self.ready.is_empty() {
+                    break;
+                }
+            }
+            order = next_round;
+        }
+        // Start the next dispatch after the last worker served.
+        if let Some(c) = &self.cursor {
+            self.cursor = self.free_workers.range((std::ops::Bound::Excluded(c.clone()), std::ops::Bound::Unbounded)).next().cloned();
+        }
+        fx
+    }
+
+    /// Forgets the tasks that became final; call after their rows were persisted.
+    pub fn evict_final(&mut self) {
+        for id in std::mem::take(&mut self.finals) {
+            if let Some(e) = self.tasks.get(&id) {
+                if e.state.is_final() {
+                    let job = e.job.clone();
+                    self.tasks.remove(&id);
+                    if let Some(info) = self.jobs.get_mut(&job) {
+                        info.live.remove(&id);
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- internals -----
+
+    fn insert_entry(&mut self, job: JobId, t: NewTask, state: State, attempt: u32, worker: Option<WorkerId>) {
+        for d in &t.deps {
+            if let Some(dep) = self.tasks.get_mut(d) {
+                if !dep.dependents.contains(&t.id) {
+                    dep.dependents.push(t.id);
+                }
+            }
+        }
+        let label_key = self.ready.intern(&t.labels);
+        if label_key.1 {
+            // A new label set: recompute which queues each worker may serve.
+            for w in self.workers.values_mut() {
+                w.eligible = self.ready.eligible(&w.labels);
+            }
+        }
+        self.jobs.entry(job.clone()).or_default().live.insert(t.id);
+        self.tasks.insert(
+            t.id,
+            Entry {
+                id: t.id,
+                job,
+                state,
+                priority: t.priority,
+                attempt,
+                retries_used: 0,
+                lost_leases: 0,
+                max_retries: t.max_retries,
+                retry: t.retry,
+                labels: t.labels,
+                deps: t.deps,
+                unmet: 0,
+                dependents: Vec::new(),
+                not_before_ms: 0,
+                lease: None,
+                last_worker: worker,
+                cancel_cause: None,
+                reason: String::new(),
+                payload: t.payload,
+                ready_gen: 0,
+            },
+        );
+    }
+
+    /// Decides where a waiting task goes from its dependencies: cancelled if one failed or
+    /// was cancelled, waiting while some are unmet, pending otherwise.
+    fn settle(&mut self, id: TaskId, stored: &HashMap<TaskId, StoredTask>, now: u64, fx: &mut Vec<Effect>) {
+        let deps = self.tasks[&id].deps.clone();
+        let mut unmet = 0;
+        let mut blocked_by: Option<(TaskId, State, Option<TaskId>)> = None;
+        for d in deps {
+            let (state, cause) = match self.tasks.get(&d) {
+                Some(e) => (e.state, e.cancel_cause),
+                None => match stored.get(&d) {
+                    Some(s) => (s.state, s.cancel_cause),
+                    // Checked before: the dependency completed earlier and left memory.
+                    None => (State::Completed, None),
+                },
+            };
+            match state {
+                State::Completed => {}
+                State::Failed | State::Cancelled => {
+                    if blocked_by.is_none() {
+                        blocked_by = Some((d, state, cause));
+                    }
+                }
+                _ => unmet += 1,
+            }
+        }
+        if let Some((d, state, cause)) = blocked_by {
+            let root = cause.unwrap_or(d);
+            let reason = format!("dependency {d} {}", state.name());
+            self.finish(id, State::Cancelled, reason, Some(root), now, fx);
+            return;
+        }
+        let e = self.tasks.get_mut(&id).expect("settled task is in memory");
+        e.unmet = unmet;
+        e.cancel_cause = None;
+        if unmet == 0 {
+            self.transition(id, State::Pending, String::new(), fx);
+            self.push_ready(id);
+        }
+    }
+
+    fn transition(&mut self, id: TaskId, to: State, reason: String, fx: &mut Vec<Effect>) {
+        let e = self.tasks.get_mut(&id).expect("transition of a task in memory");
+        let from = e.state;
+        e.state = to;
+        if !reason.is_empty() || to == State::Pending {
+            e.reason = reason.clone();
+        }
+        if let Some(info) = self.jobs.get_mut(&e.job) {
+            info.counts.sub(from);
+            info.counts.add(to);
+        }
+        fx.push(Effect::Changed { id, job: e.job.clone(), from: Some(from), to, attempt: e.attempt, reason });
+    }
+
+    fn push_ready(&mut self, id: TaskId) {
+        let e = self.tasks.get_mut(&id).expect("ready task is in memory");
+        e.ready_gen = e.ready_gen.wrapping_add(1);
+        self.ready.push(e);
+    }
+
+    fn assign(&mut self, id: TaskId, worker: &WorkerId, now: u64, fx: &mut Vec<Effect>) {
+        let expires_ms = now + self.limits.lease_ms;
+        let e = self.tasks.get_mut(&id).expect("assigned task is in memory");
+        e.attempt += 1;
+        e.lease = Some(Lease { worker: worker.clone(), expires_ms });
+        e.last_worker = Some(worker.clone());
+        let attempt = e.attempt;
+        let job = e.job.clone();
+        self.leases.insert((expires_ms, id, attempt));
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.held.insert((id, attempt));
+        }
+        self.refresh_free(worker);
+        self.transition(id, State::InProgress, String::new(), fx);
+        fx.push(Effect::Assign { worker: worker.clone(), id, job, attempt, lease_expires_ms: expires_ms });
+    }
+
+    fn release_lease(&mut self, id: TaskId) {
+        let e = self.tasks.get_mut(&id).expect("leased task is in memory");
+        if let Some(lease) = e.lease.take() {
+            self.leases.remove(&(lease.expires_ms, id, e.attempt));
+            if let Some(w) = self.workers.get_mut(&lease.worker) {
+                w.held.remove(&(id, e.attempt));
+            }
+            self.refresh_free(&lease.worker);
+        }
+    }
+
+    fn attempt_failed(&mut self, id: TaskId, reason: String, retryable: bool, now: u64, fx: &mut Vec<Effect>) {
+        let e = &self.tasks[&id];
+        if retryable && e.retries_used < e.max_retries {
+            self.release_lease(id);
+            let e = self.tasks.get_mut(&id).expect("in memory");
+            e.retries_used += 1;
+            let wait = e.retry.backoff_ms(e.retries_used);
+            let at = now + wait;
+            e.not_before_ms = at;
+            let reason = format!("attempt {} failed: {reason}; retry {} of {} in {wait} ms", e.attempt, e.retries_used, e.max_retries);
+            self.backoffs.insert((at, id));
+            self.transition(id, State::Waiting, reason, fx);
+        } else {
+            self.finish(id, State::Failed, reason, None, now, fx);
+        }
+    }
+
+    /// Moves a task to a final state and cascades a failure or cancellation to the tasks
+    /// that depend on it, or a completion to the ones waiting for it.
+    fn finish(&mut self, id: TaskId, to: State, reason: String, cause: Option<TaskId>, now: u64, fx: &mut Vec<Effect>) {
+        let e = &self.tasks[&id];
+        if e.state == State::InProgress {
+            let worker = e.lease.as_ref().map(|l| l.worker.clone());
+            let attempt = e.attempt;
+            self.release_lease(id);
+            if to != State::Completed {
+                if let Some(worker) = worker {
+                    fx.push(Effect::Revoke { worker, id, attempt, reason: reason.clone() });
+                }
+            }
+        }
+        let e = self.tasks.get_mut(&id).expect("in memory");
+        if e.state == State::Waiting && e.not_before_ms > 0 {
+            self.backoffs.remove(&(e.not_before_ms, id));
+            e.not_before_ms = 0;
+        }
+        e.cancel_cause = cause;
+        self.transition(id, to, reason, fx);
+        self.finals.push(id);
+        let dependents = self.tasks[&id].dependents.clone();
+        match to {
+            State::Completed => {
+                for d in dependents {
+                    let Some(de) = self.tasks.get_mut(&d) else { continue };
+                    if de.state != State::Waiting {
+                        continue;
+                    }
+                    de.unmet = de.unmet.saturating_sub(1);
+                    if de.unmet == 0 && de.not_before_ms == 0 {
+                        self.transition(d, State::Pending, String::new(), fx);
+                        self.push_ready(d);
+                    }
+                }
+            }
+            _ => {
+                let root = cause.unwrap_or(id);
+                for d in dependents {
+                    if self.tasks.get(&d).is_some_and(|de| !de.state.is_final()) {
+                        let reason = format!("dependency {id} {}", to.name());
+                        self.finish(d, State::Cancelled, reason, Some(root), now, fx);
+                    }
+                }
+            }
+        }
+    }
+
+    fn refresh_free(&mut self, id: &WorkerId) {
+        let free = self.workers.get(id).is_some_and(|w| w.session.is_some() && w.free() > 0);
+        if free {
+            self.free_workers.insert(id.clone());
+        } else {
+            self.free_workers.remove(id);
+        }
+    }
+
+    /// Checks the internal invariants; for tests.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        let mut counts: HashMap<JobId, Counts> = HashMap::new();
+        for (id, e) in &self.tasks {
+            counts.entry(e.job.clone()).or_default().add(e.state);
+            match e.state {
+                State::InProgress => {
+                    let lease = e.lease.as_ref().expect("in progress without a lease");
+                    assert!(self.leases.contains(&(lease.expires_ms, *id, e.attempt)));
+                }
+                _ => assert!(e.lease.is_none(), "task {id} in {:?} holds a lease", e.state),
+            }
+            if e.state == State::Waiting {
+                assert!(e.unmet > 0 || e.not_before_ms > 0, "task {id} waits on nothing");
+            }
+        }
+        for (wid, w) in &self.workers {
+            if w.slots > 0 {
+                assert!(w.held.len() as u32 <= w.slots, "worker {wid} over its slots");
+            }
+            for (t, a) in &w.held {
+                let e = &self.tasks[t];
+                assert_eq!(e.state, State::InProgress);
+                assert_eq!(e.attempt, *a);
+            }
+        }
+        let _ = counts;
+    }
+}
+
+/// All states, for callers that tabulate counts.
+pub fn all_states() -> [State; 6] {
+    State::ALL
+}

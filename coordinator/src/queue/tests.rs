@@ -1,0 +1,544 @@
+//! Table-driven tests of the state machine and property tests of design.md's invariants 2-6.
+
+use super::*;
+use proptest::prelude::*;
+
+const JOB: &str = "job-1";
+
+fn job() -> JobId {
+    JobId::from(JOB)
+}
+
+fn task(id: i64) -> NewTask {
+    NewTask {
+        id: TaskId(id),
+        priority: 5,
+        deps: vec![],
+        labels: Labels::new(),
+        max_retries: 0,
+        retry: RetryPolicy { initial_ms: 100, multiplier: 2.0, max_ms: 1_000 },
+        payload: Arc::from(&b"spec"[..]),
+    }
+}
+
+fn sched() -> Scheduler {
+    let mut s = Scheduler::new(Limits { lease_ms: 1_000, max_lease_losses: 3 });
+    s.insert_job(job(), Counts::default(), false, 0);
+    s
+}
+
+fn worker(s: &mut Scheduler, name: &str, slots: u32) -> WorkerId {
+    let w = WorkerId::from(name);
+    s.register(w.clone(), Labels::new(), slots, &[]);
+    s.connect(&w, 1).unwrap();
+    w
+}
+
+fn add(s: &mut Scheduler, tasks: Vec<NewTask>) -> Vec<Effect> {
+    let stored = HashMap::new();
+    s.check_add(&job(), &tasks, &stored).unwrap();
+    s.add_tasks(&job(), tasks, &stored, 0)
+}
+
+fn state(s: &Scheduler, id: i64) -> State {
+    s.task(TaskId(id)).unwrap().state
+}
+
+fn assigned(fx: &[Effect]) -> Vec<(String, i64, u32)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Assign { worker, id, attempt, .. } => Some((worker.to_string(), id.0, *attempt)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn new_task_without_dependencies_is_pending_then_leased() {
+    let mut s = sched();
+    let fx = add(&mut s, vec![task(1)]);
+    assert_eq!(state(&s, 1), State::Pending);
+    assert!(matches!(fx[0], Effect::Changed { from: None, to: State::Waiting, .. }));
+    let w = worker(&mut s, "w1", 1);
+    let fx = s.dispatch(10);
+    assert_eq!(assigned(&fx), vec![("w1".into(), 1, 1)]);
+    assert_eq!(state(&s, 1), State::InProgress);
+    assert_eq!(s.task(TaskId(1)).unwrap().lease, Some(Lease { worker: w, expires_ms: 1_010 }));
+    s.check_invariants();
+}
+
+#[test]
+fn transitions_follow_the_table() {
+    // (outcome, max_retries, expected state after the report)
+    let cases = [
+        (Outcome::Completed, 0, State::Completed),
+        (Outcome::Failed { reason: "x".into(), retryable: true }, 0, State::Failed),
+        (Outcome::Failed { reason: "x".into(), retryable: true }, 1, State::Waiting),
+        (Outcome::Failed { reason: "x".into(), retryable: false }, 3, State::Failed),
+        (Outcome::HandedBack { reason: "shutdown".into() }, 0, State::Pending),
+        (Outcome::Started, 0, State::InProgress),
+        (Outcome::Progress("half".into()), 0, State::InProgress),
+    ];
+    for (outcome, retries, expected) in cases {
+        let mut s = sched();
+        let mut t = task(1);
+        t.max_retries = retries;
+        add(&mut s, vec![t]);
+        let w = worker(&mut s, "w1", 1);
+        s.dispatch(0);
+        s.report(&w, TaskId(1), 1, outcome.clone(), 5).unwrap();
+        assert_eq!(state(&s, 1), expected, "{outcome:?} with {retries} retries");
+        s.check_invariants();
+    }
+}
+
+#[test]
+fn stale_attempt_reports_are_rejected() {
+    let mut s = sched();
+    add(&mut s, vec![task(1)]);
+    let w1 = worker(&mut s, "w1", 1);
+    s.dispatch(0);
+    // The lease expires: the task goes back to pending, attempt 1 is fenced off.
+    s.tick(1_000);
+    assert_eq!(state(&s, 1), State::Pending);
+    let w2 = worker(&mut s, "w2", 1);
+    s.disconnect(&w1, 1);
+    let fx = s.dispatch(1_001);
+    assert_eq!(assigned(&fx), vec![("w2".into(), 1, 2)]);
+    let err = s.report(&w1, TaskId(1), 1, Outcome::Completed, 1_002).unwrap_err();
+    assert!(matches!(err, Refusal::FailedPrecondition(ref m) if m.contains("stale")), "{err}");
+    // The right attempt from the wrong worker is refused too.
+    assert!(s.report(&w1, TaskId(1), 2, Outcome::Completed, 1_002).is_err());
+    s.report(&w2, TaskId(1), 2, Outcome::Completed, 1_003).unwrap();
+    assert_eq!(state(&s, 1), State::Completed);
+    // Reports after completion are stale as well: no task succeeds twice.
+    assert!(s.report(&w2, TaskId(1), 2, Outcome::Completed, 1_004).is_err());
+}
+
+#[test]
+fn expired_leases_requeue_with_next_attempt_then_dead_letter() {
+    let mut s = sched();
+    add(&mut s, vec![task(1)]);
+    let _w = worker(&mut s, "w1", 1);
+    let mut now = 0;
+    for attempt in 1..=3 {
+        let fx = s.dispatch(now);
+        assert_eq!(assigned(&fx), vec![("w1".into(), 1, attempt)]);
+        now += 1_000;
+        s.tick(now);
+        s.check_invariants();
+    }
+    let e = s.task(TaskId(1)).unwrap();
+    assert_eq!(e.state, State::Failed);
+    assert!(e.reason.contains("3 attempts lost"), "{}", e.reason);
+}
+
+#[test]
+fn heartbeats_extend_leases_only_with_an_open_stream() {
+    let mut s = sched();
+    add(&mut s, vec![task(1)]);
+    let w = worker(&mut s, "w1", 1);
+    s.dispatch(0);
+    let (stale, expires) = s.heartbeat(&w, &[(TaskId(1), 1), (TaskId(9), 1)], 900).unwrap();
+    assert_eq!(stale, vec![(TaskId(9), 1)]);
+    assert_eq!(expires, 1_900);
+    s.tick(1_000);
+    assert_eq!(state(&s, 1), State::InProgress);
+    s.disconnect(&w, 1);
+    assert!(matches!(s.heartbeat(&w, &[(TaskId(1), 1)], 1_500), Err(Refusal::FailedPrecondition(_))));
+    s.tick(1_900);
+    assert_eq!(state(&s, 1), State::Pending);
+}
+
+#[test]
+fn retries_wait_out_their_backoff() {
+    let mut s = sched();
+    let mut t = task(1);
+    t.max_retries = 2;
+    add(&mut s, vec![t]);
+    let w = worker(&mut s, "w1", 1);
+    s.dispatch(0);
+    s.report(&w, TaskId(1), 1, Outcome::Failed { reason: "boom".into(), retryable: true }, 10).unwrap();
+    assert_eq!(state(&s, 1), State::Waiting);
+    assert_eq!(s.next_deadline(), Some(110));
+    assert!(assigned(&s.dispatch(50)).is_empty());
+    s.tick(109);
+    assert_eq!(state(&s, 1), State::Waiting);
+    s.tick(110);
+    assert_eq!(state(&s, 1), State::Pending);
+    s.dispatch(110);
+    s.report(&w, TaskId(1), 2, Outcome::Failed { reason: "boom".into(), retryable: true }, 120).unwrap();
+    // Second retry waits twice as long.
+    assert_eq!(s.next_deadline(), Some(320));
+    s.tick(320);
+    s.dispatch(320);
+    s.report(&w, TaskId(1), 3, Outcome::Failed { reason: "boom".into(), retryable: true }, 330).unwrap();
+    let e = s.task(TaskId(1)).unwrap();
+    assert_eq!(e.state, State::Failed);
+    assert_eq!(e.reason, "boom");
+}
+
+#[test]
+fn backoff_is_capped() {
+    let p = RetryPolicy { initial_ms: 1_000, multiplier: 2.0, max_ms: 60_000 };
+    let got: Vec<u64> = (1..=8).map(|r| p.backoff_ms(r)).collect();
+    assert_eq!(got, vec![1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000]);
+    assert_eq!(p.backoff_ms(10_000), 60_000);
+}
+
+#[test]
+fn failure_cancels_dependents_and_retry_brings_them_back() {
+    let mut s = sched();
+    let mut b = task(2);
+    b.deps = vec![TaskId(1)];
+    let mut c = task(3);
+    c.deps = vec![TaskId(2)];
+    add(&mut s, vec![task(1), b, c]);
+    assert_eq!((state(&s, 1), state(&s, 2), state(&s, 3)), (State::Pending, State::Waiting, State::Waiting));
+    let w = worker(&mut s, "w1", 4);
+    assert_eq!(assigned(&s.dispatch(0)).len(), 1);
+    s.report(&w, TaskId(1), 1, Outcome::Failed { reason: "boom".into(), retryable: true }, 1).unwrap();
+    assert_eq!((state(&s, 1), state(&s, 2), state(&s, 3)), (State::Failed, State::Cancelled, State::Cancelled));
+    let e3 = s.task(TaskId(3)).unwrap();
+    assert_eq!(e3.cancel_cause, Some(TaskId(1)));
+    assert_eq!(e3.reason, "dependency 2 cancelled");
+    s.check_invariants();
+
+    // RetryTasks reads the final tasks back from the store; here they come from memory.
+    let revived: Vec<RevivedTask> = [1, 2, 3]
+        .iter()
+        .map(|&i| {
+            let e = s.task(TaskId(i)).unwrap();
+            let mut t = task(i);
+            t.deps = e.deps.clone();
+            RevivedTask { task: t, job: job(), state: e.state, attempt: e.attempt, cancel_cause: e.cancel_cause }
+        })
+        .collect();
+    s.evict_final();
+    assert_eq!(s.live_tasks(), 0);
+    let fx = s.revive(revived, &HashMap::new(), 2);
+    assert!(!fx.is_empty());
+    assert_eq!((state(&s, 1), state(&s, 2), state(&s, 3)), (State::Pending, State::Waiting, State::Waiting));
+    assert_eq!(s.job(&job()).unwrap().counts, Counts { pending: 1, waiting: 2, ..Default::default() });
+    let fx = s.dispatch(3);
+    assert_eq!(assigned(&fx), vec![("w1".into(), 1, 2)]);
+    s.report(&w, TaskId(1), 2, Outcome::Completed, 4).unwrap();
+    assert_eq!(state(&s, 2), State::Pending);
+    s.check_invariants();
+}
+
+#[test]
+fn dependency_on_a_stored_final_task() {
+    let mut s = sched();
+    let mut stored = HashMap::new();
+    for (id, st) in [(1, State::Completed), (2, State::Failed)] {
+        stored.insert(TaskId(id), StoredTask { id: TaskId(id), job: job(), state: st, cancel_cause: None });
+    }
+    let mut a = task(3);
+    a.deps = vec![TaskId(1)];
+    let mut b = task(4);
+    b.deps = vec![TaskId(1), TaskId(2)];
+    s.check_add(&job(), &[a.clone(), b.clone()], &stored).unwrap();
+    s.add_tasks(&job(), vec![a, b], &stored, 0);
+    assert_eq!(state(&s, 3), State::Pending);
+    assert_eq!(state(&s, 4), State::Cancelled);
+    assert_eq!(s.task(TaskId(4)).unwrap().cancel_cause, Some(TaskId(2)));
+}
+
+#[test]
+fn parent_makes_child_wait() {
+    let mut s = sched();
+    let mut child = task(2);
+    child.deps = vec![TaskId(1)];
+    child.priority = 100;
+    add(&mut s, vec![task(1), child]);
+    let w = worker(&mut s, "w1", 2);
+    // The child has a higher priority but waits for its parent.
+    assert_eq!(assigned(&s.dispatch(0)), vec![("w1".into(), 1, 1)]);
+    s.report(&w, TaskId(1), 1, Outcome::Completed, 1).unwrap();
+    assert_eq!(assigned(&s.dispatch(2)), vec![("w1".into(), 2, 1)]);
+}
+
+#[test]
+fn unknown_foreign_and_self_dependencies_are_refused() {
+    let mut s = sched();
+    s.insert_job(JobId::from("other"), Counts::default(), false, 0);
+    let stored = HashMap::new();
+    s.add_tasks(&JobId::from("other"), vec![task(1)], &stored, 0);
+    let cases: Vec<(Vec<i64>, &str)> = vec![
+        (vec![99], "task 99 not found"),
+        (vec![1], "belongs to job other"),
+        (vec![2], "cycle"),
+    ];
+    for (deps, msg) in cases {
+        let mut t = task(2);
+        t.deps = deps.into_iter().map(TaskId).collect();
+        let err = s.check_add(&job(), &[t], &stored).unwrap_err();
+        assert!(err.to_string().contains(msg), "{err} should contain {msg}");
+    }
+    assert!(matches!(s.check_add(&JobId::from("nope"), &[task(5)], &stored), Err(Refusal::NotFound(_))));
+}
+
+#[test]
+fn priority_orders_dispatch_fifo_within_priority() {
+    let mut s = sched();
+    let mut tasks = vec![];
+    for (id, prio) in [(1, 1), (2, 9), (3, 5), (4, 9), (5, 5)] {
+        let mut t = task(id);
+        t.priority = prio;
+        tasks.push(t);
+    }
+    add(&mut s, tasks);
+    let _w = worker(&mut s, "w1", 10);
+    let order: Vec<i64> = assigned(&s.dispatch(0)).into_iter().map(|(_, id, _)| id).collect();
+    assert_eq!(order, vec![2, 4, 3, 5, 1]);
+}
+
+#[test]
+fn task_needing_a_missing_label_does_not_block_others() {
+    let mut s = sched();
+    let mut gpu = task(1);
+    gpu.labels.insert("gpu".into(), "a100".into());
+    gpu.priority = 10;
+    add(&mut s, vec![gpu, task(2), task(3)]);
+    let _w = worker(&mut s, "w1", 10);
+    let order: Vec<i64> = assigned(&s.dispatch(0)).into_iter().map(|(_, id, _)| id).collect();
+    assert_eq!(order, vec![2, 3]);
+    assert_eq!(state(&s, 1), State::Pending);
+    let g = WorkerId::from("gpu-box");
+    let mut labels = Labels::new();
+    labels.insert("gpu".into(), "a100".into());
+    s.register(g.clone(), labels, 1, &[]);
+    s.connect(&g, 1).unwrap();
+    assert_eq!(assigned(&s.dispatch(1)), vec![("gpu-box".into(), 1, 1)]);
+}
+
+#[test]
+fn never_more_assignments_than_free_slots() {
+    let mut s = sched();
+    add(&mut s, (1..=10).map(task).collect());
+    let w = worker(&mut s, "w1", 3);
+    assert_eq!(assigned(&s.dispatch(0)).len(), 3);
+    assert!(assigned(&s.dispatch(1)).is_empty());
+    s.report(&w, TaskId(1), 1, Outcome::Completed, 2).unwrap();
+    assert_eq!(assigned(&s.dispatch(3)).len(), 1);
+    // A disconnected worker gets nothing.
+    s.report(&w, TaskId(2), 1, Outcome::Completed, 4).unwrap();
+    s.disconnect(&w, 1);
+    assert!(assigned(&s.dispatch(5)).is_empty());
+}
+
+#[test]
+fn work_spreads_across_workers() {
+    let mut s = sched();
+    add(&mut s, (1..=8).map(task).collect());
+    for n in ["a", "b", "c", "d"] {
+        worker(&mut s, n, 8);
+    }
+    let fx = s.dispatch(0);
+    let mut per: HashMap<String, usize> = HashMap::new();
+    for (w, _, _) in assigned(&fx) {
+        *per.entry(w).or_default() += 1;
+    }
+    assert_eq!(per.len(), 4);
+    assert!(per.values().all(|&n| n == 2), "{per:?}");
+}
+
+#[test]
+fn cancelling_a_running_task_revokes_it_and_cancels_dependents() {
+    let mut s = sched();
+    let mut b = task(2);
+    b.deps = vec![TaskId(1)];
+    add(&mut s, vec![task(1), b]);
+    let w = worker(&mut s, "w1", 1);
+    s.dispatch(0);
+    let fx = s.cancel_task(TaskId(1), "not needed", 1).unwrap();
+    assert!(fx.contains(&Effect::Revoke { worker: w.clone(), id: TaskId(1), attempt: 1, reason: "not needed".into() }));
+    assert_eq!(state(&s, 2), State::Cancelled);
+    assert!(matches!(s.cancel_task(TaskId(1), "again", 2), Err(Refusal::FailedPrecondition(_))));
+    assert!(s.report(&w, TaskId(1), 1, Outcome::Completed, 3).is_err());
+    assert_eq!(s.worker(&w).unwrap().held.len(), 0);
+}
+
+#[test]
+fn cancelled_job_takes_no_new_tasks() {
+    let mut s = sched();
+    add(&mut s, vec![task(1), task(2)]);
+    s.cancel_job(&job(), "stop", 0).unwrap();
+    assert_eq!(s.job(&job()).unwrap().counts.cancelled, 2);
+    let err = s.check_add(&job(), &[task(3)], &HashMap::new()).unwrap_err();
+    assert_eq!(err, Refusal::FailedPrecondition("job job-1 is cancelled".into()));
+}
+
+#[test]
+fn reregistered_worker_keeps_its_current_attempts() {
+    let mut s = sched();
+    add(&mut s, vec![task(1), task(2)]);
+    let w = worker(&mut s, "w1", 2);
+    s.dispatch(0);
+    s.cancel_task(TaskId(2), "x", 1).unwrap();
+    let stale = s.register(w.clone(), Labels::new(), 2, &[(TaskId(1), 1), (TaskId(2), 1)]);
+    assert_eq!(stale, vec![(TaskId(2), 1)]);
+    assert_eq!(s.worker(&w).unwrap().held.len(), 1);
+}
+
+#[test]
+fn restored_in_progress_task_gets_a_fresh_lease() {
+    let mut s = sched();
+    s.restore_task(job(), task(1), State::InProgress, 2, 0, 0, Some(WorkerId::from("w1")), 0, 5_000);
+    s.restore_task(job(), { let mut t = task(2); t.deps = vec![TaskId(1)]; t }, State::Waiting, 0, 0, 0, None, 0, 5_000);
+    assert_eq!(s.task(TaskId(2)).unwrap().unmet, 1);
+    assert_eq!(s.next_deadline(), Some(6_000));
+    let w = WorkerId::from("w1");
+    assert!(s.register(w.clone(), Labels::new(), 1, &[(TaskId(1), 2)]).is_empty());
+    s.connect(&w, 7).unwrap();
+    s.report(&w, TaskId(1), 2, Outcome::Completed, 5_500).unwrap();
+    assert_eq!(state(&s, 2), State::Pending);
+}
+
+// ----- properties -----
+
+#[derive(Clone, Debug)]
+enum Op {
+    Add { deps: Vec<u8>, priority: i8, retries: u8 },
+    Dispatch,
+    Complete(u8),
+    Fail(u8),
+    Cancel(u8),
+    Advance(u16),
+    Disconnect(u8),
+    Reconnect(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (proptest::collection::vec(any::<u8>(), 0..3), any::<i8>(), 0u8..3)
+            .prop_map(|(deps, priority, retries)| Op::Add { deps, priority, retries }),
+        3 => Just(Op::Dispatch),
+        3 => any::<u8>().prop_map(Op::Complete),
+        2 => any::<u8>().prop_map(Op::Fail),
+        1 => any::<u8>().prop_map(Op::Cancel),
+        2 => (0u16..3_000).prop_map(Op::Advance),
+        1 => (0u8..3).prop_map(Op::Disconnect),
+        1 => (0u8..3).prop_map(Op::Reconnect),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Invariants 2-6 under random interleavings: one state per task, one lease per running
+    /// task, no success twice, dependencies exact, slots respected; and once the workers stay
+    /// connected and complete what they get, every task ends.
+    #[test]
+    fn random_histories_keep_the_invariants(ops in proptest::collection::vec(op(), 1..120)) {
+        let mut s = sched();
+        let workers: Vec<WorkerId> = (0..3).map(|i| worker(&mut s, &format!("w{i}"), 2)).collect();
+        let mut session = 10;
+        let mut next_id = 1i64;
+        let mut now = 0u64;
+        let mut completed: HashSet<TaskId> = HashSet::new();
+        let mut all: Vec<TaskId> = vec![];
+        let mut deps_of: HashMap<TaskId, Vec<TaskId>> = HashMap::new();
+        let mut finals: HashMap<TaskId, State> = HashMap::new();
+        let running = |s: &Scheduler| -> Vec<(WorkerId, TaskId, u32)> {
+            let mut v: Vec<_> = s.workers().flat_map(|(w, wk)| wk.held.iter().map(move |(t, a)| (w.clone(), *t, *a))).collect();
+            v.sort();
+            v
+        };
+        let check = |s: &Scheduler, fx: &[Effect], deps_of: &HashMap<TaskId, Vec<TaskId>>, completed: &mut HashSet<TaskId>, finals: &mut HashMap<TaskId, State>| {
+            for e in fx {
+                if let Effect::Changed { id, to, from, .. } = e {
+                    if let Some(prev) = finals.get(id) {
+                        // A final state is left only through RetryTasks (not exercised here).
+                        panic!("task {id} left final state {prev:?} to {to:?} (from {from:?})");
+                    }
+                    if *to == State::Completed {
+                        assert!(completed.insert(*id), "task {id} completed twice");
+                    }
+                    if *to == State::InProgress {
+                        for d in &deps_of[id] {
+                            assert!(completed.contains(d), "task {id} started before dependency {d} completed");
+                        }
+                    }
+                    if to.is_final() {
+                        finals.insert(*id, *to);
+                    }
+                }
+            }
+            s.check_invariants();
+        };
+        for op in ops {
+            let fx = match op {
+                Op::Add { deps, priority, retries } => {
+                    let id = TaskId(next_id);
+                    next_id += 1;
+                    let mut t = task(id.0);
+                    t.priority = priority as i32;
+                    t.max_retries = retries as u32;
+                    if !all.is_empty() {
+                        t.deps = deps.iter().map(|d| all[*d as usize % all.len()]).collect();
+                        t.deps.sort();
+                        t.deps.dedup();
+                    }
+                    deps_of.insert(id, t.deps.clone());
+                    // Dependencies that already left memory are final: tell the scheduler.
+                    let stored: HashMap<TaskId, StoredTask> = t.deps.iter().filter(|d| s.task(**d).is_none()).map(|d| {
+                        (*d, StoredTask { id: *d, job: job(), state: finals[d], cancel_cause: None })
+                    }).collect();
+                    s.check_add(&job(), std::slice::from_ref(&t), &stored).unwrap();
+                    all.push(id);
+                    s.add_tasks(&job(), vec![t], &stored, now)
+                }
+                Op::Dispatch => s.dispatch(now),
+                Op::Complete(i) | Op::Fail(i) => {
+                    let r = running(&s);
+                    if r.is_empty() { vec![] } else {
+                        let (w, t, a) = r[i as usize % r.len()].clone();
+                        let outcome = if matches!(op, Op::Complete(_)) { Outcome::Completed } else {
+                            Outcome::Failed { reason: "x".into(), retryable: true }
+                        };
+                        s.report(&w, t, a, outcome, now).unwrap()
+                    }
+                }
+                Op::Cancel(i) => {
+                    if all.is_empty() { vec![] } else {
+                        let t = all[i as usize % all.len()];
+                        s.cancel_task(t, "cancelled", now).unwrap_or_default()
+                    }
+                }
+                Op::Advance(ms) => { now += ms as u64; s.tick(now) }
+                Op::Disconnect(i) => {
+                    let w = &workers[i as usize];
+                    if let Some(cur) = s.worker(w).and_then(|w| w.session) {
+                        s.disconnect(w, cur);
+                    }
+                    vec![]
+                }
+                Op::Reconnect(i) => { session += 1; s.connect(&workers[i as usize], session).unwrap(); vec![] }
+            };
+            check(&s, &fx, &deps_of, &mut completed, &mut finals);
+            s.evict_final();
+        }
+        // Drain: all workers connected, everything dispatched completes; time runs on.
+        for w in &workers { session += 1; s.connect(w, session).unwrap(); }
+        for _ in 0..10_000 {
+            now += 1_000;
+            let mut fx = s.tick(now);
+            fx.extend(s.dispatch(now));
+            for (w, t, a) in running(&s) {
+                fx.extend(s.report(&w, t, a, Outcome::Completed, now).unwrap());
+            }
+            check(&s, &fx, &deps_of, &mut completed, &mut finals);
+            s.evict_final();
+            if s.live_tasks() == 0 { break; }
+        }
+        prop_assert_eq!(s.live_tasks(), 0, "every task ends");
+        for id in &all {
+            prop_assert!(finals.contains_key(id), "task {} never ended", id);
+        }
+        let c = s.job(&job()).unwrap().counts;
+        prop_assert_eq!(c.total(), all.len() as u64);
+        prop_assert_eq!(c.completed, completed.len() as u64);
+    }
+}
