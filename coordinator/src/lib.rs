@@ -1,2 +1,124 @@
-//! Orca's coordinator.
+//! Orca's coordinator: the authoritative task queue in SQLite, the scheduler, and the gRPC
+//! services (`orca.v1.Orchestrator`, `orca.v1.WorkerGateway`, health, reflection).
+//!
+//! # Layout, along the data path
+//!
+//! - [`config`]: flags and `ORCA_*` variables.
+//! - [`service`]: thin gRPC handlers; [`validate`] checks every input first; [`watch`] feeds
+//!   WatchJob streams.
+//! - [`dispatch`]: the one actor that owns the scheduler and the database writer; it applies
+//!   commands in batches, commits each batch once, then answers, assigns and publishes.
+//! - [`queue`]: the pure state machine and scheduler (no tokio, sqlx or tonic).
+//! - [`store`]: SQLite through sqlx: migrations, batched writes, reads.
+//!
+//! [`run`] wires them together and serves until the shutdown token is cancelled.
+
+pub mod config;
+pub mod dispatch;
+mod error;
 pub mod queue;
+pub mod service;
+pub mod store;
+pub mod validate;
+pub mod watch;
+
+pub use config::Config;
+pub use error::Error;
+
+use std::net::SocketAddr;
+
+use orca_proto::pb;
+use tokio_util::sync::CancellationToken;
+
+/// Largest accepted request (an AddTasks batch with context files).
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// Opens the database, starts the dispatcher and serves gRPC until `shutdown` is cancelled;
+/// then stops accepting, ends the streams, flushes and returns. `on_bound` is called with the
+/// bound address once the server accepts connections.
+pub async fn run(config: Config, shutdown: CancellationToken, on_bound: impl FnOnce(SocketAddr)) -> Result<(), Error> {
+    let started = std::time::Instant::now();
+    let (store, writer, loaded) = store::open(&config.db, config.durability()).await?;
+    let jobs = loaded.jobs.len();
+    let settings = dispatch::Settings {
+        limits: queue::Limits {
+            lease_ms: config.lease_seconds as u64 * 1_000,
+            max_lease_losses: config.max_lease_losses,
+        },
+        heartbeat_seconds: config.heartbeat_seconds(),
+    };
+    let (dispatcher, handle) = dispatch::Dispatcher::new(loaded, writer, settings)?;
+    tracing::info!(
+        db = %config.db.display(),
+        jobs,
+        live_tasks = dispatcher.live_tasks(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "database loaded"
+    );
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "serving plaintext without authentication on a non-loopback address");
+    }
+
+    let dispatcher_task = tokio::spawn(dispatcher.run(shutdown.clone()));
+    let svc = service::Services { handle, store: store.clone(), shutdown: shutdown.clone() };
+
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health.set_serving::<pb::orchestrator_server::OrchestratorServer<service::Services>>().await;
+    health.set_serving::<pb::worker_gateway_server::WorkerGatewayServer<service::Services>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(orca_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(orca_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+
+    if let Some(path) = &config.addr_file {
+        // Write then rename, so a reader never sees a partial line.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{addr}\n"))
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|e| Error::Unavailable(format!("cannot write --addr-file {}: {e}", path.display())))?;
+    }
+    tracing::info!(%addr, "serving");
+    on_bound(addr);
+
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let stop = shutdown.clone();
+    let health_on_stop = health.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(
+            pb::orchestrator_server::OrchestratorServer::new(svc.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            pb::worker_gateway_server::WorkerGatewayServer::new(svc)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(health_svc)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(incoming, async move {
+            stop.cancelled().await;
+            health_on_stop.set_not_serving::<pb::orchestrator_server::OrchestratorServer<service::Services>>().await;
+            tracing::info!("shutting down: no new calls accepted");
+        });
+    let served = server.await;
+    shutdown.cancel();
+    let dispatched = dispatcher_task.await.map_err(|e| Error::Internal(format!("dispatcher panicked: {e}")))?;
+    store.close().await;
+    served.map_err(|e| Error::Internal(format!("server: {e}")))?;
+    dispatched?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,1 +1,33 @@
-fn main() {}
+//! `orca-coordinator`: parses flags, sets up logging, runs until SIGTERM or SIGINT.
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = orca_coordinator::Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ORCA_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+        on_signal.cancel();
+    });
+    if let Err(e) = orca_coordinator::run(config, shutdown, |_| {}).await {
+        tracing::error!(error = %e, "coordinator failed");
+        eprintln!("orca-coordinator: {e}");
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -241,11 +241,11 @@ impl Counts {
         *c.slot(s)
     }
 
-    fn add(&mut self, s: State) {
+    pub fn add(&mut self, s: State) {
         *self.slot(s) += 1;
     }
 
-    fn sub(&mut self, s: State) {
+    pub fn sub(&mut self, s: State) {
         let v = self.slot(s);
         *v = v.saturating_sub(1);
     }

@@ -1,0 +1,64 @@
+//! Command-line flags and `ORCA_*` environment variables of `orca-coordinator` (names fixed by
+//! the public contract). Checked before anything is bound or opened.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+use crate::store::Durability;
+
+/// How commits reach the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    /// fsync on every commit (synchronous=FULL): nothing acknowledged is lost, even on power loss.
+    Full,
+    /// synchronous=NORMAL: survives a crash of the coordinator, not of the machine.
+    Normal,
+}
+
+/// Orca's coordinator: the durable task queue and gRPC server.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "orca-coordinator", version, about)]
+pub struct Config {
+    /// Address to serve gRPC on (port 0 picks a free port; see --addr-file).
+    #[arg(long, env = "ORCA_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// SQLite database file (created when missing).
+    #[arg(long, env = "ORCA_DB", default_value = "orca.db")]
+    pub db: PathBuf,
+
+    /// After binding, write the bound host:port on one line to this file.
+    #[arg(long, env = "ORCA_ADDR_FILE")]
+    pub addr_file: Option<PathBuf>,
+
+    /// Lease of an assignment in seconds; a worker must heartbeat within it.
+    #[arg(long, env = "ORCA_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub lease_seconds: u32,
+
+    /// Heartbeat interval told to workers, in seconds (default: a third of the lease, at most 10).
+    #[arg(long, env = "ORCA_HEARTBEAT_SECONDS", value_parser = clap::value_parser!(u32).range(1..=3_600))]
+    pub heartbeat_seconds: Option<u32>,
+
+    /// Attempts a task may lose to expired leases before it is failed (dead letter).
+    #[arg(long, env = "ORCA_MAX_LEASE_LOSSES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub max_lease_losses: u32,
+
+    /// Commit durability.
+    #[arg(long, env = "ORCA_DURABILITY", value_enum, default_value_t = DurabilityArg::Full)]
+    pub durability: DurabilityArg,
+}
+
+impl Config {
+    pub fn durability(&self) -> Durability {
+        match self.durability {
+            DurabilityArg::Full => Durability::Full,
+            DurabilityArg::Normal => Durability::Normal,
+        }
+    }
+
+    pub fn heartbeat_seconds(&self) -> u32 {
+        self.heartbeat_seconds.unwrap_or_else(|| (self.lease_seconds / 3).clamp(1, 10))
+    }
+}

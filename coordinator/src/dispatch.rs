@@ -1,0 +1,932 @@
+//! The dispatcher: the one actor that owns the scheduler, the SQLite writer, the workers'
+//! assignment streams and the job event feeds. Everything else holds a cheap [`Handle`] and
+//! sends it commands over a bounded channel.
+//!
+//! The loop takes every command waiting in the channel as one batch, applies them to the
+//! scheduler in order, expires leases and backoffs, dispatches ready tasks, writes every row
+//! the batch touched in one transaction (group commit), and only after the commit answers the
+//! callers, sends the assignments and publishes the events. So a call is acknowledged only
+//! once durable, and a task (and its attempt number, its fencing token) is durable before any
+//! worker sees it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use orca_proto::pb;
+use prost::Message;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::Error;
+use crate::queue::{
+    Counts, Effect, Entry, JobId, Labels, NewTask, Outcome, RetryPolicy, RevivedTask, Scheduler, State, StoredTask,
+    TaskId, WorkerId,
+};
+use crate::store::{JobInsert, JobUpdate, Loaded, TaskInsert, TaskRow, WriteBatch, Writer};
+use crate::validate::{CheckedTask, DepRef};
+
+/// Commands waiting for the dispatcher.
+pub const COMMAND_BUFFER: usize = 4_096;
+/// Commands applied in one batch at most.
+pub const MAX_BATCH_COMMANDS: usize = 2_048;
+/// Events kept per watched job, for watchers that resume, and per subscriber before it
+/// counts as fallen behind.
+pub const WATCH_BUFFER: usize = 4_096;
+/// Extra room in a worker's assignment stream beyond its slots (cancellations).
+pub const LISTEN_EXTRA: usize = 64;
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// A subscription to a job's events.
+pub struct Subscription {
+    pub rx: broadcast::Receiver<Arc<pb::JobEvent>>,
+    /// The events after the requested sequence number, when they are all still buffered.
+    pub missed: Option<Vec<Arc<pb::JobEvent>>>,
+    /// The job's last sequence number at subscription.
+    pub last_seq: u64,
+    /// The job's counts at subscription, and whether it is cancelled.
+    pub counts: Counts,
+    pub cancelled: bool,
+}
+
+/// The stream half of a worker's Listen call.
+pub type ListenTx = mpsc::Sender<Result<pb::ListenResponse, Status>>;
+
+enum Command {
+    CreateJob { description: String, metadata: Option<prost_types::Struct>, reply: Reply<String> },
+    AddTasks { job: String, tasks: Vec<CheckedTask>, reply: Reply<Vec<i64>> },
+    CancelJob { job: String, reason: String, reply: Reply<()> },
+    CancelTask { task: i64, reason: String, reply: Reply<()> },
+    RetryTasks { job: String, tasks: Vec<i64>, reply: Reply<Vec<i64>> },
+    SetContext { job: String, key: String, value: String, reply: Reply<()> },
+    Register { req: pb::RegisterRequest, reply: Reply<pb::RegisterResponse> },
+    Listen { worker: String, slots_hint: usize, reply: Reply<(u64, mpsc::Receiver<Result<pb::ListenResponse, Status>>, ListenTx)> },
+    Disconnect { worker: String, session: u64 },
+    Heartbeat { req: pb::HeartbeatRequest, reply: Reply<pb::HeartbeatResponse> },
+    Report { req: pb::ReportRequest, reply: Reply<pb::ReportResponse> },
+    Subscribe { job: String, after_seq: u64, reply: Reply<Subscription> },
+}
+
+/// A cheap, cloneable handle to the dispatcher.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+}
+
+fn gone() -> Error {
+    Error::Unavailable("the coordinator is shutting down".into())
+}
+
+impl Handle {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    pub async fn create_job(&self, description: String, metadata: Option<prost_types::Struct>) -> Result<String, Error> {
+        self.call(|reply| Command::CreateJob { description, metadata, reply }).await
+    }
+
+    pub async fn add_tasks(&self, job: String, tasks: Vec<CheckedTask>) -> Result<Vec<i64>, Error> {
+        self.call(|reply| Command::AddTasks { job, tasks, reply }).await
+    }
+
+    pub async fn cancel_job(&self, job: String, reason: String) -> Result<(), Error> {
+        self.call(|reply| Command::CancelJob { job, reason, reply }).await
+    }
+
+    pub async fn cancel_task(&self, task: i64, reason: String) -> Result<(), Error> {
+        self.call(|reply| Command::CancelTask { task, reason, reply }).await
+    }
+
+    pub async fn retry_tasks(&self, job: String, tasks: Vec<i64>) -> Result<Vec<i64>, Error> {
+        self.call(|reply| Command::RetryTasks { job, tasks, reply }).await
+    }
+
+    pub async fn set_context(&self, job: String, key: String, value: String) -> Result<(), Error> {
+        self.call(|reply| Command::SetContext { job, key, value, reply }).await
+    }
+
+    pub async fn register(&self, req: pb::RegisterRequest) -> Result<pb::RegisterResponse, Error> {
+        self.call(|reply| Command::Register { req, reply }).await
+    }
+
+    /// Opens a worker's assignment stream: its session number, the receiving half for the
+    /// response stream, and a sender whose `closed()` tells when the caller went away.
+    pub async fn listen(
+        &self,
+        worker: String,
+        slots_hint: usize,
+    ) -> Result<(u64, mpsc::Receiver<Result<pb::ListenResponse, Status>>, ListenTx), Error> {
+        self.call(|reply| Command::Listen { worker, slots_hint, reply }).await
+    }
+
+    pub async fn disconnect(&self, worker: String, session: u64) {
+        let _ = self.tx.send(Command::Disconnect { worker, session }).await;
+    }
+
+    pub async fn heartbeat(&self, req: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse, Error> {
+        self.call(|reply| Command::Heartbeat { req, reply }).await
+    }
+
+    pub async fn report(&self, req: pb::ReportRequest) -> Result<pb::ReportResponse, Error> {
+        self.call(|reply| Command::Report { req, reply }).await
+    }
+
+    pub async fn subscribe(&self, job: String, after_seq: u64) -> Result<Subscription, Error> {
+        self.call(|reply| Command::Subscribe { job, after_seq, reply }).await
+    }
+}
+
+struct Session {
+    id: u64,
+    tx: ListenTx,
+}
+
+struct Feed {
+    tx: broadcast::Sender<Arc<pb::JobEvent>>,
+    history: VecDeque<Arc<pb::JobEvent>>,
+}
+
+/// Settings of the dispatcher.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub limits: crate::queue::Limits,
+    pub heartbeat_seconds: u32,
+}
+
+/// What a batch collects while its commands are applied.
+#[derive(Default)]
+struct Batch {
+    writes: WriteBatch,
+    effects: Vec<Effect>,
+    created: HashSet<TaskId>,
+    replies: Vec<Box<dyn FnOnce(Option<&Error>) + Send>>,
+    touched_jobs: BTreeSet<JobId>,
+}
+
+impl Batch {
+    fn reply<T: Send + 'static>(&mut self, tx: Reply<T>, value: T) {
+        self.replies.push(Box::new(move |err| {
+            let _ = tx.send(match err {
+                None => Ok(value),
+                Some(e) => Err(e.clone()),
+            });
+        }));
+    }
+}
+
+/// The dispatcher's state. See the module documentation.
+pub struct Dispatcher {
+    sched: Scheduler,
+    writer: Writer,
+    settings: Settings,
+    next_task_id: i64,
+    next_session: u64,
+    context: HashMap<String, BTreeMap<String, String>>,
+    sessions: HashMap<WorkerId, Session>,
+    feeds: HashMap<JobId, Feed>,
+    rx: mpsc::Receiver<Command>,
+}
+
+fn labels_of(m: &std::collections::HashMap<String, String>) -> Labels {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// The scheduler's view of a stored spec.
+fn new_task(id: TaskId, spec: &pb::TaskSpec, deps: Vec<TaskId>, payload: Arc<[u8]>) -> NewTask {
+    let p = spec.retry_policy.unwrap_or_default();
+    NewTask {
+        id,
+        priority: spec.priority.unwrap_or(orca_proto::defaults::PRIORITY),
+        deps,
+        labels: labels_of(&spec.required_labels),
+        max_retries: spec.max_retries.unwrap_or(0),
+        retry: RetryPolicy {
+            initial_ms: p.initial_backoff_ms as u64,
+            multiplier: if p.multiplier > 0.0 { p.multiplier } else { 2.0 },
+            max_ms: p.max_backoff_ms as u64,
+        },
+        payload,
+    }
+}
+
+fn decode_spec(bytes: &[u8], id: i64) -> Result<pb::TaskSpec, Error> {
+    pb::TaskSpec::decode(bytes).map_err(|e| Error::Storage(format!("task {id} has an unreadable spec: {e}")))
+}
+
+fn row_of(e: &Entry) -> TaskRow {
+    TaskRow {
+        task_id: e.id.0,
+        state: e.state,
+        attempt: e.attempt,
+        retries_used: e.retries_used,
+        lost_leases: e.lost_leases,
+        worker_id: e.last_worker.as_ref().map(|w| w.to_string()),
+        not_before_ms: e.not_before_ms,
+        cancel_cause: e.cancel_cause.map(|c| c.0),
+        reason: e.reason.clone(),
+    }
+}
+
+/// The proto status counts of a job.
+pub fn status_of(c: &Counts) -> pb::JobStatus {
+    let total = c.total();
+    let finished = c.completed + c.failed + c.cancelled;
+    pb::JobStatus {
+        total_tasks: total,
+        waiting: c.waiting,
+        pending: c.pending,
+        in_progress: c.in_progress,
+        completed: c.completed,
+        failed: c.failed,
+        cancelled: c.cancelled,
+        progress_pct: if total == 0 { 0.0 } else { (finished as f64 * 10_000.0 / total as f64).round() / 100.0 },
+    }
+}
+
+/// The job's state from its counts.
+pub fn job_state_of(c: &Counts, cancelled: bool) -> pb::JobState {
+    if cancelled {
+        pb::JobState::Cancelled
+    } else if !c.all_final() {
+        pb::JobState::Active
+    } else if c.failed + c.cancelled > 0 {
+        pb::JobState::Failed
+    } else {
+        pb::JobState::Completed
+    }
+}
+
+fn proto_state(s: State) -> pb::TaskState {
+    pb::TaskState::try_from(s.as_i32()).unwrap_or(pb::TaskState::Unspecified)
+}
+
+impl Dispatcher {
+    /// Builds the dispatcher from what the store loaded and returns it with its handle.
+    pub fn new(loaded: Loaded, writer: Writer, settings: Settings) -> Result<(Dispatcher, Handle), Error> {
+        let now = now_ms();
+        let mut sched = Scheduler::new(settings.limits);
+        for j in &loaded.jobs {
+            sched.insert_job(JobId::from(j.job_id.as_str()), j.counts, j.cancelled, j.last_seq);
+        }
+        for t in loaded.tasks {
+            let spec = decode_spec(&t.spec, t.row.task_id)?;
+            let deps = t.deps.iter().map(|d| TaskId(*d)).collect();
+            let task = new_task(TaskId(t.row.task_id), &spec, deps, Arc::from(t.spec));
+            sched.restore_task(
+                JobId::from(t.job_id),
+                task,
+                t.row.state,
+                t.row.attempt,
+                t.row.retries_used,
+                t.row.lost_leases,
+                t.row.worker_id.map(WorkerId::from),
+                t.row.not_before_ms,
+                now,
+            );
+        }
+        let mut context: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+        for (scope, k, v) in loaded.context {
+            context.entry(scope).or_default().insert(k, v);
+        }
+        let (tx, rx) = mpsc::channel(COMMAND_BUFFER);
+        let d = Dispatcher {
+            sched,
+            writer,
+            settings,
+            next_task_id: loaded.max_task_id + 1,
+            next_session: 1,
+            context,
+            sessions: HashMap::new(),
+            feeds: HashMap::new(),
+            rx,
+        };
+        Ok((d, Handle { tx }))
+    }
+
+    /// Tasks not final, loaded in memory.
+    pub fn live_tasks(&self) -> usize {
+        self.sched.live_tasks()
+    }
+
+    /// Runs until `shutdown` is cancelled (or every handle is dropped), then ends the
+    /// workers' and watchers' streams and closes the database. An error is a failed commit:
+    /// memory is then ahead of the database and the process must restart from the database.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), Error> {
+        loop {
+            let deadline = self.sched.next_deadline();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let first = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                c = self.rx.recv() => match c {
+                    Some(c) => Some(c),
+                    None => break,
+                },
+                _ = sleep => None,
+            };
+            let mut cmds = Vec::new();
+            cmds.extend(first);
+            while cmds.len() < MAX_BATCH_COMMANDS {
+                match self.rx.try_recv() {
+                    Ok(c) => cmds.push(c),
+                    Err(_) => break,
+                }
+            }
+            self.process(cmds).await?;
+        }
+        tracing::info!("dispatcher stopping");
+        self.rx.close();
+        // Commands still queued were never applied; dropping them answers Unavailable.
+        while self.rx.try_recv().is_ok() {}
+        self.sessions.clear();
+        self.feeds.clear();
+        self.writer.close().await?;
+        Ok(())
+    }
+
+    async fn process(&mut self, cmds: Vec<Command>) -> Result<(), Error> {
+        let now = now_ms();
+        let mut b = Batch::default();
+        for cmd in cmds {
+            self.apply(cmd, now, &mut b).await;
+        }
+        b.effects.extend(self.sched.tick(now));
+        b.effects.extend(self.sched.dispatch(now));
+        self.collect_rows(&mut b);
+        let events = self.sequence_events(&b);
+        for job in &b.touched_jobs {
+            if let Some(info) = self.sched.job(job) {
+                b.writes.job_updates.push(JobUpdate {
+                    job_id: job.to_string(),
+                    counts: info.counts,
+                    cancelled: info.cancelled,
+                    last_seq: info.last_seq,
+                });
+            }
+        }
+        if !b.writes.is_empty() {
+            if let Err(e) = self.writer.commit(&b.writes, now as i64).await {
+                tracing::error!(error = %e, "commit failed; stopping so that a restart reloads the database");
+                let err = Error::Unavailable("the coordinator could not commit; retry after it restarts".into());
+                for r in b.replies {
+                    r(Some(&err));
+                }
+                return Err(e);
+            }
+        }
+        for r in b.replies {
+            r(None);
+        }
+        self.send_to_workers(&b.effects);
+        self.publish(events);
+        self.sched.evict_final();
+        Ok(())
+    }
+
+    async fn apply(&mut self, cmd: Command, now: u64, b: &mut Batch) {
+        match cmd {
+            Command::CreateJob { description, metadata, reply } => {
+                let id = uuid::Uuid::now_v7().to_string();
+                let job = JobId::from(id.as_str());
+                self.sched.insert_job(job.clone(), Counts::default(), false, 0);
+                b.writes.jobs.push(JobInsert { job_id: id.clone(), description, metadata: metadata.map(|m| m.encode_to_vec()) });
+                b.touched_jobs.insert(job);
+                b.reply(reply, id);
+            }
+            Command::AddTasks { job, tasks, reply } => match self.add_tasks(job, tasks, now, b).await {
+                Ok(ids) => b.reply(reply, ids),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::CancelJob { job, reason, reply } => {
+                let reason = if reason.is_empty() { "job cancelled".to_string() } else { reason };
+                let job = JobId::from(job);
+                match self.sched.cancel_job(&job, &reason, now) {
+                    Ok(fx) => {
+                        b.effects.extend(fx);
+                        b.touched_jobs.insert(job.clone());
+                        if self.feeds.contains_key(&job) {
+                            b.effects.push(Effect::Progress { id: TaskId(0), job, attempt: 0, message: reason });
+                        }
+                        b.reply(reply, ());
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::CancelTask { task, reason, reply } => {
+                let reason = if reason.is_empty() { "cancelled".to_string() } else { reason };
+                let r = match self.sched.task(TaskId(task)) {
+                    Some(_) => self.sched.cancel_task(TaskId(task), &reason, now).map_err(Error::from),
+                    None => match self.writer.tasks_by_id(&[task]).await {
+                        Ok(rows) => match rows.first() {
+                            Some((_, row)) => {
+                                Err(Error::FailedPrecondition(format!("task {task} is already {}", row.state.name())))
+                            }
+                            None => Err(Error::NotFound(format!("task {task} not found"))),
+                        },
+                        Err(e) => Err(e),
+                    },
+                };
+                match r {
+                    Ok(fx) => {
+                        b.effects.extend(fx);
+                        b.reply(reply, ());
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Command::RetryTasks { job, tasks, reply } => match self.retry(job, tasks, now, b).await {
+                Ok(ids) => b.reply(reply, ids),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::SetContext { job, key, value, reply } => {
+                if !job.is_empty() && self.sched.job(&JobId::from(job.as_str())).is_none() {
+                    let _ = reply.send(Err(Error::NotFound(format!("job {job} not found"))));
+                    return;
+                }
+                let scope = self.context.entry(job.clone()).or_default();
+                if value.is_empty() {
+                    scope.remove(&key);
+                    b.writes.context.push((job, key, None));
+                } else {
+                    scope.insert(key.clone(), value.clone());
+                    b.writes.context.push((job, key, Some(value)));
+                }
+                b.reply(reply, ());
+            }
+            Command::Register { req, reply } => {
+                let id = if req.worker_id.is_empty() {
+                    format!("w-{}", uuid::Uuid::now_v7().simple())
+                } else {
+                    req.worker_id.clone()
+                };
+                let wid = WorkerId::from(id.as_str());
+                let running: Vec<(TaskId, u32)> = req.running.iter().map(|r| (TaskId(r.task_id), r.attempt)).collect();
+                let stale = self.sched.register(wid, labels_of(&req.labels), req.slots, &running);
+                tracing::info!(worker = %id, name = %req.name, host = %req.hostname, slots = req.slots, "worker registered");
+                let lease_seconds = (self.settings.limits.lease_ms / 1_000) as u32;
+                b.reply(
+                    reply,
+                    pb::RegisterResponse {
+                        worker_id: id,
+                        lease_seconds,
+                        heartbeat_interval_seconds: self.settings.heartbeat_seconds,
+                        stale: stale.into_iter().map(|(t, a)| pb::TaskRef { task_id: t.0, attempt: a }).collect(),
+                    },
+                );
+            }
+            Command::Listen { worker, slots_hint, reply } => {
+                let wid = WorkerId::from(worker.as_str());
+                let session = self.next_session;
+                self.next_session += 1;
+                if let Err(e) = self.sched.connect(&wid, session) {
+                    let _ = reply.send(Err(e.into()));
+                    return;
+                }
+                let slots = self.sched.worker(&wid).map(|w| w.slots as usize).unwrap_or(slots_hint);
+                let (tx, rx) = mpsc::channel(slots + LISTEN_EXTRA);
+                // A new stream replaces the old one, which ends.
+                self.sessions.insert(wid, Session { id: session, tx: tx.clone() });
+                tracing::info!(worker = %worker, session, "worker connected");
+                let _ = reply.send(Ok((session, rx, tx)));
+            }
+            Command::Disconnect { worker, session } => {
+                let wid = WorkerId::from(worker.as_str());
+                if self.sessions.get(&wid).is_some_and(|s| s.id == session) {
+                    self.sessions.remove(&wid);
+                    tracing::info!(worker = %worker, session, "worker disconnected");
+                }
+                self.sched.disconnect(&wid, session);
+            }
+            Command::Heartbeat { req, reply } => {
+                let wid = WorkerId::from(req.worker_id.as_str());
+                let running: Vec<(TaskId, u32)> = req.running.iter().map(|r| (TaskId(r.task_id), r.attempt)).collect();
+                match self.sched.heartbeat(&wid, &running, now) {
+                    Ok((stale, expires)) => b.reply(
+                        reply,
+                        pb::HeartbeatResponse {
+                            stale: stale.into_iter().map(|(t, a)| pb::TaskRef { task_id: t.0, attempt: a }).collect(),
+                            lease_expires_ms: expires as i64,
+                        },
+                    ),
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::Report { req, reply } => {
+                let wid = WorkerId::from(req.worker_id.as_str());
+                let mut acks = Vec::with_capacity(req.reports.len());
+                for rep in req.reports {
+                    use pb::report::Body;
+                    let (outcome, result) = match rep.body {
+                        Some(Body::Started(_)) => (Outcome::Started, None),
+                        Some(Body::Progress(p)) => (Outcome::Progress(p.message), None),
+                        Some(Body::Completed(c)) => (Outcome::Completed, c.result),
+                        Some(Body::Failed(f)) => {
+                            let reason = f
+                                .result
+                                .as_ref()
+                                .map(|r| r.error.clone())
+                                .filter(|e| !e.is_empty())
+                                .unwrap_or_else(|| "attempt failed".to_string());
+                            (Outcome::Failed { reason, retryable: f.retryable }, f.result)
+                        }
+                        Some(Body::HandedBack(h)) => (Outcome::HandedBack { reason: h.reason }, None),
+                        None => (Outcome::Started, None),
+                    };
+                    let id = TaskId(rep.task_id);
+                    match self.sched.report(&wid, id, rep.attempt, outcome, now) {
+                        Ok(fx) => {
+                            if let Some(r) = result {
+                                b.writes.results.push((rep.task_id, r.encode_to_vec()));
+                            }
+                            b.effects.extend(fx);
+                            acks.push(pb::ReportAck { task_id: rep.task_id, attempt: rep.attempt, accepted: true, reason: String::new() });
+                        }
+                        Err(e) => {
+                            tracing::debug!(task = rep.task_id, attempt = rep.attempt, worker = %wid, reason = %e, "report rejected");
+                            acks.push(pb::ReportAck {
+                                task_id: rep.task_id,
+                                attempt: rep.attempt,
+                                accepted: false,
+                                reason: e.to_string(),
+                            });
+                        }
+                    }
+                }
+                b.reply(reply, pb::ReportResponse { acks });
+            }
+            Command::Subscribe { job, after_seq, reply } => {
+                let jid = JobId::from(job.as_str());
+                let Some(info) = self.sched.job(&jid) else {
+                    let _ = reply.send(Err(Error::NotFound(format!("job {job} not found"))));
+                    return;
+                };
+                let (last_seq, counts, cancelled) = (info.last_seq, info.counts, info.cancelled);
+                let feed = self.feeds.entry(jid).or_insert_with(|| Feed {
+                    tx: broadcast::channel(WATCH_BUFFER).0,
+                    history: VecDeque::new(),
+                });
+                let missed = if after_seq == last_seq {
+                    Some(Vec::new())
+                } else if after_seq < last_seq && feed.history.front().is_some_and(|e| e.seq <= after_seq + 1) {
+                    Some(feed.history.iter().filter(|e| e.seq > after_seq).cloned().collect())
+                } else {
+                    None
+                };
+                // Subscribed after this batch commits, so it sees exactly the events after last_seq.
+                let rx = feed.tx.subscribe();
+                b.reply(reply, Subscription { rx, missed, last_seq, counts, cancelled });
+            }
+        }
+    }
+
+    async fn add_tasks(&mut self, job: String, tasks: Vec<CheckedTask>, now: u64, b: &mut Batch) -> Result<Vec<i64>, Error> {
+        let jid = JobId::from(job.as_str());
+        if self.sched.job(&jid).is_none() {
+            return Err(Error::NotFound(format!("job {job} not found")));
+        }
+        let first = self.next_task_id;
+        let ids: Vec<i64> = (0..tasks.len() as i64).map(|i| first + i).collect();
+        let mut new = Vec::with_capacity(tasks.len());
+        let mut external: Vec<i64> = Vec::new();
+        let mut specs = Vec::with_capacity(tasks.len());
+        for (i, t) in tasks.into_iter().enumerate() {
+            let resolve = |d: &DepRef| match d {
+                DepRef::Task(t) => *t,
+                DepRef::Batch(j) => ids[*j],
+            };
+            let deps: Vec<i64> = t.deps.iter().map(resolve).collect();
+            let mut spec = t.spec;
+            spec.parent_task_id = spec.parent_task_id.map(|p| if p < 0 { ids[(-p - 1) as usize] } else { p });
+            for d in spec.depends_on.iter_mut() {
+                if *d < 0 {
+                    *d = ids[(-*d - 1) as usize];
+                }
+            }
+            for d in &deps {
+                if *d < first && self.sched.task(TaskId(*d)).is_none() {
+                    external.push(*d);
+                }
+            }
+            let payload: Arc<[u8]> = Arc::from(spec.encode_to_vec());
+            new.push(new_task(TaskId(ids[i]), &spec, deps.into_iter().map(TaskId).collect(), payload));
+            specs.push(spec);
+        }
+        external.sort_unstable();
+        external.dedup();
+        let stored = self.stored(&external).await?;
+        self.sched.check_add(&jid, &new, &stored)?;
+        self.next_task_id += ids.len() as i64;
+        for t in &new {
+            b.created.insert(t.id);
+            for d in &t.deps {
+                b.writes.deps.push((t.id.0, d.0));
+            }
+        }
+        let fx = self.sched.add_tasks(&jid, new, &stored, now);
+        b.effects.extend(fx);
+        b.touched_jobs.insert(jid);
+        Ok(ids)
+    }
+
+    /// Final tasks read from the store, by id.
+    async fn stored(&mut self, ids: &[i64]) -> Result<HashMap<TaskId, StoredTask>, Error> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = self.writer.tasks_by_id(ids).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(job, r)| {
+                let id = TaskId(r.task_id);
+                (id, StoredTask { id, job: JobId::from(job), state: r.state, cancel_cause: r.cancel_cause.map(TaskId) })
+            })
+            .collect())
+    }
+
+    async fn retry(&mut self, job: String, ids: Vec<i64>, now: u64, b: &mut Batch) -> Result<Vec<i64>, Error> {
+        if ids.is_empty() {
+            if self.sched.job(&JobId::from(job.as_str())).is_none() {
+                return Err(Error::NotFound(format!("job {job} not found")));
+            }
+        } else {
+            let found = self.writer.tasks_by_id(&ids).await?;
+            for id in &ids {
+                let state = match self.sched.task(TaskId(*id)) {
+                    Some(e) => Some(e.state),
+                    None => found.iter().find(|(_, r)| r.task_id == *id).map(|(_, r)| r.state),
+                };
+                match state {
+                    None => return Err(Error::NotFound(format!("task {id} not found"))),
+                    Some(State::Failed | State::Cancelled) => {}
+                    Some(s) => {
+                        return Err(Error::FailedPrecondition(format!(
+                            "task {id} is {}; only failed or cancelled tasks can be retried",
+                            s.name()
+                        )));
+                    }
+                }
+                if !job.is_empty() {
+                    if let Some((j, _)) = found.iter().find(|(_, r)| r.task_id == *id) {
+                        if *j != job {
+                            return Err(Error::InvalidArgument(format!("task_ids: task {id} belongs to job {j}, not {job}")));
+                        }
+                    }
+                }
+            }
+        }
+        let rows = self.writer.revivable((!job.is_empty()).then_some(job.as_str()), &ids).await?;
+        let revived_ids: HashSet<i64> = rows.iter().map(|r| r.row.task_id).collect();
+        let mut revived = Vec::with_capacity(rows.len());
+        let mut external = Vec::new();
+        for r in rows {
+            let id = TaskId(r.row.task_id);
+            // A task still in memory is either live (skip it) or became final in this batch
+            // (its row in the store is older than memory).
+            let (state, cause) = match self.sched.task(id) {
+                Some(e) if !e.state.is_final() => continue,
+                Some(e) => (e.state, e.cancel_cause),
+                None => (r.row.state, r.row.cancel_cause.map(TaskId)),
+            };
+            if !state.is_final() {
+                continue;
+            }
+            let spec = decode_spec(&r.spec, r.row.task_id)?;
+            for d in &r.deps {
+                if !revived_ids.contains(d) && self.sched.task(TaskId(*d)).is_none() {
+                    external.push(*d);
+                }
+            }
+            let deps = r.deps.iter().map(|d| TaskId(*d)).collect();
+            revived.push(RevivedTask {
+                task: new_task(id, &spec, deps, Arc::from(r.spec)),
+                job: JobId::from(r.job_id),
+                state,
+                attempt: r.row.attempt,
+                cancel_cause: cause,
+            });
+        }
+        external.sort_unstable();
+        external.dedup();
+        let stored = self.stored(&external).await?;
+        let fx = self.sched.revive(revived, &stored, now);
+        let mut out: Vec<i64> = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Changed { id, to: State::Waiting, from: Some(f), .. } if f.is_final() => Some(id.0),
+                _ => None,
+            })
+            .collect();
+        out.sort_unstable();
+        b.effects.extend(fx);
+        Ok(out)
+    }
+
+    /// Turns the batch's state changes into rows to insert or update.
+    fn collect_rows(&self, b: &mut Batch) {
+        let mut dirty: BTreeSet<TaskId> = BTreeSet::new();
+        for e in &b.effects {
+            match e {
+                Effect::Changed { id, job, .. } => {
+                    dirty.insert(*id);
+                    b.touched_jobs.insert(job.clone());
+                }
+                Effect::Progress { job, .. } => {
+                    b.touched_jobs.insert(job.clone());
+                }
+                _ => {}
+            }
+        }
+        for id in b.created.iter() {
+            dirty.insert(*id);
+        }
+        for id in dirty {
+            let Some(e) = self.sched.task(id) else { continue };
+            let row = row_of(e);
+            if b.created.contains(&id) {
+                b.writes.tasks.push(TaskInsert {
+                    row,
+                    job_id: e.job.to_string(),
+                    priority: e.priority,
+                    spec: e.payload.to_vec(),
+                });
+            } else {
+                b.writes.updates.push(row);
+            }
+        }
+        // Inserts in id order keep dependencies (smaller ids) before dependents.
+        b.writes.tasks.sort_by_key(|t| t.row.task_id);
+    }
+
+    /// Gives every state change and progress chunk its job's next sequence number; builds
+    /// the events of watched jobs, each with the job's counts right after it.
+    fn sequence_events(&mut self, b: &Batch) -> Vec<(JobId, Arc<pb::JobEvent>)> {
+        let time_ms = now_ms() as i64;
+        // Counts at the start of the batch, for the watched jobs: undo the batch's changes.
+        let mut running: HashMap<JobId, Counts> = HashMap::new();
+        for job in self.feeds.keys() {
+            if let Some(info) = self.sched.job(job) {
+                running.insert(job.clone(), info.counts);
+            }
+        }
+        for e in b.effects.iter().rev() {
+            if let Effect::Changed { job, from, to, .. } = e {
+                if let Some(c) = running.get_mut(job) {
+                    c.sub(*to);
+                    if let Some(f) = from {
+                        c.add(*f);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for e in &b.effects {
+            match e {
+                Effect::Changed { id, job, from, to, attempt, reason } => {
+                    let seq = self.sched.next_seq(job);
+                    if let Some(c) = running.get_mut(job) {
+                        if let Some(f) = from {
+                            c.sub(*f);
+                        }
+                        c.add(*to);
+                        let cancelled = self.sched.job(job).is_some_and(|j| j.cancelled);
+                        out.push((
+                            job.clone(),
+                            Arc::new(pb::JobEvent {
+                                seq,
+                                job_id: job.to_string(),
+                                kind: pb::JobEventKind::TaskState as i32,
+                                task_id: id.0,
+                                state: proto_state(*to) as i32,
+                                previous_state: from.map(|f| proto_state(f) as i32).unwrap_or(0),
+                                attempt: *attempt,
+                                message: reason.clone(),
+                                status: Some(status_of(c)),
+                                job_state: job_state_of(c, cancelled) as i32,
+                                time_ms,
+                                ..Default::default()
+                            }),
+                        ));
+                    }
+                }
+                Effect::Progress { id, job, attempt, message } => {
+                    let seq = self.sched.next_seq(job);
+                    if let Some(c) = running.get(job) {
+                        let cancelled = self.sched.job(job).is_some_and(|j| j.cancelled);
+                        let kind = if id.0 == 0 { pb::JobEventKind::JobCancelled } else { pb::JobEventKind::TaskProgress };
+                        out.push((
+                            job.clone(),
+                            Arc::new(pb::JobEvent {
+                                seq,
+                                job_id: job.to_string(),
+                                kind: kind as i32,
+                                task_id: id.0,
+                                attempt: *attempt,
+                                message: message.clone(),
+                                status: Some(status_of(c)),
+                                job_state: job_state_of(c, cancelled) as i32,
+                                time_ms,
+                                ..Default::default()
+                            }),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn publish(&mut self, events: Vec<(JobId, Arc<pb::JobEvent>)>) {
+        for (job, ev) in events {
+            if let Some(feed) = self.feeds.get_mut(&job) {
+                if feed.history.len() == WATCH_BUFFER {
+                    feed.history.pop_front();
+                }
+                feed.history.push_back(ev.clone());
+                // No receiver is fine: the history serves later resumes.
+                let _ = feed.tx.send(ev);
+            }
+        }
+        // Forget the feeds nobody watches of jobs that are done.
+        let sched = &self.sched;
+        self.feeds.retain(|job, f| {
+            f.tx.receiver_count() > 0 || sched.job(job).is_some_and(|j| !j.counts.all_final() && !j.cancelled)
+        });
+    }
+
+    fn context_for(&self, job: &JobId) -> Vec<pb::ContextEntry> {
+        let mut out = Vec::new();
+        for (scope_key, scope_name) in [("", "global"), (job.as_str(), "job")] {
+            if let Some(m) = self.context.get(scope_key) {
+                for (k, v) in m {
+                    out.push(pb::ContextEntry { scope: scope_name.into(), key: k.clone(), value: v.clone() });
+                }
+            }
+        }
+        out
+    }
+
+    fn send_to_workers(&mut self, effects: &[Effect]) {
+        let mut per: HashMap<WorkerId, pb::ListenResponse> = HashMap::new();
+        for e in effects {
+            match e {
+                Effect::Assign { worker, id, job, attempt, lease_expires_ms } => {
+                    let Some(entry) = self.sched.task(*id) else { continue };
+                    let spec = pb::TaskSpec::decode(&entry.payload[..]).ok();
+                    per.entry(worker.clone()).or_default().assignments.push(pb::Assignment {
+                        task_id: id.0,
+                        job_id: job.to_string(),
+                        attempt: *attempt,
+                        spec,
+                        lease_expires_ms: *lease_expires_ms as i64,
+                        context: self.context_for(job),
+                    });
+                }
+                Effect::Revoke { worker, id, attempt, reason } => {
+                    per.entry(worker.clone()).or_default().cancellations.push(pb::Cancellation {
+                        task_id: id.0,
+                        attempt: *attempt,
+                        reason: reason.clone(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        for (worker, msg) in per {
+            let Some(s) = self.sessions.get(&worker) else { continue };
+            if let Err(e) = s.tx.try_send(Ok(msg)) {
+                // The worker does not read its stream (or it is gone): treat it as
+                // disconnected; its leases expire and its tasks run elsewhere.
+                tracing::warn!(worker = %worker, error = %e, "assignment stream blocked; disconnecting worker");
+                let id = s.id;
+                self.sessions.remove(&worker);
+                self.sched.disconnect(&worker, id);
+            }
+        }
+    }
+}

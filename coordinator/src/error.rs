@@ -1,0 +1,36 @@
+//! The coordinator's error type. It is mapped to a gRPC status at one point, in `service`.
+
+use crate::queue::Refusal;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::NotFound(m) => Error::NotFound(m),
+            Refusal::InvalidArgument(m) => Error::InvalidArgument(m),
+            Refusal::FailedPrecondition(m) => Error::FailedPrecondition(m),
+        }
+    }
+}
+
+/// Shorthand for an `InvalidArgument` naming a field.
+pub(crate) fn invalid(field: impl std::fmt::Display, msg: impl std::fmt::Display) -> Error {
+    Error::InvalidArgument(format!("{field}: {msg}"))
+}

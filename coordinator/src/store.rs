@@ -1,0 +1,613 @@
+//! SQLite persistence through sqlx: schema migrations, the writer's batched writes, start-up
+//! loading, and the reads the API serves.
+//!
+//! One [`Writer`] owns the only writing connection and applies a whole [`WriteBatch`] in one
+//! transaction (group commit). Reads go through a separate pool of read-only connections;
+//! WAL lets them run beside the writer and each read transaction sees one committed state.
+//! This is the one place that knows SQL; its errors are mapped to [`crate::Error`] here.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Connection, Row};
+
+use crate::Error;
+use crate::queue::{Counts, State};
+
+/// Migrations, applied in order; `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+
+/// Read connections in the pool.
+const READERS: u32 = 4;
+
+/// Rows per multi-row statement (SQLite allows 32766 bound parameters).
+const ROWS_PER_STATEMENT: usize = 500;
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+/// How durable commits are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit survives power loss (the default).
+    Full,
+    /// `synchronous=NORMAL`: a commit survives a crash of the process, not of the machine.
+    Normal,
+}
+
+/// The mutable columns of a task row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskRow {
+    pub task_id: i64,
+    pub state: State,
+    pub attempt: u32,
+    pub retries_used: u32,
+    pub lost_leases: u32,
+    pub worker_id: Option<String>,
+    pub not_before_ms: u64,
+    pub cancel_cause: Option<i64>,
+    pub reason: String,
+}
+
+/// A new task row.
+#[derive(Clone, Debug)]
+pub struct TaskInsert {
+    pub row: TaskRow,
+    pub job_id: String,
+    pub priority: i32,
+    pub spec: Vec<u8>,
+}
+
+/// A new job row.
+#[derive(Clone, Debug)]
+pub struct JobInsert {
+    pub job_id: String,
+    pub description: String,
+    pub metadata: Option<Vec<u8>>,
+}
+
+/// A job's counters after a batch.
+#[derive(Clone, Debug)]
+pub struct JobUpdate {
+    pub job_id: String,
+    pub counts: Counts,
+    pub cancelled: bool,
+    pub last_seq: u64,
+}
+
+/// Everything one batch writes, in one transaction.
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    pub jobs: Vec<JobInsert>,
+    pub tasks: Vec<TaskInsert>,
+    pub deps: Vec<(i64, i64)>,
+    pub updates: Vec<TaskRow>,
+    pub results: Vec<(i64, Vec<u8>)>,
+    pub job_updates: Vec<JobUpdate>,
+    /// (scope, key, value); `None` deletes.
+    pub context: Vec<(String, String, Option<String>)>,
+}
+
+impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+            && self.tasks.is_empty()
+            && self.deps.is_empty()
+            && self.updates.is_empty()
+            && self.results.is_empty()
+            && self.job_updates.is_empty()
+            && self.context.is_empty()
+    }
+}
+
+/// A job as stored.
+#[derive(Clone, Debug)]
+pub struct JobRecord {
+    pub job_id: String,
+    pub description: String,
+    pub metadata: Option<Vec<u8>>,
+    pub cancelled: bool,
+    pub last_seq: u64,
+    pub counts: Counts,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A task as stored.
+#[derive(Clone, Debug)]
+pub struct TaskRecord {
+    pub job_id: String,
+    pub row: TaskRow,
+    pub priority: i32,
+    pub spec: Option<Vec<u8>>,
+    pub result: Option<Vec<u8>>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A task that is not final, loaded at start.
+#[derive(Clone, Debug)]
+pub struct LiveTask {
+    pub job_id: String,
+    pub row: TaskRow,
+    pub spec: Vec<u8>,
+    pub deps: Vec<i64>,
+}
+
+/// What the coordinator loads at start.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub jobs: Vec<JobRecord>,
+    /// In id order.
+    pub tasks: Vec<LiveTask>,
+    pub context: Vec<(String, String, String)>,
+    pub max_task_id: i64,
+}
+
+/// The read side: a pool of read-only connections.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// The write side: the one connection that writes.
+#[derive(Debug)]
+pub struct Writer {
+    conn: SqliteConnection,
+}
+
+fn options(path: &Path, durability: Durability) -> Result<SqliteConnectOptions, Error> {
+    let url = format!("sqlite://{}", path.display());
+    Ok(SqliteConnectOptions::from_str(&url)
+        .map_err(|e| Error::Storage(format!("bad database path {}: {e}", path.display())))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(match durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        })
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10))
+        .pragma("cache_size", "-65536")
+        .pragma("temp_store", "memory"))
+}
+
+/// Opens (creating if needed) and migrates the database, then loads what the scheduler needs.
+pub async fn open(path: &Path, durability: Durability) -> Result<(Store, Writer, Loaded), Error> {
+    let opts = options(path, durability)?;
+    let mut conn = SqliteConnection::connect_with(&opts).await?;
+    migrate(&mut conn).await?;
+    let loaded = load(&mut conn).await?;
+    let pool = SqlitePoolOptions::new()
+        .max_connections(READERS)
+        .min_connections(1)
+        .connect_with(opts.read_only(true))
+        .await?;
+    Ok((Store { pool }, Writer { conn }, loaded))
+}
+
+async fn migrate(conn: &mut SqliteConnection) -> Result<(), Error> {
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *conn).await?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(Error::Storage(format!(
+            "database schema version {version} is newer than this binary supports ({known}); \
+             upgrade orca-coordinator"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let mut tx = conn.begin().await?;
+        sqlx::raw_sql(AssertSqlSafe(*sql)).execute(&mut *tx).await?;
+        sqlx::raw_sql(AssertSqlSafe(format!("PRAGMA user_version = {}", i + 1))).execute(&mut *tx).await?;
+        tx.commit().await?;
+        tracing::info!(version = i + 1, "applied schema migration");
+    }
+    Ok(())
+}
+
+fn state_of(v: i64) -> Result<State, Error> {
+    State::from_i32(v as i32).ok_or_else(|| Error::Storage(format!("unknown task state {v} in database")))
+}
+
+fn counts_of(row: &SqliteRow) -> Counts {
+    let n = |c: &str| row.get::<i64, _>(c) as u64;
+    Counts {
+        waiting: n("n_waiting"),
+        pending: n("n_pending"),
+        in_progress: n("n_in_progress"),
+        completed: n("n_completed"),
+        failed: n("n_failed"),
+        cancelled: n("n_cancelled"),
+    }
+}
+
+const JOB_COLUMNS: &str = "job_id, description, metadata, cancelled, last_seq, n_waiting, n_pending, \
+    n_in_progress, n_completed, n_failed, n_cancelled, created_at_ms, updated_at_ms";
+
+fn job_of(row: &SqliteRow) -> JobRecord {
+    JobRecord {
+        job_id: row.get("job_id"),
+        description: row.get("description"),
+        metadata: row.get("metadata"),
+        cancelled: row.get::<i64, _>("cancelled") != 0,
+        last_seq: row.get::<i64, _>("last_seq") as u64,
+        counts: counts_of(row),
+        created_at_ms: row.get("created_at_ms"),
+        updated_at_ms: row.get("updated_at_ms"),
+    }
+}
+
+const ROW_COLUMNS: &str =
+    "task_id, state, attempt, retries_used, lost_leases, worker_id, not_before_ms, cancel_cause, reason";
+
+fn task_row_of(row: &SqliteRow) -> Result<TaskRow, Error> {
+    Ok(TaskRow {
+        task_id: row.get("task_id"),
+        state: state_of(row.get("state"))?,
+        attempt: row.get::<i64, _>("attempt") as u32,
+        retries_used: row.get::<i64, _>("retries_used") as u32,
+        lost_leases: row.get::<i64, _>("lost_leases") as u32,
+        worker_id: row.get("worker_id"),
+        not_before_ms: row.get::<i64, _>("not_before_ms") as u64,
+        cancel_cause: row.get("cancel_cause"),
+        reason: row.get("reason"),
+    })
+}
+
+async fn load(conn: &mut SqliteConnection) -> Result<Loaded, Error> {
+    let mut loaded = Loaded::default();
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs");
+    let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *conn);
+    while let Some(row) = rows.try_next().await? {
+        loaded.jobs.push(job_of(&row));
+    }
+    drop(rows);
+
+    let mut deps: HashMap<i64, Vec<i64>> = HashMap::new();
+    let mut rows = sqlx::query(
+        "SELECT d.task_id, d.depends_on FROM task_deps d JOIN tasks t ON t.task_id = d.task_id \
+         WHERE t.state IN (1, 2, 3)",
+    )
+    .fetch(&mut *conn);
+    while let Some(row) = rows.try_next().await? {
+        deps.entry(row.get(0)).or_default().push(row.get(1));
+    }
+    drop(rows);
+
+    let sql = format!("SELECT {ROW_COLUMNS}, job_id, spec FROM tasks WHERE state IN (1, 2, 3) ORDER BY task_id");
+    let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *conn);
+    while let Some(row) = rows.try_next().await? {
+        let r = task_row_of(&row)?;
+        let mut d = deps.remove(&r.task_id).unwrap_or_default();
+        d.sort_unstable();
+        loaded.tasks.push(LiveTask { job_id: row.get("job_id"), spec: row.get("spec"), deps: d, row: r });
+    }
+    drop(rows);
+
+    let rows = sqlx::query("SELECT scope, key, value FROM context").fetch_all(&mut *conn).await?;
+    loaded.context = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    loaded.max_task_id =
+        sqlx::query_scalar::<_, Option<i64>>("SELECT max(task_id) FROM tasks").fetch_one(&mut *conn).await?.unwrap_or(0);
+    Ok(loaded)
+}
+
+fn placeholders(rows: usize, cols: usize) -> String {
+    let one = format!("({})", vec!["?"; cols].join(","));
+    vec![one; rows].join(",")
+}
+
+impl Writer {
+    /// Writes a batch in one transaction and commits it.
+    pub async fn commit(&mut self, b: &WriteBatch, now: i64) -> Result<(), Error> {
+        let mut tx = self.conn.begin().await?;
+        for j in &b.jobs {
+            sqlx::query(
+                "INSERT INTO jobs (job_id, description, metadata, created_at_ms, updated_at_ms) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&j.job_id)
+            .bind(&j.description)
+            .bind(&j.metadata)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for chunk in b.tasks.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO tasks ({ROW_COLUMNS}, job_id, priority, spec, created_at_ms, updated_at_ms) VALUES {}",
+                placeholders(chunk.len(), 14)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for t in chunk {
+                q = bind_row(q, &t.row)
+                    .bind(&t.job_id)
+                    .bind(t.priority)
+                    .bind(&t.spec)
+                    .bind(now)
+                    .bind(now);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for chunk in b.deps.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!("INSERT INTO task_deps (task_id, depends_on) VALUES {}", placeholders(chunk.len(), 2));
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (t, d) in chunk {
+                q = q.bind(t).bind(d);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for chunk in b.updates.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE tasks SET state = v.column2, attempt = v.column3, retries_used = v.column4, \
+                 lost_leases = v.column5, worker_id = v.column6, not_before_ms = v.column7, \
+                 cancel_cause = v.column8, reason = v.column9, updated_at_ms = ? \
+                 FROM (VALUES {}) AS v WHERE tasks.task_id = v.column1",
+                placeholders(chunk.len(), 9)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
+            for r in chunk {
+                q = bind_row(q, r);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for chunk in b.results.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE tasks SET result = v.column2 FROM (VALUES {}) AS v WHERE tasks.task_id = v.column1",
+                placeholders(chunk.len(), 2)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (t, r) in chunk {
+                q = q.bind(t).bind(r);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for j in &b.job_updates {
+            let c = &j.counts;
+            sqlx::query(
+                "UPDATE jobs SET last_seq = ?, cancelled = ?, n_waiting = ?, n_pending = ?, n_in_progress = ?, \
+                 n_completed = ?, n_failed = ?, n_cancelled = ?, updated_at_ms = ? WHERE job_id = ?",
+            )
+            .bind(j.last_seq as i64)
+            .bind(j.cancelled as i64)
+            .bind(c.waiting as i64)
+            .bind(c.pending as i64)
+            .bind(c.in_progress as i64)
+            .bind(c.completed as i64)
+            .bind(c.failed as i64)
+            .bind(c.cancelled as i64)
+            .bind(now)
+            .bind(&j.job_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (scope, key, value) in &b.context {
+            match value {
+                Some(v) => {
+                    sqlx::query(
+                        "INSERT INTO context (scope, key, value) VALUES (?, ?, ?) \
+                         ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
+                    )
+                    .bind(scope)
+                    .bind(key)
+                    .bind(v)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM context WHERE scope = ? AND key = ?")
+                        .bind(scope)
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Final tasks by id (for dependencies and cancellations of tasks not in memory).
+    pub async fn tasks_by_id(&mut self, ids: &[i64]) -> Result<Vec<(String, TaskRow)>, Error> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT {ROW_COLUMNS}, job_id FROM tasks WHERE task_id IN ({})",
+                vec!["?"; chunk.len()].join(",")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for row in q.fetch_all(&mut self.conn).await? {
+                out.push((row.get("job_id"), task_row_of(&row)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// What RetryTasks brings back: the given final tasks (or the failed tasks of a job) and
+    /// every task cancelled with one of them as the root cause, with specs and dependencies,
+    /// in id order.
+    pub async fn revivable(&mut self, job: Option<&str>, ids: &[i64]) -> Result<Vec<LiveTask>, Error> {
+        let roots: Vec<i64> = match job {
+            Some(j) if ids.is_empty() => sqlx::query_scalar("SELECT task_id FROM tasks WHERE job_id = ? AND state = 5")
+                .bind(j)
+                .fetch_all(&mut self.conn)
+                .await?,
+            _ => ids.to_vec(),
+        };
+        let mut out: Vec<LiveTask> = Vec::new();
+        let mut all: Vec<i64> = roots.clone();
+        for chunk in roots.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT task_id FROM tasks WHERE state = 6 AND cancel_cause IN ({})",
+                vec!["?"; chunk.len()].join(",")
+            );
+            let mut q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            all.extend(q.fetch_all(&mut self.conn).await?);
+        }
+        all.sort_unstable();
+        all.dedup();
+        for chunk in all.chunks(ROWS_PER_STATEMENT) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let sql = format!("SELECT {ROW_COLUMNS}, job_id, spec FROM tasks WHERE task_id IN ({marks}) ORDER BY task_id");
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            let rows = q.fetch_all(&mut self.conn).await?;
+            let sql = format!("SELECT task_id, depends_on FROM task_deps WHERE task_id IN ({marks})");
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            let mut deps: HashMap<i64, Vec<i64>> = HashMap::new();
+            for r in q.fetch_all(&mut self.conn).await? {
+                deps.entry(r.get(0)).or_default().push(r.get(1));
+            }
+            for row in rows {
+                let r = task_row_of(&row)?;
+                let mut d = deps.remove(&r.task_id).unwrap_or_default();
+                d.sort_unstable();
+                out.push(LiveTask { job_id: row.get("job_id"), spec: row.get("spec"), deps: d, row: r });
+            }
+        }
+        out.sort_by_key(|t| t.row.task_id);
+        Ok(out)
+    }
+}
+
+fn bind_row<'q>(
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    r: &'q TaskRow,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    q.bind(r.task_id)
+        .bind(r.state.as_i32())
+        .bind(r.attempt as i64)
+        .bind(r.retries_used as i64)
+        .bind(r.lost_leases as i64)
+        .bind(r.worker_id.as_deref())
+        .bind(r.not_before_ms as i64)
+        .bind(r.cancel_cause)
+        .bind(r.reason.as_str())
+}
+
+/// A page of tasks.
+#[derive(Clone, Debug, Default)]
+pub struct TaskQuery<'a> {
+    pub job_id: &'a str,
+    pub states: Vec<State>,
+    pub after_id: i64,
+    pub limit: u32,
+    pub with_payloads: bool,
+}
+
+impl Store {
+    pub async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, Error> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(job_id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(job_of))
+    }
+
+    /// Jobs in id order (UUIDv7 ids: creation order), after `after`.
+    pub async fn jobs(&self, after: &str, limit: u32) -> Result<Vec<JobRecord>, Error> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id > ? ORDER BY job_id LIMIT ?");
+        let rows = sqlx::query(AssertSqlSafe(sql)).bind(after).bind(limit as i64).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(job_of).collect())
+    }
+
+    pub async fn task(&self, task_id: i64) -> Result<Option<TaskRecord>, Error> {
+        let sql = format!(
+            "SELECT {ROW_COLUMNS}, job_id, priority, spec, result, created_at_ms, updated_at_ms FROM tasks WHERE task_id = ?"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(task_id).fetch_optional(&self.pool).await?;
+        row.map(|r| task_record_of(&r, true)).transpose()
+    }
+
+    pub async fn tasks(&self, q: &TaskQuery<'_>) -> Result<Vec<TaskRecord>, Error> {
+        let payload = if q.with_payloads { "spec, result" } else { "NULL AS spec, NULL AS result" };
+        let states = if q.states.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = q.states.iter().map(|s| s.as_i32().to_string()).collect();
+            format!("AND state IN ({})", list.join(","))
+        };
+        let sql = format!(
+            "SELECT {ROW_COLUMNS}, job_id, priority, {payload}, created_at_ms, updated_at_ms FROM tasks \
+             WHERE job_id = ? {states} AND task_id > ? ORDER BY task_id LIMIT ?"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(q.job_id)
+            .bind(q.after_id)
+            .bind(q.limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| task_record_of(r, q.with_payloads)).collect()
+    }
+
+    /// Key/values of a scope ('' global, else a job id).
+    pub async fn context(&self, scope: &str) -> Result<Vec<(String, String)>, Error> {
+        let rows = sqlx::query("SELECT key, value FROM context WHERE scope = ? ORDER BY key")
+            .bind(scope)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// A consistent view of a job: its record (with `last_seq`) and its tasks, read in one
+    /// transaction so that the tasks are exactly those as of `last_seq`.
+    pub async fn snapshot(&self, job_id: &str) -> Result<Option<(JobRecord, Vec<TaskRecord>)>, Error> {
+        let mut tx = self.pool.begin().await?;
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?");
+        let Some(job) = sqlx::query(AssertSqlSafe(sql)).bind(job_id).fetch_optional(&mut *tx).await? else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "SELECT {ROW_COLUMNS}, job_id, priority, NULL AS spec, NULL AS result, created_at_ms, updated_at_ms \
+             FROM tasks WHERE job_id = ? ORDER BY task_id"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql)).bind(job_id).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        let tasks = rows.iter().map(|r| task_record_of(r, false)).collect::<Result<_, _>>()?;
+        Ok(Some((job_of(&job), tasks)))
+    }
+
+    /// Closes the read pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn task_record_of(r: &SqliteRow, payloads: bool) -> Result<TaskRecord, Error> {
+    Ok(TaskRecord {
+        job_id: r.get("job_id"),
+        row: task_row_of(r)?,
+        priority: r.get::<i64, _>("priority") as i32,
+        spec: if payloads { r.get("spec") } else { None },
+        result: if payloads { r.get("result") } else { None },
+        created_at_ms: r.get("created_at_ms"),
+        updated_at_ms: r.get("updated_at_ms"),
+    })
+}
+
+impl Writer {
+    /// Closes the connection (checkpointing the WAL).
+    pub async fn close(self) -> Result<(), Error> {
+        self.conn.close().await?;
+        Ok(())
+    }
+}
