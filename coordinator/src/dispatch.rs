@@ -59,6 +59,13 @@ pub struct Subscription {
 /// The stream half of a worker's Listen call.
 pub type ListenTx = mpsc::Sender<Result<pb::ListenResponse, Status>>;
 
+/// A worker's new Listen stream: its session number, the receiving half for the response
+/// stream, and a sender whose `closed()` tells when the caller went away.
+pub type Listening = (u64, mpsc::Receiver<Result<pb::ListenResponse, Status>>, ListenTx);
+
+/// Answers a caller once its batch committed (`None`) or failed to (`Some(error)`).
+type Responder = Box<dyn FnOnce(Option<&Error>) + Send>;
+
 enum Command {
     CreateJob { description: String, metadata: Option<prost_types::Struct>, reply: Reply<String> },
     AddTasks { job: String, tasks: Vec<CheckedTask>, reply: Reply<Vec<i64>> },
@@ -67,7 +74,7 @@ enum Command {
     RetryTasks { job: String, tasks: Vec<i64>, reply: Reply<Vec<i64>> },
     SetContext { job: String, key: String, value: String, reply: Reply<()> },
     Register { req: pb::RegisterRequest, reply: Reply<pb::RegisterResponse> },
-    Listen { worker: String, slots_hint: usize, reply: Reply<(u64, mpsc::Receiver<Result<pb::ListenResponse, Status>>, ListenTx)> },
+    Listen { worker: String, slots_hint: usize, reply: Reply<Listening> },
     Disconnect { worker: String, session: u64 },
     Heartbeat { req: pb::HeartbeatRequest, reply: Reply<pb::HeartbeatResponse> },
     Report { req: pb::ReportRequest, reply: Reply<pb::ReportResponse> },
@@ -91,7 +98,11 @@ impl Handle {
         rx.await.map_err(|_| gone())?
     }
 
-    pub async fn create_job(&self, description: String, metadata: Option<prost_types::Struct>) -> Result<String, Error> {
+    pub async fn create_job(
+        &self,
+        description: String,
+        metadata: Option<prost_types::Struct>,
+    ) -> Result<String, Error> {
         self.call(|reply| Command::CreateJob { description, metadata, reply }).await
     }
 
@@ -119,13 +130,8 @@ impl Handle {
         self.call(|reply| Command::Register { req, reply }).await
     }
 
-    /// Opens a worker's assignment stream: its session number, the receiving half for the
-    /// response stream, and a sender whose `closed()` tells when the caller went away.
-    pub async fn listen(
-        &self,
-        worker: String,
-        slots_hint: usize,
-    ) -> Result<(u64, mpsc::Receiver<Result<pb::ListenResponse, Status>>, ListenTx), Error> {
+    /// Opens a worker's assignment stream.
+    pub async fn listen(&self, worker: String, slots_hint: usize) -> Result<Listening, Error> {
         self.call(|reply| Command::Listen { worker, slots_hint, reply }).await
     }
 
@@ -169,7 +175,7 @@ struct Batch {
     writes: WriteBatch,
     effects: Vec<Effect>,
     created: HashSet<TaskId>,
-    replies: Vec<Box<dyn FnOnce(Option<&Error>) + Send>>,
+    replies: Vec<Responder>,
     touched_jobs: BTreeSet<JobId>,
 }
 
@@ -379,15 +385,15 @@ impl Dispatcher {
                 });
             }
         }
-        if !b.writes.is_empty() {
-            if let Err(e) = self.writer.commit(&b.writes, now as i64).await {
-                tracing::error!(error = %e, "commit failed; stopping so that a restart reloads the database");
-                let err = Error::Unavailable("the coordinator could not commit; retry after it restarts".into());
-                for r in b.replies {
-                    r(Some(&err));
-                }
-                return Err(e);
+        if !b.writes.is_empty()
+            && let Err(e) = self.writer.commit(&b.writes, now as i64).await
+        {
+            tracing::error!(error = %e, "commit failed; stopping so that a restart reloads the database");
+            let err = Error::Unavailable("the coordinator could not commit; retry after it restarts".into());
+            for r in b.replies {
+                r(Some(&err));
             }
+            return Err(e);
         }
         for r in b.replies {
             r(None);
@@ -404,11 +410,15 @@ impl Dispatcher {
                 let id = uuid::Uuid::now_v7().to_string();
                 let job = JobId::from(id.as_str());
                 self.sched.insert_job(job.clone(), Counts::default(), false, 0);
-                b.writes.jobs.push(JobInsert { job_id: id.clone(), description, metadata: metadata.map(|m| m.encode_to_vec()) });
+                b.writes.jobs.push(JobInsert {
+                    job_id: id.clone(),
+                    description,
+                    metadata: metadata.map(|m| m.encode_to_vec()),
+                });
                 b.touched_jobs.insert(job);
                 b.reply(reply, id);
             }
-            Command::AddTasks { job, tasks, reply } => match self.add_tasks(job, tasks, now, b).await {
+            Command::AddTasks { job, tasks, reply } => match self.add_tasks(job, tasks, b).await {
                 Ok(ids) => b.reply(reply, ids),
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -417,7 +427,7 @@ impl Dispatcher {
             Command::CancelJob { job, reason, reply } => {
                 let reason = if reason.is_empty() { "job cancelled".to_string() } else { reason };
                 let job = JobId::from(job);
-                match self.sched.cancel_job(&job, &reason, now) {
+                match self.sched.cancel_job(&job, &reason) {
                     Ok(fx) => {
                         b.effects.extend(fx);
                         b.touched_jobs.insert(job.clone());
@@ -434,7 +444,7 @@ impl Dispatcher {
             Command::CancelTask { task, reason, reply } => {
                 let reason = if reason.is_empty() { "cancelled".to_string() } else { reason };
                 let r = match self.sched.task(TaskId(task)) {
-                    Some(_) => self.sched.cancel_task(TaskId(task), &reason, now).map_err(Error::from),
+                    Some(_) => self.sched.cancel_task(TaskId(task), &reason).map_err(Error::from),
                     None => match self.writer.tasks_by_id(&[task]).await {
                         Ok(rows) => match rows.first() {
                             Some((_, row)) => {
@@ -455,7 +465,7 @@ impl Dispatcher {
                     }
                 }
             }
-            Command::RetryTasks { job, tasks, reply } => match self.retry(job, tasks, now, b).await {
+            Command::RetryTasks { job, tasks, reply } => match self.retry(job, tasks, b).await {
                 Ok(ids) => b.reply(reply, ids),
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -564,7 +574,12 @@ impl Dispatcher {
                                 b.writes.results.push((rep.task_id, r.encode_to_vec()));
                             }
                             b.effects.extend(fx);
-                            acks.push(pb::ReportAck { task_id: rep.task_id, attempt: rep.attempt, accepted: true, reason: String::new() });
+                            acks.push(pb::ReportAck {
+                                task_id: rep.task_id,
+                                attempt: rep.attempt,
+                                accepted: true,
+                                reason: String::new(),
+                            });
                         }
                         Err(e) => {
                             tracing::debug!(task = rep.task_id, attempt = rep.attempt, worker = %wid, reason = %e, "report rejected");
@@ -586,10 +601,10 @@ impl Dispatcher {
                     return;
                 };
                 let (last_seq, counts, cancelled) = (info.last_seq, info.counts, info.cancelled);
-                let feed = self.feeds.entry(jid).or_insert_with(|| Feed {
-                    tx: broadcast::channel(WATCH_BUFFER).0,
-                    history: VecDeque::new(),
-                });
+                let feed = self
+                    .feeds
+                    .entry(jid)
+                    .or_insert_with(|| Feed { tx: broadcast::channel(WATCH_BUFFER).0, history: VecDeque::new() });
                 let missed = if after_seq == last_seq {
                     Some(Vec::new())
                 } else if after_seq < last_seq && feed.history.front().is_some_and(|e| e.seq <= after_seq + 1) {
@@ -604,7 +619,7 @@ impl Dispatcher {
         }
     }
 
-    async fn add_tasks(&mut self, job: String, tasks: Vec<CheckedTask>, now: u64, b: &mut Batch) -> Result<Vec<i64>, Error> {
+    async fn add_tasks(&mut self, job: String, tasks: Vec<CheckedTask>, b: &mut Batch) -> Result<Vec<i64>, Error> {
         let jid = JobId::from(job.as_str());
         if self.sched.job(&jid).is_none() {
             return Err(Error::NotFound(format!("job {job} not found")));
@@ -647,7 +662,7 @@ impl Dispatcher {
                 b.writes.deps.push((t.id.0, d.0));
             }
         }
-        let fx = self.sched.add_tasks(&jid, new, &stored, now);
+        let fx = self.sched.add_tasks(&jid, new, &stored);
         b.effects.extend(fx);
         b.touched_jobs.insert(jid);
         Ok(ids)
@@ -668,7 +683,7 @@ impl Dispatcher {
             .collect())
     }
 
-    async fn retry(&mut self, job: String, ids: Vec<i64>, now: u64, b: &mut Batch) -> Result<Vec<i64>, Error> {
+    async fn retry(&mut self, job: String, ids: Vec<i64>, b: &mut Batch) -> Result<Vec<i64>, Error> {
         if ids.is_empty() {
             if self.sched.job(&JobId::from(job.as_str())).is_none() {
                 return Err(Error::NotFound(format!("job {job} not found")));
@@ -690,12 +705,11 @@ impl Dispatcher {
                         )));
                     }
                 }
-                if !job.is_empty() {
-                    if let Some((j, _)) = found.iter().find(|(_, r)| r.task_id == *id) {
-                        if *j != job {
-                            return Err(Error::InvalidArgument(format!("task_ids: task {id} belongs to job {j}, not {job}")));
-                        }
-                    }
+                if !job.is_empty()
+                    && let Some((j, _)) = found.iter().find(|(_, r)| r.task_id == *id)
+                    && *j != job
+                {
+                    return Err(Error::InvalidArgument(format!("task_ids: task {id} belongs to job {j}, not {job}")));
                 }
             }
         }
@@ -733,7 +747,7 @@ impl Dispatcher {
         external.sort_unstable();
         external.dedup();
         let stored = self.stored(&external).await?;
-        let fx = self.sched.revive(revived, &stored, now);
+        let fx = self.sched.revive(revived, &stored);
         let mut out: Vec<i64> = fx
             .iter()
             .filter_map(|e| match e {
@@ -794,12 +808,12 @@ impl Dispatcher {
             }
         }
         for e in b.effects.iter().rev() {
-            if let Effect::Changed { job, from, to, .. } = e {
-                if let Some(c) = running.get_mut(job) {
-                    c.sub(*to);
-                    if let Some(f) = from {
-                        c.add(*f);
-                    }
+            if let Effect::Changed { job, from, to, .. } = e
+                && let Some(c) = running.get_mut(job)
+            {
+                c.sub(*to);
+                if let Some(f) = from {
+                    c.add(*f);
                 }
             }
         }
@@ -837,7 +851,8 @@ impl Dispatcher {
                     let seq = self.sched.next_seq(job);
                     if let Some(c) = running.get(job) {
                         let cancelled = self.sched.job(job).is_some_and(|j| j.cancelled);
-                        let kind = if id.0 == 0 { pb::JobEventKind::JobCancelled } else { pb::JobEventKind::TaskProgress };
+                        let kind =
+                            if id.0 == 0 { pb::JobEventKind::JobCancelled } else { pb::JobEventKind::TaskProgress };
                         out.push((
                             job.clone(),
                             Arc::new(pb::JobEvent {

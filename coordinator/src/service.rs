@@ -152,7 +152,10 @@ impl pb::orchestrator_server::Orchestrator for Services {
         } else {
             String::new()
         };
-        Ok(Response::new(pb::ListTasksResponse { tasks: tasks.into_iter().map(task_pb).collect(), next_page_token: next }))
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks: tasks.into_iter().map(task_pb).collect(),
+            next_page_token: next,
+        }))
     }
 
     async fn cancel_task(&self, req: Request<pb::CancelTaskRequest>) -> Result<Response<pb::Task>, Status> {
@@ -161,7 +164,10 @@ impl pb::orchestrator_server::Orchestrator for Services {
         Ok(Response::new(task_pb(self.task(r.task_id).await?)))
     }
 
-    async fn retry_tasks(&self, req: Request<pb::RetryTasksRequest>) -> Result<Response<pb::RetryTasksResponse>, Status> {
+    async fn retry_tasks(
+        &self,
+        req: Request<pb::RetryTasksRequest>,
+    ) -> Result<Response<pb::RetryTasksResponse>, Status> {
         let r = req.into_inner();
         if r.job_id.is_empty() && r.task_ids.is_empty() {
             return Err(invalid("job_id", "job_id or task_ids is required").into());
@@ -176,14 +182,20 @@ impl pb::orchestrator_server::Orchestrator for Services {
         Ok(Response::new(pb::RetryTasksResponse { task_ids }))
     }
 
-    async fn set_context(&self, req: Request<pb::SetContextRequest>) -> Result<Response<pb::SetContextResponse>, Status> {
+    async fn set_context(
+        &self,
+        req: Request<pb::SetContextRequest>,
+    ) -> Result<Response<pb::SetContextResponse>, Status> {
         let r = req.into_inner();
         validate::context_key(&r.key, &r.value)?;
         self.handle.set_context(r.job_id, r.key, r.value).await?;
         Ok(Response::new(pb::SetContextResponse {}))
     }
 
-    async fn get_context(&self, req: Request<pb::GetContextRequest>) -> Result<Response<pb::GetContextResponse>, Status> {
+    async fn get_context(
+        &self,
+        req: Request<pb::GetContextRequest>,
+    ) -> Result<Response<pb::GetContextResponse>, Status> {
         let r = req.into_inner();
         if !r.job_id.is_empty() {
             self.job(&r.job_id).await?;

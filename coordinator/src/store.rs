@@ -188,11 +188,8 @@ pub async fn open(path: &Path, durability: Durability) -> Result<(Store, Writer,
     let mut conn = SqliteConnection::connect_with(&opts).await?;
     migrate(&mut conn).await?;
     let loaded = load(&mut conn).await?;
-    let pool = SqlitePoolOptions::new()
-        .max_connections(READERS)
-        .min_connections(1)
-        .connect_with(opts.read_only(true))
-        .await?;
+    let pool =
+        SqlitePoolOptions::new().max_connections(READERS).min_connections(1).connect_with(opts.read_only(true)).await?;
     Ok((Store { pool }, Writer { conn }, loaded))
 }
 
@@ -296,8 +293,10 @@ async fn load(conn: &mut SqliteConnection) -> Result<Loaded, Error> {
 
     let rows = sqlx::query("SELECT scope, key, value FROM context").fetch_all(&mut *conn).await?;
     loaded.context = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
-    loaded.max_task_id =
-        sqlx::query_scalar::<_, Option<i64>>("SELECT max(task_id) FROM tasks").fetch_one(&mut *conn).await?.unwrap_or(0);
+    loaded.max_task_id = sqlx::query_scalar::<_, Option<i64>>("SELECT max(task_id) FROM tasks")
+        .fetch_one(&mut *conn)
+        .await?
+        .unwrap_or(0);
     Ok(loaded)
 }
 
@@ -330,12 +329,7 @@ impl Writer {
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for t in chunk {
-                q = bind_row(q, &t.row)
-                    .bind(&t.job_id)
-                    .bind(t.priority)
-                    .bind(&t.spec)
-                    .bind(now)
-                    .bind(now);
+                q = bind_row(q, &t.row).bind(&t.job_id).bind(t.priority).bind(&t.spec).bind(now).bind(now);
             }
             q.execute(&mut *tx).await?;
         }
@@ -441,10 +435,12 @@ impl Writer {
     /// in id order.
     pub async fn revivable(&mut self, job: Option<&str>, ids: &[i64]) -> Result<Vec<LiveTask>, Error> {
         let roots: Vec<i64> = match job {
-            Some(j) if ids.is_empty() => sqlx::query_scalar("SELECT task_id FROM tasks WHERE job_id = ? AND state = 5")
-                .bind(j)
-                .fetch_all(&mut self.conn)
-                .await?,
+            Some(j) if ids.is_empty() => {
+                sqlx::query_scalar("SELECT task_id FROM tasks WHERE job_id = ? AND state = 5")
+                    .bind(j)
+                    .fetch_all(&mut self.conn)
+                    .await?
+            }
             _ => ids.to_vec(),
         };
         let mut out: Vec<LiveTask> = Vec::new();
@@ -464,7 +460,8 @@ impl Writer {
         all.dedup();
         for chunk in all.chunks(ROWS_PER_STATEMENT) {
             let marks = vec!["?"; chunk.len()].join(",");
-            let sql = format!("SELECT {ROW_COLUMNS}, job_id, spec FROM tasks WHERE task_id IN ({marks}) ORDER BY task_id");
+            let sql =
+                format!("SELECT {ROW_COLUMNS}, job_id, spec FROM tasks WHERE task_id IN ({marks}) ORDER BY task_id");
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for id in chunk {
                 q = q.bind(id);

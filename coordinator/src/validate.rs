@@ -126,7 +126,10 @@ fn dep_ref(field: &str, index: usize, v: i64) -> Result<DepRef, Error> {
             if n > index {
                 Err(invalid(
                     field,
-                    format!("{v} names task {n} of the batch, which is not earlier than this one (task {}): that would be a cycle", index + 1),
+                    format!(
+                        "{v} names task {n} of the batch, which is not earlier than this one (task {}): that would be a cycle",
+                        index + 1
+                    ),
                 ))
             } else {
                 Ok(DepRef::Batch(n - 1))
@@ -146,7 +149,10 @@ pub fn task(index: usize, mut s: pb::TaskSpec) -> Result<CheckedTask, Error> {
     max_len(&f("name"), &s.name, MAX_NAME_BYTES)?;
     let priority = s.priority.unwrap_or(defaults::PRIORITY);
     if !PRIORITY_RANGE.contains(&priority) {
-        return Err(invalid(f("priority"), format!("{priority} is outside {}..={}", PRIORITY_RANGE.start(), PRIORITY_RANGE.end())));
+        return Err(invalid(
+            f("priority"),
+            format!("{priority} is outside {}..={}", PRIORITY_RANGE.start(), PRIORITY_RANGE.end()),
+        ));
     }
     s.priority = Some(priority);
 
@@ -155,7 +161,10 @@ pub fn task(index: usize, mut s: pb::TaskSpec) -> Result<CheckedTask, Error> {
         deps.push(dep_ref(&f("parent_task_id"), index, p)?);
     }
     if s.depends_on.len() > MAX_DEPENDENCIES {
-        return Err(invalid(f("depends_on"), format!("has {} entries, at most {MAX_DEPENDENCIES} allowed", s.depends_on.len())));
+        return Err(invalid(
+            f("depends_on"),
+            format!("has {} entries, at most {MAX_DEPENDENCIES} allowed", s.depends_on.len()),
+        ));
     }
     for (j, d) in s.depends_on.iter().enumerate() {
         deps.push(dep_ref(&format!("{}[{j}]", f("depends_on")), index, *d)?);
@@ -167,7 +176,10 @@ pub fn task(index: usize, mut s: pb::TaskSpec) -> Result<CheckedTask, Error> {
     deps.dedup();
 
     if s.context_files.len() > MAX_CONTEXT_FILES {
-        return Err(invalid(f("context_files"), format!("has {} files, at most {MAX_CONTEXT_FILES} allowed", s.context_files.len())));
+        return Err(invalid(
+            f("context_files"),
+            format!("has {} files, at most {MAX_CONTEXT_FILES} allowed", s.context_files.len()),
+        ));
     }
     let mut total = 0usize;
     for (j, c) in s.context_files.iter().enumerate() {
@@ -178,7 +190,10 @@ pub fn task(index: usize, mut s: pb::TaskSpec) -> Result<CheckedTask, Error> {
         return Err(invalid(f("context_files"), format!("hold {total} bytes, at most {MAX_CONTEXT_BYTES} allowed")));
     }
     if s.expected_outputs.len() > MAX_EXPECTED_OUTPUTS {
-        return Err(invalid(f("expected_outputs"), format!("has {} paths, at most {MAX_EXPECTED_OUTPUTS} allowed", s.expected_outputs.len())));
+        return Err(invalid(
+            f("expected_outputs"),
+            format!("has {} paths, at most {MAX_EXPECTED_OUTPUTS} allowed", s.expected_outputs.len()),
+        ));
     }
     for (j, p) in s.expected_outputs.iter().enumerate() {
         relative_path(&format!("{}[{j}]", f("expected_outputs")), p)?;
@@ -220,21 +235,33 @@ pub fn task(index: usize, mut s: pb::TaskSpec) -> Result<CheckedTask, Error> {
     if p.max_backoff_ms < p.initial_backoff_ms || p.max_backoff_ms > 86_400_000 {
         return Err(invalid(
             f("retry_policy.max_backoff_ms"),
-            format!("{} must be between initial_backoff_ms ({}) and 86400000 (one day)", p.max_backoff_ms, p.initial_backoff_ms),
+            format!(
+                "{} must be between initial_backoff_ms ({}) and 86400000 (one day)",
+                p.max_backoff_ms, p.initial_backoff_ms
+            ),
         ));
     }
     s.retry_policy = Some(p);
     if s.timeout_seconds > MAX_TIMEOUT_SECONDS {
-        return Err(invalid(f("timeout_seconds"), format!("{} is more than {MAX_TIMEOUT_SECONDS} (7 days)", s.timeout_seconds)));
+        return Err(invalid(
+            f("timeout_seconds"),
+            format!("{} is more than {MAX_TIMEOUT_SECONDS} (7 days)", s.timeout_seconds),
+        ));
     }
     if s.required_labels.len() > MAX_LABELS {
-        return Err(invalid(f("required_labels"), format!("has {} labels, at most {MAX_LABELS} allowed", s.required_labels.len())));
+        return Err(invalid(
+            f("required_labels"),
+            format!("has {} labels, at most {MAX_LABELS} allowed", s.required_labels.len()),
+        ));
     }
     for (k, v) in &s.required_labels {
         label(&f("required_labels"), k, v)?;
     }
     if s.verification.len() > MAX_HOOKS {
-        return Err(invalid(f("verification"), format!("has {} hooks, at most {MAX_HOOKS} allowed", s.verification.len())));
+        return Err(invalid(
+            f("verification"),
+            format!("has {} hooks, at most {MAX_HOOKS} allowed", s.verification.len()),
+        ));
     }
     for (j, h) in s.verification.iter().enumerate() {
         let field = format!("{}[{j}]", f("verification"));
@@ -299,7 +326,10 @@ pub fn task_page_token(t: &str) -> Result<i64, Error> {
     if t.is_empty() {
         return Ok(0);
     }
-    t.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| invalid("page_token", format!("{t:?} is not a token from a previous page")))
+    t.parse::<i64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| invalid("page_token", format!("{t:?} is not a token from a previous page")))
 }
 
 pub fn context_key(key: &str, value: &str) -> Result<(), Error> {
@@ -348,12 +378,17 @@ pub fn report(r: &pb::ReportRequest) -> Result<(), Error> {
         use pb::report::Body;
         match &rep.body {
             None => return Err(invalid(format!("reports[{i}].body"), "is required")),
-            Some(Body::Progress(p)) => max_len(&format!("reports[{i}].progress.message"), &p.message, MAX_PROGRESS_BYTES)?,
+            Some(Body::Progress(p)) => {
+                max_len(&format!("reports[{i}].progress.message"), &p.message, MAX_PROGRESS_BYTES)?
+            }
             Some(Body::Completed(pb::Completed { result: Some(res) }))
             | Some(Body::Failed(pb::Failed { result: Some(res), .. })) => {
                 let n = res.encoded_len();
                 if n > MAX_RESULT_BYTES {
-                    return Err(invalid(format!("reports[{i}].result"), format!("is {n} bytes, at most {MAX_RESULT_BYTES}")));
+                    return Err(invalid(
+                        format!("reports[{i}].result"),
+                        format!("is {n} bytes, at most {MAX_RESULT_BYTES}"),
+                    ));
                 }
             }
             Some(_) => {}
@@ -389,31 +424,50 @@ mod tests {
             (pb::TaskSpec { depends_on: vec![0], ..spec("x") }, "tasks[0].depends_on[0]"),
             (pb::TaskSpec { parent_task_id: Some(-3), ..spec("x") }, "tasks[0].parent_task_id"),
             (
-                pb::TaskSpec { context_files: vec![pb::ContextFile { path: "../etc/passwd".into(), contents: vec![] }], ..spec("x") },
+                pb::TaskSpec {
+                    context_files: vec![pb::ContextFile { path: "../etc/passwd".into(), contents: vec![] }],
+                    ..spec("x")
+                },
                 "tasks[0].context_files[0].path",
             ),
             (pb::TaskSpec { expected_outputs: vec!["/abs".into()], ..spec("x") }, "must be relative"),
             (pb::TaskSpec { working_dir: "rel/dir".into(), ..spec("x") }, "tasks[0].working_dir"),
             (pb::TaskSpec { max_retries: Some(1000), ..spec("x") }, "tasks[0].max_retries"),
             (
-                pb::TaskSpec { retry_policy: Some(pb::RetryPolicy { multiplier: 0.5, ..Default::default() }), ..spec("x") },
+                pb::TaskSpec {
+                    retry_policy: Some(pb::RetryPolicy { multiplier: 0.5, ..Default::default() }),
+                    ..spec("x")
+                },
                 "tasks[0].retry_policy.multiplier",
             ),
             (
                 pb::TaskSpec {
-                    retry_policy: Some(pb::RetryPolicy { initial_backoff_ms: 5_000, max_backoff_ms: 10, multiplier: 2.0 }),
+                    retry_policy: Some(pb::RetryPolicy {
+                        initial_backoff_ms: 5_000,
+                        max_backoff_ms: 10,
+                        multiplier: 2.0,
+                    }),
                     ..spec("x")
                 },
                 "tasks[0].retry_policy.max_backoff_ms",
             ),
             (pb::TaskSpec { timeout_seconds: u32::MAX, ..spec("x") }, "tasks[0].timeout_seconds"),
-            (pb::TaskSpec { required_labels: [("bad key".to_string(), "v".to_string())].into(), ..spec("x") }, "label key"),
             (
-                pb::TaskSpec { verification: vec![pb::VerificationHook { command: " ".into(), ..Default::default() }], ..spec("x") },
+                pb::TaskSpec { required_labels: [("bad key".to_string(), "v".to_string())].into(), ..spec("x") },
+                "label key",
+            ),
+            (
+                pb::TaskSpec {
+                    verification: vec![pb::VerificationHook { command: " ".into(), ..Default::default() }],
+                    ..spec("x")
+                },
                 "tasks[0].verification[0].command",
             ),
             (
-                pb::TaskSpec { agent: Some(pb::AgentOptions { permission_mode: "yolo".into(), ..Default::default() }), ..spec("x") },
+                pb::TaskSpec {
+                    agent: Some(pb::AgentOptions { permission_mode: "yolo".into(), ..Default::default() }),
+                    ..spec("x")
+                },
                 "tasks[0].agent.permission_mode",
             ),
             (pb::TaskSpec { prompt: "a\0b".into(), ..Default::default() }, "NUL"),
@@ -428,7 +482,8 @@ mod tests {
 
     #[test]
     fn batch_references_resolve_to_earlier_tasks() {
-        let t = task(2, pb::TaskSpec { depends_on: vec![-1, -2, 7, 7], parent_task_id: Some(-1), ..spec("x") }).unwrap();
+        let t =
+            task(2, pb::TaskSpec { depends_on: vec![-1, -2, 7, 7], parent_task_id: Some(-1), ..spec("x") }).unwrap();
         assert_eq!(t.deps, vec![DepRef::Task(7), DepRef::Batch(0), DepRef::Batch(1)]);
     }
 

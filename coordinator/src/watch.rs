@@ -85,7 +85,12 @@ async fn snapshot(svc: &Services, job: &str, follow: bool, out: &Out) -> Result<
     Ok(Some((rec.last_seq, end)))
 }
 
-async fn feed(svc: Services, req: pb::WatchJobRequest, sub: crate::dispatch::Subscription, out: Out) -> Result<(), Error> {
+async fn feed(
+    svc: Services,
+    req: pb::WatchJobRequest,
+    sub: crate::dispatch::Subscription,
+    out: Out,
+) -> Result<(), Error> {
     let job = req.job_id.as_str();
     let mut rx = sub.rx;
     let mut last = match sub.missed {

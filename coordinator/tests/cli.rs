@@ -31,11 +31,7 @@ fn database_newer_than_the_binary_is_a_startup_error() {
         sqlx::raw_sql("PRAGMA user_version = 999").execute(&mut conn).await.unwrap();
         conn.close().await.unwrap();
     });
-    let out = coordinator()
-        .args(["--listen", "127.0.0.1:0", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let out = coordinator().args(["--listen", "127.0.0.1:0", "--db"]).arg(&db).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("newer than this binary"), "{err}");

@@ -22,11 +22,7 @@ pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} not found; build it first (cargo test --workspace builds it)",
-        path.display()
-    );
+    assert!(path.exists(), "{} not found; build it first (cargo test --workspace builds it)", path.display());
     path
 }
 
@@ -90,11 +86,8 @@ impl Drop for Coordinator {
 fn spawn(dir: &Path, db: &Path, extra: &[String]) -> (Child, String) {
     let addr_file = dir.join("addr");
     let _ = std::fs::remove_file(&addr_file);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("coordinator.log"))
-        .expect("log file");
+    let log =
+        std::fs::OpenOptions::new().create(true).append(true).open(dir.join("coordinator.log")).expect("log file");
     let mut child = Command::new(binary("orca-coordinator"))
         .arg("--listen")
         .arg("127.0.0.1:0")
@@ -117,10 +110,10 @@ fn spawn(dir: &Path, db: &Path, extra: &[String]) -> (Child, String) {
 pub fn wait_for_file(path: &Path, child: &mut Child) -> String {
     let start = Instant::now();
     loop {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            if s.ends_with('\n') {
-                return s.trim().to_string();
-            }
+        if let Ok(s) = std::fs::read_to_string(path)
+            && s.ends_with('\n')
+        {
+            return s.trim().to_string();
         }
         if let Ok(Some(status)) = child.try_wait() {
             panic!("process exited with {status} before writing {}", path.display());
@@ -198,7 +191,10 @@ pub async fn wait_idle(c: &mut OrchestratorClient<Channel>, job: &str) -> pb::Jo
 #[derive(Clone, Debug)]
 pub enum Action {
     Complete(String),
-    Fail { error: String, retryable: bool },
+    Fail {
+        error: String,
+        retryable: bool,
+    },
     /// Never report (the attempt stays running until its lease expires).
     Hold,
 }
@@ -267,8 +263,7 @@ impl TestWorker {
             .expect("register")
             .into_inner();
         let id = reg.worker_id.clone();
-        let mut stream =
-            gw.listen(pb::ListenRequest { worker_id: id.clone() }).await.expect("listen").into_inner();
+        let mut stream = gw.listen(pb::ListenRequest { worker_id: id.clone() }).await.expect("listen").into_inner();
         let wid = id.clone();
         let task = tokio::spawn(async move {
             let mut held: Vec<pb::TaskRef> = Vec::new();

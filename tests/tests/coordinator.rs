@@ -297,7 +297,10 @@ async fn restart_keeps_acknowledged_work_and_honours_leases() {
     while got.len() < 2 {
         got.extend(stream.message().await.unwrap().unwrap().assignments);
     }
-    assert_eq!(got[0].context, vec![pb::ContextEntry { scope: "job".into(), key: "lang".into(), value: "rust".into() }]);
+    assert_eq!(
+        got[0].context,
+        vec![pb::ContextEntry { scope: "job".into(), key: "lang".into(), value: "rust".into() }]
+    );
     let kept = got.iter().find(|a| a.task_id == ids[0]).unwrap().clone();
     drop(stream);
 
@@ -413,11 +416,8 @@ async fn sigterm_stops_cleanly_with_exit_zero() {
     let reg = gw.register(pb::RegisterRequest { slots: 1, ..Default::default() }).await.unwrap().into_inner();
     let mut stream = gw.listen(pb::ListenRequest { worker_id: reg.worker_id }).await.unwrap().into_inner();
     let _first = stream.message().await.unwrap().unwrap();
-    let mut watch = c
-        .watch_job(pb::WatchJobRequest { job_id: job, after_seq: 0, follow: true })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch =
+        c.watch_job(pb::WatchJobRequest { job_id: job, after_seq: 0, follow: true }).await.unwrap().into_inner();
     let _snapshot = watch.message().await.unwrap().unwrap();
     let status = coord.terminate();
     assert!(status.success(), "{status:?}");

@@ -82,14 +82,8 @@ impl State {
         }
     }
 
-    const ALL: [State; 6] = [
-        State::Waiting,
-        State::Pending,
-        State::InProgress,
-        State::Completed,
-        State::Failed,
-        State::Cancelled,
-    ];
+    const ALL: [State; 6] =
+        [State::Waiting, State::Pending, State::InProgress, State::Completed, State::Failed, State::Cancelled];
 }
 
 /// Backoff between retries.
@@ -397,7 +391,7 @@ impl Scheduler {
     }
 
     /// Cancels every task of the job that is not final; the job takes no new task.
-    pub fn cancel_job(&mut self, job: &JobId, reason: &str, now: u64) -> Result<Vec<Effect>, Refusal> {
+    pub fn cancel_job(&mut self, job: &JobId, reason: &str) -> Result<Vec<Effect>, Refusal> {
         let info = self.jobs.get_mut(job).ok_or_else(|| Refusal::NotFound(format!("job {job} not found")))?;
         info.cancelled = true;
         let mut ids: Vec<TaskId> = info.live.iter().copied().collect();
@@ -405,7 +399,7 @@ impl Scheduler {
         let mut fx = Vec::new();
         for id in ids {
             if self.tasks.get(&id).is_some_and(|e| !e.state.is_final()) {
-                self.finish(id, State::Cancelled, reason.to_string(), None, now, &mut fx);
+                self.finish(id, State::Cancelled, reason.to_string(), None, &mut fx);
             }
         }
         Ok(fx)
@@ -444,9 +438,7 @@ impl Scheduler {
                         )));
                     }
                     None => {
-                        return Err(Refusal::NotFound(format!(
-                            "tasks[{i}].depends_on: task {d} not found"
-                        )));
+                        return Err(Refusal::NotFound(format!("tasks[{i}].depends_on: task {d} not found")));
                     }
                     Some(j) if j != job => {
                         return Err(Refusal::InvalidArgument(format!(
@@ -462,13 +454,7 @@ impl Scheduler {
     }
 
     /// Adds a checked batch (see [`Scheduler::check_add`]).
-    pub fn add_tasks(
-        &mut self,
-        job: &JobId,
-        tasks: Vec<NewTask>,
-        stored: &HashMap<TaskId, StoredTask>,
-        now: u64,
-    ) -> Vec<Effect> {
+    pub fn add_tasks(&mut self, job: &JobId, tasks: Vec<NewTask>, stored: &HashMap<TaskId, StoredTask>) -> Vec<Effect> {
         let mut fx = Vec::with_capacity(tasks.len());
         for t in tasks {
             let id = t.id;
@@ -482,7 +468,7 @@ impl Scheduler {
                 attempt: 0,
                 reason: String::new(),
             });
-            self.settle(id, stored, now, &mut fx);
+            self.settle(id, stored, &mut fx);
         }
         fx
     }
@@ -503,11 +489,8 @@ impl Scheduler {
         now: u64,
     ) {
         let id = task.id;
-        let unmet = task
-            .deps
-            .iter()
-            .filter(|d| self.tasks.get(d).is_some_and(|e| e.state != State::Completed))
-            .count() as u32;
+        let unmet =
+            task.deps.iter().filter(|d| self.tasks.get(d).is_some_and(|e| e.state != State::Completed)).count() as u32;
         self.insert_entry(job, task, state, attempt, worker.clone());
         let lease_ms = self.limits.lease_ms;
         let e = self.tasks.get_mut(&id).expect("just inserted");
@@ -542,13 +525,13 @@ impl Scheduler {
     }
 
     /// Cancels one task that is not final (and, through the cascade, its dependents).
-    pub fn cancel_task(&mut self, id: TaskId, reason: &str, now: u64) -> Result<Vec<Effect>, Refusal> {
+    pub fn cancel_task(&mut self, id: TaskId, reason: &str) -> Result<Vec<Effect>, Refusal> {
         let e = self.tasks.get(&id).ok_or_else(|| Refusal::NotFound(format!("task {id} not found")))?;
         if e.state.is_final() {
             return Err(Refusal::FailedPrecondition(format!("task {id} is already {}", e.state.name())));
         }
         let mut fx = Vec::new();
-        self.finish(id, State::Cancelled, reason.to_string(), None, now, &mut fx);
+        self.finish(id, State::Cancelled, reason.to_string(), None, &mut fx);
         Ok(fx)
     }
 
@@ -556,12 +539,7 @@ impl Scheduler {
     /// retry budget; a task that still depends on a failed or cancelled task stays cancelled,
     /// with that task as its cause. Give them in id order, roots and their cancelled
     /// dependents together; `stored` holds the final dependencies that are not revived.
-    pub fn revive(
-        &mut self,
-        revived: Vec<RevivedTask>,
-        stored: &HashMap<TaskId, StoredTask>,
-        now: u64,
-    ) -> Vec<Effect> {
+    pub fn revive(&mut self, revived: Vec<RevivedTask>, stored: &HashMap<TaskId, StoredTask>) -> Vec<Effect> {
         let mut fx = Vec::new();
         for r in revived {
             let id = r.task.id;
@@ -582,7 +560,7 @@ impl Scheduler {
                 attempt: r.attempt,
                 reason: "retried".to_string(),
             });
-            self.settle(id, stored, now, &mut fx);
+            self.settle(id, stored, &mut fx);
         }
         fx
     }
@@ -602,9 +580,7 @@ impl Scheduler {
         let mut stale = Vec::new();
         for &(t, a) in running {
             let current = self.tasks.get(&t).is_some_and(|e| {
-                e.state == State::InProgress
-                    && e.attempt == a
-                    && e.lease.as_ref().is_some_and(|l| l.worker == id)
+                e.state == State::InProgress && e.attempt == a && e.lease.as_ref().is_some_and(|l| l.worker == id)
             });
             if current {
                 held.insert((t, a));
@@ -623,9 +599,10 @@ impl Scheduler {
 
     /// The worker's Listen stream opened (session number `session`).
     pub fn connect(&mut self, id: &WorkerId, session: u64) -> Result<(), Refusal> {
-        let w = self.workers.get_mut(id).ok_or_else(|| {
-            Refusal::NotFound(format!("worker {id} not found: call Register first"))
-        })?;
+        let w = self
+            .workers
+            .get_mut(id)
+            .ok_or_else(|| Refusal::NotFound(format!("worker {id} not found: call Register first")))?;
         w.session = Some(session);
         self.refresh_free(id);
         Ok(())
@@ -633,10 +610,10 @@ impl Scheduler {
 
     /// The worker's Listen stream `session` closed. Its leases are no longer extended.
     pub fn disconnect(&mut self, id: &WorkerId, session: u64) {
-        if let Some(w) = self.workers.get_mut(id) {
-            if w.session == Some(session) {
-                w.session = None;
-            }
+        if let Some(w) = self.workers.get_mut(id)
+            && w.session == Some(session)
+        {
+            w.session = None;
         }
         self.refresh_free(id);
     }
@@ -709,7 +686,7 @@ impl Scheduler {
         match outcome {
             Outcome::Started => {}
             Outcome::Progress(message) => fx.push(Effect::Progress { id, job, attempt, message }),
-            Outcome::Completed => self.finish(id, State::Completed, String::new(), None, now, &mut fx),
+            Outcome::Completed => self.finish(id, State::Completed, String::new(), None, &mut fx),
             Outcome::Failed { reason, retryable } => self.attempt_failed(id, reason, retryable, now, &mut fx),
             Outcome::HandedBack { reason } => {
                 self.release_lease(id);
@@ -740,7 +717,7 @@ impl Scheduler {
             let reason = format!("lease of attempt {attempt} expired (worker {worker})");
             if lost >= self.limits.max_lease_losses {
                 let reason = format!("{reason}; {lost} attempts lost, giving up");
-                self.finish(id, State::Failed, reason, None, now, &mut fx);
+                self.finish(id, State::Failed, reason, None, &mut fx);
             } else {
                 self.release_lease(id);
                 self.transition(id, State::Pending, reason, &mut fx);
@@ -774,12 +751,9 @@ impl Scheduler {
         }
         let start = self.cursor.clone();
         let mut order: Vec<WorkerId> = match &start {
-            Some(c) => self
-                .free_workers
-                .range(c.clone()..)
-                .chain(self.free_workers.range(..c.clone()))
-                .cloned()
-                .collect(),
+            Some(c) => {
+                self.free_workers.range(c.clone()..).chain(self.free_workers.range(..c.clone())).cloned().collect()
+            }
             None => self.free_workers.iter().cloned().collect(),
         };
         while !order.is_empty() && !self.ready.is_empty() {
@@ -800,7 +774,11 @@ impl Scheduler {
         }
         // Start the next dispatch after the last worker served.
         if let Some(c) = &self.cursor {
-            self.cursor = self.free_workers.range((std::ops::Bound::Excluded(c.clone()), std::ops::Bound::Unbounded)).next().cloned();
+            self.cursor = self
+                .free_workers
+                .range((std::ops::Bound::Excluded(c.clone()), std::ops::Bound::Unbounded))
+                .next()
+                .cloned();
         }
         fx
     }
@@ -808,13 +786,13 @@ impl Scheduler {
     /// Forgets the tasks that became final; call after their rows were persisted.
     pub fn evict_final(&mut self) {
         for id in std::mem::take(&mut self.finals) {
-            if let Some(e) = self.tasks.get(&id) {
-                if e.state.is_final() {
-                    let job = e.job.clone();
-                    self.tasks.remove(&id);
-                    if let Some(info) = self.jobs.get_mut(&job) {
-                        info.live.remove(&id);
-                    }
+            if let Some(e) = self.tasks.get(&id)
+                && e.state.is_final()
+            {
+                let job = e.job.clone();
+                self.tasks.remove(&id);
+                if let Some(info) = self.jobs.get_mut(&job) {
+                    info.live.remove(&id);
                 }
             }
         }
@@ -824,10 +802,10 @@ impl Scheduler {
 
     fn insert_entry(&mut self, job: JobId, t: NewTask, state: State, attempt: u32, worker: Option<WorkerId>) {
         for d in &t.deps {
-            if let Some(dep) = self.tasks.get_mut(d) {
-                if !dep.dependents.contains(&t.id) {
-                    dep.dependents.push(t.id);
-                }
+            if let Some(dep) = self.tasks.get_mut(d)
+                && !dep.dependents.contains(&t.id)
+            {
+                dep.dependents.push(t.id);
             }
         }
         let label_key = self.ready.intern(&t.labels);
@@ -867,7 +845,7 @@ impl Scheduler {
 
     /// Decides where a waiting task goes from its dependencies: cancelled if one failed or
     /// was cancelled, waiting while some are unmet, pending otherwise.
-    fn settle(&mut self, id: TaskId, stored: &HashMap<TaskId, StoredTask>, now: u64, fx: &mut Vec<Effect>) {
+    fn settle(&mut self, id: TaskId, stored: &HashMap<TaskId, StoredTask>, fx: &mut Vec<Effect>) {
         let deps = self.tasks[&id].deps.clone();
         let mut unmet = 0;
         let mut blocked_by: Option<(TaskId, State, Option<TaskId>)> = None;
@@ -893,7 +871,7 @@ impl Scheduler {
         if let Some((d, state, cause)) = blocked_by {
             let root = cause.unwrap_or(d);
             let reason = format!("dependency {d} {}", state.name());
-            self.finish(id, State::Cancelled, reason, Some(root), now, fx);
+            self.finish(id, State::Cancelled, reason, Some(root), fx);
             return;
         }
         let e = self.tasks.get_mut(&id).expect("settled task is in memory");
@@ -962,26 +940,29 @@ impl Scheduler {
             let wait = e.retry.backoff_ms(e.retries_used);
             let at = now + wait;
             e.not_before_ms = at;
-            let reason = format!("attempt {} failed: {reason}; retry {} of {} in {wait} ms", e.attempt, e.retries_used, e.max_retries);
+            let reason = format!(
+                "attempt {} failed: {reason}; retry {} of {} in {wait} ms",
+                e.attempt, e.retries_used, e.max_retries
+            );
             self.backoffs.insert((at, id));
             self.transition(id, State::Waiting, reason, fx);
         } else {
-            self.finish(id, State::Failed, reason, None, now, fx);
+            self.finish(id, State::Failed, reason, None, fx);
         }
     }
 
     /// Moves a task to a final state and cascades a failure or cancellation to the tasks
     /// that depend on it, or a completion to the ones waiting for it.
-    fn finish(&mut self, id: TaskId, to: State, reason: String, cause: Option<TaskId>, now: u64, fx: &mut Vec<Effect>) {
+    fn finish(&mut self, id: TaskId, to: State, reason: String, cause: Option<TaskId>, fx: &mut Vec<Effect>) {
         let e = &self.tasks[&id];
         if e.state == State::InProgress {
             let worker = e.lease.as_ref().map(|l| l.worker.clone());
             let attempt = e.attempt;
             self.release_lease(id);
-            if to != State::Completed {
-                if let Some(worker) = worker {
-                    fx.push(Effect::Revoke { worker, id, attempt, reason: reason.clone() });
-                }
+            if to != State::Completed
+                && let Some(worker) = worker
+            {
+                fx.push(Effect::Revoke { worker, id, attempt, reason: reason.clone() });
             }
         }
         let e = self.tasks.get_mut(&id).expect("in memory");
@@ -1012,7 +993,7 @@ impl Scheduler {
                 for d in dependents {
                     if self.tasks.get(&d).is_some_and(|de| !de.state.is_final()) {
                         let reason = format!("dependency {id} {}", to.name());
-                        self.finish(d, State::Cancelled, reason, Some(root), now, fx);
+                        self.finish(d, State::Cancelled, reason, Some(root), fx);
                     }
                 }
             }

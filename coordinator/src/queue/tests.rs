@@ -37,7 +37,7 @@ fn worker(s: &mut Scheduler, name: &str, slots: u32) -> WorkerId {
 fn add(s: &mut Scheduler, tasks: Vec<NewTask>) -> Vec<Effect> {
     let stored = HashMap::new();
     s.check_add(&job(), &tasks, &stored).unwrap();
-    s.add_tasks(&job(), tasks, &stored, 0)
+    s.add_tasks(&job(), tasks, &stored)
 }
 
 fn state(s: &Scheduler, id: i64) -> State {
@@ -216,7 +216,7 @@ fn failure_cancels_dependents_and_retry_brings_them_back() {
         .collect();
     s.evict_final();
     assert_eq!(s.live_tasks(), 0);
-    let fx = s.revive(revived, &HashMap::new(), 2);
+    let fx = s.revive(revived, &HashMap::new());
     assert!(!fx.is_empty());
     assert_eq!((state(&s, 1), state(&s, 2), state(&s, 3)), (State::Pending, State::Waiting, State::Waiting));
     assert_eq!(s.job(&job()).unwrap().counts, Counts { pending: 1, waiting: 2, ..Default::default() });
@@ -239,7 +239,7 @@ fn dependency_on_a_stored_final_task() {
     let mut b = task(4);
     b.deps = vec![TaskId(1), TaskId(2)];
     s.check_add(&job(), &[a.clone(), b.clone()], &stored).unwrap();
-    s.add_tasks(&job(), vec![a, b], &stored, 0);
+    s.add_tasks(&job(), vec![a, b], &stored);
     assert_eq!(state(&s, 3), State::Pending);
     assert_eq!(state(&s, 4), State::Cancelled);
     assert_eq!(s.task(TaskId(4)).unwrap().cancel_cause, Some(TaskId(2)));
@@ -264,12 +264,9 @@ fn unknown_foreign_and_self_dependencies_are_refused() {
     let mut s = sched();
     s.insert_job(JobId::from("other"), Counts::default(), false, 0);
     let stored = HashMap::new();
-    s.add_tasks(&JobId::from("other"), vec![task(1)], &stored, 0);
-    let cases: Vec<(Vec<i64>, &str)> = vec![
-        (vec![99], "task 99 not found"),
-        (vec![1], "belongs to job other"),
-        (vec![2], "cycle"),
-    ];
+    s.add_tasks(&JobId::from("other"), vec![task(1)], &stored);
+    let cases: Vec<(Vec<i64>, &str)> =
+        vec![(vec![99], "task 99 not found"), (vec![1], "belongs to job other"), (vec![2], "cycle")];
     for (deps, msg) in cases {
         let mut t = task(2);
         t.deps = deps.into_iter().map(TaskId).collect();
@@ -352,10 +349,10 @@ fn cancelling_a_running_task_revokes_it_and_cancels_dependents() {
     add(&mut s, vec![task(1), b]);
     let w = worker(&mut s, "w1", 1);
     s.dispatch(0);
-    let fx = s.cancel_task(TaskId(1), "not needed", 1).unwrap();
+    let fx = s.cancel_task(TaskId(1), "not needed").unwrap();
     assert!(fx.contains(&Effect::Revoke { worker: w.clone(), id: TaskId(1), attempt: 1, reason: "not needed".into() }));
     assert_eq!(state(&s, 2), State::Cancelled);
-    assert!(matches!(s.cancel_task(TaskId(1), "again", 2), Err(Refusal::FailedPrecondition(_))));
+    assert!(matches!(s.cancel_task(TaskId(1), "again"), Err(Refusal::FailedPrecondition(_))));
     assert!(s.report(&w, TaskId(1), 1, Outcome::Completed, 3).is_err());
     assert_eq!(s.worker(&w).unwrap().held.len(), 0);
 }
@@ -364,7 +361,7 @@ fn cancelling_a_running_task_revokes_it_and_cancels_dependents() {
 fn cancelled_job_takes_no_new_tasks() {
     let mut s = sched();
     add(&mut s, vec![task(1), task(2)]);
-    s.cancel_job(&job(), "stop", 0).unwrap();
+    s.cancel_job(&job(), "stop").unwrap();
     assert_eq!(s.job(&job()).unwrap().counts.cancelled, 2);
     let err = s.check_add(&job(), &[task(3)], &HashMap::new()).unwrap_err();
     assert_eq!(err, Refusal::FailedPrecondition("job job-1 is cancelled".into()));
@@ -376,7 +373,7 @@ fn reregistered_worker_keeps_its_current_attempts() {
     add(&mut s, vec![task(1), task(2)]);
     let w = worker(&mut s, "w1", 2);
     s.dispatch(0);
-    s.cancel_task(TaskId(2), "x", 1).unwrap();
+    s.cancel_task(TaskId(2), "x").unwrap();
     let stale = s.register(w.clone(), Labels::new(), 2, &[(TaskId(1), 1), (TaskId(2), 1)]);
     assert_eq!(stale, vec![(TaskId(2), 1)]);
     assert_eq!(s.worker(&w).unwrap().held.len(), 1);
@@ -386,7 +383,21 @@ fn reregistered_worker_keeps_its_current_attempts() {
 fn restored_in_progress_task_gets_a_fresh_lease() {
     let mut s = sched();
     s.restore_task(job(), task(1), State::InProgress, 2, 0, 0, Some(WorkerId::from("w1")), 0, 5_000);
-    s.restore_task(job(), { let mut t = task(2); t.deps = vec![TaskId(1)]; t }, State::Waiting, 0, 0, 0, None, 0, 5_000);
+    s.restore_task(
+        job(),
+        {
+            let mut t = task(2);
+            t.deps = vec![TaskId(1)];
+            t
+        },
+        State::Waiting,
+        0,
+        0,
+        0,
+        None,
+        0,
+        5_000,
+    );
     assert_eq!(s.task(TaskId(2)).unwrap().unmet, 1);
     assert_eq!(s.next_deadline(), Some(6_000));
     let w = WorkerId::from("w1");
@@ -488,7 +499,7 @@ proptest! {
                     }).collect();
                     s.check_add(&job(), std::slice::from_ref(&t), &stored).unwrap();
                     all.push(id);
-                    s.add_tasks(&job(), vec![t], &stored, now)
+                    s.add_tasks(&job(), vec![t], &stored)
                 }
                 Op::Dispatch => s.dispatch(now),
                 Op::Complete(i) | Op::Fail(i) => {
@@ -504,7 +515,7 @@ proptest! {
                 Op::Cancel(i) => {
                     if all.is_empty() { vec![] } else {
                         let t = all[i as usize % all.len()];
-                        s.cancel_task(t, "cancelled", now).unwrap_or_default()
+                        s.cancel_task(t, "cancelled").unwrap_or_default()
                     }
                 }
                 Op::Advance(ms) => { now += ms as u64; s.tick(now) }
