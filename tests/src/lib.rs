@@ -2,6 +2,8 @@
 //! `127.0.0.1:0` (readiness: the address it writes to `--addr-file`), connect clients, and
 //! run test workers written against the generated WorkerGateway client.
 
+pub mod workers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
