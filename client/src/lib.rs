@@ -1,1 +1,479 @@
-//! placeholder
+//! `orca-client`: a typed async client for Orca's `orca.v1.Orchestrator` service, with the
+//! calls of the orchestrator guide the system Orca replaces: create a job, add subtasks, wait
+//! and collect, job status, completed and failed tasks, retry failed tasks, cancel, shared
+//! context, quick delegation and result synthesis, plus [`Client::watch`], a resumable stream
+//! of a job's events.
+//!
+//! Waiting is driven by the WatchJob stream, never by polling. Errors are [`Error`], not raw
+//! gRPC statuses.
+//!
+//! ```no_run
+//! use orca_client::{Client, Subtask};
+//! use std::time::Duration;
+//!
+//! # async fn demo() -> Result<(), orca_client::Error> {
+//! let client = Client::connect("http://127.0.0.1:50051").await?;
+//! let job = client.create_job("Generate utility functions").await?;
+//! client.add_subtask(&job, Subtask::new("Create factorial function").priority(5)).await?;
+//! client.add_subtask(&job, Subtask::new("Create fibonacci function").priority(5)).await?;
+//! let collected = client.wait_and_collect(&job, Some(Duration::from_secs(600))).await?;
+//! for (id, r) in &collected.results {
+//!     println!("task {id}: {} {}", r.state, r.output);
+//! }
+//! assert!(collected.unfinished.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+
+mod json;
+mod subtask;
+mod watch;
+
+pub use json::{json_to_struct, struct_to_json};
+pub use orca_proto::pb;
+pub use subtask::Subtask;
+pub use watch::WatchOptions;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use pb::orchestrator_client::OrchestratorClient;
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest message the client sends or accepts.
+const MAX_MESSAGE_BYTES: usize = 256 << 20;
+/// Tasks per ListTasks page when collecting.
+const PAGE: u32 = 1_000;
+
+/// What can go wrong in a client call.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// The address is malformed or the coordinator cannot be reached.
+    #[error("cannot connect to {url}: {message}")]
+    Connect { url: String, message: String },
+    /// The request was refused as malformed; the message names the field.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A job or task id names nothing.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The call is not allowed in the current state (e.g. cancelling a completed task).
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
+    /// The coordinator is down, restarting or shutting down; retrying may help.
+    #[error("coordinator unavailable: {0}")]
+    Unavailable(String),
+    /// Any other gRPC error.
+    #[error("{code}: {message}")]
+    Rpc { code: String, message: String },
+}
+
+impl Error {
+    /// True when retrying the same call later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable(_) | Error::Connect { .. })
+    }
+}
+
+impl From<tonic::Status> for Error {
+    fn from(s: tonic::Status) -> Self {
+        let m = s.message().to_string();
+        match s.code() {
+            tonic::Code::InvalidArgument => Error::InvalidArgument(m),
+            tonic::Code::NotFound => Error::NotFound(m),
+            tonic::Code::FailedPrecondition => Error::FailedPrecondition(m),
+            tonic::Code::Unavailable | tonic::Code::Cancelled => Error::Unavailable(m),
+            code => Error::Rpc { code: format!("{code:?}"), message: m },
+        }
+    }
+}
+
+/// A finished (or, on timeout, unfinished) task in [`Collected`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskOutcome {
+    pub task_id: i64,
+    /// `completed`, `failed`, `cancelled` (or a non-final state for unfinished tasks).
+    pub state: String,
+    pub prompt: String,
+    pub output: String,
+    pub error: String,
+    /// Why it failed or was cancelled.
+    pub reason: String,
+    pub attempts: u32,
+    pub result: Option<pb::TaskResult>,
+}
+
+impl TaskOutcome {
+    fn of(t: &pb::Task) -> TaskOutcome {
+        let state = pb::TaskState::try_from(t.state).unwrap_or(pb::TaskState::Unspecified);
+        let result = t.result.clone();
+        TaskOutcome {
+            task_id: t.task_id,
+            state: state.short_name().to_string(),
+            prompt: t.spec.as_ref().map(|s| s.prompt.clone()).unwrap_or_default(),
+            output: result.as_ref().map(|r| r.output.clone()).unwrap_or_default(),
+            error: result.as_ref().map(|r| r.error.clone()).unwrap_or_default(),
+            reason: t.reason.clone(),
+            attempts: t.attempts,
+            result,
+        }
+    }
+
+    pub fn is_completed(&self) -> bool {
+        self.state == "completed"
+    }
+}
+
+/// What [`Client::wait_and_collect`] returns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Collected {
+    /// Every task in a final state, by id.
+    pub results: BTreeMap<i64, TaskOutcome>,
+    /// Tasks not final when the wait ended (only on timeout); never marked complete.
+    pub unfinished: Vec<i64>,
+    /// The job's counts at the end.
+    pub status: pb::JobStatus,
+    /// True when the timeout passed before every task was final.
+    pub timed_out: bool,
+}
+
+/// A connection to a coordinator. Cheap to clone; clones share the connection.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: OrchestratorClient<Channel>,
+    url: String,
+}
+
+impl Client {
+    /// Connects to a coordinator (`http://host:port`).
+    pub async fn connect(url: &str) -> Result<Client, Error> {
+        let err = |e: &dyn std::fmt::Display| Error::Connect { url: url.to_string(), message: e.to_string() };
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| err(&e))?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10));
+        let channel = endpoint.connect().await.map_err(|e| err(&e))?;
+        Ok(Client::from_channel(channel, url))
+    }
+
+    /// Connects to `ORCA_COORDINATOR`, or to the default `http://127.0.0.1:50051`.
+    pub async fn from_env() -> Result<Client, Error> {
+        let url =
+            std::env::var("ORCA_COORDINATOR").unwrap_or_else(|_| orca_proto::defaults::COORDINATOR_URL.to_string());
+        Client::connect(&url).await
+    }
+
+    /// Wraps an existing channel.
+    pub fn from_channel(channel: Channel, url: &str) -> Client {
+        let inner = OrchestratorClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Client { inner, url: url.to_string() }
+    }
+
+    /// The coordinator's address.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The generated gRPC client, for calls this API does not wrap.
+    pub fn raw(&self) -> OrchestratorClient<Channel> {
+        self.inner.clone()
+    }
+
+    /// Creates a job; returns its id.
+    pub async fn create_job(&self, description: &str) -> Result<String, Error> {
+        Ok(self.create_job_with(description, None).await?.job_id)
+    }
+
+    /// Creates a job with metadata (a JSON object).
+    pub async fn create_job_with(
+        &self,
+        description: &str,
+        metadata: Option<&serde_json::Value>,
+    ) -> Result<pb::Job, Error> {
+        let metadata = metadata.map(json_to_struct).transpose()?;
+        let req = pb::CreateJobRequest { description: description.to_string(), metadata };
+        Ok(self.inner.clone().create_job(req).await?.into_inner())
+    }
+
+    /// Adds one task; returns its id.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: orca_client::Client, job: String) -> Result<(), orca_client::Error> {
+    /// use orca_client::Subtask;
+    /// let api = client.add_subtask(&job, Subtask::new("Implement REST API").priority(10)).await?;
+    /// client.add_subtask(&job, Subtask::new("Write API tests").parent(api)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_subtask(&self, job: &str, task: Subtask) -> Result<i64, Error> {
+        let ids = self.add_subtasks(job, vec![task]).await?;
+        Ok(ids[0])
+    }
+
+    /// Adds a batch of tasks, all or none; returns their ids in order. A task may depend on
+    /// an earlier task of the same batch with [`Subtask::after_batch`].
+    pub async fn add_subtasks(&self, job: &str, tasks: Vec<Subtask>) -> Result<Vec<i64>, Error> {
+        let tasks = tasks.into_iter().map(Subtask::into_spec).collect::<Result<Vec<_>, _>>()?;
+        let req = pb::AddTasksRequest { job_id: job.to_string(), tasks };
+        Ok(self.inner.clone().add_tasks(req).await?.into_inner().task_ids)
+    }
+
+    /// The job, with its state and counts.
+    pub async fn get_job(&self, job: &str) -> Result<pb::Job, Error> {
+        Ok(self.inner.clone().get_job(pb::GetJobRequest { job_id: job.to_string() }).await?.into_inner())
+    }
+
+    /// The job's counts: `total_tasks`, `waiting`, `pending`, `in_progress`, `completed`,
+    /// `failed`, `cancelled`, `progress_pct`.
+    pub async fn get_job_status(&self, job: &str) -> Result<pb::JobStatus, Error> {
+        Ok(self.get_job(job).await?.status.unwrap_or_default())
+    }
+
+    /// Jobs, oldest first (every page).
+    pub async fn list_jobs(&self) -> Result<Vec<pb::Job>, Error> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let req = pb::ListJobsRequest { page_size: PAGE, page_token: token };
+            let page = self.inner.clone().list_jobs(req).await?.into_inner();
+            out.extend(page.jobs);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// One task, with its spec and result.
+    pub async fn get_task(&self, task_id: i64) -> Result<pb::Task, Error> {
+        Ok(self.inner.clone().get_task(pb::GetTaskRequest { task_id }).await?.into_inner())
+    }
+
+    /// The job's tasks in the given states (all when empty), every page.
+    pub async fn list_tasks(&self, job: &str, states: &[pb::TaskState]) -> Result<Vec<pb::Task>, Error> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let req = pb::ListTasksRequest {
+                job_id: job.to_string(),
+                states: states.iter().map(|s| *s as i32).collect(),
+                page_size: PAGE,
+                page_token: token,
+                summary_only: false,
+            };
+            let page = self.inner.clone().list_tasks(req).await?.into_inner();
+            out.extend(page.tasks);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// Tasks that completed, with their results (partial results without waiting).
+    pub async fn get_completed_tasks(&self, job: &str) -> Result<Vec<pb::Task>, Error> {
+        self.list_tasks(job, &[pb::TaskState::Completed]).await
+    }
+
+    /// Tasks that failed (after their retries), with the reason.
+    pub async fn get_failed_tasks(&self, job: &str) -> Result<Vec<pb::Task>, Error> {
+        self.list_tasks(job, &[pb::TaskState::Failed]).await
+    }
+
+    /// Retries every failed task of the job (their cancelled dependents come back too);
+    /// returns the ids brought back.
+    pub async fn retry_failed_tasks(&self, job: &str) -> Result<Vec<i64>, Error> {
+        let req = pb::RetryTasksRequest { job_id: job.to_string(), task_ids: vec![] };
+        Ok(self.inner.clone().retry_tasks(req).await?.into_inner().task_ids)
+    }
+
+    /// Retries the given failed or cancelled tasks.
+    pub async fn retry_tasks(&self, task_ids: &[i64]) -> Result<Vec<i64>, Error> {
+        let req = pb::RetryTasksRequest { job_id: String::new(), task_ids: task_ids.to_vec() };
+        Ok(self.inner.clone().retry_tasks(req).await?.into_inner().task_ids)
+    }
+
+    /// Cancels every unfinished task of the job; running agents are stopped.
+    pub async fn cancel_job(&self, job: &str, reason: &str) -> Result<pb::Job, Error> {
+        let req = pb::CancelJobRequest { job_id: job.to_string(), reason: reason.to_string() };
+        Ok(self.inner.clone().cancel_job(req).await?.into_inner())
+    }
+
+    /// Cancels one task (and the tasks that depend on it).
+    pub async fn cancel_task(&self, task_id: i64, reason: &str) -> Result<pb::Task, Error> {
+        let req = pb::CancelTaskRequest { task_id, reason: reason.to_string() };
+        Ok(self.inner.clone().cancel_task(req).await?.into_inner())
+    }
+
+    /// Sets a shared-context key (`job` None: global); workers put shared context into every
+    /// prompt. An empty value deletes the key.
+    pub async fn set_shared_context(&self, job: Option<&str>, key: &str, value: &str) -> Result<(), Error> {
+        let req = pb::SetContextRequest {
+            job_id: job.unwrap_or("").to_string(),
+            key: key.to_string(),
+            value: value.to_string(),
+        };
+        self.inner.clone().set_context(req).await?;
+        Ok(())
+    }
+
+    /// The shared context of a job (`None`: the global one).
+    pub async fn get_shared_context(&self, job: Option<&str>) -> Result<HashMap<String, String>, Error> {
+        let req = pb::GetContextRequest { job_id: job.unwrap_or("").to_string() };
+        Ok(self.inner.clone().get_context(req).await?.into_inner().values)
+    }
+
+    /// A stream of the job's events: a snapshot, then every state change and progress chunk.
+    /// It reconnects with backoff when the connection breaks and resumes after the last
+    /// sequence number it delivered, so nothing is missed or repeated. Unless
+    /// `options.follow`, it ends once every task of the job is final.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: orca_client::Client, job: String) -> Result<(), orca_client::Error> {
+    /// use orca_client::{WatchOptions, pb};
+    /// use tokio_stream::StreamExt;
+    /// let mut events = client.watch(&job, WatchOptions::default());
+    /// while let Some(ev) = events.next().await {
+    ///     let ev = ev?;
+    ///     if ev.kind == pb::JobEventKind::TaskState as i32 {
+    ///         println!("#{} task {} -> {:?}", ev.seq, ev.task_id, pb::TaskState::try_from(ev.state));
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn watch(&self, job: &str, options: WatchOptions) -> impl Stream<Item = Result<pb::JobEvent, Error>> + use<> {
+        watch::start(self.inner.clone(), job.to_string(), options)
+    }
+
+    /// Waits until every task of the job is final (through WatchJob), then collects every
+    /// result. With a timeout, returns what is final when it passes and lists the rest as
+    /// unfinished; nothing is marked complete that is not.
+    pub async fn wait_and_collect(&self, job: &str, timeout: Option<Duration>) -> Result<Collected, Error> {
+        self.wait_and_collect_with(job, timeout, |_| {}).await
+    }
+
+    /// [`Client::wait_and_collect`], calling `progress` with the job's counts on every change
+    /// (to draw a progress bar).
+    pub async fn wait_and_collect_with(
+        &self,
+        job: &str,
+        timeout: Option<Duration>,
+        mut progress: impl FnMut(&pb::JobStatus),
+    ) -> Result<Collected, Error> {
+        let wait = async {
+            let mut events = std::pin::pin!(self.watch(job, WatchOptions::default()));
+            while let Some(ev) = events.next().await {
+                if let Some(s) = ev?.status {
+                    progress(&s);
+                }
+            }
+            Ok::<(), Error>(())
+        };
+        let timed_out = match timeout {
+            Some(t) => match tokio::time::timeout(t, wait).await {
+                Ok(r) => {
+                    r?;
+                    false
+                }
+                Err(_) => true,
+            },
+            None => {
+                wait.await?;
+                false
+            }
+        };
+        let tasks = self.list_tasks(job, &[]).await?;
+        let mut out = Collected { timed_out, ..Default::default() };
+        for t in &tasks {
+            let final_ = pb::TaskState::try_from(t.state).map(|s| s.is_final()).unwrap_or(false);
+            if final_ {
+                out.results.insert(t.task_id, TaskOutcome::of(t));
+            } else {
+                out.unfinished.push(t.task_id);
+            }
+        }
+        out.status = self.get_job_status(job).await?;
+        Ok(out)
+    }
+
+    /// Runs a list of prompts as one job and returns their outcomes in order (the guide's
+    /// `quick_delegate`).
+    pub async fn quick_delegate(&self, prompts: &[&str], timeout: Option<Duration>) -> Result<Vec<TaskOutcome>, Error> {
+        let job = self.create_job("quick delegation").await?;
+        let ids = self.add_subtasks(&job, prompts.iter().map(|p| Subtask::new(p)).collect()).await?;
+        let mut collected = self.wait_and_collect(&job, timeout).await?;
+        Ok(ids
+            .iter()
+            .map(|id| {
+                collected.results.remove(id).unwrap_or_else(|| TaskOutcome {
+                    task_id: *id,
+                    state: "unfinished".into(),
+                    prompt: String::new(),
+                    output: String::new(),
+                    error: String::new(),
+                    reason: "not finished before the timeout".into(),
+                    attempts: 0,
+                    result: None,
+                })
+            })
+            .collect())
+    }
+
+    /// Runs a synthesis task after the others: its prompt is `synthesis_prompt` followed by the
+    /// text report of `collected`; returns the synthesis task's outcome.
+    pub async fn synthesize_with_task(
+        &self,
+        job: &str,
+        collected: &Collected,
+        synthesis_prompt: &str,
+        timeout: Option<Duration>,
+    ) -> Result<TaskOutcome, Error> {
+        let prompt = format!("{synthesis_prompt}\n\n{}", synthesize_results(collected));
+        let id = self.add_subtask(job, Subtask::new(&prompt).priority(10).name("synthesis")).await?;
+        let collected = self.wait_and_collect(job, timeout).await?;
+        collected
+            .results
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::Unavailable(format!("synthesis task {id} did not finish before the timeout")))
+    }
+}
+
+/// A plain-text report of collected results, for a person or an orchestrating agent to read
+/// (the guide's `synthesize_results`).
+pub fn synthesize_results(collected: &Collected) -> String {
+    let s = &collected.status;
+    let mut out = format!(
+        "# Results: {} tasks, {} completed, {} failed, {} cancelled{}\n",
+        s.total_tasks,
+        s.completed,
+        s.failed,
+        s.cancelled,
+        if collected.unfinished.is_empty() {
+            String::new()
+        } else {
+            format!(", {} unfinished", collected.unfinished.len())
+        }
+    );
+    for r in collected.results.values() {
+        out.push_str(&format!("\n## Task {} ({})\nPrompt: {}\n", r.task_id, r.state, r.prompt));
+        if !r.output.is_empty() {
+            out.push_str(&format!("Output:\n{}\n", r.output.trim_end()));
+        }
+        if !r.is_completed() {
+            let why = if r.error.is_empty() { &r.reason } else { &r.error };
+            out.push_str(&format!("Error: {why}\n"));
+        }
+        if let Some(res) = &r.result {
+            for a in &res.artifacts {
+                out.push_str(&format!("Artifact: {} ({} bytes)\n", a.path, a.contents.len()));
+            }
+        }
+    }
+    for id in &collected.unfinished {
+        out.push_str(&format!("\n## Task {id} (unfinished)\n"));
+    }
+    out
+}

@@ -19,7 +19,7 @@ pub enum DurabilityArg {
 
 /// Orca's coordinator: the durable task queue and gRPC server.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "orca-coordinator", version, about)]
+#[command(name = "orca-coordinator", version, about, args_override_self = true)]
 pub struct Config {
     /// Address to serve gRPC on (port 0 picks a free port; see --addr-file).
     #[arg(long, env = "ORCA_LISTEN", default_value = "127.0.0.1:50051")]

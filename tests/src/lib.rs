@@ -76,6 +76,16 @@ impl Coordinator {
         self.child = child;
         self.addr = addr;
     }
+
+    /// Starts it again on the same database and the same address, so that connected
+    /// clients and workers can reconnect.
+    pub fn restart_same_port(&mut self) {
+        let mut args = vec!["--listen".to_string(), self.addr.clone()];
+        args.extend(self.args.iter().cloned());
+        let (child, addr) = spawn(&self.dir, &self.db, &args);
+        assert_eq!(addr, self.addr);
+        self.child = child;
+    }
 }
 
 impl Drop for Coordinator {
@@ -90,6 +100,7 @@ fn spawn(dir: &Path, db: &Path, extra: &[String]) -> (Child, String) {
     let _ = std::fs::remove_file(&addr_file);
     let log =
         std::fs::OpenOptions::new().create(true).append(true).open(dir.join("coordinator.log")).expect("log file");
+    // A later --listen in `extra` overrides this one.
     let mut child = Command::new(binary("orca-coordinator"))
         .arg("--listen")
         .arg("127.0.0.1:0")

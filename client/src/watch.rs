@@ -1,0 +1,127 @@
+//! The resumable watch stream: WatchJob, reconnected with jittered backoff after transport
+//! errors, resumed after the last sequence number delivered. A snapshot cut short by a
+//! disconnect is not counted as delivered, so the server sends the missed events or a fresh
+//! snapshot.
+
+use std::time::Duration;
+
+use orca_proto::pb;
+use pb::orchestrator_client::OrchestratorClient;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::Error;
+
+/// Events buffered between the connection and the consumer.
+const BUFFER: usize = 256;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Options of [`crate::Client::watch`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WatchOptions {
+    /// Resume after this sequence number (0: start with a snapshot).
+    pub after_seq: u64,
+    /// Keep watching after every task is final.
+    pub follow: bool,
+    /// Give up after this many reconnects in a row without an event (0: never).
+    pub max_reconnects: u32,
+}
+
+pub(crate) fn start(
+    client: OrchestratorClient<Channel>,
+    job: String,
+    options: WatchOptions,
+) -> impl Stream<Item = Result<pb::JobEvent, Error>> {
+    let (tx, rx) = mpsc::channel(BUFFER);
+    tokio::spawn(run(client, job, options, tx));
+    ReceiverStream::new(rx)
+}
+
+async fn run(
+    mut client: OrchestratorClient<Channel>,
+    job: String,
+    options: WatchOptions,
+    tx: mpsc::Sender<Result<pb::JobEvent, Error>>,
+) {
+    let mut delivered = options.after_seq;
+    let mut backoff = FIRST_BACKOFF;
+    let mut failures = 0u32;
+    loop {
+        let req = pb::WatchJobRequest { job_id: job.clone(), after_seq: delivered, follow: options.follow };
+        let err = match client.watch_job(req).await {
+            Ok(resp) => {
+                let mut stream = resp.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(ev)) => {
+                            failures = 0;
+                            backoff = FIRST_BACKOFF;
+                            // While a snapshot spans several messages, the resume point
+                            // stays before it.
+                            let partial = ev.kind == pb::JobEventKind::Snapshot as i32 && ev.snapshot_more;
+                            let seq = ev.seq;
+                            if tx.send(Ok(ev)).await.is_err() {
+                                return;
+                            }
+                            if !partial {
+                                delivered = delivered.max(seq);
+                            }
+                        }
+                        // The server ended the stream: the job is idle (or it shuts down,
+                        // which then shows as an error on the reconnect).
+                        Ok(None) => return,
+                        Err(status) => break status,
+                    }
+                }
+            }
+            Err(status) => status,
+        };
+        let transient = reconnectable(&err);
+        let err = Error::from(err);
+        if !transient {
+            let _ = tx.send(Err(err)).await;
+            return;
+        }
+        failures += 1;
+        if options.max_reconnects > 0 && failures > options.max_reconnects {
+            let _ = tx.send(Err(err)).await;
+            return;
+        }
+        tracing::debug!(job = %job, error = %err, delay_ms = backoff.as_millis() as u64, "watch reconnecting");
+        let jitter = Duration::from_millis(rand_ms(backoff.as_millis() as u64 / 2));
+        tokio::select! {
+            _ = tokio::time::sleep(backoff + jitter) => {}
+            _ = tx.closed() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Whether a watch that failed with this status is worth reopening: a broken connection or a
+/// restarting coordinator is, a refused request is not.
+fn reconnectable(s: &tonic::Status) -> bool {
+    use tonic::Code::*;
+    !matches!(
+        s.code(),
+        InvalidArgument
+            | NotFound
+            | FailedPrecondition
+            | PermissionDenied
+            | Unauthenticated
+            | Unimplemented
+            | OutOfRange
+    )
+}
+
+/// A cheap jitter source (no rand dependency): the clock's sub-millisecond noise.
+fn rand_ms(max: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    nanos as u64 % max
+}
