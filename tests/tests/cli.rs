@@ -1,0 +1,83 @@
+//! The `orca` CLI against the real coordinator: the JSON shapes and exit codes of the contract.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use orca_e2e::*;
+use tokio::sync::mpsc;
+
+fn orca(coord: &Coordinator, args: &[&str], stdin: Option<&str>) -> (i32, serde_json::Value, String) {
+    let mut child = Command::new(binary("orca"))
+        .env("ORCA_COORDINATOR", coord.url())
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code().unwrap_or(-1), json, String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_status_and_wait_follow_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(dir.path(), &[]);
+    // Prompts on stdin, one per line, without --job: a job is created.
+    let (code, sub, err) = orca(&coord, &["submit", "--json"], Some("first\nsecond\n\nthird\n"));
+    assert_eq!(code, 0, "{err}");
+    let job = sub["job_id"].as_str().unwrap().to_string();
+    assert_eq!(sub["task_ids"].as_array().unwrap().len(), 3);
+    let (code, st, _) = orca(&coord, &["status", &job, "--json"], None);
+    assert_eq!(code, 0);
+    let keys: Vec<&str> = st.as_object().unwrap().keys().map(String::as_str).collect();
+    for k in [
+        "job_id",
+        "total_tasks",
+        "waiting",
+        "pending",
+        "in_progress",
+        "completed",
+        "failed",
+        "cancelled",
+        "progress_pct",
+    ] {
+        assert!(keys.contains(&k), "{k} in {st}");
+    }
+    assert_eq!(st["total_tasks"], 3);
+    assert_eq!(st["pending"], 3);
+    assert_eq!(st["progress_pct"], 0.0);
+    // Nobody works: wait times out with a non-zero exit.
+    let (code, w, _) = orca(&coord, &["wait", &job, "--timeout", "0.3", "--json"], None);
+    assert_ne!(code, 0);
+    assert_eq!(w["timed_out"], true);
+    assert_eq!(w["unfinished"].as_array().unwrap().len(), 3);
+
+    let fail_second = WorkerOpts::new("w", 2).behavior(|a| {
+        if a.spec.as_ref().unwrap().prompt == "second" {
+            Action::Fail { error: "boom".into(), retryable: false }
+        } else {
+            Action::Complete("ok".into())
+        }
+    });
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let _w = TestWorker::start(&coord.url(), fail_second, tx).await;
+    let (code, w, _) = orca(&coord, &["wait", &job, "--json"], None);
+    assert_eq!(code, 1, "a failed task makes wait exit non-zero");
+    assert_eq!(w["completed"], 2);
+    assert_eq!(w["failed"], 1);
+
+    // Prompts as arguments into an existing job; all complete, so wait exits 0.
+    let (code, sub2, _) = orca(&coord, &["submit", "--json", "--job", "no-such-job", "x"], None);
+    assert_eq!((code, sub2), (2, serde_json::Value::Null), "unknown job is an error");
+    let job2 = orca(&coord, &["submit", "--json", "a", "b"], None).1["job_id"].as_str().unwrap().to_string();
+    let (code, w, _) = orca(&coord, &["wait", &job2, "--json"], None);
+    assert_eq!(code, 0, "{w}");
+    assert_eq!(w["progress_pct"], 100.0);
+    assert_eq!(w["tasks"][0]["output"], "ok");
+}
