@@ -1,0 +1,545 @@
+//! `orca-bench`: Orca's benchmark. Starts real `orca-coordinator` processes on fresh SQLite
+//! files and real `orca-worker` processes (`--agent noop`, or `--agent command` running
+//! `true` for the process cost), and measures:
+//!
+//! 1. end to end: N no-op tasks through W workers, durable (`synchronous=FULL`);
+//! 2. batched enqueue: AddTasks in batches of 1,000;
+//! 3. submit-to-start latency on an idle pool at a steady light rate (the bench's own worker
+//!    session timestamps each assignment's arrival);
+//! 4. scale: dispatch rate with 1,000,000 tasks queued vs an empty queue, restart time, and
+//!    the coordinator's peak RSS;
+//! 5. 1,000 idle connected worker sessions: coordinator RSS and CPU.
+//!
+//! Prints a table (and JSON with `--json`). Not a test: figures depend on the machine.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use orca_proto::pb;
+use pb::orchestrator_client::OrchestratorClient;
+use pb::worker_gateway_client::WorkerGatewayClient;
+use serde_json::json;
+use tokio::sync::Mutex;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "orca-bench", about = "Orca's benchmark (see docs/benchmarks.md)")]
+struct Args {
+    /// Tasks of the end-to-end and enqueue runs.
+    #[arg(long, default_value_t = 100_000)]
+    tasks: usize,
+    /// Worker processes.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Slots per worker.
+    #[arg(long, default_value_t = 512)]
+    slots: u32,
+    /// Concurrent submitters.
+    #[arg(long, default_value_t = 4)]
+    submitters: usize,
+    /// Tasks of the process-cost run (agent `command` running `true`).
+    #[arg(long, default_value_t = 2_000)]
+    process_tasks: usize,
+    /// Latency run: tasks per second and duration in seconds.
+    #[arg(long, default_value_t = 200)]
+    latency_rate: u32,
+    #[arg(long, default_value_t = 10)]
+    latency_seconds: u32,
+    /// Queued tasks of the scale run (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_tasks: usize,
+    /// Idle worker sessions (0 skips it) and how long to measure them.
+    #[arg(long, default_value_t = 1_000)]
+    idle_workers: usize,
+    #[arg(long, default_value_t = 30)]
+    idle_seconds: u64,
+    /// Only run these parts (comma-separated: e2e,process,enqueue,latency,scale,idle).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Print the results as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Directory for databases and logs (default: a temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+fn bin(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe.parent().context("exe dir")?.join(name);
+    if !p.exists() {
+        bail!("{} not found: build it with `cargo build --release -p orca-coordinator -p orca-worker`", p.display());
+    }
+    Ok(p)
+}
+
+struct Coordinator {
+    child: Child,
+    addr: String,
+}
+
+impl Coordinator {
+    fn start(dir: &Path, extra: &[&str]) -> Result<(Coordinator, Duration)> {
+        std::fs::create_dir_all(dir)?;
+        let addr_file = dir.join("addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("coordinator.log"))?;
+        let t0 = Instant::now();
+        let mut child = Command::new(bin("orca-coordinator")?)
+            .args(["--listen", "127.0.0.1:0", "--db"])
+            .arg(dir.join("orca.db"))
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .args(extra)
+            .env("ORCA_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        loop {
+            if let Ok(s) = std::fs::read_to_string(&addr_file) {
+                if s.ends_with('\n') {
+                    let ready = t0.elapsed();
+                    return Ok((Coordinator { child, addr: s.trim().to_string() }, ready));
+                }
+            }
+            if let Some(st) = child.try_wait()? {
+                bail!("coordinator exited with {st}; see {}", dir.join("coordinator.log").display());
+            }
+            if t0.elapsed() > Duration::from_secs(600) {
+                bail!("coordinator not ready after 600 s");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM and wait.
+    fn stop(mut self) -> Result<Duration> {
+        let t0 = Instant::now();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait()?;
+        Ok(t0.elapsed())
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Workers(Vec<Child>);
+
+impl Workers {
+    fn start(n: usize, slots: u32, url: &str, dir: &Path, agent: &[&str]) -> Result<Workers> {
+        let mut v = Vec::new();
+        for i in 0..n {
+            let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("worker{i}.log")))?;
+            let work = dir.join(format!("work{i}"));
+            std::fs::create_dir_all(&work)?;
+            v.push(
+                Command::new(bin("orca-worker")?)
+                    .args(["--coordinator", url, "--slots", &slots.to_string(), "--name", &format!("bench{i}")])
+                    .arg("--work-dir")
+                    .arg(&work)
+                    .args(agent)
+                    .env("ORCA_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()?,
+            );
+        }
+        Ok(Workers(v))
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            // SAFETY: kill(2) on our own children.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
+    }
+}
+
+/// (VmRSS, VmHWM) in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// CPU time (user + system) of a process.
+fn cpu_time(pid: u32) -> Duration {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = s.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 =
+        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf is always safe to call.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+async fn channel(url: &str) -> Result<Channel> {
+    Ok(Endpoint::from_shared(url.to_string())?.tcp_nodelay(true).connect().await?)
+}
+
+async fn orchestrator(url: &str) -> Result<OrchestratorClient<Channel>> {
+    Ok(OrchestratorClient::new(channel(url).await?)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20))
+}
+
+async fn create_job(c: &mut OrchestratorClient<Channel>, d: &str) -> Result<String> {
+    Ok(c.create_job(pb::CreateJobRequest { description: d.into(), metadata: None }).await?.into_inner().job_id)
+}
+
+/// Submits `n` tasks in batches with `submitters` concurrent callers; returns the time taken.
+async fn submit(url: &str, job: &str, n: usize, batch: usize, submitters: usize) -> Result<Duration> {
+    let t0 = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..submitters {
+        let mut c = orchestrator(url).await?;
+        let job = job.to_string();
+        let next = next.clone();
+        handles.push(tokio::spawn(async move {
+            loop {
+                let start = next.fetch_add(batch, std::sync::atomic::Ordering::SeqCst);
+                if start >= n {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                let end = (start + batch).min(n);
+                let tasks =
+                    (start..end).map(|i| pb::TaskSpec { prompt: format!("t{i}"), ..Default::default() }).collect();
+                c.add_tasks(pb::AddTasksRequest { job_id: job.clone(), tasks }).await?;
+            }
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    Ok(t0.elapsed())
+}
+
+/// Waits until the job has at least `n` completed tasks; polls GetJob (a one-row read).
+async fn wait_completed(c: &mut OrchestratorClient<Channel>, job: &str, n: u64) -> Result<()> {
+    let t0 = Instant::now();
+    loop {
+        let s = c.get_job(pb::GetJobRequest { job_id: job.into() }).await?.into_inner().status.unwrap_or_default();
+        if s.completed >= n {
+            return Ok(());
+        }
+        if s.failed + s.cancelled > 0 {
+            bail!("tasks failed: {s:?}");
+        }
+        if t0.elapsed() > Duration::from_secs(3600) {
+            bail!("not done after an hour: {s:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Runs N tasks through W workers; returns tasks per second and the coordinator's peak RSS.
+async fn end_to_end(args: &Args, dir: &Path, n: usize, agent: &[&str]) -> Result<(f64, f64)> {
+    let (coord, _) = Coordinator::start(dir, &[])?;
+    let url = coord.url();
+    let _workers = Workers::start(args.workers, args.slots, &url, dir, agent)?;
+    let mut c = orchestrator(&url).await?;
+    let job = create_job(&mut c, "bench e2e").await?;
+    let t0 = Instant::now();
+    let sub = {
+        let url = url.clone();
+        let job = job.clone();
+        let submitters = args.submitters;
+        tokio::spawn(async move { submit(&url, &job, n, 1_000, submitters).await })
+    };
+    wait_completed(&mut c, &job, n as u64).await?;
+    let elapsed = t0.elapsed();
+    sub.await??;
+    let (_, hwm) = rss_mib(coord.pid());
+    coord.stop()?;
+    Ok((n as f64 / elapsed.as_secs_f64(), hwm))
+}
+
+async fn enqueue(args: &Args, dir: &Path) -> Result<f64> {
+    let (coord, _) = Coordinator::start(dir, &[])?;
+    let mut c = orchestrator(&coord.url()).await?;
+    let job = create_job(&mut c, "bench enqueue").await?;
+    let took = submit(&coord.url(), &job, args.tasks, 1_000, args.submitters).await?;
+    coord.stop()?;
+    Ok(args.tasks as f64 / took.as_secs_f64())
+}
+
+/// The bench's own worker session: timestamps each assignment's arrival by prompt.
+async fn latency(args: &Args, dir: &Path) -> Result<(f64, f64, f64, usize)> {
+    let (coord, _) = Coordinator::start(dir, &[])?;
+    let url = coord.url();
+    let mut gw = WorkerGatewayClient::new(channel(&url).await?);
+    let reg = gw
+        .register(pb::RegisterRequest { name: "latency".into(), slots: 256, ..Default::default() })
+        .await?
+        .into_inner();
+    let mut stream = gw.listen(pb::ListenRequest { worker_id: reg.worker_id.clone() }).await?.into_inner();
+    let arrivals: Arc<Mutex<HashMap<usize, Instant>>> = Arc::default();
+    let arr = arrivals.clone();
+    let wid = reg.worker_id.clone();
+    let mut gw2 = gw.clone();
+    let receiver = tokio::spawn(async move {
+        while let Ok(Some(msg)) = stream.message().await {
+            let now = Instant::now();
+            let mut reports = Vec::new();
+            {
+                let mut a = arr.lock().await;
+                for asg in &msg.assignments {
+                    if let Some(i) =
+                        asg.spec.as_ref().and_then(|s| s.prompt.strip_prefix("lat-")).and_then(|v| v.parse().ok())
+                    {
+                        a.insert(i, now);
+                    }
+                    reports.push(pb::Report {
+                        task_id: asg.task_id,
+                        attempt: asg.attempt,
+                        body: Some(pb::report::Body::Completed(pb::Completed::default())),
+                    });
+                }
+            }
+            let _ = gw2.report(pb::ReportRequest { worker_id: wid.clone(), reports }).await;
+        }
+    });
+    let mut c = orchestrator(&url).await?;
+    let job = create_job(&mut c, "bench latency").await?;
+    let total = (args.latency_rate * args.latency_seconds) as usize;
+    let interval = Duration::from_secs_f64(1.0 / args.latency_rate as f64);
+    let mut sent: Vec<Instant> = Vec::with_capacity(total);
+    let start = Instant::now();
+    for i in 0..total {
+        let due = start + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        sent.push(Instant::now());
+        let spec = pb::TaskSpec { prompt: format!("lat-{i}"), ..Default::default() };
+        c.add_tasks(pb::AddTasksRequest { job_id: job.clone(), tasks: vec![spec] }).await?;
+    }
+    wait_completed(&mut c, &job, total as u64).await?;
+    receiver.abort();
+    let a = arrivals.lock().await;
+    let mut lat: Vec<f64> =
+        (0..total).filter_map(|i| a.get(&i).map(|t| t.duration_since(sent[i]).as_secs_f64() * 1e3)).collect();
+    lat.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    let r = (pct(0.50), pct(0.99), *lat.last().unwrap_or(&0.0), lat.len());
+    drop(a);
+    coord.stop()?;
+    Ok(r)
+}
+
+struct Scale {
+    enqueue_per_s: f64,
+    full_rate: f64,
+    restart: Duration,
+    peak_rss: f64,
+}
+
+async fn scale(args: &Args, dir: &Path, sample: usize) -> Result<Scale> {
+    let (coord, _) = Coordinator::start(dir, &[])?;
+    let url = coord.url();
+    let mut c = orchestrator(&url).await?;
+    let job = create_job(&mut c, "bench scale").await?;
+    let took = submit(&url, &job, args.scale_tasks, 10_000, args.submitters).await?;
+    let (_, hwm_before) = rss_mib(coord.pid());
+    coord.stop()?;
+    let (coord, restart) = Coordinator::start(dir, &[])?;
+    let url = coord.url();
+    let mut c = orchestrator(&url).await?;
+    let _workers = Workers::start(args.workers, args.slots, &url, dir, &["--agent", "noop"])?;
+    // The dispatch rate with the queue full: the first `sample` completions.
+    let t0 = Instant::now();
+    wait_completed(&mut c, &job, sample as u64).await?;
+    let rate = sample as f64 / t0.elapsed().as_secs_f64();
+    let (_, hwm_after) = rss_mib(coord.pid());
+    drop(_workers);
+    coord.stop()?;
+    Ok(Scale {
+        enqueue_per_s: args.scale_tasks as f64 / took.as_secs_f64(),
+        full_rate: rate,
+        restart,
+        peak_rss: hwm_before.max(hwm_after),
+    })
+}
+
+async fn idle(args: &Args, dir: &Path) -> Result<(f64, f64, f64)> {
+    let (coord, _) = Coordinator::start(dir, &[])?;
+    let url = coord.url();
+    let (rss0, _) = rss_mib(coord.pid());
+    // One process, many sessions: 10 sessions share each HTTP/2 connection.
+    let mut channels = Vec::new();
+    for _ in 0..args.idle_workers.div_ceil(10) {
+        channels.push(channel(&url).await?);
+    }
+    let mut tasks = Vec::new();
+    for i in 0..args.idle_workers {
+        let mut gw = WorkerGatewayClient::new(channels[i / 10].clone());
+        let reg = gw
+            .register(pb::RegisterRequest { name: format!("idle{i}"), slots: 4, ..Default::default() })
+            .await?
+            .into_inner();
+        let mut stream = gw.listen(pb::ListenRequest { worker_id: reg.worker_id.clone() }).await?.into_inner();
+        let every = Duration::from_secs(reg.heartbeat_interval_seconds.max(1) as u64);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    m = stream.message() => if !matches!(m, Ok(Some(_))) { return },
+                    _ = tick.tick() => {
+                        let _ = gw.heartbeat(pb::HeartbeatRequest { worker_id: reg.worker_id.clone(), running: vec![] }).await;
+                    }
+                }
+            }
+        }));
+    }
+    // Let the registrations settle, then measure a steady window.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu0 = cpu_time(coord.pid());
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+    let cpu = (cpu_time(coord.pid()) - cpu0).as_secs_f64() / t0.elapsed().as_secs_f64() * 100.0;
+    let (rss, _) = rss_mib(coord.pid());
+    for t in tasks {
+        t.abort();
+    }
+    coord.stop()?;
+    Ok((rss0, rss, cpu))
+}
+
+fn wants(args: &Args, part: &str) -> bool {
+    args.only.is_empty() || args.only.iter().any(|p| p == part)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let tmp = tempfile::tempdir()?;
+    let root = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+    let mut out = json!({"cores": cores, "tasks": args.tasks, "workers": args.workers, "slots": args.slots});
+    let log = |s: &str| eprintln!("orca-bench: {s}");
+
+    let mut empty_rate = None;
+    if wants(&args, "e2e") {
+        log(&format!("end to end: {} no-op tasks, {} workers x {} slots", args.tasks, args.workers, args.slots));
+        let (rate, hwm) = end_to_end(&args, &root.join("e2e"), args.tasks, &["--agent", "noop"]).await?;
+        empty_rate = Some(rate);
+        rows.push(("end to end, no-op, durable".into(), format!("{rate:.0} tasks/s"), ">= 20,000 tasks/s".into()));
+        out["e2e_tasks_per_s"] = json!(rate);
+        out["e2e_coordinator_peak_rss_mib"] = json!(hwm);
+    }
+    if wants(&args, "process") && args.process_tasks > 0 {
+        log(&format!("process cost: {} tasks spawning `true`", args.process_tasks));
+        let (rate, _) = end_to_end(
+            &args,
+            &root.join("process"),
+            args.process_tasks,
+            &["--agent", "command", "--agent-command", "true"],
+        )
+        .await?;
+        rows.push(("end to end, spawning `true`".into(), format!("{rate:.0} tasks/s"), "(process cost)".into()));
+        out["process_tasks_per_s"] = json!(rate);
+    }
+    if wants(&args, "enqueue") {
+        log(&format!("batched enqueue: {} tasks in batches of 1,000", args.tasks));
+        let rate = enqueue(&args, &root.join("enqueue")).await?;
+        rows.push(("batched enqueue (1,000/batch)".into(), format!("{rate:.0} tasks/s"), ">= 100,000 tasks/s".into()));
+        out["enqueue_tasks_per_s"] = json!(rate);
+    }
+    if wants(&args, "latency") {
+        log(&format!("latency: {} tasks/s for {} s", args.latency_rate, args.latency_seconds));
+        let (p50, p99, max, n) = latency(&args, &root.join("latency")).await?;
+        rows.push(("submit-to-start p50".into(), format!("{p50:.2} ms"), "<= 1 ms".into()));
+        rows.push(("submit-to-start p99".into(), format!("{p99:.2} ms"), "<= 5 ms".into()));
+        rows.push(("submit-to-start max".into(), format!("{max:.2} ms"), String::new()));
+        out["latency_ms"] = json!({"p50": p50, "p99": p99, "max": max, "samples": n});
+    }
+    if wants(&args, "scale") && args.scale_tasks > 0 {
+        let sample = args.tasks.min(args.scale_tasks);
+        log(&format!("scale: {} queued tasks, dispatch of the first {sample}", args.scale_tasks));
+        let s = scale(&args, &root.join("scale"), sample).await?;
+        let base = match empty_rate {
+            Some(r) => r,
+            None => end_to_end(&args, &root.join("e2e-base"), sample, &["--agent", "noop"]).await?.0,
+        };
+        let ratio = s.full_rate / base;
+        rows.push((
+            format!("enqueue of {} tasks (10,000/batch)", s_num(args.scale_tasks)),
+            format!("{:.0} tasks/s", s.enqueue_per_s),
+            String::new(),
+        ));
+        rows.push((
+            "dispatch with the queue full".into(),
+            format!("{:.0} tasks/s ({:.0}% of empty)", s.full_rate, ratio * 100.0),
+            "within 20% of empty".into(),
+        ));
+        rows.push(("restart on that database".into(), format!("{:.2} s", s.restart.as_secs_f64()), "< 5 s".into()));
+        rows.push(("coordinator peak RSS".into(), format!("{:.0} MiB", s.peak_rss), "< 500 MB".into()));
+        out["scale"] = json!({"queued": args.scale_tasks, "enqueue_tasks_per_s": s.enqueue_per_s, "full_queue_tasks_per_s": s.full_rate,
+                              "empty_queue_tasks_per_s": base, "ratio": ratio, "restart_s": s.restart.as_secs_f64(), "peak_rss_mib": s.peak_rss});
+    }
+    if wants(&args, "idle") && args.idle_workers > 0 {
+        log(&format!("idle: {} worker sessions for {} s", args.idle_workers, args.idle_seconds));
+        let (rss0, rss, cpu) = idle(&args, &root.join("idle")).await?;
+        rows.push((
+            format!("{} idle workers: RSS", args.idle_workers),
+            format!("{rss:.0} MiB (empty {rss0:.0})"),
+            "< 200 MB".into(),
+        ));
+        rows.push((format!("{} idle workers: CPU", args.idle_workers), format!("{cpu:.2}% of a core"), "< 10%".into()));
+        out["idle"] = json!({"sessions": args.idle_workers, "rss_mib": rss, "empty_rss_mib": rss0, "cpu_pct": cpu});
+    }
+
+    println!("orca-bench on {cores} cores ({} workers x {} slots)\n", args.workers, args.slots);
+    println!("| figure | measured | bar |\n| --- | --- | --- |");
+    for (a, b, c) in &rows {
+        println!("| {a} | {b} | {c} |");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(())
+}
+
+fn s_num(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
