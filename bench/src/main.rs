@@ -101,11 +101,11 @@ impl Coordinator {
             .stderr(log)
             .spawn()?;
         loop {
-            if let Ok(s) = std::fs::read_to_string(&addr_file) {
-                if s.ends_with('\n') {
-                    let ready = t0.elapsed();
-                    return Ok((Coordinator { child, addr: s.trim().to_string() }, ready));
-                }
+            if let Ok(s) = std::fs::read_to_string(&addr_file)
+                && s.ends_with('\n')
+            {
+                let ready = t0.elapsed();
+                return Ok((Coordinator { child, addr: s.trim().to_string() }, ready));
             }
             if let Some(st) = child.try_wait()? {
                 bail!("coordinator exited with {st}; see {}", dir.join("coordinator.log").display());
@@ -536,7 +536,7 @@ fn s_num(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

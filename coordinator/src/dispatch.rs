@@ -34,6 +34,8 @@ pub const MAX_BATCH_COMMANDS: usize = 2_048;
 /// Events kept per watched job, for watchers that resume, and per subscriber before it
 /// counts as fallen behind.
 pub const WATCH_BUFFER: usize = 4_096;
+/// Events kept for resumes across all jobs before idle, unwatched feeds are forgotten.
+pub const MAX_HISTORY_EVENTS: usize = 262_144;
 /// Extra room in a worker's assignment stream beyond its slots (cancellations).
 pub const LISTEN_EXTRA: usize = 64;
 
@@ -160,6 +162,8 @@ struct Session {
 struct Feed {
     tx: broadcast::Sender<Arc<pb::JobEvent>>,
     history: VecDeque<Arc<pb::JobEvent>>,
+    /// Last event or subscription (ms), to forget the least recently used feeds first.
+    used_ms: u64,
 }
 
 /// Settings of the dispatcher.
@@ -399,7 +403,7 @@ impl Dispatcher {
             r(None);
         }
         self.send_to_workers(&b.effects);
-        self.publish(events);
+        self.publish(events, now);
         self.sched.evict_final();
         Ok(())
     }
@@ -430,10 +434,7 @@ impl Dispatcher {
                 match self.sched.cancel_job(&job, &reason) {
                     Ok(fx) => {
                         b.effects.extend(fx);
-                        b.touched_jobs.insert(job.clone());
-                        if self.feeds.contains_key(&job) {
-                            b.effects.push(Effect::Progress { id: TaskId(0), job, attempt: 0, message: reason });
-                        }
+                        b.touched_jobs.insert(job);
                         b.reply(reply, ());
                     }
                     Err(e) => {
@@ -601,10 +602,12 @@ impl Dispatcher {
                     return;
                 };
                 let (last_seq, counts, cancelled) = (info.last_seq, info.counts, info.cancelled);
-                let feed = self
-                    .feeds
-                    .entry(jid)
-                    .or_insert_with(|| Feed { tx: broadcast::channel(WATCH_BUFFER).0, history: VecDeque::new() });
+                let feed = self.feeds.entry(jid).or_insert_with(|| Feed {
+                    tx: broadcast::channel(WATCH_BUFFER).0,
+                    history: VecDeque::new(),
+                    used_ms: 0,
+                });
+                feed.used_ms = now;
                 let missed = if after_seq == last_seq {
                     Some(Vec::new())
                 } else if after_seq < last_seq && feed.history.front().is_some_and(|e| e.seq <= after_seq + 1) {
@@ -769,7 +772,7 @@ impl Dispatcher {
                     dirty.insert(*id);
                     b.touched_jobs.insert(job.clone());
                 }
-                Effect::Progress { job, .. } => {
+                Effect::Progress { job, .. } | Effect::JobCancelled { job, .. } => {
                     b.touched_jobs.insert(job.clone());
                 }
                 _ => {}
@@ -817,8 +820,22 @@ impl Dispatcher {
                 }
             }
         }
+        // A job cancelled in this batch shows as cancelled from its JobCancelled event on.
+        let cancelled_now: HashSet<&JobId> = b
+            .effects
+            .iter()
+            .filter_map(|e| if let Effect::JobCancelled { job, .. } = e { Some(job) } else { None })
+            .collect();
+        let mut cancelled: HashSet<JobId> = running
+            .keys()
+            .filter(|j| !cancelled_now.contains(j) && self.sched.job(j).is_some_and(|i| i.cancelled))
+            .cloned()
+            .collect();
         let mut out = Vec::new();
         for e in &b.effects {
+            if let Effect::JobCancelled { job, .. } = e {
+                cancelled.insert(job.clone());
+            }
             match e {
                 Effect::Changed { id, job, from, to, attempt, reason } => {
                     let seq = self.sched.next_seq(job);
@@ -827,7 +844,7 @@ impl Dispatcher {
                             c.sub(*f);
                         }
                         c.add(*to);
-                        let cancelled = self.sched.job(job).is_some_and(|j| j.cancelled);
+                        let cancelled = cancelled.contains(job);
                         out.push((
                             job.clone(),
                             Arc::new(pb::JobEvent {
@@ -847,12 +864,19 @@ impl Dispatcher {
                         ));
                     }
                 }
-                Effect::Progress { id, job, attempt, message } => {
+                Effect::Progress { .. } | Effect::JobCancelled { .. } => {
+                    let (id, job, attempt, message, kind) = match e {
+                        Effect::Progress { id, job, attempt, message } => {
+                            (*id, job, *attempt, message, pb::JobEventKind::TaskProgress)
+                        }
+                        Effect::JobCancelled { job, reason } => {
+                            (TaskId(0), job, 0, reason, pb::JobEventKind::JobCancelled)
+                        }
+                        _ => unreachable!("matched above"),
+                    };
                     let seq = self.sched.next_seq(job);
                     if let Some(c) = running.get(job) {
-                        let cancelled = self.sched.job(job).is_some_and(|j| j.cancelled);
-                        let kind =
-                            if id.0 == 0 { pb::JobEventKind::JobCancelled } else { pb::JobEventKind::TaskProgress };
+                        let cancelled = cancelled.contains(job);
                         out.push((
                             job.clone(),
                             Arc::new(pb::JobEvent {
@@ -860,7 +884,7 @@ impl Dispatcher {
                                 job_id: job.to_string(),
                                 kind: kind as i32,
                                 task_id: id.0,
-                                attempt: *attempt,
+                                attempt,
                                 message: message.clone(),
                                 status: Some(status_of(c)),
                                 job_state: job_state_of(c, cancelled) as i32,
@@ -876,22 +900,41 @@ impl Dispatcher {
         out
     }
 
-    fn publish(&mut self, events: Vec<(JobId, Arc<pb::JobEvent>)>) {
+    fn publish(&mut self, events: Vec<(JobId, Arc<pb::JobEvent>)>, now: u64) {
         for (job, ev) in events {
             if let Some(feed) = self.feeds.get_mut(&job) {
                 if feed.history.len() == WATCH_BUFFER {
                     feed.history.pop_front();
                 }
                 feed.history.push_back(ev.clone());
+                feed.used_ms = now;
                 // No receiver is fine: the history serves later resumes.
                 let _ = feed.tx.send(ev);
             }
         }
-        // Forget the feeds nobody watches of jobs that are done.
-        let sched = &self.sched;
-        self.feeds.retain(|job, f| {
-            f.tx.receiver_count() > 0 || sched.job(job).is_some_and(|j| !j.counts.all_final() && !j.cancelled)
-        });
+        // Keep the history of unwatched feeds for resumes while it fits the budget; past it,
+        // forget the least recently used feeds of idle jobs (a resume then gets a snapshot).
+        let mut total: usize = self.feeds.values().map(|f| f.history.len()).sum();
+        if total > MAX_HISTORY_EVENTS {
+            let sched = &self.sched;
+            let mut idle: Vec<(u64, JobId)> = self
+                .feeds
+                .iter()
+                .filter(|(job, f)| {
+                    f.tx.receiver_count() == 0 && sched.job(job).is_none_or(|j| j.counts.all_final() || j.cancelled)
+                })
+                .map(|(job, f)| (f.used_ms, job.clone()))
+                .collect();
+            idle.sort();
+            for (_, job) in idle {
+                if total <= MAX_HISTORY_EVENTS {
+                    break;
+                }
+                if let Some(f) = self.feeds.remove(&job) {
+                    total -= f.history.len();
+                }
+            }
+        }
     }
 
     fn context_for(&self, job: &JobId) -> Vec<pb::ContextEntry> {

@@ -20,8 +20,12 @@ pub const WATCH_OUT_BUFFER: usize = 256;
 /// Tasks per snapshot message.
 pub const SNAPSHOT_CHUNK: usize = 2_000;
 
+/// Whether a watcher that does not follow stops after this event: every task is final (a
+/// cancelled job with no task at all also counts as final).
 fn ends(ev: &pb::JobEvent) -> bool {
-    ev.status.as_ref().is_some_and(|s| s.all_final()) || ev.job_state == pb::JobState::Cancelled as i32
+    ev.status
+        .as_ref()
+        .is_some_and(|s| s.all_final() || (s.total_tasks == 0 && ev.job_state == pb::JobState::Cancelled as i32))
 }
 
 /// Subscribes (so a job that does not exist is an error of the call) and starts the task

@@ -423,3 +423,48 @@ async fn sigterm_stops_cleanly_with_exit_zero() {
     assert!(status.success(), "{status:?}");
     assert!(matches!(stream.message().await, Ok(None) | Err(_)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zombie_worker_heartbeating_without_a_stream_loses_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(dir.path(), &["--lease-seconds", "1"]);
+    let mut c = coord.client().await;
+    let job = create_job(&mut c, "zombie").await;
+    let id = add(&mut c, &job, vec![spec("held by a zombie")]).await[0];
+    let mut gw = coord.gateway().await;
+    let reg = gw.register(pb::RegisterRequest { slots: 4, ..Default::default() }).await.unwrap().into_inner();
+    let mut stream = gw.listen(pb::ListenRequest { worker_id: reg.worker_id.clone() }).await.unwrap().into_inner();
+    let held = stream.message().await.unwrap().unwrap().assignments[0].clone();
+    drop(stream);
+    // The zombie keeps heartbeating its attempt; every heartbeat is refused, so the lease
+    // is not extended and the task completes on a live worker.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let live = TestWorker::start(&coord.url(), WorkerOpts::new("live", 1), tx).await;
+    let mut zombie = gw.clone();
+    let wid = reg.worker_id.clone();
+    let beats = tokio::spawn(async move {
+        let mut refused = 0;
+        loop {
+            let r = zombie
+                .heartbeat(pb::HeartbeatRequest {
+                    worker_id: wid.clone(),
+                    running: vec![pb::TaskRef { task_id: held.task_id, attempt: held.attempt }],
+                })
+                .await;
+            match r {
+                Err(s) if s.code() == Code::FailedPrecondition => refused += 1,
+                other => panic!("zombie heartbeat was not refused: {other:?}"),
+            }
+            if refused >= 3 {
+                return refused;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    let seen = recv_n(&mut rx, 1).await;
+    assert_eq!((seen[0].task_id, seen[0].attempt, seen[0].worker.as_str()), (id, 2, live.id.as_str()));
+    assert!(beats.await.unwrap() >= 3);
+    let t = task(&mut c, id).await;
+    assert_eq!(t.state, pb::TaskState::Completed as i32);
+    assert_eq!(t.worker_id, live.id);
+}

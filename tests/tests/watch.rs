@@ -294,3 +294,33 @@ async fn client_watch_reconnects_and_resumes_across_a_coordinator_restart() {
     completed.sort();
     assert_eq!(completed, ids);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_job_ends_its_watchers_with_a_cancelled_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(dir.path(), &[]);
+    let mut c = coord.client().await;
+    let job = create_job(&mut c, "to cancel").await;
+    let ids = add(&mut c, &job, vec![spec("a"), spec("b")]).await;
+    let mut w = c
+        .watch_job(pb::WatchJobRequest { job_id: job.clone(), after_seq: 0, follow: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(w.message().await.unwrap().unwrap().kind, pb::JobEventKind::Snapshot as i32);
+    let j = c.cancel_job(pb::CancelJobRequest { job_id: job.clone(), reason: "changed my mind".into() }).await.unwrap();
+    assert_eq!(j.into_inner().state, pb::JobState::Cancelled as i32);
+    let mut rest = vec![];
+    while let Some(ev) = w.message().await.unwrap() {
+        rest.push(ev);
+    }
+    let cancelled: Vec<i64> =
+        rest.iter().filter(|e| e.state == pb::TaskState::Cancelled as i32).map(|e| e.task_id).collect();
+    assert_eq!(cancelled, ids);
+    let first = &rest[0];
+    assert_eq!(first.kind, pb::JobEventKind::JobCancelled as i32);
+    assert_eq!(first.message, "changed my mind");
+    assert_eq!(first.job_state, pb::JobState::Cancelled as i32);
+    let last = rest.last().unwrap().status.unwrap();
+    assert_eq!((last.cancelled, last.progress_pct), (2, 100.0));
+}

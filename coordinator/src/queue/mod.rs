@@ -295,6 +295,8 @@ pub enum Effect {
     Revoke { worker: WorkerId, id: TaskId, attempt: u32, reason: String },
     /// Progress of a running attempt (not a state change).
     Progress { id: TaskId, job: JobId, attempt: u32, message: String },
+    /// The job was cancelled (before the `Changed` effects of its tasks).
+    JobCancelled { job: JobId, reason: String },
 }
 
 /// Why a command was refused. The caller maps it to a gRPC status.
@@ -396,7 +398,7 @@ impl Scheduler {
         info.cancelled = true;
         let mut ids: Vec<TaskId> = info.live.iter().copied().collect();
         ids.sort();
-        let mut fx = Vec::new();
+        let mut fx = vec![Effect::JobCancelled { job: job.clone(), reason: reason.to_string() }];
         for id in ids {
             if self.tasks.get(&id).is_some_and(|e| !e.state.is_final()) {
                 self.finish(id, State::Cancelled, reason.to_string(), None, &mut fx);
