@@ -1,1 +1,230 @@
-//! Helpers for end-to-end tests of `orca-worker` processes.
+//! Helpers for end-to-end tests of `orca-worker` processes: start and stop real workers,
+//! write the agent scripts they run, wait (with the generous bound [`WAIT`]) for files and
+//! for processes to end, collect a job's events, and a TCP relay that keeps one address
+//! while the coordinator behind it restarts on another port.
+//!
+//! Every worker started here gets `WORKER_NAME=<name>` in its environment, which its agents
+//! inherit, so that agent scripts can record which worker ran them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use orca_proto::pb;
+use pb::orchestrator_client::OrchestratorClient;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+use crate::{WAIT, binary, signal, wait_exit};
+
+/// A running `orca-worker` process.
+pub struct WorkerProc {
+    pub child: Child,
+    pub name: String,
+    /// Its `--work-dir`.
+    pub work_dir: PathBuf,
+    /// Its stderr (logs).
+    pub log: PathBuf,
+}
+
+impl WorkerProc {
+    /// Starts `orca-worker --coordinator URL --name NAME --work-dir DIR/work-NAME ARGS...`,
+    /// logging to `DIR/worker-NAME.log`.
+    pub fn start(url: &str, dir: &Path, name: &str, args: &[&str]) -> WorkerProc {
+        let work_dir = dir.join(format!("work-{name}"));
+        let log = dir.join(format!("worker-{name}.log"));
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("worker log file");
+        let child = Command::new(binary("orca-worker"))
+            .arg("--coordinator")
+            .arg(url)
+            .arg("--name")
+            .arg(name)
+            .arg("--work-dir")
+            .arg(&work_dir)
+            .args(args)
+            .env("WORKER_NAME", name)
+            .env("ORCA_LOG", "info,orca_worker=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn orca-worker");
+        WorkerProc { child, name: name.to_string(), work_dir, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until its log contains `needle`.
+    pub async fn wait_log(&self, needle: &str) {
+        let what = format!("worker {} to log {needle:?}", self.name);
+        until(&what, || self.logs().contains(needle)).await;
+    }
+
+    /// `kill -9`, then reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM (does not wait).
+    pub fn terminate(&self) {
+        signal(self.child.id(), libc::SIGTERM);
+    }
+
+    /// Waits for its exit (generous bound).
+    pub fn wait(&mut self) -> ExitStatus {
+        wait_exit(&mut self.child)
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Writes an executable `sh` script `dir/name` with `body` and returns its path.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod script");
+    path
+}
+
+/// Polls `f` every 10 ms until it holds; fails the test after [`WAIT`].
+pub async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < WAIT, "timed out after {WAIT:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The lines of a file (none when it does not exist).
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path).map(|s| s.lines().map(str::to_string).collect()).unwrap_or_default()
+}
+
+/// The pid written in a file.
+pub fn read_pid(path: &Path) -> i32 {
+    let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    s.trim().parse().unwrap_or_else(|e| panic!("{}: {s:?}: {e}", path.display()))
+}
+
+/// Whether a process has ended (a zombie nobody reaped yet counts as ended).
+pub fn gone(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return true;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}
+
+/// Waits until every process is gone.
+pub async fn until_gone(pids: &[i32]) {
+    until(&format!("processes {pids:?} to end"), || pids.iter().all(|p| gone(*p))).await;
+}
+
+/// Opens a following WatchJob stream. Progress is only kept for watched jobs, so open it
+/// before adding the tasks whose progress the test wants to see.
+pub async fn follow(c: &mut OrchestratorClient<Channel>, job: &str) -> tonic::Streaming<pb::JobEvent> {
+    c.watch_job(pb::WatchJobRequest { job_id: job.into(), after_seq: 0, follow: true })
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
+/// Events of a following stream until `total` tasks are in a final state.
+pub async fn until_final(stream: &mut tonic::Streaming<pb::JobEvent>, total: u64) -> Vec<pb::JobEvent> {
+    let fut = async {
+        let mut all = Vec::new();
+        while let Some(ev) = stream.message().await.expect("watch event") {
+            let done = ev
+                .status
+                .as_ref()
+                .is_some_and(|s| s.total_tasks == total && s.completed + s.failed + s.cancelled == total);
+            all.push(ev);
+            if done {
+                return all;
+            }
+        }
+        panic!("watch stream ended early");
+    };
+    tokio::time::timeout(WAIT, fut).await.expect("job did not finish in time")
+}
+
+/// Makes sure each named worker is connected: one task per worker, each requiring the
+/// worker's `node=NAME` label (so the workers must be started with `--label node=NAME`),
+/// and waits for them all to complete.
+pub async fn probe(c: &mut OrchestratorClient<Channel>, names: &[&str]) {
+    let job = crate::create_job(c, "probe").await;
+    let tasks = names
+        .iter()
+        .map(|n| pb::TaskSpec {
+            required_labels: [("node".to_string(), n.to_string())].into_iter().collect(),
+            ..crate::spec(&format!("probe {n}"))
+        })
+        .collect();
+    crate::add(c, &job, tasks).await;
+    let status = crate::wait_idle(c, &job).await;
+    assert_eq!(status.completed, names.len() as u64, "probe tasks: {status:?}");
+}
+
+/// A TCP relay on a fixed local address to a target that can change (a coordinator that
+/// restarts on a new port). Connections end when the target's side ends.
+pub struct Relay {
+    pub addr: SocketAddr,
+    target: Arc<Mutex<String>>,
+    task: JoinHandle<()>,
+}
+
+impl Relay {
+    pub async fn start(target: &str) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let addr = listener.local_addr().expect("relay address");
+        let target = Arc::new(Mutex::new(target.to_string()));
+        let t = target.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let to = t.lock().expect("relay target").clone();
+                conns.spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        Relay { addr, target, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// New connections go to `target`.
+    pub fn set_target(&self, target: &str) {
+        *self.target.lock().expect("relay target") = target.to_string();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,1 +1,84 @@
-//! placeholder
+//! Orca's worker: registers with the coordinator, receives tasks on its Listen stream, runs
+//! each as a supervised agent process in a workspace, and reports the results.
+//!
+//! # Layout
+//!
+//! The modules follow the data path of a task:
+//! - [`config`]: flags and `ORCA_*` variables, checked before anything connects;
+//! - [`session`]: the actor that owns the connection (register, Listen stream, heartbeats,
+//!   reconnects), the attempts held and the report queue, and the drain on SIGTERM;
+//! - [`task`]: one attempt from assignment to final report;
+//! - [`workspace`]: where a task runs, context files in, expected outputs out;
+//! - [`prompt`]: the prompt the agent gets (shared context, files, outputs, task);
+//! - [`agent`]: running a supervised process ([`agent::supervise`]: the per-task
+//!   supervisor that kills the group if the worker dies), the Claude Code parser, the command
+//!   template;
+//! - [`verify`]: verification hooks after a successful run.
+
+pub mod agent;
+pub mod config;
+pub mod prompt;
+pub mod session;
+pub mod task;
+pub mod verify;
+pub mod workspace;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use config::{Args, Config};
+
+/// What every attempt needs to know about this worker.
+#[derive(Debug)]
+pub struct Ctx {
+    pub config: Config,
+    /// This worker's executable, re-run as the per-task supervisor.
+    pub exe: PathBuf,
+    /// Chosen once per process, kept across reconnects.
+    pub worker_id: String,
+}
+
+/// The executable to re-run as a supervisor: `/proc/self/exe` names this very binary even if
+/// the file was replaced or removed since the worker started.
+pub fn own_executable() -> std::io::Result<PathBuf> {
+    let proc = PathBuf::from("/proc/self/exe");
+    if proc.exists() { Ok(proc) } else { std::env::current_exe() }
+}
+
+/// Runs the worker until SIGTERM or SIGINT and the drain that follows.
+pub async fn run(config: Config) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    if config.agent == config::AgentKind::Claude {
+        let bin = config.agent_command.as_deref().unwrap_or("claude");
+        if agent::find_program(bin).is_none() {
+            tracing::warn!(binary = bin, "the claude binary is not found; its tasks will fail until it is installed");
+        }
+    }
+    let exe = own_executable()?;
+    let worker_id = config.new_worker_id();
+    tracing::info!(
+        worker = %worker_id,
+        coordinator = %config.coordinator,
+        slots = config.slots,
+        agent = config.agent.name(),
+        work_dir = %config.work_dir.display(),
+        "worker starting"
+    );
+    let ctx = Arc::new(Ctx { config, exe, worker_id });
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (sig_tx, sig_rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            let sig = tokio::select! {
+                _ = term.recv() => session::Signal::Terminate,
+                _ = int.recv() => session::Signal::Interrupt,
+            };
+            if sig_tx.send(sig).await.is_err() {
+                return;
+            }
+        }
+    });
+    session::run(ctx, sig_rx).await;
+    Ok(())
+}

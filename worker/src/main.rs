@@ -1,1 +1,40 @@
-fn main() {}
+//! `orca-worker`: parses flags, sets up logging, runs the worker until it drained after
+//! SIGTERM or SIGINT. Run as `orca-worker __orca_supervise ...` it is instead the small
+//! per-task supervisor (see `agent::supervise`), which needs neither logging nor a runtime.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use orca_worker::agent::supervise;
+
+fn main() -> ExitCode {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == supervise::SUBCOMMAND) {
+        std::process::exit(supervise::main(&argv[2..]));
+    }
+    let config = match orca_worker::Args::parse().validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("orca-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ORCA_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("orca-worker: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(orca_worker::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("orca-worker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Running one supervised process (an agent or a verification hook) and the agents' own
+//! parts: the Claude Code invocation and output parser ([`claude`]) and the command template
+//! ([`command`]).
+//!
+//! What stays true for every process run here (design invariant 8):
+//! - it runs under a [`supervise`]d process group, so a timeout, a stop (cancellation,
+//!   shutdown) or the worker's own death kills the whole group;
+//! - stdout and stderr are read until EOF while it runs, so it never blocks on a full pipe;
+//!   only the tail is kept ([`STDOUT_TAIL`], [`STDERR_TAIL`]);
+//! - when the process exits, whatever it left running in its group is killed.
+
+pub mod claude;
+pub mod command;
+pub mod supervise;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// Bytes of stdout kept (the tail).
+pub const STDOUT_TAIL: usize = 1 << 20;
+/// Bytes of stderr kept (the tail).
+pub const STDERR_TAIL: usize = 64 << 10;
+/// Longest output line handed to a line parser; longer lines are skipped.
+pub const MAX_LINE: usize = 16 << 20;
+/// Time between SIGTERM and SIGKILL when a process group is stopped politely.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How long the pipes are still read after the process exited and its group was killed (a
+/// process that left the group may hold them open).
+pub const PIPE_DRAIN: Duration = Duration::from_secs(2);
+
+/// Why the worker stops a running attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The coordinator cancelled it.
+    Cancelled,
+    /// The coordinator no longer counts it as this worker's (fenced off).
+    Stale,
+    /// The worker shuts down; the attempt is handed back.
+    Shutdown,
+}
+
+/// A stop request; `immediate` skips the SIGTERM grace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stop {
+    pub reason: StopReason,
+    pub immediate: bool,
+}
+
+/// A callback for each stdout line.
+pub type OnLine<'a> = &'a mut (dyn FnMut(&[u8]) + Send);
+
+/// The receiving side of an attempt's stop requests.
+pub type StopRx = watch::Receiver<Option<Stop>>;
+
+/// What to run.
+#[derive(Clone, Debug, Default)]
+pub struct Invocation {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    /// Added to the worker's environment.
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    /// Written to stdin, which is then closed (stdin is /dev/null when empty).
+    pub stdin: Vec<u8>,
+    pub timeout: Option<Duration>,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Exit code, or 128 + signal.
+    Exited(i32),
+    TimedOut(Duration),
+    Stopped(StopReason),
+    SpawnFailed(String),
+}
+
+/// The result of a run.
+#[derive(Debug)]
+pub struct Outcome {
+    pub ending: Ending,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub duration: Duration,
+}
+
+/// The last `cap` bytes of a stream.
+pub struct Tail {
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl Tail {
+    pub fn new(cap: usize) -> Self {
+        Tail { buf: Vec::new(), cap }
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() > 2 * self.cap {
+            let cut = self.buf.len() - self.cap;
+            self.buf.drain(..cut);
+        }
+    }
+
+    pub fn into_vec(mut self) -> Vec<u8> {
+        if self.buf.len() > self.cap {
+            let cut = self.buf.len() - self.cap;
+            self.buf.drain(..cut);
+        }
+        self.buf
+    }
+}
+
+/// Splits a byte stream into lines (without the newline); lines over `max` bytes are dropped.
+pub struct Lines {
+    buf: Vec<u8>,
+    max: usize,
+    overflow: bool,
+}
+
+impl Lines {
+    pub fn new(max: usize) -> Self {
+        Lines { buf: Vec::new(), max, overflow: false }
+    }
+
+    pub fn push(&mut self, mut data: &[u8], f: &mut dyn FnMut(&[u8])) {
+        while let Some(i) = data.iter().position(|b| *b == b'\n') {
+            if !self.overflow && self.buf.len() + i <= self.max {
+                if self.buf.is_empty() {
+                    f(&data[..i]);
+                } else {
+                    self.buf.extend_from_slice(&data[..i]);
+                    f(&self.buf);
+                }
+            }
+            self.buf.clear();
+            self.overflow = false;
+            data = &data[i + 1..];
+        }
+        if !self.overflow {
+            if self.buf.len() + data.len() > self.max {
+                self.overflow = true;
+                self.buf.clear();
+            } else {
+                self.buf.extend_from_slice(data);
+            }
+        }
+    }
+
+    pub fn finish(&mut self, f: &mut dyn FnMut(&[u8])) {
+        if !self.overflow && !self.buf.is_empty() {
+            f(&self.buf);
+        }
+        self.buf.clear();
+    }
+}
+
+/// Text of captured bytes.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The last `max` bytes of `s`, cut at a character boundary.
+pub fn tail_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut i = s.len() - max;
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}
+
+/// The first `max` bytes of `s`, cut at a character boundary.
+pub fn head_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut i = max;
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    &s[..i]
+}
+
+/// Whether `program` can be run: a path to an executable file, or a name found in PATH.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return runnable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| runnable(p))
+}
+
+fn far(at: Option<Instant>) -> tokio::time::Instant {
+    match at {
+        Some(t) => t.into(),
+        None => tokio::time::Instant::now() + Duration::from_secs(86_400 * 365),
+    }
+}
+
+fn exit_code(s: std::io::Result<std::process::ExitStatus>) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match s {
+        Ok(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
+        Err(_) => -1,
+    }
+}
+
+enum Cause {
+    Timeout,
+    Stop(StopReason),
+}
+
+/// Runs `inv` under a supervisor (`exe` is this worker's executable), calling `on_line` with
+/// each stdout line as it comes. Returns once the process exited and its pipes were drained.
+pub async fn run(exe: &Path, inv: Invocation, stop: &mut StopRx, mut on_line: Option<OnLine<'_>>) -> Outcome {
+    let started = Instant::now();
+    let outcome = |ending, stdout, stderr| Outcome { ending, stdout, stderr, duration: started.elapsed() };
+    if let Some(s) = *stop.borrow_and_update() {
+        return outcome(Ending::Stopped(s.reason), vec![], vec![]);
+    }
+    let mut sup = match supervise::spawn(exe, &inv) {
+        Ok(s) => s,
+        Err(e) => return outcome(Ending::SpawnFailed(format!("cannot start the supervisor: {e}")), vec![], vec![]),
+    };
+    let pgid = sup.pgid;
+    let writer = sup.child.stdin.take().map(|mut stdin| {
+        let data = inv.stdin;
+        // A program that does not read its stdin closes the pipe: that is not an error.
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&data).await;
+        })
+    });
+    let (Some(mut out), Some(mut err)) = (sup.child.stdout.take(), sup.child.stderr.take()) else {
+        supervise::signal_group(pgid, libc::SIGKILL);
+        return outcome(Ending::SpawnFailed("no output pipes".into()), vec![], vec![]);
+    };
+    let mut out_tail = Tail::new(STDOUT_TAIL);
+    let mut err_tail = Tail::new(STDERR_TAIL);
+    let mut lines = Lines::new(MAX_LINE);
+    let mut obuf = vec![0u8; 64 << 10];
+    let mut ebuf = vec![0u8; 16 << 10];
+    let (mut out_open, mut err_open, mut stop_open) = (true, true, true);
+    let mut status: Option<i32> = None;
+    let mut cause: Option<Cause> = None;
+    let mut kill_at: Option<Instant> = None;
+    let mut drain_until: Option<Instant> = None;
+    let timeout_at = inv.timeout.map(|t| started + t);
+    loop {
+        if status.is_some() && !out_open && !err_open {
+            break;
+        }
+        if drain_until.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        tokio::select! {
+            r = out.read(&mut obuf), if out_open => match r {
+                Ok(0) | Err(_) => out_open = false,
+                Ok(n) => {
+                    out_tail.push(&obuf[..n]);
+                    if let Some(f) = on_line.as_mut() {
+                        lines.push(&obuf[..n], &mut **f);
+                    }
+                }
+            },
+            r = err.read(&mut ebuf), if err_open => match r {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) => err_tail.push(&ebuf[..n]),
+            },
+            s = sup.child.wait(), if status.is_none() => {
+                status = Some(exit_code(s));
+                // Whatever the program left behind in its group goes with it.
+                supervise::signal_group(pgid, libc::SIGKILL);
+                drain_until = Some(Instant::now() + PIPE_DRAIN);
+            }
+            _ = tokio::time::sleep_until(far(timeout_at)), if timeout_at.is_some() && cause.is_none() && status.is_none() => {
+                cause = Some(Cause::Timeout);
+                supervise::signal_group(pgid, libc::SIGTERM);
+                kill_at = Some(Instant::now() + KILL_GRACE);
+            }
+            _ = tokio::time::sleep_until(far(kill_at)), if kill_at.is_some() && status.is_none() => {
+                supervise::signal_group(pgid, libc::SIGKILL);
+                kill_at = None;
+            }
+            r = stop.changed(), if stop_open && status.is_none() => match r {
+                Err(_) => stop_open = false,
+                Ok(()) => {
+                    let req = *stop.borrow_and_update();
+                    if let Some(s) = req {
+                        if cause.is_none() {
+                            cause = Some(Cause::Stop(s.reason));
+                        }
+                        if s.immediate {
+                            supervise::signal_group(pgid, libc::SIGKILL);
+                        } else if kill_at.is_none() {
+                            supervise::signal_group(pgid, libc::SIGTERM);
+                            kill_at = Some(Instant::now() + KILL_GRACE);
+                        }
+                    }
+                }
+            },
+            _ = tokio::time::sleep_until(far(drain_until)), if drain_until.is_some() => {}
+        }
+    }
+    if let Some(f) = on_line.as_mut() {
+        lines.finish(&mut **f);
+    }
+    if let Some(w) = writer {
+        w.abort();
+    }
+    let ending = match cause {
+        Some(Cause::Timeout) => Ending::TimedOut(inv.timeout.unwrap_or_default()),
+        Some(Cause::Stop(r)) => Ending::Stopped(r),
+        None => Ending::Exited(status.unwrap_or(-1)),
+    };
+    outcome(ending, out_tail.into_vec(), err_tail.into_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_end() {
+        let mut t = Tail::new(4);
+        for chunk in [b"abc".as_slice(), b"defgh", b"ij"] {
+            t.push(chunk);
+        }
+        assert_eq!(t.into_vec(), b"ghij");
+        let mut t = Tail::new(10);
+        t.push(b"short");
+        assert_eq!(t.into_vec(), b"short");
+    }
+
+    #[test]
+    fn lines_split_across_chunks_and_skip_long_ones() {
+        let mut got: Vec<String> = Vec::new();
+        let mut f = |l: &[u8]| got.push(String::from_utf8_lossy(l).into_owned());
+        let mut lines = Lines::new(8);
+        lines.push(b"one\ntw", &mut f);
+        lines.push(b"o\nthis line is too long", &mut f);
+        lines.push(b" still\nlast", &mut f);
+        lines.finish(&mut f);
+        assert_eq!(got, vec!["one", "two", "last"]);
+    }
+
+    #[test]
+    fn strings_are_cut_at_char_boundaries() {
+        assert_eq!(tail_str("héllo", 4), "llo");
+        assert_eq!(head_str("héllo", 2), "h");
+        assert_eq!(tail_str("abc", 10), "abc");
+    }
+
+    #[test]
+    fn programs_are_found_in_path() {
+        assert!(find_program("sh").is_some());
+        assert!(find_program("/bin/sh").is_some());
+        assert!(find_program("definitely-not-a-program-orca").is_none());
+        assert!(find_program("/nonexistent/claude").is_none());
+    }
+}

@@ -1,0 +1,280 @@
+//! Command-line flags and `ORCA_*` environment variables of `orca-worker` (names fixed by the
+//! public contract), and their validation. Everything here is checked before the worker
+//! connects anywhere: a bad value ends the process with a message naming the flag.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Slots a worker may advertise (the coordinator accepts 1..=10000).
+pub const MAX_SLOTS: u32 = 10_000;
+
+/// Which agent runs the tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AgentKind {
+    /// Claude Code headless (`claude -p`, stream-json output).
+    Claude,
+    /// Any program, from the `--agent-command` template.
+    Command,
+    /// Completes every task at once with an empty output, without a process (benchmarks).
+    Noop,
+}
+
+impl AgentKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            AgentKind::Claude => "claude",
+            AgentKind::Command => "command",
+            AgentKind::Noop => "noop",
+        }
+    }
+}
+
+/// Orca's worker: runs the tasks the coordinator assigns as supervised agent processes.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "orca-worker", version, about)]
+pub struct Args {
+    /// Coordinator URL.
+    #[arg(long, env = "ORCA_COORDINATOR", default_value = orca_proto::defaults::COORDINATOR_URL)]
+    pub coordinator: String,
+
+    /// Tasks run at once (default: the number of CPUs).
+    #[arg(long, env = "ORCA_SLOTS")]
+    pub slots: Option<u32>,
+
+    /// Name shown by the coordinator (default: the host name).
+    #[arg(long, env = "ORCA_NAME")]
+    pub name: Option<String>,
+
+    /// A label `key=value` that tasks can require (repeatable; ORCA_LABELS is comma-separated).
+    #[arg(long = "label", env = "ORCA_LABELS", value_delimiter = ',', value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+
+    /// The agent that runs the tasks.
+    #[arg(long, env = "ORCA_AGENT", value_enum, default_value_t = AgentKind::Claude)]
+    pub agent: AgentKind,
+
+    /// For `--agent command`: the command template run with `sh -c` (placeholders {prompt},
+    /// {task_id}, {job_id}, {workspace}, {attempt}); for `--agent claude`: the claude binary.
+    #[arg(long, env = "ORCA_AGENT_COMMAND", value_name = "CMD")]
+    pub agent_command: Option<String>,
+
+    /// Directory for fresh task workspaces (default: orca-worker under the system temp dir).
+    #[arg(long, env = "ORCA_WORK_DIR", value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+
+    /// Root under which a task's working_dir is used in place (repeatable; ORCA_ALLOW_DIRS is
+    /// comma-separated).
+    #[arg(long = "allow-dir", env = "ORCA_ALLOW_DIRS", value_delimiter = ',', value_name = "DIR")]
+    pub allow_dirs: Vec<PathBuf>,
+
+    /// Seconds running tasks get to finish after SIGTERM before they are killed and handed back.
+    #[arg(long, env = "ORCA_GRACE_SECONDS", default_value_t = 30)]
+    pub grace_seconds: u64,
+}
+
+/// A checked configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub coordinator: String,
+    pub slots: u32,
+    pub name: String,
+    pub hostname: String,
+    pub labels: BTreeMap<String, String>,
+    pub agent: AgentKind,
+    pub agent_command: Option<String>,
+    /// Canonical, created.
+    pub work_dir: PathBuf,
+    /// Canonical, existing directories.
+    pub allow_dirs: Vec<PathBuf>,
+    pub grace_seconds: u64,
+}
+
+/// A configuration error, naming the flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag}: {message}")]
+pub struct Error {
+    pub flag: &'static str,
+    pub message: String,
+}
+
+fn err(flag: &'static str, message: impl Into<String>) -> Error {
+    Error { flag, message: message.into() }
+}
+
+/// Parses one `key=value` label with the coordinator's rules.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not key=value"))?;
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/');
+    if k.is_empty() || k.len() > 63 || !k.chars().all(ok_char) {
+        return Err(format!("label key {k:?} must be 1-63 characters of [A-Za-z0-9_.-/]"));
+    }
+    if v.len() > 63 || !v.chars().all(ok_char) {
+        return Err(format!("label value {v:?} must be 0-63 characters of [A-Za-z0-9_.-/]"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// The host name, or "localhost" when it cannot be read.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    let s = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+    if s.is_empty() { "localhost".into() } else { s }
+}
+
+impl Args {
+    /// Checks every value; creates the work directory.
+    pub fn validate(self) -> Result<Config, Error> {
+        let url = self.coordinator.trim().to_string();
+        let uri: tonic::transport::Uri =
+            url.parse().map_err(|e| err("--coordinator", format!("{url:?} is not a URL: {e}")))?;
+        match uri.scheme_str() {
+            Some("http") | Some("https") => {}
+            _ => return Err(err("--coordinator", format!("{url:?} must start with http:// or https://"))),
+        }
+        if uri.host().is_none() {
+            return Err(err("--coordinator", format!("{url:?} has no host")));
+        }
+        let slots = match self.slots {
+            Some(n) => n,
+            None => std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+        };
+        if slots == 0 || slots > MAX_SLOTS {
+            return Err(err("--slots", format!("{slots} is outside 1..={MAX_SLOTS}")));
+        }
+        let hostname = hostname();
+        let name = self.name.unwrap_or_else(|| hostname.clone());
+        if name.trim().is_empty() || name.len() > 256 {
+            return Err(err("--name", "must be 1-256 bytes"));
+        }
+        let mut labels = BTreeMap::new();
+        for l in self.labels.iter().filter(|l| !l.trim().is_empty()) {
+            let (k, v) = parse_label(l.trim()).map_err(|m| err("--label", m))?;
+            labels.insert(k, v);
+        }
+        if labels.len() > 32 {
+            return Err(err("--label", "at most 32 labels"));
+        }
+        let agent_command = self.agent_command.filter(|c| !c.trim().is_empty());
+        if self.agent == AgentKind::Command && agent_command.is_none() {
+            return Err(err("--agent-command", "is required with --agent command"));
+        }
+        let work_dir = self.work_dir.unwrap_or_else(|| std::env::temp_dir().join("orca-worker"));
+        std::fs::create_dir_all(&work_dir)
+            .map_err(|e| err("--work-dir", format!("cannot create {}: {e}", work_dir.display())))?;
+        let work_dir = work_dir
+            .canonicalize()
+            .map_err(|e| err("--work-dir", format!("cannot resolve {}: {e}", work_dir.display())))?;
+        let probe = work_dir.join(format!(".orca-probe-{}", std::process::id()));
+        std::fs::write(&probe, b"")
+            .map_err(|e| err("--work-dir", format!("{} is not writable: {e}", work_dir.display())))?;
+        let _ = std::fs::remove_file(&probe);
+        let mut allow_dirs = Vec::new();
+        for d in self.allow_dirs.iter().filter(|d| !d.as_os_str().is_empty()) {
+            let c = d.canonicalize().map_err(|e| err("--allow-dir", format!("{}: {e}", d.display())))?;
+            if !c.is_dir() {
+                return Err(err("--allow-dir", format!("{} is not a directory", d.display())));
+            }
+            allow_dirs.push(c);
+        }
+        Ok(Config {
+            coordinator: url,
+            slots,
+            name,
+            hostname,
+            labels,
+            agent: self.agent,
+            agent_command,
+            work_dir,
+            allow_dirs,
+            grace_seconds: self.grace_seconds,
+        })
+    }
+}
+
+impl Config {
+    /// A worker id for this process: the name (reduced to the id alphabet) and a UUIDv7, so
+    /// that it is unique across restarts and readable in logs.
+    pub fn new_worker_id(&self) -> String {
+        let mut base: String = self
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':') { c } else { '_' })
+            .take(64)
+            .collect();
+        if base.is_empty() {
+            base.push('w');
+        }
+        format!("{base}-{}", uuid::Uuid::now_v7().simple())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut v = vec!["orca-worker"];
+        v.extend_from_slice(extra);
+        Args::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn labels_parse_with_the_coordinators_rules() {
+        assert_eq!(parse_label("gpu=a100").unwrap(), ("gpu".into(), "a100".into()));
+        assert_eq!(parse_label("zone=").unwrap(), ("zone".into(), String::new()));
+        assert!(parse_label("novalue").unwrap_err().contains("key=value"));
+        assert!(parse_label("=x").unwrap_err().contains("label key"));
+        assert!(parse_label("a=b c").unwrap_err().contains("label value"));
+        assert!(parse_label("k=x,y").is_err());
+    }
+
+    #[test]
+    fn labels_and_allow_dirs_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let a = args(&["--label", "a=1", "--label", "b=2,c=3", "--work-dir", d, "--allow-dir", d, "--slots", "3"]);
+        let c = a.validate().unwrap();
+        assert_eq!(c.labels.len(), 3);
+        assert_eq!(c.allow_dirs, vec![dir.path().canonicalize().unwrap()]);
+        assert_eq!(c.slots, 3);
+        assert_eq!(c.agent, AgentKind::Claude);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let cases: &[(&[&str], &str)] = &[
+            (&["--slots", "0"], "--slots"),
+            (&["--coordinator", "ftp://x"], "--coordinator"),
+            (&["--coordinator", "not a url"], "--coordinator"),
+            (&["--label", "bad"], "--label"),
+            (&["--agent", "command"], "--agent-command"),
+            (&["--allow-dir", "/definitely/not/here"], "--allow-dir"),
+        ];
+        for (extra, flag) in cases {
+            let mut v = vec!["--work-dir", d];
+            v.extend_from_slice(extra);
+            let e = args(&v).validate().unwrap_err();
+            assert_eq!(e.flag, *flag, "{extra:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn worker_ids_use_the_id_alphabet() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = args(&["--name", "my host/1", "--work-dir", dir.path().to_str().unwrap()]).validate().unwrap();
+        let id = c.new_worker_id();
+        assert!(id.starts_with("my_host_1-"), "{id}");
+        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-:".contains(c)));
+        assert_ne!(id, c.new_worker_id());
+    }
+}
