@@ -179,6 +179,8 @@ struct Batch {
     writes: WriteBatch,
     effects: Vec<Effect>,
     created: HashSet<TaskId>,
+    /// Encoded results of attempts that ended in this batch.
+    results: HashMap<TaskId, Vec<u8>>,
     replies: Vec<Responder>,
     touched_jobs: BTreeSet<JobId>,
 }
@@ -572,7 +574,7 @@ impl Dispatcher {
                     match self.sched.report(&wid, id, rep.attempt, outcome, now) {
                         Ok(fx) => {
                             if let Some(r) = result {
-                                b.writes.results.push((rep.task_id, r.encode_to_vec()));
+                                b.results.insert(id, r.encode_to_vec());
                             }
                             b.effects.extend(fx);
                             acks.push(pb::ReportAck {
@@ -792,7 +794,7 @@ impl Dispatcher {
                     spec: e.payload.to_vec(),
                 });
             } else {
-                b.writes.updates.push(row);
+                b.writes.updates.push((row, b.results.remove(&id)));
             }
         }
         // Inserts in id order keep dependencies (smaller ids) before dependents.

@@ -91,8 +91,8 @@ pub struct WriteBatch {
     pub jobs: Vec<JobInsert>,
     pub tasks: Vec<TaskInsert>,
     pub deps: Vec<(i64, i64)>,
-    pub updates: Vec<TaskRow>,
-    pub results: Vec<(i64, Vec<u8>)>,
+    /// Rows to update, with the encoded result of the attempt that just ended, if any.
+    pub updates: Vec<(TaskRow, Option<Vec<u8>>)>,
     pub job_updates: Vec<JobUpdate>,
     /// (scope, key, value); `None` deletes.
     pub context: Vec<(String, String, Option<String>)>,
@@ -104,7 +104,6 @@ impl WriteBatch {
             && self.tasks.is_empty()
             && self.deps.is_empty()
             && self.updates.is_empty()
-            && self.results.is_empty()
             && self.job_updates.is_empty()
             && self.context.is_empty()
     }
@@ -148,7 +147,7 @@ pub struct LiveTask {
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub jobs: Vec<JobRecord>,
-    /// In id order.
+    /// Grouped by job, in id order within a job.
     pub tasks: Vec<LiveTask>,
     pub context: Vec<(String, String, String)>,
     pub max_task_id: i64,
@@ -270,26 +269,37 @@ async fn load(conn: &mut SqliteConnection) -> Result<Loaded, Error> {
     }
     drop(rows);
 
-    let mut deps: HashMap<i64, Vec<i64>> = HashMap::new();
-    let mut rows = sqlx::query(
-        "SELECT d.task_id, d.depends_on FROM task_deps d JOIN tasks t ON t.task_id = d.task_id \
-         WHERE t.state IN (1, 2, 3)",
-    )
-    .fetch(&mut *conn);
-    while let Some(row) = rows.try_next().await? {
-        deps.entry(row.get(0)).or_default().push(row.get(1));
+    // Only jobs whose counters show unfinished tasks have any to load.
+    let live_jobs: Vec<String> = loaded
+        .jobs
+        .iter()
+        .filter(|j| j.counts.waiting + j.counts.pending + j.counts.in_progress > 0)
+        .map(|j| j.job_id.clone())
+        .collect();
+    for job in live_jobs {
+        let mut deps: HashMap<i64, Vec<i64>> = HashMap::new();
+        let mut rows = sqlx::query(
+            "SELECT d.task_id, d.depends_on FROM tasks t JOIN task_deps d ON d.task_id = t.task_id \
+             WHERE t.job_id = ? AND t.state IN (1, 2, 3)",
+        )
+        .bind(&job)
+        .fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await? {
+            deps.entry(row.get(0)).or_default().push(row.get(1));
+        }
+        drop(rows);
+        let sql = format!("SELECT {ROW_COLUMNS}, spec FROM tasks WHERE job_id = ? AND state IN (1, 2, 3)");
+        let mut rows = sqlx::query(AssertSqlSafe(sql)).bind(&job).fetch(&mut *conn);
+        let start = loaded.tasks.len();
+        while let Some(row) = rows.try_next().await? {
+            let r = task_row_of(&row)?;
+            let mut d = deps.remove(&r.task_id).unwrap_or_default();
+            d.sort_unstable();
+            loaded.tasks.push(LiveTask { job_id: job.clone(), spec: row.get("spec"), deps: d, row: r });
+        }
+        // Dependencies (same job, smaller ids) must be loaded before their dependents.
+        loaded.tasks[start..].sort_unstable_by_key(|t| t.row.task_id);
     }
-    drop(rows);
-
-    let sql = format!("SELECT {ROW_COLUMNS}, job_id, spec FROM tasks WHERE state IN (1, 2, 3) ORDER BY task_id");
-    let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *conn);
-    while let Some(row) = rows.try_next().await? {
-        let r = task_row_of(&row)?;
-        let mut d = deps.remove(&r.task_id).unwrap_or_default();
-        d.sort_unstable();
-        loaded.tasks.push(LiveTask { job_id: row.get("job_id"), spec: row.get("spec"), deps: d, row: r });
-    }
-    drop(rows);
 
     let rows = sqlx::query("SELECT scope, key, value FROM context").fetch_all(&mut *conn).await?;
     loaded.context = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
@@ -345,24 +355,13 @@ impl Writer {
             let sql = format!(
                 "UPDATE tasks SET state = v.column2, attempt = v.column3, retries_used = v.column4, \
                  lost_leases = v.column5, worker_id = v.column6, not_before_ms = v.column7, \
-                 cancel_cause = v.column8, reason = v.column9, updated_at_ms = ? \
-                 FROM (VALUES {}) AS v WHERE tasks.task_id = v.column1",
-                placeholders(chunk.len(), 9)
+                 cancel_cause = v.column8, reason = v.column9, result = coalesce(v.column10, tasks.result), \
+                 updated_at_ms = ? FROM (VALUES {}) AS v WHERE tasks.task_id = v.column1",
+                placeholders(chunk.len(), 10)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
-            for r in chunk {
-                q = bind_row(q, r);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        for chunk in b.results.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "UPDATE tasks SET result = v.column2 FROM (VALUES {}) AS v WHERE tasks.task_id = v.column1",
-                placeholders(chunk.len(), 2)
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for (t, r) in chunk {
-                q = q.bind(t).bind(r);
+            for (r, result) in chunk {
+                q = bind_row(q, r).bind(result.as_deref());
             }
             q.execute(&mut *tx).await?;
         }
