@@ -21,8 +21,8 @@ use tonic::Status;
 
 use crate::Error;
 use crate::queue::{
-    Counts, Effect, Entry, JobId, Labels, NewTask, Outcome, RetryPolicy, RevivedTask, Scheduler, State, StoredTask,
-    TaskId, WorkerId,
+    Counts, Effect, Entry, JobId, Labels, NewTask, Outcome, Restored, RetryPolicy, RevivedTask, Scheduler, State,
+    StoredTask, TaskId, WorkerId,
 };
 use crate::store::{JobInsert, JobUpdate, Loaded, TaskInsert, TaskRow, WriteBatch, Writer};
 use crate::validate::{CheckedTask, DepRef};
@@ -283,29 +283,53 @@ fn proto_state(s: State) -> pb::TaskState {
 }
 
 impl Dispatcher {
-    /// Builds the dispatcher from what the store loaded and returns it with its handle.
-    pub fn new(loaded: Loaded, writer: Writer, settings: Settings) -> Result<(Dispatcher, Handle), Error> {
+    /// Builds the dispatcher from what the store loaded, loading the tasks that are not
+    /// final page by page, and returns it with its handle.
+    pub async fn new(loaded: Loaded, mut writer: Writer, settings: Settings) -> Result<(Dispatcher, Handle), Error> {
         let now = now_ms();
         let mut sched = Scheduler::new(settings.limits);
         for j in &loaded.jobs {
             sched.insert_job(JobId::from(j.job_id.as_str()), j.counts, j.cancelled, j.last_seq);
         }
-        for t in loaded.tasks {
-            let spec = decode_spec(&t.spec, t.row.task_id)?;
-            let deps = t.deps.iter().map(|d| TaskId(*d)).collect();
-            let task = new_task(TaskId(t.row.task_id), &spec, deps, Arc::from(t.spec));
-            sched.restore_task(
-                JobId::from(t.job_id),
-                task,
-                t.row.state,
-                t.row.attempt,
-                t.row.retries_used,
-                t.row.lost_leases,
-                t.row.worker_id.map(WorkerId::from),
-                t.row.not_before_ms,
-                now,
-            );
+        // Only jobs whose counters show unfinished tasks have any to load.
+        for j in loaded.jobs.iter().filter(|j| j.counts.waiting + j.counts.pending + j.counts.in_progress > 0) {
+            let job = JobId::from(j.job_id.as_str());
+            let mut deps = writer.live_deps(&j.job_id).await?;
+            for state in [State::Waiting, State::Pending, State::InProgress] {
+                let mut after = 0;
+                loop {
+                    let page = writer.live_page(&j.job_id, state, after).await?;
+                    let full = page.len() == crate::store::LOAD_PAGE;
+                    for t in page {
+                        after = after.max(t.row.task_id);
+                        let spec = decode_spec(&t.spec, t.row.task_id)?;
+                        let task_deps = deps.remove(&t.row.task_id).unwrap_or_default();
+                        let task = new_task(
+                            TaskId(t.row.task_id),
+                            &spec,
+                            task_deps.into_iter().map(TaskId).collect(),
+                            Arc::from(t.spec),
+                        );
+                        let restored = Restored {
+                            job: job.clone(),
+                            task,
+                            state,
+                            attempt: t.row.attempt,
+                            retries_used: t.row.retries_used,
+                            lost_leases: t.row.lost_leases,
+                            worker: t.row.worker_id.map(WorkerId::from),
+                            not_before_ms: t.row.not_before_ms,
+                            reason: t.row.reason,
+                        };
+                        sched.restore_task(restored, now);
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+            }
         }
+        sched.finish_restore();
         let mut context: HashMap<String, BTreeMap<String, String>> = HashMap::new();
         for (scope, k, v) in loaded.context {
             context.entry(scope).or_default().insert(k, v);

@@ -47,7 +47,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, on_bound: impl FnO
         },
         heartbeat_seconds: config.heartbeat_seconds(),
     };
-    let (dispatcher, handle) = dispatch::Dispatcher::new(loaded, writer, settings)?;
+    let (dispatcher, handle) = dispatch::Dispatcher::new(loaded, writer, settings).await?;
     tracing::info!(
         db = %config.db.display(),
         jobs,

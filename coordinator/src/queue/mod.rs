@@ -151,6 +151,20 @@ pub struct StoredTask {
     pub cancel_cause: Option<TaskId>,
 }
 
+/// A task that is not final, read from the store at start-up.
+#[derive(Clone, Debug)]
+pub struct Restored {
+    pub job: JobId,
+    pub task: NewTask,
+    pub state: State,
+    pub attempt: u32,
+    pub retries_used: u32,
+    pub lost_leases: u32,
+    pub worker: Option<WorkerId>,
+    pub not_before_ms: u64,
+    pub reason: String,
+}
+
 /// A final task read back from the store to be revived by RetryTasks.
 #[derive(Clone, Debug)]
 pub struct RevivedTask {
@@ -181,7 +195,8 @@ pub struct Entry {
     pub lost_leases: u32,
     pub max_retries: u32,
     pub retry: RetryPolicy,
-    pub labels: Labels,
+    /// The interned set of required labels (its ready queue).
+    pub label_set: usize,
     pub deps: Vec<TaskId>,
     /// Dependencies that have not completed yet.
     pub unmet: u32,
@@ -252,8 +267,6 @@ pub struct JobInfo {
     pub cancelled: bool,
     /// Sequence number of the job's last event.
     pub last_seq: u64,
-    /// Its tasks that are in memory.
-    live: HashSet<TaskId>,
 }
 
 /// A connected or registered worker.
@@ -314,7 +327,9 @@ pub enum Refusal {
 #[derive(Debug, Default)]
 pub struct Scheduler {
     limits: Limits,
-    tasks: HashMap<TaskId, Entry>,
+    /// Boxed: the table then holds 16 bytes a task, so growing it copies little and its
+    /// doubling does not double the memory of the entries.
+    tasks: HashMap<TaskId, Box<Entry>>,
     jobs: HashMap<JobId, JobInfo>,
     workers: HashMap<WorkerId, Worker>,
     ready: ReadyQueues,
@@ -342,7 +357,7 @@ impl Scheduler {
     // ----- reads -----
 
     pub fn task(&self, id: TaskId) -> Option<&Entry> {
-        self.tasks.get(&id)
+        self.tasks.get(&id).map(|e| &**e)
     }
 
     pub fn job(&self, job: &JobId) -> Option<&JobInfo> {
@@ -396,7 +411,9 @@ impl Scheduler {
     pub fn cancel_job(&mut self, job: &JobId, reason: &str) -> Result<Vec<Effect>, Refusal> {
         let info = self.jobs.get_mut(job).ok_or_else(|| Refusal::NotFound(format!("job {job} not found")))?;
         info.cancelled = true;
-        let mut ids: Vec<TaskId> = info.live.iter().copied().collect();
+        // A rare call: a scan of the tasks in memory instead of an index kept per job.
+        let mut ids: Vec<TaskId> =
+            self.tasks.values().filter(|e| &e.job == job && !e.state.is_final()).map(|e| e.id).collect();
         ids.sort();
         let mut fx = vec![Effect::JobCancelled { job: job.clone(), reason: reason.to_string() }];
         for id in ids {
@@ -460,7 +477,7 @@ impl Scheduler {
         let mut fx = Vec::with_capacity(tasks.len());
         for t in tasks {
             let id = t.id;
-            self.insert_entry(job.clone(), t, State::Waiting, 0, None);
+            self.insert_entry(job.clone(), t, State::Waiting, 0, None, true);
             self.jobs.entry(job.clone()).or_default().counts.add(State::Waiting);
             fx.push(Effect::Changed {
                 id,
@@ -475,40 +492,27 @@ impl Scheduler {
         fx
     }
 
-    /// Loads a task that is not final from the store at start-up. Load in id order: a task's
-    /// dependencies have smaller ids, so they are in memory when it comes (or final).
-    #[allow(clippy::too_many_arguments)]
-    pub fn restore_task(
-        &mut self,
-        job: JobId,
-        task: NewTask,
-        state: State,
-        attempt: u32,
-        retries_used: u32,
-        lost_leases: u32,
-        worker: Option<WorkerId>,
-        not_before_ms: u64,
-        now: u64,
-    ) {
-        let id = task.id;
-        let unmet =
-            task.deps.iter().filter(|d| self.tasks.get(d).is_some_and(|e| e.state != State::Completed)).count() as u32;
-        self.insert_entry(job, task, state, attempt, worker.clone());
+    /// Loads a task that is not final from the store at start-up, in any order; call
+    /// [`Scheduler::finish_restore`] once all are loaded. Pending tasks queue in load order.
+    pub fn restore_task(&mut self, r: Restored, now: u64) {
+        let id = r.task.id;
+        let (state, attempt) = (r.state, r.attempt);
+        self.insert_entry(r.job, r.task, state, attempt, r.worker.clone(), false);
         let lease_ms = self.limits.lease_ms;
         let e = self.tasks.get_mut(&id).expect("just inserted");
-        e.retries_used = retries_used;
-        e.lost_leases = lost_leases;
-        e.unmet = unmet;
+        e.retries_used = r.retries_used;
+        e.lost_leases = r.lost_leases;
+        e.reason = r.reason;
         match state {
             State::Pending => self.push_ready(id),
-            State::Waiting if unmet == 0 => {
-                e.not_before_ms = not_before_ms;
-                self.backoffs.insert((not_before_ms, id));
+            State::Waiting if r.not_before_ms > 0 => {
+                e.not_before_ms = r.not_before_ms;
+                self.backoffs.insert((r.not_before_ms, id));
             }
             State::InProgress => {
                 // Leases are not persisted per heartbeat: the worker gets a full lease from
                 // the restart to reconnect and claim the attempt.
-                let worker = worker.unwrap_or_else(|| WorkerId::from("unknown"));
+                let worker = r.worker.unwrap_or_else(|| WorkerId::from("unknown"));
                 let expires_ms = now + lease_ms;
                 e.lease = Some(Lease { worker: worker.clone(), expires_ms });
                 self.leases.insert((expires_ms, id, attempt));
@@ -523,6 +527,42 @@ impl Scheduler {
                 w.held.insert((id, attempt));
             }
             _ => {}
+        }
+    }
+
+    /// Links the restored tasks to their dependencies: dependencies still in memory are not
+    /// completed, so they count as unmet; a waiting task with none left becomes pending.
+    pub fn finish_restore(&mut self) {
+        let mut links: Vec<(TaskId, TaskId)> = Vec::new();
+        for e in self.tasks.values() {
+            for d in &e.deps {
+                if self.tasks.contains_key(d) {
+                    links.push((*d, e.id));
+                }
+            }
+        }
+        links.sort_unstable();
+        for (dep, dependent) in links {
+            if let Some(d) = self.tasks.get_mut(&dep) {
+                d.dependents.push(dependent);
+            }
+            if let Some(e) = self.tasks.get_mut(&dependent)
+                && e.state == State::Waiting
+            {
+                e.unmet += 1;
+            }
+        }
+        let mut ready: Vec<TaskId> = self
+            .tasks
+            .values()
+            .filter(|e| e.state == State::Waiting && e.unmet == 0 && e.not_before_ms == 0)
+            .map(|e| e.id)
+            .collect();
+        ready.sort_unstable();
+        let mut fx = Vec::new();
+        for id in ready {
+            self.transition(id, State::Pending, String::new(), &mut fx);
+            self.push_ready(id);
         }
     }
 
@@ -550,7 +590,7 @@ impl Scheduler {
             }
             let from = r.state;
             self.tasks.remove(&id);
-            self.insert_entry(r.job.clone(), r.task, State::Waiting, r.attempt, None);
+            self.insert_entry(r.job.clone(), r.task, State::Waiting, r.attempt, None, true);
             let info = self.jobs.entry(r.job.clone()).or_default();
             info.counts.sub(from);
             info.counts.add(State::Waiting);
@@ -791,36 +831,40 @@ impl Scheduler {
             if let Some(e) = self.tasks.get(&id)
                 && e.state.is_final()
             {
-                let job = e.job.clone();
                 self.tasks.remove(&id);
-                if let Some(info) = self.jobs.get_mut(&job) {
-                    info.live.remove(&id);
-                }
             }
         }
     }
 
     // ----- internals -----
 
-    fn insert_entry(&mut self, job: JobId, t: NewTask, state: State, attempt: u32, worker: Option<WorkerId>) {
-        for d in &t.deps {
+    fn insert_entry(
+        &mut self,
+        job: JobId,
+        t: NewTask,
+        state: State,
+        attempt: u32,
+        worker: Option<WorkerId>,
+        link: bool,
+    ) {
+        for d in t.deps.iter().filter(|_| link) {
             if let Some(dep) = self.tasks.get_mut(d)
                 && !dep.dependents.contains(&t.id)
             {
                 dep.dependents.push(t.id);
             }
         }
-        let label_key = self.ready.intern(&t.labels);
-        if label_key.1 {
+        let (label_set, new_set) = self.ready.intern(&t.labels);
+        if new_set {
             // A new label set: recompute which queues each worker may serve.
             for w in self.workers.values_mut() {
                 w.eligible = self.ready.eligible(&w.labels);
             }
         }
-        self.jobs.entry(job.clone()).or_default().live.insert(t.id);
+        self.jobs.entry(job.clone()).or_default();
         self.tasks.insert(
             t.id,
-            Entry {
+            Box::new(Entry {
                 id: t.id,
                 job,
                 state,
@@ -830,7 +874,7 @@ impl Scheduler {
                 lost_leases: 0,
                 max_retries: t.max_retries,
                 retry: t.retry,
-                labels: t.labels,
+                label_set,
                 deps: t.deps,
                 unmet: 0,
                 dependents: Vec::new(),
@@ -841,7 +885,7 @@ impl Scheduler {
                 reason: String::new(),
                 payload: t.payload,
                 ready_gen: 0,
-            },
+            }),
         );
     }
 

@@ -45,7 +45,7 @@ impl ReadyQueues {
     }
 
     pub(super) fn push(&mut self, e: &Entry) {
-        let (q, _) = self.intern(&e.labels);
+        let q = e.label_set;
         self.queues[q].by_priority.entry(Reverse(e.priority)).or_default().push_back((e.id, e.ready_gen));
         self.pending += 1;
     }
@@ -59,7 +59,7 @@ impl ReadyQueues {
     }
 
     /// Pops the best task among the given queues: highest priority, then oldest.
-    pub(super) fn pop_for(&mut self, eligible: &[usize], tasks: &HashMap<TaskId, Entry>) -> Option<TaskId> {
+    pub(super) fn pop_for(&mut self, eligible: &[usize], tasks: &HashMap<TaskId, Box<Entry>>) -> Option<TaskId> {
         let mut best: Option<(usize, i32, TaskId)> = None;
         for &q in eligible {
             let Some((prio, id)) = self.head(q, tasks) else { continue };
@@ -84,7 +84,7 @@ impl ReadyQueues {
     }
 
     /// The live head of a queue, dropping stale entries on the way.
-    fn head(&mut self, q: usize, tasks: &HashMap<TaskId, Entry>) -> Option<(i32, TaskId)> {
+    fn head(&mut self, q: usize, tasks: &HashMap<TaskId, Box<Entry>>) -> Option<(i32, TaskId)> {
         let queue = &mut self.queues[q];
         loop {
             let (&Reverse(prio), level) = queue.by_priority.iter_mut().next()?;

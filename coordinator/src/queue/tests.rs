@@ -382,29 +382,41 @@ fn reregistered_worker_keeps_its_current_attempts() {
 #[test]
 fn restored_in_progress_task_gets_a_fresh_lease() {
     let mut s = sched();
-    s.restore_task(job(), task(1), State::InProgress, 2, 0, 0, Some(WorkerId::from("w1")), 0, 5_000);
-    s.restore_task(
-        job(),
-        {
-            let mut t = task(2);
-            t.deps = vec![TaskId(1)];
-            t
-        },
-        State::Waiting,
-        0,
-        0,
-        0,
-        None,
-        0,
-        5_000,
-    );
+    let restored = |task: NewTask, state: State, attempt: u32, worker: Option<&str>| Restored {
+        job: job(),
+        task,
+        state,
+        attempt,
+        retries_used: 0,
+        lost_leases: 0,
+        worker: worker.map(WorkerId::from),
+        not_before_ms: 0,
+        reason: String::new(),
+    };
+    // Loaded out of order: the dependent first.
+    let mut dependent = task(2);
+    dependent.deps = vec![TaskId(1)];
+    s.restore_task(restored(dependent, State::Waiting, 0, None), 5_000);
+    s.restore_task(restored(task(1), State::InProgress, 2, Some("w1")), 5_000);
+    let mut orphan = task(3);
+    orphan.deps = vec![TaskId(99)];
+    s.restore_task(restored(orphan, State::Waiting, 0, None), 5_000);
+    s.finish_restore();
     assert_eq!(s.task(TaskId(2)).unwrap().unmet, 1);
+    assert_eq!(state(&s, 3), State::Pending, "its dependency completed before the restart");
     assert_eq!(s.next_deadline(), Some(6_000));
     let w = WorkerId::from("w1");
     assert!(s.register(w.clone(), Labels::new(), 1, &[(TaskId(1), 2)]).is_empty());
     s.connect(&w, 7).unwrap();
     s.report(&w, TaskId(1), 2, Outcome::Completed, 5_500).unwrap();
     assert_eq!(state(&s, 2), State::Pending);
+    s.check_invariants();
+}
+
+#[test]
+fn entries_stay_small() {
+    // The table holds boxed entries; an entry's size is most of a queued task's memory.
+    assert!(std::mem::size_of::<Entry>() <= 256, "{}", std::mem::size_of::<Entry>());
 }
 
 // ----- properties -----
