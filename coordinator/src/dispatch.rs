@@ -859,69 +859,45 @@ impl Dispatcher {
             .collect();
         let mut out = Vec::new();
         for e in &b.effects {
-            if let Effect::JobCancelled { job, .. } = e {
-                cancelled.insert(job.clone());
-            }
-            match e {
+            // (job, task, kind, new state, previous state, attempt, message)
+            let (job, id, kind, to, from, attempt, message) = match e {
                 Effect::Changed { id, job, from, to, attempt, reason } => {
-                    let seq = self.sched.next_seq(job);
-                    if let Some(c) = running.get_mut(job) {
-                        if let Some(f) = from {
-                            c.sub(*f);
-                        }
-                        c.add(*to);
-                        let cancelled = cancelled.contains(job);
-                        out.push((
-                            job.clone(),
-                            Arc::new(pb::JobEvent {
-                                seq,
-                                job_id: job.to_string(),
-                                kind: pb::JobEventKind::TaskState as i32,
-                                task_id: id.0,
-                                state: proto_state(*to) as i32,
-                                previous_state: from.map(|f| proto_state(f) as i32).unwrap_or(0),
-                                attempt: *attempt,
-                                message: reason.clone(),
-                                status: Some(status_of(c)),
-                                job_state: job_state_of(c, cancelled) as i32,
-                                time_ms,
-                                ..Default::default()
-                            }),
-                        ));
-                    }
+                    (job, *id, pb::JobEventKind::TaskState, Some(*to), *from, *attempt, reason)
                 }
-                Effect::Progress { .. } | Effect::JobCancelled { .. } => {
-                    let (id, job, attempt, message, kind) = match e {
-                        Effect::Progress { id, job, attempt, message } => {
-                            (*id, job, *attempt, message, pb::JobEventKind::TaskProgress)
-                        }
-                        Effect::JobCancelled { job, reason } => {
-                            (TaskId(0), job, 0, reason, pb::JobEventKind::JobCancelled)
-                        }
-                        _ => unreachable!("matched above"),
-                    };
-                    let seq = self.sched.next_seq(job);
-                    if let Some(c) = running.get(job) {
-                        let cancelled = cancelled.contains(job);
-                        out.push((
-                            job.clone(),
-                            Arc::new(pb::JobEvent {
-                                seq,
-                                job_id: job.to_string(),
-                                kind: kind as i32,
-                                task_id: id.0,
-                                attempt,
-                                message: message.clone(),
-                                status: Some(status_of(c)),
-                                job_state: job_state_of(c, cancelled) as i32,
-                                time_ms,
-                                ..Default::default()
-                            }),
-                        ));
-                    }
+                Effect::Progress { id, job, attempt, message } => {
+                    (job, *id, pb::JobEventKind::TaskProgress, None, None, *attempt, message)
                 }
-                _ => {}
+                Effect::JobCancelled { job, reason } => {
+                    cancelled.insert(job.clone());
+                    (job, TaskId(0), pb::JobEventKind::JobCancelled, None, None, 0, reason)
+                }
+                Effect::Assign { .. } | Effect::Revoke { .. } => continue,
+            };
+            let seq = self.sched.next_seq(job);
+            let Some(c) = running.get_mut(job) else { continue };
+            if let Some(to) = to {
+                if let Some(f) = from {
+                    c.sub(f);
+                }
+                c.add(to);
             }
+            out.push((
+                job.clone(),
+                Arc::new(pb::JobEvent {
+                    seq,
+                    job_id: job.to_string(),
+                    kind: kind as i32,
+                    task_id: id.0,
+                    state: to.map(|t| proto_state(t) as i32).unwrap_or(0),
+                    previous_state: from.map(|f| proto_state(f) as i32).unwrap_or(0),
+                    attempt,
+                    message: message.clone(),
+                    status: Some(status_of(c)),
+                    job_state: job_state_of(c, cancelled.contains(job)) as i32,
+                    time_ms,
+                    ..Default::default()
+                }),
+            ));
         }
         out
     }
