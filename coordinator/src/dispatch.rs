@@ -522,6 +522,9 @@ impl Dispatcher {
                 let wid = WorkerId::from(id.as_str());
                 let running: Vec<(TaskId, u32)> = req.running.iter().map(|r| (TaskId(r.task_id), r.attempt)).collect();
                 let stale = self.sched.register(wid, labels_of(&req.labels), req.slots, &running);
+                for (t, a) in &stale {
+                    tracing::info!(worker = %id, task = t.0, attempt = a, "attempt is stale at registration; the worker drops it");
+                }
                 tracing::info!(worker = %id, name = %req.name, host = %req.hostname, slots = req.slots, "worker registered");
                 let lease_seconds = (self.settings.limits.lease_ms / 1_000) as u32;
                 b.reply(

@@ -91,10 +91,17 @@ pub async fn run(config: Config, shutdown: CancellationToken, on_bound: impl FnO
     tracing::info!(%addr, "serving");
     on_bound(addr);
 
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(std::time::Duration::from_secs(60)));
     let stop = shutdown.clone();
     let health_on_stop = health.clone();
+    // HTTP/2 pings find connections that died without a FIN (a cut network): the worker's
+    // Listen stream then closes and it counts as disconnected.
+    let ping = std::time::Duration::from_secs(config.heartbeat_seconds() as u64);
     let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(ping))
+        .http2_keepalive_timeout(Some(ping.min(std::time::Duration::from_secs(20))))
         .add_service(
             pb::orchestrator_server::OrchestratorServer::new(svc.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

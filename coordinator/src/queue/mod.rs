@@ -278,6 +278,9 @@ pub struct Worker {
     pub held: HashSet<(TaskId, u32)>,
     /// The open Listen stream, if any (its session number).
     pub session: Option<u64>,
+    /// It let a lease expire: it gets no new work until it proves alive again (a heartbeat,
+    /// a new stream or a registration). Its stream may look open when it is cut off.
+    pub suspect: bool,
     eligible: Vec<usize>,
 }
 
@@ -522,6 +525,7 @@ impl Scheduler {
                     slots: 0,
                     held: HashSet::new(),
                     session: None,
+                    suspect: false,
                     eligible: Vec::new(),
                 });
                 w.held.insert((id, attempt));
@@ -634,7 +638,7 @@ impl Scheduler {
         // the lease expires them.
         let session = self.workers.get(&id).and_then(|w| w.session);
         let eligible = self.ready.eligible(&labels);
-        self.workers.insert(id.clone(), Worker { labels, slots, held, session, eligible });
+        self.workers.insert(id.clone(), Worker { labels, slots, held, session, suspect: false, eligible });
         self.refresh_free(&id);
         stale
     }
@@ -646,6 +650,7 @@ impl Scheduler {
             .get_mut(id)
             .ok_or_else(|| Refusal::NotFound(format!("worker {id} not found: call Register first")))?;
         w.session = Some(session);
+        w.suspect = false;
         self.refresh_free(id);
         Ok(())
     }
@@ -690,6 +695,12 @@ impl Scheduler {
                 }
                 _ => stale.push((t, a)),
             }
+        }
+        if let Some(w) = self.workers.get_mut(id)
+            && w.suspect
+        {
+            w.suspect = false;
+            self.refresh_free(id);
         }
         Ok((stale, expires))
     }
@@ -754,7 +765,12 @@ impl Scheduler {
                 continue;
             }
             e.lost_leases += 1;
-            let worker = e.lease.as_ref().map(|l| l.worker.to_string()).unwrap_or_default();
+            let lease_worker = e.lease.as_ref().map(|l| l.worker.clone());
+            if let Some(w) = lease_worker.as_ref().and_then(|w| self.workers.get_mut(w)) {
+                w.suspect = true;
+            }
+            let e = self.tasks.get_mut(&id).expect("in memory");
+            let worker = lease_worker.map(|w| w.to_string()).unwrap_or_default();
             let lost = e.lost_leases;
             let reason = format!("lease of attempt {attempt} expired (worker {worker})");
             if lost >= self.limits.max_lease_losses {
@@ -1047,7 +1063,7 @@ impl Scheduler {
     }
 
     fn refresh_free(&mut self, id: &WorkerId) {
-        let free = self.workers.get(id).is_some_and(|w| w.session.is_some() && w.free() > 0);
+        let free = self.workers.get(id).is_some_and(|w| w.session.is_some() && !w.suspect && w.free() > 0);
         if free {
             self.free_workers.insert(id.clone());
         } else {

@@ -119,7 +119,7 @@ fn stale_attempt_reports_are_rejected() {
 fn expired_leases_requeue_with_next_attempt_then_dead_letter() {
     let mut s = sched();
     add(&mut s, vec![task(1)]);
-    let _w = worker(&mut s, "w1", 1);
+    let w = worker(&mut s, "w1", 1);
     let mut now = 0;
     for attempt in 1..=3 {
         let fx = s.dispatch(now);
@@ -127,10 +127,37 @@ fn expired_leases_requeue_with_next_attempt_then_dead_letter() {
         now += 1_000;
         s.tick(now);
         s.check_invariants();
+        // The worker comes back to life (its heartbeat clears the suspicion).
+        s.heartbeat(&w, &[], now).unwrap();
     }
     let e = s.task(TaskId(1)).unwrap();
     assert_eq!(e.state, State::Failed);
     assert!(e.reason.contains("3 attempts lost"), "{}", e.reason);
+}
+
+#[test]
+fn worker_that_let_a_lease_expire_gets_no_work_until_it_heartbeats() {
+    let mut s = sched();
+    add(&mut s, vec![task(1), task(2)]);
+    // A worker cut off from the coordinator: its stream still looks open, but it stopped
+    // heartbeating and its lease expired.
+    let cut = worker(&mut s, "a-cut", 2);
+    assert_eq!(assigned(&s.dispatch(0)).len(), 2);
+    s.tick(1_000);
+    assert_eq!((state(&s, 1), state(&s, 2)), (State::Pending, State::Pending));
+    assert!(assigned(&s.dispatch(1_000)).is_empty(), "no new work for a suspect worker");
+    let b = worker(&mut s, "b-live", 2);
+    let fx = s.dispatch(1_001);
+    assert_eq!(assigned(&fx), vec![(b.to_string(), 1, 2), (b.to_string(), 2, 2)]);
+    s.report(&b, TaskId(1), 2, Outcome::Completed, 1_002).unwrap();
+    add(&mut s, vec![task(3)]);
+    // Its next heartbeat (stale attempts named) clears the suspicion.
+    let (stale, _) = s.heartbeat(&cut, &[(TaskId(1), 1)], 1_003).unwrap();
+    assert_eq!(stale, vec![(TaskId(1), 1)]);
+    s.disconnect(&b, 1);
+    let fx = s.dispatch(1_004);
+    assert_eq!(assigned(&fx), vec![(cut.to_string(), 3, 1)]);
+    s.check_invariants();
 }
 
 #[test]
