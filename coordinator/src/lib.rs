@@ -33,6 +33,23 @@ use tokio_util::sync::CancellationToken;
 /// Largest accepted request (an AddTasks batch with context files).
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
+/// A request the protobuf decoder refuses (a string field that is not UTF-8, a malformed
+/// message) is the caller's error: tonic answers INTERNAL, this makes it INVALID_ARGUMENT
+/// (its message names the field, e.g. `GetJobRequest.job_id: invalid string value`).
+fn undecodable_is_invalid_argument<B>(mut res: http::Response<B>) -> http::Response<B> {
+    let headers = res.headers_mut();
+    let internal = headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"13");
+    let undecodable = headers.get("grpc-message").is_some_and(|v| {
+        let m = v.as_bytes();
+        m.starts_with(b"failed to decode Protobuf message")
+            || m.starts_with(b"failed%20to%20decode%20Protobuf%20message")
+    });
+    if internal && undecodable {
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    res
+}
+
 /// Opens the database, starts the dispatcher and serves gRPC until `shutdown` is cancelled;
 /// then stops accepting, ends the streams, flushes and returns. `on_bound` is called with the
 /// bound address once the server accepts connections.
@@ -100,6 +117,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, on_bound: impl FnO
     // Listen stream then closes and it counts as disconnected.
     let ping = std::time::Duration::from_secs(config.heartbeat_seconds() as u64);
     let server = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(undecodable_is_invalid_argument))
         .http2_keepalive_interval(Some(ping))
         .http2_keepalive_timeout(Some(ping.min(std::time::Duration::from_secs(20))))
         .add_service(

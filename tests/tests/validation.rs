@@ -283,3 +283,26 @@ async fn every_rpc_refuses_bad_input_and_changes_nothing() {
     assert_eq!(observe(&mut c, &job).await, before_other, "bad input changed nothing");
     assert_ne!(before, before_other, "the other job is visible in the listing");
 }
+
+/// GetJobRequest with `job_id` as raw bytes, to send what a correct client cannot: a string
+/// field that is not UTF-8.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawGetJob {
+    #[prost(bytes = "vec", tag = "1")]
+    job_id: Vec<u8>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_string_that_is_not_utf8_is_invalid_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(dir.path(), &[]);
+    let channel = tonic::transport::Endpoint::from_shared(coord.url()).unwrap().connect().await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<RawGetJob, pb::Job>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/orca.v1.Orchestrator/GetJob");
+    let req = tonic::Request::new(RawGetJob { job_id: vec![0x66, 0xff, 0xfe] });
+    let e = grpc.unary(req, path, codec).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("UTF-8") || e.message().contains("utf-8"), "{}", e.message());
+}
