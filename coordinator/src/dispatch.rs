@@ -521,7 +521,8 @@ impl Dispatcher {
                 };
                 let wid = WorkerId::from(id.as_str());
                 let running: Vec<(TaskId, u32)> = req.running.iter().map(|r| (TaskId(r.task_id), r.attempt)).collect();
-                let stale = self.sched.register(wid, labels_of(&req.labels), req.slots, &running);
+                let (stale, fx) = self.sched.register(wid, labels_of(&req.labels), req.slots, &running);
+                b.effects.extend(fx);
                 for (t, a) in &stale {
                     tracing::info!(worker = %id, task = t.0, attempt = a, "attempt is stale at registration; the worker drops it");
                 }

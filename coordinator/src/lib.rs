@@ -81,7 +81,15 @@ pub async fn run(config: Config, shutdown: CancellationToken, on_bound: impl FnO
         tracing::warn!(%addr, "serving plaintext without authentication on a non-loopback address");
     }
 
-    let dispatcher_task = tokio::spawn(dispatcher.run(shutdown.clone()));
+    // If the dispatcher stops on its own (a failed commit), the server stops too: the process
+    // exits non-zero and its supervisor restarts it from the database.
+    let on_exit = shutdown.clone();
+    let token = shutdown.clone();
+    let dispatcher_task = tokio::spawn(async move {
+        let r = dispatcher.run(token).await;
+        on_exit.cancel();
+        r
+    });
     let svc = service::Services { handle, store: store.clone(), shutdown: shutdown.clone() };
 
     let (health, health_svc) = tonic_health::server::health_reporter();

@@ -704,8 +704,12 @@ impl Session {
         // remains, so that the slots these reports free are not filled again.
         let reregister = if self.draining() && self.closing.is_none() {
             let finals: HashSet<Key> = batch.iter().filter(|r| is_final(r)).map(|r| (r.task_id, r.attempt)).collect();
-            let remaining: Vec<pb::TaskRef> = self.held.keys().filter(|k| !finals.contains(k)).map(task_ref).collect();
-            Some(self.register_request((remaining.len() as u32).max(1), remaining))
+            let remaining = self.held.keys().filter(|k| !finals.contains(k)).count();
+            // Name every attempt still held, those reported in this batch too (their reports
+            // follow; an attempt left out would be re-queued at once), with the slots that
+            // will remain.
+            let all: Vec<pb::TaskRef> = self.held.keys().map(task_ref).collect();
+            Some(self.register_request((remaining as u32).max(1), all))
         } else {
             None
         };

@@ -621,7 +621,7 @@ impl Scheduler {
         labels: Labels,
         slots: u32,
         running: &[(TaskId, u32)],
-    ) -> Vec<(TaskId, u32)> {
+    ) -> (Vec<(TaskId, u32)>, Vec<Effect>) {
         let mut held = HashSet::new();
         let mut stale = Vec::new();
         for &(t, a) in running {
@@ -634,13 +634,25 @@ impl Scheduler {
                 stale.push((t, a));
             }
         }
-        // Attempts the coordinator believes the worker holds but it did not name are lost:
-        // the lease expires them.
+        let previous: Vec<(TaskId, u32)> =
+            self.workers.get(&id).map(|w| w.held.iter().copied().collect()).unwrap_or_default();
         let session = self.workers.get(&id).and_then(|w| w.session);
         let eligible = self.ready.eligible(&labels);
-        self.workers.insert(id.clone(), Worker { labels, slots, held, session, suspect: false, eligible });
+        self.workers
+            .insert(id.clone(), Worker { labels, slots, held: held.clone(), session, suspect: false, eligible });
+        // Attempts the coordinator believes the worker holds but it did not name are gone
+        // (it restarted, or dropped them): they run again now, not when their lease expires.
+        let mut lost: Vec<(TaskId, u32)> = previous.into_iter().filter(|k| !held.contains(k)).collect();
+        lost.sort_unstable();
+        let mut fx = Vec::new();
+        for (t, a) in lost {
+            let current = self.tasks.get(&t).is_some_and(|e| e.state == State::InProgress && e.attempt == a);
+            if current {
+                self.lose_attempt(t, format!("attempt {a} not named by worker {id} when it registered again"), &mut fx);
+            }
+        }
         self.refresh_free(&id);
-        stale
+        (stale, fx)
     }
 
     /// The worker's Listen stream opened (session number `session`).
@@ -764,23 +776,13 @@ impl Scheduler {
             if e.state != State::InProgress || e.attempt != attempt {
                 continue;
             }
-            e.lost_leases += 1;
+            // A worker that let a lease expire gets no new work until it shows it is alive.
             let lease_worker = e.lease.as_ref().map(|l| l.worker.clone());
             if let Some(w) = lease_worker.as_ref().and_then(|w| self.workers.get_mut(w)) {
                 w.suspect = true;
             }
-            let e = self.tasks.get_mut(&id).expect("in memory");
             let worker = lease_worker.map(|w| w.to_string()).unwrap_or_default();
-            let lost = e.lost_leases;
-            let reason = format!("lease of attempt {attempt} expired (worker {worker})");
-            if lost >= self.limits.max_lease_losses {
-                let reason = format!("{reason}; {lost} attempts lost, giving up");
-                self.finish(id, State::Failed, reason, None, &mut fx);
-            } else {
-                self.release_lease(id);
-                self.transition(id, State::Pending, reason, &mut fx);
-                self.push_ready(id);
-            }
+            self.lose_attempt(id, format!("lease of attempt {attempt} expired (worker {worker})"), &mut fx);
         }
         while let Some(&(at, id)) = self.backoffs.first() {
             if at > now {
@@ -980,6 +982,22 @@ impl Scheduler {
         self.refresh_free(worker);
         self.transition(id, State::InProgress, String::new(), fx);
         fx.push(Effect::Assign { worker: worker.clone(), id, job, attempt, lease_expires_ms: expires_ms });
+    }
+
+    /// An attempt was lost (lease expired, or its worker came back without it): the task is
+    /// queued again, or failed once it lost too many.
+    fn lose_attempt(&mut self, id: TaskId, reason: String, fx: &mut Vec<Effect>) {
+        let e = self.tasks.get_mut(&id).expect("lost attempt of a task in memory");
+        e.lost_leases += 1;
+        let lost = e.lost_leases;
+        if lost >= self.limits.max_lease_losses {
+            let reason = format!("{reason}; {lost} attempts lost, giving up");
+            self.finish(id, State::Failed, reason, None, fx);
+        } else {
+            self.release_lease(id);
+            self.transition(id, State::Pending, reason, fx);
+            self.push_ready(id);
+        }
     }
 
     fn release_lease(&mut self, id: TaskId) {

@@ -161,6 +161,23 @@ fn worker_that_let_a_lease_expire_gets_no_work_until_it_heartbeats() {
 }
 
 #[test]
+fn attempts_a_worker_does_not_name_when_it_registers_again_run_again_at_once() {
+    let mut s = sched();
+    add(&mut s, vec![task(1), task(2)]);
+    let w = worker(&mut s, "w1", 2);
+    s.dispatch(0);
+    // The worker restarted with the same id and runs only task 1 now.
+    let (stale, fx) = s.register(w.clone(), Labels::new(), 2, &[(TaskId(1), 1)]);
+    assert!(stale.is_empty());
+    assert!(matches!(&fx[..], [Effect::Changed { id: TaskId(2), to: State::Pending, .. }]), "{fx:?}");
+    let e = s.task(TaskId(2)).unwrap();
+    assert_eq!((e.lost_leases, e.lease.is_none()), (1, true));
+    // It is not suspect: it gets the task again, as attempt 2.
+    assert_eq!(assigned(&s.dispatch(1)), vec![("w1".into(), 2, 2)]);
+    s.check_invariants();
+}
+
+#[test]
 fn heartbeats_extend_leases_only_with_an_open_stream() {
     let mut s = sched();
     add(&mut s, vec![task(1)]);
@@ -401,8 +418,9 @@ fn reregistered_worker_keeps_its_current_attempts() {
     let w = worker(&mut s, "w1", 2);
     s.dispatch(0);
     s.cancel_task(TaskId(2), "x").unwrap();
-    let stale = s.register(w.clone(), Labels::new(), 2, &[(TaskId(1), 1), (TaskId(2), 1)]);
+    let (stale, fx) = s.register(w.clone(), Labels::new(), 2, &[(TaskId(1), 1), (TaskId(2), 1)]);
     assert_eq!(stale, vec![(TaskId(2), 1)]);
+    assert!(fx.is_empty());
     assert_eq!(s.worker(&w).unwrap().held.len(), 1);
 }
 
@@ -433,7 +451,7 @@ fn restored_in_progress_task_gets_a_fresh_lease() {
     assert_eq!(state(&s, 3), State::Pending, "its dependency completed before the restart");
     assert_eq!(s.next_deadline(), Some(6_000));
     let w = WorkerId::from("w1");
-    assert!(s.register(w.clone(), Labels::new(), 1, &[(TaskId(1), 2)]).is_empty());
+    assert_eq!(s.register(w.clone(), Labels::new(), 1, &[(TaskId(1), 2)]), (vec![], vec![]));
     s.connect(&w, 7).unwrap();
     s.report(&w, TaskId(1), 2, Outcome::Completed, 5_500).unwrap();
     assert_eq!(state(&s, 2), State::Pending);
@@ -575,6 +593,10 @@ proptest! {
         for _ in 0..10_000 {
             now += 1_000;
             let mut fx = s.tick(now);
+            // Live workers heartbeat (which also clears the suspicion of a lost lease).
+            for w in &workers {
+                s.heartbeat(w, &[], now).unwrap();
+            }
             fx.extend(s.dispatch(now));
             for (w, t, a) in running(&s) {
                 fx.extend(s.report(&w, t, a, Outcome::Completed, now).unwrap());
