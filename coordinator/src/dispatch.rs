@@ -76,7 +76,7 @@ enum Command {
     RetryTasks { job: String, tasks: Vec<i64>, reply: Reply<Vec<i64>> },
     SetContext { job: String, key: String, value: String, reply: Reply<()> },
     Register { req: pb::RegisterRequest, reply: Reply<pb::RegisterResponse> },
-    Listen { worker: String, slots_hint: usize, reply: Reply<Listening> },
+    Listen { worker: String, reply: Reply<Listening> },
     Disconnect { worker: String, session: u64 },
     Heartbeat { req: pb::HeartbeatRequest, reply: Reply<pb::HeartbeatResponse> },
     Report { req: pb::ReportRequest, reply: Reply<pb::ReportResponse> },
@@ -133,8 +133,8 @@ impl Handle {
     }
 
     /// Opens a worker's assignment stream.
-    pub async fn listen(&self, worker: String, slots_hint: usize) -> Result<Listening, Error> {
-        self.call(|reply| Command::Listen { worker, slots_hint, reply }).await
+    pub async fn listen(&self, worker: String) -> Result<Listening, Error> {
+        self.call(|reply| Command::Listen { worker, reply }).await
     }
 
     pub async fn disconnect(&self, worker: String, session: u64) {
@@ -538,7 +538,7 @@ impl Dispatcher {
                     },
                 );
             }
-            Command::Listen { worker, slots_hint, reply } => {
+            Command::Listen { worker, reply } => {
                 let wid = WorkerId::from(worker.as_str());
                 let session = self.next_session;
                 self.next_session += 1;
@@ -546,7 +546,7 @@ impl Dispatcher {
                     let _ = reply.send(Err(e.into()));
                     return;
                 }
-                let slots = self.sched.worker(&wid).map(|w| w.slots as usize).unwrap_or(slots_hint);
+                let slots = self.sched.worker(&wid).map(|w| w.slots as usize).unwrap_or(0);
                 let (tx, rx) = mpsc::channel(slots + LISTEN_EXTRA);
                 // A new stream replaces the old one, which ends.
                 self.sessions.insert(wid, Session { id: session, tx: tx.clone() });

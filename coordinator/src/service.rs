@@ -227,7 +227,7 @@ impl pb::worker_gateway_server::WorkerGateway for Services {
     async fn listen(&self, req: Request<pb::ListenRequest>) -> Result<Response<Self::ListenStream>, Status> {
         let worker = req.into_inner().worker_id;
         validate::id("worker_id", &worker)?;
-        let (session, rx, tx) = self.handle.listen(worker.clone(), 0).await?;
+        let (session, rx, tx) = self.handle.listen(worker.clone()).await?;
         let handle = self.handle.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {

@@ -81,9 +81,6 @@ impl State {
             State::Cancelled => "cancelled",
         }
     }
-
-    const ALL: [State; 6] =
-        [State::Waiting, State::Pending, State::InProgress, State::Completed, State::Failed, State::Cancelled];
 }
 
 /// Backoff between retries.
@@ -373,10 +370,6 @@ impl Scheduler {
 
     pub fn live_tasks(&self) -> usize {
         self.tasks.len()
-    }
-
-    pub fn ready_len(&self) -> usize {
-        self.ready.len()
     }
 
     pub fn workers(&self) -> impl Iterator<Item = (&WorkerId, &Worker)> {
@@ -1118,9 +1111,4 @@ impl Scheduler {
         }
         let _ = counts;
     }
-}
-
-/// All states, for callers that tabulate counts.
-pub fn all_states() -> [State; 6] {
-    State::ALL
 }

@@ -17,7 +17,8 @@ pub(super) struct ReadyQueues {
     sets: Vec<Labels>,
     index: HashMap<Labels, usize>,
     queues: Vec<Queue>,
-    /// Tasks that are pending (exact; lazy entries are not counted).
+    /// Entries in the queues, live or stale (a stale one counts until it is dropped), so
+    /// `is_empty` may say no while only stale entries remain; popping then finds none.
     pending: usize,
 }
 
@@ -48,10 +49,6 @@ impl ReadyQueues {
         let q = e.label_set;
         self.queues[q].by_priority.entry(Reverse(e.priority)).or_default().push_back((e.id, e.ready_gen));
         self.pending += 1;
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.pending
     }
 
     pub(super) fn is_empty(&self) -> bool {
