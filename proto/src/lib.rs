@@ -45,21 +45,6 @@ impl pb::TaskState {
         }
     }
 
-    /// Parses a short name (`pending`) or a proto name (`TASK_STATE_PENDING`).
-    pub fn from_short_name(name: &str) -> Option<Self> {
-        let lower = name.to_ascii_lowercase();
-        let short = lower.strip_prefix("task_state_").unwrap_or(&lower);
-        Some(match short {
-            "waiting" => pb::TaskState::Waiting,
-            "pending" => pb::TaskState::Pending,
-            "in_progress" | "running" => pb::TaskState::InProgress,
-            "completed" => pb::TaskState::Completed,
-            "failed" => pb::TaskState::Failed,
-            "cancelled" | "canceled" => pb::TaskState::Cancelled,
-            _ => return None,
-        })
-    }
-
     /// Completed, failed and cancelled are final.
     pub fn is_final(self) -> bool {
         matches!(self, pb::TaskState::Completed | pb::TaskState::Failed | pb::TaskState::Cancelled)

@@ -1,21 +1,16 @@
 //! Helpers for end-to-end tests of `orca-worker` processes: start and stop real workers,
 //! write the agent scripts they run, wait (with the generous bound [`WAIT`]) for files and
-//! for processes to end, collect a job's events, and a TCP relay that keeps one address
-//! while the coordinator behind it restarts on another port.
+//! for processes to end, and collect a job's events.
 //!
 //! Every worker started here gets `WORKER_NAME=<name>` in its environment, which its agents
 //! inherit, so that agent scripts can record which worker ran them.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use orca_proto::pb;
 use pb::orchestrator_client::OrchestratorClient;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use crate::{WAIT, binary, signal, wait_exit};
@@ -181,50 +176,4 @@ pub async fn probe(c: &mut OrchestratorClient<Channel>, names: &[&str]) {
     crate::add(c, &job, tasks).await;
     let status = crate::wait_idle(c, &job).await;
     assert_eq!(status.completed, names.len() as u64, "probe tasks: {status:?}");
-}
-
-/// A TCP relay on a fixed local address to a target that can change (a coordinator that
-/// restarts on a new port). Connections end when the target's side ends.
-pub struct Relay {
-    pub addr: SocketAddr,
-    target: Arc<Mutex<String>>,
-    task: JoinHandle<()>,
-}
-
-impl Relay {
-    pub async fn start(target: &str) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
-        let addr = listener.local_addr().expect("relay address");
-        let target = Arc::new(Mutex::new(target.to_string()));
-        let t = target.clone();
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
-                let to = t.lock().expect("relay target").clone();
-                conns.spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(&to).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                while conns.try_join_next().is_some() {}
-            }
-        });
-        Relay { addr, target, task }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// New connections go to `target`.
-    pub fn set_target(&self, target: &str) {
-        *self.target.lock().expect("relay target") = target.to_string();
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }

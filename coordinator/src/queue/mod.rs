@@ -242,11 +242,6 @@ impl Counts {
         }
     }
 
-    pub fn get(&self, s: State) -> u64 {
-        let mut c = *self;
-        *c.slot(s)
-    }
-
     pub fn add(&mut self, s: State) {
         *self.slot(s) += 1;
     }
@@ -348,10 +343,6 @@ pub struct Scheduler {
 impl Scheduler {
     pub fn new(limits: Limits) -> Self {
         Scheduler { limits, ..Default::default() }
-    }
-
-    pub fn limits(&self) -> Limits {
-        self.limits
     }
 
     // ----- reads -----
