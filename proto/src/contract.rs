@@ -1,0 +1,352 @@
+//! The rules the coordinator, the worker and the clients must agree on, in one place: the
+//! defaults the public contract fixes, every size and count limit, and the syntax of paths,
+//! labels and worker ids. All three binaries call these functions; none keeps a copy.
+//!
+//! What stays true here: a value one rule accepts is accepted everywhere, so a task the
+//! coordinator took at AddTasks never fails on a worker for a rule checked after the agent
+//! ran. Rule functions return a [`Violation`] without the field name; the caller adds it
+//! (`tasks[3].expected_outputs[0]: ...`).
+
+/// Defaults fixed by the public contract.
+pub mod defaults {
+    /// Priority of a task that names none (higher runs first).
+    pub const PRIORITY: i32 = 5;
+    /// Retries of a task that names none.
+    pub const MAX_RETRIES: u32 = 0;
+    /// First retry backoff.
+    pub const INITIAL_BACKOFF_MS: u32 = 1_000;
+    /// Backoff growth per retry.
+    pub const BACKOFF_MULTIPLIER: f64 = 2.0;
+    /// Backoff cap.
+    pub const MAX_BACKOFF_MS: u32 = 60_000;
+    /// Lease of an assignment, in seconds.
+    pub const LEASE_SECONDS: u32 = 30;
+    /// Longest heartbeat interval told to workers (it is also at most a third of the lease).
+    pub const HEARTBEAT_SECONDS: u32 = 10;
+    /// Leases an attempt may lose before its task is failed (dead letter).
+    pub const MAX_LEASE_LOSSES: u32 = 3;
+    /// Coordinator address of the CLI, the worker and the clients.
+    pub const COORDINATOR_URL: &str = "http://127.0.0.1:50051";
+    /// Page size of list calls that name none.
+    pub const PAGE_SIZE: u32 = 100;
+    /// Reason of a cancelled task when the caller gives none.
+    pub const TASK_CANCEL_REASON: &str = "cancelled";
+    /// Reason of a cancelled job when the caller gives none.
+    pub const JOB_CANCEL_REASON: &str = "job cancelled";
+}
+
+/// Limits on what one request may carry. Past a field limit a call is INVALID_ARGUMENT
+/// naming the field; past [`MAX_MESSAGE_BYTES`] it is RESOURCE_EXHAUSTED.
+pub mod limits {
+    /// One gRPC message, either way.
+    pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+    /// Tasks in one AddTasks call.
+    pub const MAX_BATCH: usize = 10_000;
+    /// Dependencies (parent included) of one task.
+    pub const MAX_DEPENDENCIES: usize = 1_000;
+    /// Dependency edges in one AddTasks call, all tasks together.
+    pub const MAX_BATCH_EDGES: usize = 100_000;
+    /// Bytes of all task specs of one AddTasks call, encoded.
+    pub const MAX_BATCH_BYTES: usize = 48 << 20;
+    pub const MAX_PROMPT_BYTES: usize = 1 << 20;
+    pub const MAX_DESCRIPTION_BYTES: usize = 64 << 10;
+    pub const MAX_METADATA_BYTES: usize = 64 << 10;
+    /// A name, model, hostname, tool name and the like.
+    pub const MAX_NAME_BYTES: usize = 256;
+    /// A cancel or hand-back reason.
+    pub const MAX_REASON_BYTES: usize = 4 << 10;
+    pub const MAX_CONTEXT_FILES: usize = 100;
+    /// Bytes of one task's context files together.
+    pub const MAX_CONTEXT_BYTES: usize = 8 << 20;
+    pub const MAX_EXPECTED_OUTPUTS: usize = 100;
+    pub const MAX_PATH_BYTES: usize = 4_096;
+    /// One component of a path (a file or directory name).
+    pub const MAX_PATH_COMPONENT_BYTES: usize = 255;
+    pub const MIN_PRIORITY: i32 = -1_000;
+    pub const MAX_PRIORITY: i32 = 1_000;
+    pub const MAX_RETRIES: u32 = 100;
+    pub const MAX_INITIAL_BACKOFF_MS: u32 = 3_600_000;
+    pub const MAX_BACKOFF_MS: u32 = 86_400_000;
+    pub const MAX_BACKOFF_MULTIPLIER: f64 = 100.0;
+    pub const MAX_TIMEOUT_SECONDS: u32 = 7 * 24 * 3_600;
+    pub const MAX_HOOK_TIMEOUT_SECONDS: u32 = 86_400;
+    /// Labels a task may require or a worker may carry.
+    pub const MAX_LABELS: usize = 32;
+    /// A label key or value.
+    pub const MAX_LABEL_BYTES: usize = 63;
+    pub const MAX_HOOKS: usize = 20;
+    pub const MAX_HOOK_COMMAND_BYTES: usize = 4_096;
+    pub const MAX_HOOK_DESCRIPTION_BYTES: usize = 1_024;
+    pub const MAX_AGENT_TURNS: u32 = 10_000;
+    pub const MAX_ALLOWED_TOOLS: usize = 100;
+    pub const MAX_PAGE_SIZE: u32 = 1_000;
+    /// Bytes of one page of a list call; a page ends early rather than pass it.
+    pub const MAX_PAGE_BYTES: usize = 8 << 20;
+    pub const MAX_CONTEXT_KEY_BYTES: usize = 256;
+    pub const MAX_CONTEXT_VALUE_BYTES: usize = 64 << 10;
+    /// Shared context entries in one scope (the global one or a job's).
+    pub const MAX_CONTEXT_KEYS: usize = 1_000;
+    /// A job or worker id, an idempotency key.
+    pub const MAX_ID_BYTES: usize = 128;
+    /// Task ids in one RetryTasks call.
+    pub const MAX_RETRY_IDS: usize = 10_000;
+    pub const MAX_SLOTS: u32 = 10_000;
+    /// Reports in one Report call.
+    pub const MAX_REPORTS: usize = 10_000;
+    /// Bytes of the reports a worker sends in one Report call (below the message limit).
+    pub const MAX_REPORT_BATCH_BYTES: usize = 48 << 20;
+    pub const MAX_PROGRESS_BYTES: usize = 64 << 10;
+    /// One task's result, encoded (its output, artifacts and error).
+    pub const MAX_RESULT_BYTES: usize = 32 << 20;
+    /// Agent kinds a worker may name at registration.
+    pub const MAX_AGENT_KINDS: usize = 16;
+}
+
+/// Permission modes of the Claude agent a task may ask for (empty: the worker's own).
+pub const PERMISSION_MODES: &[&str] = &["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"];
+
+/// The short lowercase task state names used by the CLI, JSON and logs, indexed by the proto
+/// enum value minus one (`TASK_STATE_WAITING` = 1).
+pub const TASK_STATE_NAMES: [&str; 6] = ["waiting", "pending", "in_progress", "completed", "failed", "cancelled"];
+
+/// Why a value breaks a rule; the caller prefixes the field name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Violation(pub String);
+
+fn violation(msg: impl Into<String>) -> Violation {
+    Violation(msg.into())
+}
+
+/// At most `max` bytes.
+pub fn max_len(s: &str, max: usize) -> Result<(), Violation> {
+    if s.len() > max {
+        return Err(violation(format!("is {} bytes, at most {max} allowed", s.len())));
+    }
+    Ok(())
+}
+
+/// No NUL byte (SQLite and C strings stop at it; process arguments cannot carry it).
+pub fn no_nul(s: &str) -> Result<(), Violation> {
+    if s.contains('\0') {
+        return Err(violation("must not contain NUL characters"));
+    }
+    Ok(())
+}
+
+/// A short free-text string (a reason, a name): at most `max` bytes, no NUL.
+pub fn text(s: &str, max: usize) -> Result<(), Violation> {
+    max_len(s, max)?;
+    no_nul(s)
+}
+
+/// A file path relative to a task's workspace (context files, expected outputs): `/`
+/// separated components, each non-empty and neither `..` nor a control character; `.`
+/// components are allowed but the last one must name a file. So `src/a.rs` and `./a.rs` are
+/// fine; `/a`, `a/../b`, `a/`, `a//b`, `.` and `a\b` are not.
+pub fn relative_file(p: &str) -> Result<(), Violation> {
+    if p.is_empty() {
+        return Err(violation("must not be empty"));
+    }
+    max_len(p, limits::MAX_PATH_BYTES)?;
+    if p.chars().any(|c| c.is_control()) {
+        return Err(violation(format!("{p:?} must not contain control characters")));
+    }
+    if p.contains('\\') {
+        return Err(violation(format!("{p:?} must use / as the separator")));
+    }
+    if p.starts_with('/') {
+        return Err(violation(format!("{p:?} must be relative to the workspace")));
+    }
+    let parts: Vec<&str> = p.split('/').collect();
+    for part in &parts {
+        match *part {
+            "" => return Err(violation(format!("{p:?} has an empty component (a doubled or trailing /)"))),
+            ".." => return Err(violation(format!("{p:?} must not contain '..'"))),
+            c if c.len() > limits::MAX_PATH_COMPONENT_BYTES => {
+                return Err(violation(format!(
+                    "{p:?} has a component over {} bytes",
+                    limits::MAX_PATH_COMPONENT_BYTES
+                )));
+            }
+            _ => {}
+        }
+    }
+    if parts.last() == Some(&".") {
+        return Err(violation(format!("{p:?} names no file")));
+    }
+    Ok(())
+}
+
+/// A working directory: absolute, without `..` or control characters.
+pub fn absolute_dir(p: &str) -> Result<(), Violation> {
+    max_len(p, limits::MAX_PATH_BYTES)?;
+    if p.chars().any(|c| c.is_control()) {
+        return Err(violation(format!("{p:?} must not contain control characters")));
+    }
+    if !p.starts_with('/') {
+        return Err(violation(format!("{p:?} must be an absolute path")));
+    }
+    if p.split('/').any(|c| c == "..") {
+        return Err(violation(format!("{p:?} must not contain '..'")));
+    }
+    Ok(())
+}
+
+fn label_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/')
+}
+
+/// A label: key 1-63 and value 0-63 characters of `[A-Za-z0-9_.-/]`.
+pub fn label(key: &str, value: &str) -> Result<(), Violation> {
+    let max = limits::MAX_LABEL_BYTES;
+    if key.is_empty() || key.len() > max || !key.chars().all(label_char) {
+        return Err(violation(format!("label key {key:?} must be 1-{max} characters of [A-Za-z0-9_.-/]")));
+    }
+    if value.len() > max || !value.chars().all(label_char) {
+        return Err(violation(format!("label value {value:?} must be 0-{max} characters of [A-Za-z0-9_.-/]")));
+    }
+    Ok(())
+}
+
+/// Parses `key=value` (a worker's `--label`) and checks it with [`label`].
+pub fn parse_label(s: &str) -> Result<(String, String), Violation> {
+    let (k, v) = s.split_once('=').ok_or_else(|| violation(format!("{s:?} is not key=value")))?;
+    label(k, v)?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn worker_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':')
+}
+
+/// A worker id: 1-128 characters of `[A-Za-z0-9_.-:]`.
+pub fn worker_id(s: &str) -> Result<(), Violation> {
+    if s.is_empty() {
+        return Err(violation("is required"));
+    }
+    max_len(s, limits::MAX_ID_BYTES)?;
+    if !s.chars().all(worker_id_char) {
+        return Err(violation("must be characters of [A-Za-z0-9_.-:]"));
+    }
+    Ok(())
+}
+
+/// Turns any string into a valid worker id (other characters become `_`, cut to the limit).
+pub fn worker_id_from(s: &str) -> String {
+    let mut id: String = s.chars().map(|c| if worker_id_char(c) { c } else { '_' }).collect();
+    id.truncate(limits::MAX_ID_BYTES);
+    if id.is_empty() { "worker".to_string() } else { id }
+}
+
+/// Slots a worker advertises: 1..=[`limits::MAX_SLOTS`].
+pub fn slots(n: u32) -> Result<(), Violation> {
+    if n == 0 || n > limits::MAX_SLOTS {
+        return Err(violation(format!("{n} is outside 1..={}", limits::MAX_SLOTS)));
+    }
+    Ok(())
+}
+
+/// Escapes a string for a log line: control characters and non-ASCII shown as escapes, cut
+/// to `max` bytes, so a name cannot forge log lines or terminal escapes.
+pub fn log_safe(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().flat_map(char::escape_debug).take(max).collect();
+    if out.len() < s.escape_debug().count() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_files_are_one_rule() {
+        for ok in ["a.txt", "src/main.rs", "./x", "a..b", "./a/./b", ".hidden", "x/.env"] {
+            relative_file(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let bad = [
+            ("", "empty"),
+            (".", "names no file"),
+            ("./", "empty component"),
+            ("a/", "empty component"),
+            ("a//b", "empty component"),
+            ("a/.", "names no file"),
+            ("/etc/passwd", "relative"),
+            ("..", "'..'"),
+            ("a/../../b", "'..'"),
+            ("a\\b", "separator"),
+            ("a\nb", "control"),
+            ("a\0b", "control"),
+        ];
+        for (p, want) in bad {
+            let e = relative_file(p).unwrap_err();
+            assert!(e.0.contains(want), "{p:?}: {e} should say {want:?}");
+        }
+        relative_file(&"a".repeat(255)).unwrap();
+        assert!(relative_file(&"a".repeat(256)).is_err());
+        assert!(relative_file(&"a/".repeat(2_048)).is_err());
+    }
+
+    #[test]
+    fn working_dirs_are_absolute() {
+        absolute_dir("/srv/repo").unwrap();
+        absolute_dir("/srv/a..b").unwrap();
+        for bad in ["rel", "/srv/../etc", "/a\nb", ""] {
+            assert!(absolute_dir(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn labels_have_one_syntax() {
+        label("gpu", "a100").unwrap();
+        label("zone/x", "").unwrap();
+        assert_eq!(parse_label("os=linux").unwrap(), ("os".into(), "linux".into()));
+        for (k, v) in [("", "x"), ("bad key", "x"), ("k", "v v"), (&"k".repeat(64)[..], "x")] {
+            assert!(label(k, v).is_err(), "{k:?}={v:?}");
+        }
+        assert!(label("k", &"v".repeat(64)).is_err());
+        assert!(parse_label("novalue").unwrap_err().0.contains("key=value"));
+    }
+
+    #[test]
+    fn worker_ids_use_one_alphabet() {
+        worker_id("host-1:w_2.a").unwrap();
+        assert!(worker_id("").is_err());
+        assert!(worker_id("a b").is_err());
+        assert!(worker_id(&"a".repeat(129)).is_err());
+        let made = worker_id_from("my host/ü\n");
+        worker_id(&made).unwrap();
+        assert_eq!(made, "my_host___");
+        worker_id(&worker_id_from(&"x".repeat(500))).unwrap();
+        assert_eq!(worker_id_from(""), "worker");
+    }
+
+    #[test]
+    fn slots_and_text_limits() {
+        slots(1).unwrap();
+        slots(limits::MAX_SLOTS).unwrap();
+        assert!(slots(0).is_err());
+        assert!(slots(limits::MAX_SLOTS + 1).is_err());
+        text("fine", 10).unwrap();
+        assert!(text("toolong", 3).unwrap_err().0.contains("at most 3"));
+        assert!(text("a\0", 10).is_err());
+    }
+
+    #[test]
+    fn log_safe_escapes_and_cuts() {
+        assert_eq!(log_safe("w1", 64), "w1");
+        assert_eq!(log_safe("a\nb\x1b[2J", 64), "a\\nb\\u{1b}[2J");
+        assert_eq!(log_safe(&"x".repeat(10), 4), "xxxx…");
+    }
+
+    #[test]
+    fn state_names_follow_the_proto_numbers() {
+        use crate::pb::TaskState;
+        for (i, name) in TASK_STATE_NAMES.iter().enumerate() {
+            let s = TaskState::try_from(i as i32 + 1).unwrap();
+            assert_eq!(s.short_name(), *name);
+        }
+    }
+}
