@@ -49,7 +49,7 @@ pub fn own_executable() -> std::io::Result<PathBuf> {
 pub async fn run(config: Config) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     if config.agent == config::AgentKind::Claude {
-        let bin = config.agent_command.as_deref().unwrap_or("claude");
+        let bin = task::claude_binary(&config);
         if agent::find_program(bin).is_none() {
             tracing::warn!(binary = bin, "the claude binary is not found; its tasks will fail until it is installed");
         }

@@ -13,7 +13,7 @@ use pb::report::Body;
 
 use crate::Ctx;
 use crate::agent::{self, Ending, Invocation, StopReason, StopRx, claude, command};
-use crate::config::AgentKind;
+use crate::config::{AgentKind, Config};
 use crate::workspace::{self, Workspace};
 use crate::{prompt, verify};
 
@@ -34,6 +34,12 @@ fn failed(mut result: pb::TaskResult, error: impl Into<String>, retryable: bool)
     Final::Report(Body::Failed(pb::Failed { result: Some(result), retryable }))
 }
 
+/// Why a workspace step failed, with the retryability the error carries.
+fn workspace_failed(result: pb::TaskResult, e: workspace::Error) -> Final {
+    let retryable = e.retryable();
+    failed(result, e.to_string(), retryable)
+}
+
 fn stopped(reason: StopReason) -> Final {
     match reason {
         StopReason::Shutdown => {
@@ -41,6 +47,16 @@ fn stopped(reason: StopReason) -> Final {
         }
         StopReason::Cancelled | StopReason::Stale => Final::Silent,
     }
+}
+
+/// What the `noop` agent reports for every assignment: completed, empty result.
+pub fn noop() -> Final {
+    Final::Report(Body::Completed(pb::Completed { result: Some(pb::TaskResult::default()) }))
+}
+
+/// The Claude Code binary the `claude` agent runs.
+pub fn claude_binary(config: &Config) -> &str {
+    config.agent_command.as_deref().unwrap_or("claude")
 }
 
 fn stderr_note(stderr: &[u8]) -> String {
@@ -54,8 +70,27 @@ pub async fn run(ctx: &Ctx, a: pb::Assignment, mut stop: StopRx, progress: &mut 
     let started = Instant::now();
     let spec = a.spec.clone().unwrap_or_default();
     if ctx.config.agent == AgentKind::Noop {
-        return Final::Report(Body::Completed(pb::Completed { result: Some(pb::TaskResult::default()) }));
+        return noop();
     }
+    let (ws, note) = match prepare(ctx, &a, &spec).await {
+        Ok(p) => p,
+        Err(fin) => return fin,
+    };
+    if let Some(note) = note {
+        tracing::info!(task = a.task_id, attempt = a.attempt, "{note}");
+        progress(note);
+    }
+    let fin = attempt_in(ctx, &a, &spec, &ws, &mut stop, progress, started).await;
+    let keep = matches!(fin, Final::Report(Body::Failed(_)));
+    if !keep && ws.fresh {
+        let _ = tokio::task::spawn_blocking(move || workspace::remove(&ws)).await;
+    }
+    fin
+}
+
+/// Picks the workspace and writes the context files into it, on a blocking thread (file I/O).
+/// A fresh workspace whose files cannot be written is removed again.
+async fn prepare(ctx: &Ctx, a: &pb::Assignment, spec: &pb::TaskSpec) -> Result<(Workspace, Option<String>), Final> {
     let (work_dir, allow) = (ctx.config.work_dir.clone(), ctx.config.allow_dirs.clone());
     let (job, files, working_dir) = (a.job_id.clone(), spec.context_files.clone(), spec.working_dir.clone());
     let (task_id, attempt) = (a.task_id, a.attempt);
@@ -68,26 +103,16 @@ pub async fn run(ctx: &Ctx, a: pb::Assignment, mut stop: StopRx, progress: &mut 
         Ok((ws, note))
     })
     .await;
-    let (ws, note) = match prepared {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => {
-            let retryable = e.retryable();
-            return failed(pb::TaskResult::default(), e.to_string(), retryable);
-        }
-        Err(e) => return failed(pb::TaskResult::default(), format!("workspace preparation failed: {e}"), true),
-    };
-    if let Some(note) = note {
-        tracing::info!(task = task_id, attempt, "{note}");
-        progress(note);
+    match prepared {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(e)) => Err(workspace_failed(pb::TaskResult::default(), e)),
+        Err(e) => Err(failed(pb::TaskResult::default(), format!("workspace preparation failed: {e}"), true)),
     }
-    let fin = attempt_in(ctx, &a, &spec, &ws, &mut stop, progress, started).await;
-    let keep = matches!(fin, Final::Report(Body::Failed(_)));
-    if !keep && ws.fresh {
-        let _ = tokio::task::spawn_blocking(move || workspace::remove(&ws)).await;
-    }
-    fin
 }
 
+/// The attempt in its workspace: the agent, then (when it succeeded) the expected outputs,
+/// the verification hooks and the artifacts. Each step either fills in the result or ends
+/// the attempt with a [`Final`].
 async fn attempt_in(
     ctx: &Ctx,
     a: &pb::Assignment,
@@ -105,144 +130,201 @@ async fn attempt_in(
         workspace: &ws.path,
         attempt: a.attempt,
     };
-    let env = command::env(&values);
-    let timeout = (spec.timeout_seconds > 0).then(|| std::time::Duration::from_secs(spec.timeout_seconds as u64));
-    let mut result = pb::TaskResult::default();
-    let kind = ctx.config.agent;
-    let inv = match kind {
-        AgentKind::Command => {
-            let template = ctx.config.agent_command.as_deref().unwrap_or_default();
-            let cmd = match command::render(template, &values) {
-                Ok(c) => c,
-                Err(e) => return failed(result, e, false),
-            };
-            Invocation {
-                program: "sh".into(),
-                args: vec!["-c".into(), cmd.into()],
-                env: env.clone(),
-                cwd: ws.path.clone(),
-                stdin: prompt.clone().into_bytes(),
-                timeout,
-            }
+    let mut at = Attempt { ctx, spec, ws, env: command::env(&values), started, result: pb::TaskResult::default() };
+    match at.steps(&values, stop, progress).await {
+        Ok(()) => at.completed(),
+        Err(fin) => fin,
+    }
+}
+
+/// One attempt's steps after the workspace is ready, and the result they fill in.
+struct Attempt<'a> {
+    ctx: &'a Ctx,
+    spec: &'a pb::TaskSpec,
+    ws: &'a Workspace,
+    /// The `ORCA_*` variables of the agent and the hooks.
+    env: Vec<(String, String)>,
+    started: Instant,
+    result: pb::TaskResult,
+}
+
+impl Attempt<'_> {
+    async fn steps(
+        &mut self,
+        values: &command::Values<'_>,
+        stop: &mut StopRx,
+        progress: &mut (dyn FnMut(String) + Send),
+    ) -> Result<(), Final> {
+        let inv = self.invocation(values)?;
+        let (code, out, parser) = self.run_agent(inv, stop, progress).await?;
+        match self.ctx.config.agent {
+            AgentKind::Claude => self.judge_claude(code, &out, parser)?,
+            _ => self.judge_command(code, &out)?,
         }
-        _ => {
-            let bin = ctx.config.agent_command.as_deref().unwrap_or("claude");
-            if agent::find_program(bin).is_none() {
-                return failed(
-                    result,
-                    format!(
-                        "agent binary {bin:?} not found (not an executable file{}); install Claude Code on this worker or set --agent-command",
-                        if bin.contains('/') { "" } else { " in PATH" }
-                    ),
-                    true,
-                );
+        // The agent succeeded: check what it was asked to produce, then verify.
+        self.check_outputs()?;
+        self.verify(stop).await?;
+        self.collect_artifacts().await
+    }
+
+    /// Fails the attempt with the result so far.
+    fn fail(&mut self, error: impl Into<String>, retryable: bool) -> Final {
+        failed(std::mem::take(&mut self.result), error, retryable)
+    }
+
+    fn completed(mut self) -> Final {
+        self.result.duration_ms = self.started.elapsed().as_millis() as u64;
+        Final::Report(Body::Completed(pb::Completed { result: Some(self.result) }))
+    }
+
+    /// What to run: the rendered template under `sh -c`, or Claude Code with the task's
+    /// options. The prompt is on stdin either way.
+    fn invocation(&mut self, values: &command::Values<'_>) -> Result<Invocation, Final> {
+        let ctx = self.ctx;
+        let config = &ctx.config;
+        let (program, args) = match config.agent {
+            AgentKind::Command => {
+                let template = config.agent_command.as_deref().unwrap_or_default();
+                let cmd = command::render(template, values).map_err(|e| self.fail(e, false))?;
+                ("sh".into(), vec!["-c".into(), cmd.into()])
             }
-            Invocation {
-                program: bin.into(),
-                args: claude::args(spec.agent.as_ref()).into_iter().map(Into::into).collect(),
-                env: env.clone(),
-                cwd: ws.path.clone(),
-                stdin: prompt.clone().into_bytes(),
-                timeout,
-            }
-        }
-    };
-    let mut parser = claude::Parser::default();
-    let out = {
-        let mut on_line = |line: &[u8]| {
-            if let Some(p) = parser.line(line) {
-                progress(p);
+            _ => {
+                let bin = claude_binary(config);
+                if agent::find_program(bin).is_none() {
+                    let where_ = if bin.contains('/') { "" } else { " in PATH" };
+                    let msg = format!(
+                        "agent binary {bin:?} not found (not an executable file{where_}); install Claude Code on this worker or set --agent-command"
+                    );
+                    return Err(self.fail(msg, true));
+                }
+                (bin.into(), claude::args(self.spec.agent.as_ref()).into_iter().map(Into::into).collect())
             }
         };
-        let cb: Option<agent::OnLine<'_>> = if kind == AgentKind::Claude { Some(&mut on_line) } else { None };
-        agent::run(&ctx.exe, inv, stop, cb).await
-    };
-    result.duration_ms = out.duration.as_millis() as u64;
-    let code = match out.ending {
-        Ending::Stopped(r) => return stopped(r),
-        Ending::SpawnFailed(e) => return failed(result, e, true),
-        Ending::TimedOut(d) => {
-            result.exit_code = -1;
-            result.output = agent::text(&out.stdout);
-            let msg = format!("timed out after {} s; process group killed{}", d.as_secs(), stderr_note(&out.stderr));
-            return failed(result, msg, true);
-        }
-        Ending::Exited(code) => code,
-    };
-    result.exit_code = code;
-    match kind {
-        AgentKind::Claude => match parser.finish(&out.stdout) {
-            Some(env) => {
-                result.output = env.result.clone();
-                result.cost_usd = env.cost_usd;
-                result.usage = Some(env.usage);
-                result.session_id = env.session_id.clone();
-                result.num_turns = env.num_turns;
-                if env.is_error || code != 0 {
-                    let msg = if env.is_error {
-                        env.error_text()
-                    } else {
-                        format!("claude exited with code {code}{}", stderr_note(&out.stderr))
-                    };
-                    return failed(result, msg, env.retryable());
+        let timeout =
+            (self.spec.timeout_seconds > 0).then(|| std::time::Duration::from_secs(self.spec.timeout_seconds as u64));
+        Ok(Invocation {
+            program,
+            args,
+            env: self.env.clone(),
+            cwd: self.ws.path.clone(),
+            stdin: values.prompt.as_bytes().to_vec(),
+            timeout,
+        })
+    }
+
+    /// Runs the agent, forwarding Claude's progress lines. `Ok` with the exit code when it
+    /// exited on its own; a stop, a spawn failure or the timeout end the attempt.
+    async fn run_agent(
+        &mut self,
+        inv: Invocation,
+        stop: &mut StopRx,
+        progress: &mut (dyn FnMut(String) + Send),
+    ) -> Result<(i32, agent::Outcome, claude::Parser), Final> {
+        let mut parser = claude::Parser::default();
+        let out = {
+            let mut on_line = |line: &[u8]| {
+                if let Some(p) = parser.line(line) {
+                    progress(p);
                 }
+            };
+            let claude = self.ctx.config.agent == AgentKind::Claude;
+            let cb: Option<agent::OnLine<'_>> = if claude { Some(&mut on_line) } else { None };
+            agent::run(&self.ctx.exe, inv, stop, cb).await
+        };
+        self.result.duration_ms = out.duration.as_millis() as u64;
+        let code = match &out.ending {
+            Ending::Stopped(r) => return Err(stopped(*r)),
+            Ending::SpawnFailed(e) => return Err(self.fail(e.clone(), true)),
+            Ending::TimedOut(d) => {
+                self.result.exit_code = -1;
+                self.result.output = agent::text(&out.stdout);
+                let msg =
+                    format!("timed out after {} s; process group killed{}", d.as_secs(), stderr_note(&out.stderr));
+                return Err(self.fail(msg, true));
             }
-            None => {
-                result.output = agent::text(&out.stdout);
-                let what = if code == 0 { "printed no result".to_string() } else { format!("exited with code {code}") };
-                return failed(result, format!("claude {what}{}", stderr_note(&out.stderr)), true);
-            }
-        },
-        _ => {
-            result.output = agent::text(&out.stdout);
-            if code != 0 {
-                let hint = if code == 127 { " (command not found?)" } else { "" };
-                return failed(
-                    result,
-                    format!("command exited with code {code}{hint}{}", stderr_note(&out.stderr)),
-                    true,
-                );
-            }
+            Ending::Exited(code) => *code,
+        };
+        self.result.exit_code = code;
+        Ok((code, out, parser))
+    }
+
+    /// Claude's result envelope fills the result; an error envelope, a non-zero exit or no
+    /// envelope at all fail the attempt.
+    fn judge_claude(&mut self, code: i32, out: &agent::Outcome, parser: claude::Parser) -> Result<(), Final> {
+        let Some(env) = parser.finish(&out.stdout) else {
+            self.result.output = agent::text(&out.stdout);
+            let what = if code == 0 { "printed no result".to_string() } else { format!("exited with code {code}") };
+            return Err(self.fail(format!("claude {what}{}", stderr_note(&out.stderr)), true));
+        };
+        self.result.output = env.result.clone();
+        self.result.cost_usd = env.cost_usd;
+        self.result.usage = Some(env.usage);
+        self.result.session_id = env.session_id.clone();
+        self.result.num_turns = env.num_turns;
+        if env.is_error || code != 0 {
+            let msg = if env.is_error {
+                env.error_text()
+            } else {
+                format!("claude exited with code {code}{}", stderr_note(&out.stderr))
+            };
+            return Err(self.fail(msg, env.retryable()));
+        }
+        Ok(())
+    }
+
+    /// A command's stdout is its output; any exit code but 0 fails the attempt.
+    fn judge_command(&mut self, code: i32, out: &agent::Outcome) -> Result<(), Final> {
+        self.result.output = agent::text(&out.stdout);
+        if code != 0 {
+            let hint = if code == 127 { " (command not found?)" } else { "" };
+            return Err(self.fail(format!("command exited with code {code}{hint}{}", stderr_note(&out.stderr)), true));
+        }
+        Ok(())
+    }
+
+    fn check_outputs(&mut self) -> Result<(), Final> {
+        match workspace::missing_outputs(self.ws, &self.spec.expected_outputs) {
+            Ok(missing) if missing.is_empty() => Ok(()),
+            Ok(missing) => Err(self.fail(workspace::Error::Missing(missing).to_string(), true)),
+            Err(e) => Err(workspace_failed(std::mem::take(&mut self.result), e)),
         }
     }
-    // The agent succeeded: check what it was asked to produce, then verify.
-    match workspace::missing_outputs(ws, &spec.expected_outputs) {
-        Ok(missing) if missing.is_empty() => {}
-        Ok(missing) => return failed(result, workspace::Error::Missing(missing).to_string(), true),
-        Err(e) => {
-            let retryable = e.retryable();
-            return failed(result, e.to_string(), retryable);
+
+    /// The task's hooks, or with `auto_verify` and none, those picked from marker files.
+    async fn verify(&mut self, stop: &mut StopRx) -> Result<(), Final> {
+        let hooks = if self.spec.verification.is_empty() && self.spec.auto_verify {
+            verify::auto_hooks(&self.ws.path)
+        } else {
+            self.spec.verification.clone()
+        };
+        if hooks.is_empty() {
+            return Ok(());
         }
+        match verify::run_hooks(&self.ctx.exe, &self.ws.path, &self.env, &hooks, stop).await {
+            Ok(results) => self.result.verification = results,
+            Err(r) => return Err(stopped(r)),
+        }
+        if let Some(msg) = verify::failure(&hooks, &self.result.verification) {
+            self.result.duration_ms = self.started.elapsed().as_millis() as u64;
+            return Err(self.fail(msg, true));
+        }
+        Ok(())
     }
-    let hooks = if spec.verification.is_empty() && spec.auto_verify {
-        verify::auto_hooks(&ws.path)
-    } else {
-        spec.verification.clone()
-    };
-    if !hooks.is_empty() {
-        match verify::run_hooks(&ctx.exe, &ws.path, &env, &hooks, stop).await {
-            Ok(results) => result.verification = results,
-            Err(r) => return stopped(r),
+
+    /// The expected outputs' contents, read on a blocking thread (file I/O).
+    async fn collect_artifacts(&mut self) -> Result<(), Final> {
+        if self.spec.expected_outputs.is_empty() {
+            return Ok(());
         }
-        if let Some(msg) = verify::failure(&hooks, &result.verification) {
-            result.duration_ms = started.elapsed().as_millis() as u64;
-            return failed(result, msg, true);
-        }
-    }
-    if !spec.expected_outputs.is_empty() {
-        let (path, fresh, outputs) = (ws.path.clone(), ws.fresh, spec.expected_outputs.clone());
-        let collected =
-            tokio::task::spawn_blocking(move || workspace::collect_artifacts(&Workspace { path, fresh }, &outputs))
-                .await;
-        match collected {
-            Ok(Ok(arts)) => result.artifacts = arts,
-            Ok(Err(e)) => {
-                let retryable = e.retryable();
-                return failed(result, e.to_string(), retryable);
+        let ws = Workspace { path: self.ws.path.clone(), fresh: self.ws.fresh };
+        let outputs = self.spec.expected_outputs.clone();
+        match tokio::task::spawn_blocking(move || workspace::collect_artifacts(&ws, &outputs)).await {
+            Ok(Ok(arts)) => {
+                self.result.artifacts = arts;
+                Ok(())
             }
-            Err(e) => return failed(result, format!("reading artifacts failed: {e}"), true),
+            Ok(Err(e)) => Err(workspace_failed(std::mem::take(&mut self.result), e)),
+            Err(e) => Err(self.fail(format!("reading artifacts failed: {e}"), true)),
         }
     }
-    result.duration_ms = started.elapsed().as_millis() as u64;
-    Final::Report(Body::Completed(pb::Completed { result: Some(result) }))
 }
