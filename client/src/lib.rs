@@ -46,27 +46,48 @@ const MAX_MESSAGE_BYTES: usize = 256 << 20;
 /// Tasks per ListTasks page when collecting.
 const PAGE: u32 = 1_000;
 
-/// What can go wrong in a client call.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// What can go wrong in a client call. The variant says what happened: the address was
+/// malformed, the connection failed, the coordinator refused the request (with its message,
+/// which names the field or id), the coordinator was unavailable, a wait ran out of time, or
+/// another gRPC error. A variant with a cause keeps it as its
+/// [`source`](std::error::Error::source); its message repeats the cause's first line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
-    /// The address is malformed or the coordinator cannot be reached.
-    #[error("cannot connect to {url}: {message}")]
-    Connect { url: String, message: String },
-    /// The request was refused as malformed; the message names the field.
+    /// The coordinator address is not a valid URL.
+    #[error("cannot connect to {url}: {source}")]
+    InvalidAddress {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The coordinator cannot be reached (refused, unreachable, connect timeout).
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The request is malformed: refused by the coordinator (the message names the field) or
+    /// caught here before sending (metadata that is not a JSON object).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// A job or task id names nothing.
+    /// A job or task id names nothing (the coordinator's message names it).
     #[error("not found: {0}")]
     NotFound(String),
     /// The call is not allowed in the current state (e.g. cancelling a completed task).
     #[error("failed precondition: {0}")]
     FailedPrecondition(String),
-    /// The coordinator is down, restarting or shutting down; retrying may help.
-    #[error("coordinator unavailable: {0}")]
-    Unavailable(String),
-    /// Any other gRPC error.
-    #[error("{code}: {message}")]
-    Rpc { code: String, message: String },
+    /// The coordinator is down, restarting or shutting down, or the connection broke (gRPC
+    /// UNAVAILABLE or CANCELLED); retrying may help. The status keeps the transport cause.
+    #[error("coordinator unavailable: {}", .0.message())]
+    Unavailable(#[source] tonic::Status),
+    /// What the caller waited for (named here) was not final when its timeout passed.
+    #[error("{0} did not finish before the timeout")]
+    Timeout(String),
+    /// Any other gRPC status (INTERNAL, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ...).
+    #[error("{:?}: {}", .0.code(), .0.message())]
+    Rpc(#[source] tonic::Status),
 }
 
 impl Error {
@@ -76,15 +97,16 @@ impl Error {
     }
 }
 
+/// The coordinator's refusals (bad input, unknown id, wrong state) carry only its message:
+/// that message is the whole answer. Other statuses are kept whole, with their cause.
 impl From<tonic::Status> for Error {
     fn from(s: tonic::Status) -> Self {
-        let m = s.message().to_string();
         match s.code() {
-            tonic::Code::InvalidArgument => Error::InvalidArgument(m),
-            tonic::Code::NotFound => Error::NotFound(m),
-            tonic::Code::FailedPrecondition => Error::FailedPrecondition(m),
-            tonic::Code::Unavailable | tonic::Code::Cancelled => Error::Unavailable(m),
-            code => Error::Rpc { code: format!("{code:?}"), message: m },
+            tonic::Code::InvalidArgument => Error::InvalidArgument(s.message().to_string()),
+            tonic::Code::NotFound => Error::NotFound(s.message().to_string()),
+            tonic::Code::FailedPrecondition => Error::FailedPrecondition(s.message().to_string()),
+            tonic::Code::Unavailable | tonic::Code::Cancelled => Error::Unavailable(s),
+            _ => Error::Rpc(s),
         }
     }
 }
@@ -146,14 +168,14 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to a coordinator (`http://host:port`).
+    /// Connects to a coordinator (`http://host:port`): [`Error::InvalidAddress`] for a
+    /// malformed address, [`Error::Connect`] when nothing answers within 10 s.
     pub async fn connect(url: &str) -> Result<Client, Error> {
-        let err = |e: &dyn std::fmt::Display| Error::Connect { url: url.to_string(), message: e.to_string() };
         let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| err(&e))?
+            .map_err(|source| Error::InvalidAddress { url: url.to_string(), source })?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10));
-        let channel = endpoint.connect().await.map_err(|e| err(&e))?;
+        let channel = endpoint.connect().await.map_err(|source| Error::Connect { url: url.to_string(), source })?;
         Ok(Client::from_channel(channel, url))
     }
 
@@ -422,7 +444,8 @@ impl Client {
     }
 
     /// Runs a synthesis task after the others: its prompt is `synthesis_prompt` followed by the
-    /// text report of `collected`; returns the synthesis task's outcome.
+    /// text report of `collected`; returns the synthesis task's outcome, or [`Error::Timeout`]
+    /// when it is not final before `timeout`.
     pub async fn synthesize_with_task(
         &self,
         job: &str,
@@ -433,11 +456,7 @@ impl Client {
         let prompt = format!("{synthesis_prompt}\n\n{}", synthesize_results(collected));
         let id = self.add_subtask(job, Subtask::new(&prompt).priority(10).name("synthesis")).await?;
         let collected = self.wait_and_collect(job, timeout).await?;
-        collected
-            .results
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| Error::Unavailable(format!("synthesis task {id} did not finish before the timeout")))
+        collected.results.get(&id).cloned().ok_or_else(|| Error::Timeout(format!("synthesis task {id}")))
     }
 }
 
@@ -476,4 +495,52 @@ pub fn synthesize_results(collected: &Collected) -> String {
         out.push_str(&format!("\n## Task {id} (unfinished)\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn refusals_carry_the_coordinators_message() {
+        let e = Error::from(tonic::Status::not_found("task 7 not found"));
+        assert!(matches!(&e, Error::NotFound(m) if m == "task 7 not found"), "{e:?}");
+        assert_eq!(e.to_string(), "not found: task 7 not found");
+        assert!(!e.is_transient());
+        let e = Error::from(tonic::Status::invalid_argument("tasks[1].prompt: must not be empty"));
+        assert!(matches!(&e, Error::InvalidArgument(m) if m.starts_with("tasks[1].prompt")), "{e:?}");
+    }
+
+    #[test]
+    fn other_statuses_keep_the_status_as_their_source() {
+        let e = Error::from(tonic::Status::unavailable("shutting down"));
+        assert!(e.is_transient());
+        assert_eq!(e.to_string(), "coordinator unavailable: shutting down");
+        let source = e.source().and_then(|s| s.downcast_ref::<tonic::Status>()).unwrap();
+        assert_eq!(source.code(), tonic::Code::Unavailable);
+        let e = Error::from(tonic::Status::deadline_exceeded("too slow"));
+        assert!(matches!(&e, Error::Rpc(s) if s.code() == tonic::Code::DeadlineExceeded), "{e:?}");
+        assert_eq!(e.to_string(), "DeadlineExceeded: too slow");
+        assert!(!e.is_transient());
+    }
+
+    #[tokio::test]
+    async fn a_malformed_address_is_not_a_connection_failure() {
+        let e = Client::connect("not a url").await.unwrap_err();
+        assert!(matches!(e, Error::InvalidAddress { .. }), "{e:?}");
+        assert!(!e.is_transient());
+        assert!(e.source().is_some());
+        assert_eq!(e.to_string(), "cannot connect to not a url: invalid URI");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_coordinator_is_a_transient_connection_failure() {
+        // Port 1 on loopback: nothing listens there.
+        let e = Client::connect("http://127.0.0.1:1").await.unwrap_err();
+        assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+        assert!(e.is_transient());
+        assert!(e.source().is_some());
+    }
 }

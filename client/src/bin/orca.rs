@@ -1,12 +1,18 @@
 //! `orca`: the command line on `orca-client`. Data goes to stdout (one JSON document with
-//! `--json`), logs and progress to stderr.
+//! `--json`), logs and progress to stderr. Exit codes: 0 done, 1 `wait` ended with a task
+//! not completed (failed, cancelled or unfinished at the timeout), 2 any error (usage,
+//! connection, a refused call, an unreadable prompt file).
+//!
+//! Layout: the flags, `run` (connect, then one function per subcommand), then the renderers
+//! shared by the subcommands (JSON documents and text lines).
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use orca_client::{Client, Error, Subtask, WatchOptions, pb};
+use clap::{Args, Parser, Subcommand};
+use orca_client::{Client, Collected, Subtask, WatchOptions, pb};
 use serde_json::json;
 use tokio_stream::StreamExt;
 
@@ -23,27 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Submit tasks: the prompt arguments, or --file, or one prompt per line on stdin.
-    Submit {
-        /// Add to this job (default: create one).
-        #[arg(long)]
-        job: Option<String>,
-        /// Description of the new job.
-        #[arg(long, default_value = "submitted with orca")]
-        description: String,
-        /// Read prompts from this file, one per line.
-        #[arg(long)]
-        file: Option<std::path::PathBuf>,
-        #[arg(long)]
-        priority: Option<i32>,
-        #[arg(long)]
-        max_retries: Option<u32>,
-        #[arg(long)]
-        timeout_seconds: Option<u32>,
-        /// Print {"job_id", "task_ids"}.
-        #[arg(long)]
-        json: bool,
-        prompts: Vec<String>,
-    },
+    Submit(SubmitArgs),
     /// A job's counts.
     Status {
         job: String,
@@ -94,6 +80,65 @@ enum Cmd {
     },
 }
 
+/// The flags of `orca submit`.
+#[derive(Args)]
+struct SubmitArgs {
+    /// Add to this job (default: create one).
+    #[arg(long)]
+    job: Option<String>,
+    /// Description of the new job.
+    #[arg(long, default_value = "submitted with orca")]
+    description: String,
+    /// Read prompts from this file, one per line.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    #[arg(long)]
+    priority: Option<i32>,
+    #[arg(long)]
+    max_retries: Option<u32>,
+    #[arg(long)]
+    timeout_seconds: Option<u32>,
+    /// Print {"job_id", "task_ids"}.
+    #[arg(long)]
+    json: bool,
+    prompts: Vec<String>,
+}
+
+impl SubmitArgs {
+    /// A task for one prompt, with the flags every submitted task gets.
+    fn subtask(&self, prompt: &str) -> Subtask {
+        let mut t = Subtask::new(prompt);
+        if let Some(v) = self.priority {
+            t = t.priority(v);
+        }
+        if let Some(v) = self.max_retries {
+            t = t.max_retries(v);
+        }
+        if let Some(v) = self.timeout_seconds {
+            t = t.timeout_seconds(v);
+        }
+        t
+    }
+}
+
+/// Why a command failed (exit code 2).
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// A call to the coordinator failed, or it could not be reached.
+    #[error(transparent)]
+    Client(#[from] orca_client::Error),
+    /// A prompt source (`--file` or stdin) could not be read.
+    #[error("cannot read {what}: {source}")]
+    Read {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Nothing to submit: no prompt argument, and the file or stdin had only blank lines.
+    #[error("invalid argument: no prompt given (arguments, --file or stdin)")]
+    NoPrompt,
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -106,10 +151,175 @@ async fn main() -> ExitCode {
     }
 }
 
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    let client = Client::connect(&cli.coordinator).await?;
+    match cli.command {
+        Cmd::Submit(args) => submit(&client, args).await,
+        Cmd::Status { job, json } => status(&client, &job, json).await,
+        Cmd::Wait { job, timeout, json } => wait(&client, &job, timeout, json).await,
+        Cmd::Watch { job, follow, json } => watch(&client, &job, follow, json).await,
+        Cmd::Jobs { json } => jobs(&client, json).await,
+        Cmd::Task { id, json } => task(&client, id, json).await,
+        Cmd::Retry { job, json } => retry(&client, &job, json).await,
+        Cmd::Cancel { job, reason } => cancel(&client, &job, &reason).await,
+    }
+}
+
+// --- the subcommands ---------------------------------------------------------------------
+
+/// `orca submit`: adds one task per prompt, to `--job` or to a job created here.
+async fn submit(client: &Client, mut args: SubmitArgs) -> Result<ExitCode, Failure> {
+    let prompts = read_prompts(std::mem::take(&mut args.prompts), args.file.as_deref())?;
+    let tasks = prompts.iter().map(|p| args.subtask(p)).collect();
+    let job = match args.job {
+        Some(j) => j,
+        None => client.create_job(&args.description).await?,
+    };
+    let ids = client.add_subtasks(&job, tasks).await?;
+    if args.json {
+        print_json(&json!({"job_id": job, "task_ids": ids}));
+    } else {
+        println!("job {job}: {} tasks ({}..{})", ids.len(), ids[0], ids[ids.len() - 1]);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The prompts to submit: the arguments and the lines of `file`; with neither, the lines of
+/// stdin. Blank lines are dropped; none left is an error.
+fn read_prompts(mut lines: Vec<String>, file: Option<&Path>) -> Result<Vec<String>, Failure> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .map_err(|source| Failure::Read { what: format!("--file {}", f.display()), source })?;
+        lines.extend(text.lines().map(str::to_string));
+    } else if lines.is_empty() {
+        if std::io::stdin().is_terminal() {
+            eprintln!("orca: reading prompts from stdin, one per line (Ctrl-D to end)");
+        }
+        for l in std::io::stdin().lock().lines() {
+            lines.push(l.map_err(|source| Failure::Read { what: "stdin".into(), source })?);
+        }
+    }
+    lines.retain(|l| !l.trim().is_empty());
+    if lines.is_empty() {
+        return Err(Failure::NoPrompt);
+    }
+    Ok(lines)
+}
+
+/// `orca status`: the job's counts.
+async fn status(client: &Client, job: &str, json: bool) -> Result<ExitCode, Failure> {
+    let s = client.get_job_status(job).await?;
+    if json {
+        print_json(&status_json(job, &s));
+    } else {
+        println!(
+            "job {job}: {} tasks, {:.1}% done: {} waiting, {} pending, {} in progress, {} completed, {} failed, {} cancelled",
+            s.total_tasks, s.progress_pct, s.waiting, s.pending, s.in_progress, s.completed, s.failed, s.cancelled
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `orca wait`: waits until every task is final (or the timeout passes), prints the results;
+/// exit 0 only when every task completed.
+async fn wait(client: &Client, job: &str, timeout: Option<f64>, json: bool) -> Result<ExitCode, Failure> {
+    let show = !json && std::io::stderr().is_terminal();
+    let timeout = timeout.map(Duration::from_secs_f64);
+    let got = client
+        .wait_and_collect_with(job, timeout, |s| {
+            if show {
+                progress_line(s);
+            }
+        })
+        .await?;
+    if show {
+        eprintln!();
+    }
+    if json {
+        print_json(&collected_json(job, &got));
+    } else {
+        print!("{}", orca_client::synthesize_results(&got));
+        if got.timed_out {
+            eprintln!("orca: timed out with {} tasks unfinished", got.unfinished.len());
+        }
+    }
+    let all_completed = !got.timed_out && got.status.total_tasks == got.status.completed;
+    Ok(if all_completed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `orca watch`: one line (or JSON object) per event, until the job is idle (or forever with
+/// `--follow`).
+async fn watch(client: &Client, job: &str, follow: bool, json: bool) -> Result<ExitCode, Failure> {
+    let mut events = Box::pin(client.watch(job, WatchOptions { follow, ..Default::default() }));
+    while let Some(ev) = events.next().await {
+        let ev = ev?;
+        if json {
+            println!("{}", event_json(job, &ev));
+        } else {
+            println!("{}", event_line(&ev));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `orca jobs`: every job with its state and counts.
+async fn jobs(client: &Client, json: bool) -> Result<ExitCode, Failure> {
+    let jobs = client.list_jobs().await?;
+    if json {
+        print_json(&json!(jobs.iter().map(job_json).collect::<Vec<_>>()));
+    } else {
+        for j in jobs {
+            let s = j.status.unwrap_or_default();
+            let state = job_state_name(j.state);
+            println!("{}  {:<9} {:>6}/{:<6} {}", j.job_id, state, s.completed, s.total_tasks, j.description);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `orca task`: one task, as JSON or as `key: value` lines.
+async fn task(client: &Client, id: i64, json: bool) -> Result<ExitCode, Failure> {
+    let v = task_json(&client.get_task(id).await?);
+    if json {
+        print_json(&v);
+    } else {
+        for (k, val) in v.as_object().into_iter().flatten() {
+            println!("{k}: {}", val.as_str().map(str::to_string).unwrap_or_else(|| val.to_string()));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `orca retry`: brings back the job's failed tasks (and the dependents cancelled with them).
+async fn retry(client: &Client, job: &str, json: bool) -> Result<ExitCode, Failure> {
+    let ids = client.retry_failed_tasks(job).await?;
+    if json {
+        print_json(&json!({"job_id": job, "task_ids": ids}));
+    } else {
+        println!("job {job}: {} tasks retried", ids.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `orca cancel`: cancels every unfinished task of the job.
+async fn cancel(client: &Client, job: &str, reason: &str) -> Result<ExitCode, Failure> {
+    let j = client.cancel_job(job, reason).await?;
+    let s = j.status.unwrap_or_default();
+    println!("job {job} cancelled: {} completed, {} cancelled", s.completed, s.cancelled);
+    Ok(ExitCode::SUCCESS)
+}
+
+// --- renderers ---------------------------------------------------------------------------
+
 fn state_name(v: i32) -> &'static str {
     pb::TaskState::try_from(v).map(|s| s.short_name()).unwrap_or("unknown")
 }
 
+fn job_state_name(v: i32) -> &'static str {
+    pb::JobState::try_from(v).map(|s| s.short_name()).unwrap_or("unknown")
+}
+
+/// The flat status document of `orca status --json` (the contract's shape).
 fn status_json(job: &str, s: &pb::JobStatus) -> serde_json::Value {
     json!({
         "job_id": job,
@@ -122,6 +332,14 @@ fn status_json(job: &str, s: &pb::JobStatus) -> serde_json::Value {
         "cancelled": s.cancelled,
         "progress_pct": s.progress_pct,
     })
+}
+
+/// An entry of `orca jobs --json`: the status document plus description and state.
+fn job_json(j: &pb::Job) -> serde_json::Value {
+    let mut v = status_json(&j.job_id, &j.status.unwrap_or_default());
+    v["description"] = json!(j.description);
+    v["state"] = json!(job_state_name(j.state));
+    v
 }
 
 fn task_json(t: &pb::Task) -> serde_json::Value {
@@ -144,10 +362,57 @@ fn task_json(t: &pb::Task) -> serde_json::Value {
     })
 }
 
+/// `orca wait --json`: the status document plus `timed_out`, `unfinished` and the final tasks.
+fn collected_json(job: &str, got: &Collected) -> serde_json::Value {
+    let tasks: Vec<_> = got
+        .results
+        .values()
+        .map(|r| {
+            json!({"task_id": r.task_id, "state": r.state, "prompt": r.prompt, "output": r.output,
+                   "error": r.error, "reason": r.reason, "attempts": r.attempts})
+        })
+        .collect();
+    let mut doc = status_json(job, &got.status);
+    doc["timed_out"] = json!(got.timed_out);
+    doc["unfinished"] = json!(got.unfinished);
+    doc["tasks"] = json!(tasks);
+    doc
+}
+
+fn event_kind(ev: &pb::JobEvent) -> pb::JobEventKind {
+    pb::JobEventKind::try_from(ev.kind).unwrap_or(pb::JobEventKind::Unspecified)
+}
+
+/// A line of `orca watch --json` (one compact object per event).
+fn event_json(job: &str, ev: &pb::JobEvent) -> serde_json::Value {
+    let status = ev.status.unwrap_or_default();
+    json!({"seq": ev.seq, "kind": format!("{:?}", event_kind(ev)).to_lowercase(), "task_id": ev.task_id,
+           "state": state_name(ev.state), "attempt": ev.attempt, "message": ev.message,
+           "status": status_json(job, &status)})
+}
+
+/// A line of `orca watch`.
+fn event_line(ev: &pb::JobEvent) -> String {
+    let status = ev.status.unwrap_or_default();
+    match event_kind(ev) {
+        pb::JobEventKind::Snapshot => format!(
+            "#{} snapshot: {} tasks, {} completed, {} failed",
+            ev.seq, status.total_tasks, status.completed, status.failed
+        ),
+        pb::JobEventKind::TaskState => {
+            let why = if ev.message.is_empty() { String::new() } else { format!(": {}", ev.message) };
+            format!("#{} task {} {} (attempt {}){why}", ev.seq, ev.task_id, state_name(ev.state), ev.attempt)
+        }
+        pb::JobEventKind::TaskProgress => format!("#{} task {}: {}", ev.seq, ev.task_id, ev.message),
+        kind => format!("#{} {:?}: {}", ev.seq, kind, ev.message),
+    }
+}
+
 fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+/// The progress bar of `orca wait` on a terminal (stderr, redrawn in place).
 fn progress_line(s: &pb::JobStatus) {
     let width = 30usize;
     let filled = ((s.progress_pct / 100.0) * width as f64).round() as usize;
@@ -164,191 +429,24 @@ fn progress_line(s: &pb::JobStatus) {
     let _ = std::io::stderr().flush();
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, Error> {
-    let client = Client::connect(&cli.coordinator).await?;
-    match cli.command {
-        Cmd::Submit { job, description, file, priority, max_retries, timeout_seconds, json, prompts } => {
-            let mut lines = prompts;
-            if let Some(f) = file {
-                let text = std::fs::read_to_string(&f)
-                    .map_err(|e| Error::InvalidArgument(format!("--file {}: {e}", f.display())))?;
-                lines.extend(text.lines().map(str::to_string));
-            } else if lines.is_empty() {
-                if std::io::stdin().is_terminal() {
-                    eprintln!("orca: reading prompts from stdin, one per line (Ctrl-D to end)");
-                }
-                for l in std::io::stdin().lock().lines() {
-                    lines.push(l.map_err(|e| Error::InvalidArgument(format!("stdin: {e}")))?);
-                }
-            }
-            lines.retain(|l| !l.trim().is_empty());
-            if lines.is_empty() {
-                return Err(Error::InvalidArgument("no prompt given (arguments, --file or stdin)".into()));
-            }
-            let job = match job {
-                Some(j) => j,
-                None => client.create_job(&description).await?,
-            };
-            let tasks = lines
-                .iter()
-                .map(|p| {
-                    let mut t = Subtask::new(p);
-                    if let Some(v) = priority {
-                        t = t.priority(v);
-                    }
-                    if let Some(v) = max_retries {
-                        t = t.max_retries(v);
-                    }
-                    if let Some(v) = timeout_seconds {
-                        t = t.timeout_seconds(v);
-                    }
-                    t
-                })
-                .collect();
-            let ids = client.add_subtasks(&job, tasks).await?;
-            if json {
-                print_json(&json!({"job_id": job, "task_ids": ids}));
-            } else {
-                println!("job {job}: {} tasks ({}..{})", ids.len(), ids[0], ids[ids.len() - 1]);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Status { job, json } => {
-            let s = client.get_job_status(&job).await?;
-            if json {
-                print_json(&status_json(&job, &s));
-            } else {
-                println!(
-                    "job {job}: {} tasks, {:.1}% done: {} waiting, {} pending, {} in progress, {} completed, {} failed, {} cancelled",
-                    s.total_tasks,
-                    s.progress_pct,
-                    s.waiting,
-                    s.pending,
-                    s.in_progress,
-                    s.completed,
-                    s.failed,
-                    s.cancelled
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Wait { job, timeout, json } => {
-            let show = !json && std::io::stderr().is_terminal();
-            let timeout = timeout.map(Duration::from_secs_f64);
-            let got = client
-                .wait_and_collect_with(&job, timeout, |s| {
-                    if show {
-                        progress_line(s);
-                    }
-                })
-                .await?;
-            if show {
-                eprintln!();
-            }
-            let ok = !got.timed_out && got.status.total_tasks == got.status.completed;
-            if json {
-                let tasks: Vec<_> = got
-                    .results
-                    .values()
-                    .map(|r| {
-                        json!({"task_id": r.task_id, "state": r.state, "prompt": r.prompt, "output": r.output,
-                               "error": r.error, "reason": r.reason, "attempts": r.attempts})
-                    })
-                    .collect();
-                let mut doc = status_json(&job, &got.status);
-                doc["timed_out"] = json!(got.timed_out);
-                doc["unfinished"] = json!(got.unfinished);
-                doc["tasks"] = json!(tasks);
-                print_json(&doc);
-            } else {
-                print!("{}", orca_client::synthesize_results(&got));
-                if got.timed_out {
-                    eprintln!("orca: timed out with {} tasks unfinished", got.unfinished.len());
-                }
-            }
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
-        }
-        Cmd::Watch { job, follow, json } => {
-            let mut events = Box::pin(client.watch(&job, WatchOptions { follow, ..Default::default() }));
-            while let Some(ev) = events.next().await {
-                let ev = ev?;
-                let kind = pb::JobEventKind::try_from(ev.kind).unwrap_or(pb::JobEventKind::Unspecified);
-                let status = ev.status.unwrap_or_default();
-                if json {
-                    let v = json!({"seq": ev.seq, "kind": format!("{kind:?}").to_lowercase(), "task_id": ev.task_id,
-                                   "state": state_name(ev.state), "attempt": ev.attempt, "message": ev.message,
-                                   "status": status_json(&job, &status)});
-                    println!("{v}");
-                } else {
-                    match kind {
-                        pb::JobEventKind::Snapshot => println!(
-                            "#{} snapshot: {} tasks, {} completed, {} failed",
-                            ev.seq, status.total_tasks, status.completed, status.failed
-                        ),
-                        pb::JobEventKind::TaskState => println!(
-                            "#{} task {} {} (attempt {}){}",
-                            ev.seq,
-                            ev.task_id,
-                            state_name(ev.state),
-                            ev.attempt,
-                            if ev.message.is_empty() { String::new() } else { format!(": {}", ev.message) }
-                        ),
-                        pb::JobEventKind::TaskProgress => println!("#{} task {}: {}", ev.seq, ev.task_id, ev.message),
-                        _ => println!("#{} {:?}: {}", ev.seq, kind, ev.message),
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Jobs { json } => {
-            let jobs = client.list_jobs().await?;
-            if json {
-                let v: Vec<_> = jobs
-                    .iter()
-                    .map(|j| {
-                        let mut s = status_json(&j.job_id, &j.status.unwrap_or_default());
-                        s["description"] = json!(j.description);
-                        s["state"] =
-                            json!(pb::JobState::try_from(j.state).map(|s| s.short_name()).unwrap_or("unknown"));
-                        s
-                    })
-                    .collect();
-                print_json(&json!(v));
-            } else {
-                for j in jobs {
-                    let s = j.status.unwrap_or_default();
-                    let state = pb::JobState::try_from(j.state).map(|s| s.short_name()).unwrap_or("unknown");
-                    println!("{}  {:<9} {:>6}/{:<6} {}", j.job_id, state, s.completed, s.total_tasks, j.description);
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Task { id, json } => {
-            let t = client.get_task(id).await?;
-            if json {
-                print_json(&task_json(&t));
-            } else {
-                let v = task_json(&t);
-                for (k, val) in v.as_object().into_iter().flatten() {
-                    println!("{k}: {}", val.as_str().map(str::to_string).unwrap_or_else(|| val.to_string()));
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Retry { job, json } => {
-            let ids = client.retry_failed_tasks(&job).await?;
-            if json {
-                print_json(&json!({"job_id": job, "task_ids": ids}));
-            } else {
-                println!("job {job}: {} tasks retried", ids.len());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Cancel { job, reason } => {
-            let j = client.cancel_job(&job, &reason).await?;
-            let s = j.status.unwrap_or_default();
-            println!("job {job} cancelled: {} completed, {} cancelled", s.completed, s.cancelled);
-            Ok(ExitCode::SUCCESS)
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_prompt_file_is_a_read_error_naming_the_file() {
+        let e = read_prompts(vec![], Some(Path::new("/definitely/not/here"))).unwrap_err();
+        assert!(matches!(&e, Failure::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound), "{e:?}");
+        assert!(e.to_string().starts_with("cannot read --file /definitely/not/here: "), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn blank_prompts_are_dropped_and_none_left_is_an_error() {
+        let got = read_prompts(vec!["a".into(), " ".into(), String::new(), "b".into()], None).unwrap();
+        assert_eq!(got, ["a", "b"]);
+        let e = read_prompts(vec!["  ".into()], None).unwrap_err();
+        assert!(matches!(e, Failure::NoPrompt), "{e:?}");
+        assert_eq!(e.to_string(), "invalid argument: no prompt given (arguments, --file or stdin)");
     }
 }
