@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     tonic_prost_build::configure()
+        // Undecodable input is INVALID_ARGUMENT (src/codec.rs).
+        .codec_path("crate::codec::OrcaCodec")
         .file_descriptor_set_path(out.join("orca_descriptor.bin"))
         .compile_protos(&files, &["."])?;
     Ok(())

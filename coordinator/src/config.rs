@@ -5,8 +5,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
+use orca_proto::defaults;
 
 use crate::store::Durability;
+
+/// The contract's default listen address (the host and port of `defaults::COORDINATOR_URL`).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 
 /// How commits reach the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -22,7 +26,7 @@ pub enum DurabilityArg {
 #[command(name = "orca-coordinator", version, about, args_override_self = true)]
 pub struct Config {
     /// Address to serve gRPC on (port 0 picks a free port; see --addr-file).
-    #[arg(long, env = "ORCA_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "ORCA_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
     /// SQLite database file (created when missing).
@@ -34,7 +38,7 @@ pub struct Config {
     pub addr_file: Option<PathBuf>,
 
     /// Lease of an assignment in seconds; a worker must heartbeat within it.
-    #[arg(long, env = "ORCA_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    #[arg(long, env = "ORCA_LEASE_SECONDS", default_value_t = defaults::LEASE_SECONDS, value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub lease_seconds: u32,
 
     /// Heartbeat interval told to workers, in seconds (default: a third of the lease, at most 10).
@@ -42,7 +46,7 @@ pub struct Config {
     pub heartbeat_seconds: Option<u32>,
 
     /// Attempts a task may lose to expired leases before it is failed (dead letter).
-    #[arg(long, env = "ORCA_MAX_LEASE_LOSSES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    #[arg(long, env = "ORCA_MAX_LEASE_LOSSES", default_value_t = defaults::MAX_LEASE_LOSSES, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub max_lease_losses: u32,
 
     /// Commit durability.
@@ -59,6 +63,6 @@ impl Config {
     }
 
     pub fn heartbeat_seconds(&self) -> u32 {
-        self.heartbeat_seconds.unwrap_or_else(|| (self.lease_seconds / 3).clamp(1, 10))
+        self.heartbeat_seconds.unwrap_or_else(|| (self.lease_seconds / 3).clamp(1, defaults::HEARTBEAT_SECONDS))
     }
 }

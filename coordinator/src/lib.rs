@@ -27,25 +27,17 @@ pub use error::Error;
 
 use std::net::SocketAddr;
 
+use orca_proto::contract::limits;
 use orca_proto::pb;
 use tokio_util::sync::CancellationToken;
 
-/// Largest accepted request (an AddTasks batch with context files).
-pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
-
-/// A request the protobuf decoder refuses (a string field that is not UTF-8, a malformed
-/// message) is the caller's error: tonic answers INTERNAL, this makes it INVALID_ARGUMENT
-/// (its message names the field, e.g. `GetJobRequest.job_id: invalid string value`).
-fn undecodable_is_invalid_argument<B>(mut res: http::Response<B>) -> http::Response<B> {
+/// A message over the size limit is RESOURCE_EXHAUSTED (the caller sent too much), where
+/// tonic's framing says OUT_OF_RANGE. No handler of ours answers OUT_OF_RANGE, so the code
+/// alone identifies it. (Undecodable input is INVALID_ARGUMENT through `orca_proto::codec`.)
+fn too_large_is_resource_exhausted<B>(mut res: http::Response<B>) -> http::Response<B> {
     let headers = res.headers_mut();
-    let internal = headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"13");
-    let undecodable = headers.get("grpc-message").is_some_and(|v| {
-        let m = v.as_bytes();
-        m.starts_with(b"failed to decode Protobuf message")
-            || m.starts_with(b"failed%20to%20decode%20Protobuf%20message")
-    });
-    if internal && undecodable {
-        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+    if headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"11") {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
     }
     res
 }
@@ -125,18 +117,18 @@ pub async fn run(config: Config, shutdown: CancellationToken, on_bound: impl FnO
     // Listen stream then closes and it counts as disconnected.
     let ping = std::time::Duration::from_secs(config.heartbeat_seconds() as u64);
     let server = tonic::transport::Server::builder()
-        .layer(tower::util::MapResponseLayer::new(undecodable_is_invalid_argument))
+        .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
         .http2_keepalive_interval(Some(ping))
         .http2_keepalive_timeout(Some(ping.min(std::time::Duration::from_secs(20))))
         .add_service(
             pb::orchestrator_server::OrchestratorServer::new(svc.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(limits::MAX_MESSAGE_BYTES),
         )
         .add_service(
             pb::worker_gateway_server::WorkerGatewayServer::new(svc)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(limits::MAX_MESSAGE_BYTES),
         )
         .add_service(health_svc)
         .add_service(reflection_v1)

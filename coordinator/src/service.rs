@@ -117,7 +117,7 @@ impl pb::orchestrator_server::Orchestrator for Services {
 
     async fn cancel_job(&self, req: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
         let r = req.into_inner();
-        validate::id("job_id", &r.job_id)?;
+        validate::cancel_job(&r)?;
         self.handle.cancel_job(r.job_id.clone(), r.reason).await?;
         Ok(Response::new(job_pb(&self.job(&r.job_id).await?)))
     }
@@ -160,6 +160,7 @@ impl pb::orchestrator_server::Orchestrator for Services {
 
     async fn cancel_task(&self, req: Request<pb::CancelTaskRequest>) -> Result<Response<pb::Task>, Status> {
         let r = req.into_inner();
+        validate::cancel_task(&r)?;
         self.handle.cancel_task(r.task_id, r.reason).await?;
         Ok(Response::new(task_pb(self.task(r.task_id).await?)))
     }
@@ -169,12 +170,7 @@ impl pb::orchestrator_server::Orchestrator for Services {
         req: Request<pb::RetryTasksRequest>,
     ) -> Result<Response<pb::RetryTasksResponse>, Status> {
         let r = req.into_inner();
-        if r.job_id.is_empty() && r.task_ids.is_empty() {
-            return Err(invalid("job_id", "job_id or task_ids is required").into());
-        }
-        if r.task_ids.len() > validate::MAX_BATCH {
-            return Err(invalid("task_ids", format!("at most {} ids", validate::MAX_BATCH)).into());
-        }
+        validate::retry_tasks(&r)?;
         if !r.job_id.is_empty() {
             self.job(&r.job_id).await?;
         }
@@ -187,7 +183,7 @@ impl pb::orchestrator_server::Orchestrator for Services {
         req: Request<pb::SetContextRequest>,
     ) -> Result<Response<pb::SetContextResponse>, Status> {
         let r = req.into_inner();
-        validate::context_key(&r.key, &r.value)?;
+        validate::context_key(&r)?;
         self.handle.set_context(r.job_id, r.key, r.value).await?;
         Ok(Response::new(pb::SetContextResponse {}))
     }
@@ -244,7 +240,7 @@ impl pb::worker_gateway_server::WorkerGateway for Services {
 
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let r = req.into_inner();
-        validate::id("worker_id", &r.worker_id)?;
+        validate::heartbeat(&r)?;
         Ok(Response::new(self.handle.heartbeat(r).await?))
     }
 

@@ -426,9 +426,12 @@ impl Writer {
     pub async fn live_deps(&mut self, job: &str) -> Result<HashMap<i64, Vec<i64>>, Error> {
         let json: String = sqlx::query_scalar(
             "SELECT json_group_array(json_array(d.task_id, d.depends_on)) FROM tasks t \
-             JOIN task_deps d ON d.task_id = t.task_id WHERE t.job_id = ? AND t.state IN (1, 2, 3)",
+             JOIN task_deps d ON d.task_id = t.task_id WHERE t.job_id = ? AND t.state IN (?, ?, ?)",
         )
         .bind(job)
+        .bind(State::Waiting.as_i32())
+        .bind(State::Pending.as_i32())
+        .bind(State::InProgress.as_i32())
         .fetch_one(&mut self.conn)
         .await?;
         let pairs: Vec<(i64, i64)> =
@@ -465,8 +468,9 @@ impl Writer {
     pub async fn revivable(&mut self, job: Option<&str>, ids: &[i64]) -> Result<Vec<LiveTask>, Error> {
         let roots: Vec<i64> = match job {
             Some(j) if ids.is_empty() => {
-                sqlx::query_scalar("SELECT task_id FROM tasks WHERE job_id = ? AND state = 5")
+                sqlx::query_scalar("SELECT task_id FROM tasks WHERE job_id = ? AND state = ?")
                     .bind(j)
+                    .bind(State::Failed.as_i32())
                     .fetch_all(&mut self.conn)
                     .await?
             }
@@ -476,10 +480,10 @@ impl Writer {
         let mut all: Vec<i64> = roots.clone();
         for chunk in roots.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
-                "SELECT task_id FROM tasks WHERE state = 6 AND cancel_cause IN ({})",
+                "SELECT task_id FROM tasks WHERE state = ? AND cancel_cause IN ({})",
                 vec!["?"; chunk.len()].join(",")
             );
-            let mut q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql));
+            let mut q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)).bind(State::Cancelled.as_i32());
             for id in chunk {
                 q = q.bind(id);
             }

@@ -1,49 +1,29 @@
 //! Input checks for every RPC: sizes, counts, ids, priorities, paths, labels, retry policy
-//! ranges. Pure functions; each error names the field (`tasks[3].prompt: must not be empty`).
-//! Checks that need the current state (does the job exist, do dependencies exist) are in
-//! the scheduler.
+//! ranges. Pure functions over the contract's rules (`orca_proto::contract`); each error
+//! names the field (`tasks[3].prompt: must not be empty`). Checks that need the current state
+//! (does the job exist, do dependencies exist) are in the scheduler.
 
-use orca_proto::{defaults, pb};
+use std::fmt::Display;
+
+use orca_proto::contract::{self, Violation, defaults, limits};
+use orca_proto::pb;
 use prost::Message;
 
 use crate::error::{Error, invalid};
 
-pub const MAX_BATCH: usize = 10_000;
-pub const MAX_PROMPT_BYTES: usize = 1 << 20;
-pub const MAX_DESCRIPTION_BYTES: usize = 64 << 10;
-pub const MAX_METADATA_BYTES: usize = 64 << 10;
-pub const MAX_NAME_BYTES: usize = 256;
-pub const MAX_CONTEXT_FILES: usize = 100;
-pub const MAX_CONTEXT_BYTES: usize = 8 << 20;
-pub const MAX_EXPECTED_OUTPUTS: usize = 100;
-pub const MAX_PATH_BYTES: usize = 4096;
-pub const MAX_DEPENDENCIES: usize = 1_000;
-pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1_000..=1_000;
-pub const MAX_RETRIES: u32 = 100;
-pub const MAX_TIMEOUT_SECONDS: u32 = 7 * 24 * 3600;
-pub const MAX_LABELS: usize = 32;
-pub const MAX_HOOKS: usize = 20;
-pub const MAX_PAGE_SIZE: u32 = 1_000;
-pub const DEFAULT_PAGE_SIZE: u32 = 100;
-pub const MAX_CONTEXT_KEY_BYTES: usize = 256;
-pub const MAX_CONTEXT_VALUE_BYTES: usize = 64 << 10;
-pub const MAX_ID_BYTES: usize = 128;
-pub const MAX_SLOTS: u32 = 10_000;
-pub const MAX_REPORTS: usize = 10_000;
-pub const MAX_PROGRESS_BYTES: usize = 64 << 10;
-pub const MAX_RESULT_BYTES: usize = 64 << 20;
-pub const PERMISSION_MODES: &[&str] = &["", "default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"];
-
-fn max_len(field: &str, s: &str, max: usize) -> Result<(), Error> {
-    if s.len() > max {
-        return Err(invalid(field, format!("is {} bytes, at most {max} allowed", s.len())));
-    }
-    Ok(())
+fn rule(field: impl Display, r: Result<(), Violation>) -> Result<(), Error> {
+    r.map_err(|v| invalid(field, v))
 }
 
-fn no_control(field: &str, s: &str) -> Result<(), Error> {
-    if s.contains('\0') {
-        return Err(invalid(field, "must not contain NUL characters"));
+/// A free-text field: at most `max` bytes, no NUL.
+fn text(field: impl Display, s: &str, max: usize) -> Result<(), Error> {
+    rule(field, contract::text(s, max))
+}
+
+/// At most `max` entries.
+fn count(field: impl Display, n: usize, max: usize, what: &str) -> Result<(), Error> {
+    if n > max {
+        return Err(invalid(field, format!("has {n} {what}, at most {max} allowed")));
     }
     Ok(())
 }
@@ -53,53 +33,49 @@ pub fn id(field: &str, s: &str) -> Result<(), Error> {
     if s.is_empty() {
         return Err(invalid(field, "is required"));
     }
-    Ok(())
+    text(field, s, limits::MAX_ID_BYTES)
 }
 
-/// A path relative to the task's workspace: not absolute, no `..`, no empty parts.
+/// A path relative to the task's workspace (the contract's one rule).
 pub fn relative_path(field: &str, p: &str) -> Result<(), Error> {
-    if p.is_empty() {
-        return Err(invalid(field, "must not be empty"));
-    }
-    max_len(field, p, MAX_PATH_BYTES)?;
-    no_control(field, p)?;
-    if p.starts_with('/') || p.starts_with('\\') {
-        return Err(invalid(field, format!("{p:?} must be relative to the workspace")));
-    }
-    for part in p.split(['/', '\\']) {
-        if part == ".." {
-            return Err(invalid(field, format!("{p:?} must not contain '..'")));
-        }
-    }
-    Ok(())
-}
-
-/// A label key or value: ASCII letters, digits and `_ . - /`.
-pub fn label(field: &str, key: &str, value: &str) -> Result<(), Error> {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/');
-    if key.is_empty() || key.len() > 63 || !key.chars().all(ok_char) {
-        return Err(invalid(field, format!("label key {key:?} must be 1-63 characters of [A-Za-z0-9_.-/]")));
-    }
-    if value.len() > 63 || !value.chars().all(ok_char) {
-        return Err(invalid(field, format!("label value {value:?} must be 0-63 characters of [A-Za-z0-9_.-/]")));
-    }
-    Ok(())
+    rule(field, contract::relative_file(p))
 }
 
 pub fn metadata(field: &str, m: &Option<prost_types::Struct>) -> Result<(), Error> {
     if let Some(m) = m {
         let n = m.encoded_len();
-        if n > MAX_METADATA_BYTES {
-            return Err(invalid(field, format!("is {n} bytes encoded, at most {MAX_METADATA_BYTES} allowed")));
+        if n > limits::MAX_METADATA_BYTES {
+            return Err(invalid(
+                field,
+                format!("is {n} bytes encoded, at most {} allowed", limits::MAX_METADATA_BYTES),
+            ));
         }
     }
     Ok(())
 }
 
 pub fn create_job(r: &pb::CreateJobRequest) -> Result<(), Error> {
-    max_len("description", &r.description, MAX_DESCRIPTION_BYTES)?;
-    no_control("description", &r.description)?;
+    text("description", &r.description, limits::MAX_DESCRIPTION_BYTES)?;
     metadata("metadata", &r.metadata)
+}
+
+pub fn cancel_job(r: &pb::CancelJobRequest) -> Result<(), Error> {
+    id("job_id", &r.job_id)?;
+    text("reason", &r.reason, limits::MAX_REASON_BYTES)
+}
+
+pub fn cancel_task(r: &pb::CancelTaskRequest) -> Result<(), Error> {
+    text("reason", &r.reason, limits::MAX_REASON_BYTES)
+}
+
+pub fn retry_tasks(r: &pb::RetryTasksRequest) -> Result<(), Error> {
+    if r.job_id.is_empty() && r.task_ids.is_empty() {
+        return Err(invalid("job_id", "job_id or task_ids is required"));
+    }
+    if !r.job_id.is_empty() {
+        id("job_id", &r.job_id)?;
+    }
+    count("task_ids", r.task_ids.len(), limits::MAX_RETRY_IDS, "ids")
 }
 
 /// A dependency as submitted: an existing task, or an earlier task of the same batch.
@@ -141,30 +117,46 @@ fn dep_ref(field: &str, index: usize, v: i64) -> Result<DepRef, Error> {
 /// Checks one task of an AddTasks batch (at `index`) and fills in defaults.
 pub fn task(index: usize, mut s: pb::TaskSpec) -> Result<CheckedTask, Error> {
     let f = |name: &str| format!("tasks[{index}].{name}");
+    prompt(&f, &s)?;
+    let priority = s.priority.unwrap_or(defaults::PRIORITY);
+    if !(limits::MIN_PRIORITY..=limits::MAX_PRIORITY).contains(&priority) {
+        let range = format!("{}..={}", limits::MIN_PRIORITY, limits::MAX_PRIORITY);
+        return Err(invalid(f("priority"), format!("{priority} is outside {range}")));
+    }
+    s.priority = Some(priority);
+    let deps = dependencies(&f, index, &s)?;
+    files(&f, &s)?;
+    metadata(&f("metadata"), &s.metadata)?;
+    retries(&f, &mut s)?;
+    if s.timeout_seconds > limits::MAX_TIMEOUT_SECONDS {
+        let max = limits::MAX_TIMEOUT_SECONDS;
+        return Err(invalid(f("timeout_seconds"), format!("{} is more than {max} (7 days)", s.timeout_seconds)));
+    }
+    count(f("required_labels"), s.required_labels.len(), limits::MAX_LABELS, "labels")?;
+    for (k, v) in &s.required_labels {
+        rule(f("required_labels"), contract::label(k, v))?;
+    }
+    hooks(&f, &s.verification)?;
+    if let Some(a) = &s.agent {
+        agent(&f, a)?;
+    }
+    Ok(CheckedTask { spec: s, deps })
+}
+
+fn prompt(f: &impl Fn(&str) -> String, s: &pb::TaskSpec) -> Result<(), Error> {
     if s.prompt.trim().is_empty() {
         return Err(invalid(f("prompt"), "must not be empty"));
     }
-    max_len(&f("prompt"), &s.prompt, MAX_PROMPT_BYTES)?;
-    no_control(&f("prompt"), &s.prompt)?;
-    max_len(&f("name"), &s.name, MAX_NAME_BYTES)?;
-    let priority = s.priority.unwrap_or(defaults::PRIORITY);
-    if !PRIORITY_RANGE.contains(&priority) {
-        return Err(invalid(
-            f("priority"),
-            format!("{priority} is outside {}..={}", PRIORITY_RANGE.start(), PRIORITY_RANGE.end()),
-        ));
-    }
-    s.priority = Some(priority);
+    text(f("prompt"), &s.prompt, limits::MAX_PROMPT_BYTES)?;
+    text(f("name"), &s.name, limits::MAX_NAME_BYTES)
+}
 
-    let mut deps = Vec::new();
+/// The parent and `depends_on`, resolved, sorted and without repeats.
+fn dependencies(f: &impl Fn(&str) -> String, index: usize, s: &pb::TaskSpec) -> Result<Vec<DepRef>, Error> {
+    count(f("depends_on"), s.depends_on.len(), limits::MAX_DEPENDENCIES, "entries")?;
+    let mut deps = Vec::with_capacity(s.depends_on.len() + 1);
     if let Some(p) = s.parent_task_id {
         deps.push(dep_ref(&f("parent_task_id"), index, p)?);
-    }
-    if s.depends_on.len() > MAX_DEPENDENCIES {
-        return Err(invalid(
-            f("depends_on"),
-            format!("has {} entries, at most {MAX_DEPENDENCIES} allowed", s.depends_on.len()),
-        ));
     }
     for (j, d) in s.depends_on.iter().enumerate() {
         deps.push(dep_ref(&format!("{}[{j}]", f("depends_on")), index, *d)?);
@@ -174,46 +166,36 @@ pub fn task(index: usize, mut s: pb::TaskSpec) -> Result<CheckedTask, Error> {
         DepRef::Batch(b) => (1, *b as i64),
     });
     deps.dedup();
+    Ok(deps)
+}
 
-    if s.context_files.len() > MAX_CONTEXT_FILES {
-        return Err(invalid(
-            f("context_files"),
-            format!("has {} files, at most {MAX_CONTEXT_FILES} allowed", s.context_files.len()),
-        ));
-    }
+/// Context files, expected outputs and the working directory.
+fn files(f: &impl Fn(&str) -> String, s: &pb::TaskSpec) -> Result<(), Error> {
+    count(f("context_files"), s.context_files.len(), limits::MAX_CONTEXT_FILES, "files")?;
     let mut total = 0usize;
     for (j, c) in s.context_files.iter().enumerate() {
         relative_path(&format!("{}[{j}].path", f("context_files")), &c.path)?;
         total += c.contents.len();
     }
-    if total > MAX_CONTEXT_BYTES {
-        return Err(invalid(f("context_files"), format!("hold {total} bytes, at most {MAX_CONTEXT_BYTES} allowed")));
+    if total > limits::MAX_CONTEXT_BYTES {
+        let max = limits::MAX_CONTEXT_BYTES;
+        return Err(invalid(f("context_files"), format!("hold {total} bytes, at most {max} allowed")));
     }
-    if s.expected_outputs.len() > MAX_EXPECTED_OUTPUTS {
-        return Err(invalid(
-            f("expected_outputs"),
-            format!("has {} paths, at most {MAX_EXPECTED_OUTPUTS} allowed", s.expected_outputs.len()),
-        ));
-    }
+    count(f("expected_outputs"), s.expected_outputs.len(), limits::MAX_EXPECTED_OUTPUTS, "paths")?;
     for (j, p) in s.expected_outputs.iter().enumerate() {
         relative_path(&format!("{}[{j}]", f("expected_outputs")), p)?;
     }
     if !s.working_dir.is_empty() {
-        let field = f("working_dir");
-        max_len(&field, &s.working_dir, MAX_PATH_BYTES)?;
-        no_control(&field, &s.working_dir)?;
-        if !s.working_dir.starts_with('/') {
-            return Err(invalid(field, format!("{:?} must be an absolute path", s.working_dir)));
-        }
-        if s.working_dir.split('/').any(|p| p == "..") {
-            return Err(invalid(field, format!("{:?} must not contain '..'", s.working_dir)));
-        }
+        rule(f("working_dir"), contract::absolute_dir(&s.working_dir))?;
     }
-    metadata(&f("metadata"), &s.metadata)?;
+    Ok(())
+}
 
+/// `max_retries` and the retry policy, with their defaults filled in.
+fn retries(f: &impl Fn(&str) -> String, s: &mut pb::TaskSpec) -> Result<(), Error> {
     let retries = s.max_retries.unwrap_or(defaults::MAX_RETRIES);
-    if retries > MAX_RETRIES {
-        return Err(invalid(f("max_retries"), format!("{retries} is more than {MAX_RETRIES}")));
+    if retries > limits::MAX_RETRIES {
+        return Err(invalid(f("max_retries"), format!("{retries} is more than {}", limits::MAX_RETRIES)));
     }
     s.max_retries = Some(retries);
     let mut p = s.retry_policy.take().unwrap_or_default();
@@ -226,88 +208,87 @@ pub fn task(index: usize, mut s: pb::TaskSpec) -> Result<CheckedTask, Error> {
     if p.max_backoff_ms == 0 {
         p.max_backoff_ms = defaults::MAX_BACKOFF_MS.max(p.initial_backoff_ms);
     }
-    if p.initial_backoff_ms > 3_600_000 {
-        return Err(invalid(f("retry_policy.initial_backoff_ms"), "must be at most 3600000 (one hour)"));
+    if p.initial_backoff_ms > limits::MAX_INITIAL_BACKOFF_MS {
+        let max = limits::MAX_INITIAL_BACKOFF_MS;
+        return Err(invalid(f("retry_policy.initial_backoff_ms"), format!("must be at most {max} (one hour)")));
     }
-    if !p.multiplier.is_finite() || !(1.0..=100.0).contains(&p.multiplier) {
-        return Err(invalid(f("retry_policy.multiplier"), format!("{} is outside 1..=100", p.multiplier)));
+    if !p.multiplier.is_finite() || !(1.0..=limits::MAX_BACKOFF_MULTIPLIER).contains(&p.multiplier) {
+        let max = limits::MAX_BACKOFF_MULTIPLIER;
+        return Err(invalid(f("retry_policy.multiplier"), format!("{} is outside 1..={max}", p.multiplier)));
     }
-    if p.max_backoff_ms < p.initial_backoff_ms || p.max_backoff_ms > 86_400_000 {
-        return Err(invalid(
-            f("retry_policy.max_backoff_ms"),
-            format!(
-                "{} must be between initial_backoff_ms ({}) and 86400000 (one day)",
-                p.max_backoff_ms, p.initial_backoff_ms
-            ),
-        ));
+    if p.max_backoff_ms < p.initial_backoff_ms || p.max_backoff_ms > limits::MAX_BACKOFF_MS {
+        let msg = format!(
+            "{} must be between initial_backoff_ms ({}) and {} (one day)",
+            p.max_backoff_ms,
+            p.initial_backoff_ms,
+            limits::MAX_BACKOFF_MS
+        );
+        return Err(invalid(f("retry_policy.max_backoff_ms"), msg));
     }
     s.retry_policy = Some(p);
-    if s.timeout_seconds > MAX_TIMEOUT_SECONDS {
-        return Err(invalid(
-            f("timeout_seconds"),
-            format!("{} is more than {MAX_TIMEOUT_SECONDS} (7 days)", s.timeout_seconds),
-        ));
-    }
-    if s.required_labels.len() > MAX_LABELS {
-        return Err(invalid(
-            f("required_labels"),
-            format!("has {} labels, at most {MAX_LABELS} allowed", s.required_labels.len()),
-        ));
-    }
-    for (k, v) in &s.required_labels {
-        label(&f("required_labels"), k, v)?;
-    }
-    if s.verification.len() > MAX_HOOKS {
-        return Err(invalid(
-            f("verification"),
-            format!("has {} hooks, at most {MAX_HOOKS} allowed", s.verification.len()),
-        ));
-    }
-    for (j, h) in s.verification.iter().enumerate() {
+    Ok(())
+}
+
+fn hooks(f: &impl Fn(&str) -> String, hooks: &[pb::VerificationHook]) -> Result<(), Error> {
+    count(f("verification"), hooks.len(), limits::MAX_HOOKS, "hooks")?;
+    for (j, h) in hooks.iter().enumerate() {
         let field = format!("{}[{j}]", f("verification"));
         if h.command.trim().is_empty() {
             return Err(invalid(format!("{field}.command"), "must not be empty"));
         }
-        max_len(&format!("{field}.command"), &h.command, MAX_PATH_BYTES)?;
-        no_control(&format!("{field}.command"), &h.command)?;
-        max_len(&format!("{field}.description"), &h.description, MAX_NAME_BYTES * 4)?;
-        if h.timeout_seconds > 86_400 {
-            return Err(invalid(format!("{field}.timeout_seconds"), "must be at most 86400"));
+        text(format!("{field}.command"), &h.command, limits::MAX_HOOK_COMMAND_BYTES)?;
+        text(format!("{field}.description"), &h.description, limits::MAX_HOOK_DESCRIPTION_BYTES)?;
+        if h.timeout_seconds > limits::MAX_HOOK_TIMEOUT_SECONDS {
+            let max = limits::MAX_HOOK_TIMEOUT_SECONDS;
+            return Err(invalid(format!("{field}.timeout_seconds"), format!("must be at most {max}")));
         }
     }
-    if let Some(a) = &s.agent {
-        max_len(&f("agent.model"), &a.model, MAX_NAME_BYTES)?;
-        if a.max_turns > 10_000 {
-            return Err(invalid(f("agent.max_turns"), "must be at most 10000"));
-        }
-        if a.allowed_tools.len() > 100 {
-            return Err(invalid(f("agent.allowed_tools"), "at most 100 tools"));
-        }
-        for (j, t) in a.allowed_tools.iter().enumerate() {
-            if t.is_empty() || t.len() > MAX_NAME_BYTES {
-                return Err(invalid(format!("{}[{j}]", f("agent.allowed_tools")), "must be 1-256 bytes"));
-            }
-        }
-        if !PERMISSION_MODES.contains(&a.permission_mode.as_str()) {
-            return Err(invalid(
-                f("agent.permission_mode"),
-                format!("{:?} is not one of {}", a.permission_mode, PERMISSION_MODES[1..].join(", ")),
-            ));
-        }
-        if !a.max_budget_usd.is_finite() || a.max_budget_usd < 0.0 {
-            return Err(invalid(f("agent.max_budget_usd"), "must be a non-negative number"));
-        }
-    }
-    Ok(CheckedTask { spec: s, deps })
+    Ok(())
 }
 
+fn agent(f: &impl Fn(&str) -> String, a: &pb::AgentOptions) -> Result<(), Error> {
+    text(f("agent.model"), &a.model, limits::MAX_NAME_BYTES)?;
+    if a.max_turns > limits::MAX_AGENT_TURNS {
+        return Err(invalid(f("agent.max_turns"), format!("must be at most {}", limits::MAX_AGENT_TURNS)));
+    }
+    count(f("agent.allowed_tools"), a.allowed_tools.len(), limits::MAX_ALLOWED_TOOLS, "tools")?;
+    for (j, t) in a.allowed_tools.iter().enumerate() {
+        if t.is_empty() {
+            return Err(invalid(format!("{}[{j}]", f("agent.allowed_tools")), "must not be empty"));
+        }
+        text(format!("{}[{j}]", f("agent.allowed_tools")), t, limits::MAX_NAME_BYTES)?;
+    }
+    let mode = a.permission_mode.as_str();
+    if !mode.is_empty() && !contract::PERMISSION_MODES.contains(&mode) {
+        let modes = contract::PERMISSION_MODES.join(", ");
+        return Err(invalid(f("agent.permission_mode"), format!("{mode:?} is not one of {modes}")));
+    }
+    if !a.max_budget_usd.is_finite() || a.max_budget_usd < 0.0 {
+        return Err(invalid(f("agent.max_budget_usd"), "must be a non-negative number"));
+    }
+    Ok(())
+}
+
+/// Checks an AddTasks request: the batch as a whole (count, dependency edges, bytes), then
+/// each task.
 pub fn add_tasks(r: pb::AddTasksRequest) -> Result<(String, Vec<CheckedTask>), Error> {
     id("job_id", &r.job_id)?;
     if r.tasks.is_empty() {
         return Err(invalid("tasks", "must not be empty"));
     }
-    if r.tasks.len() > MAX_BATCH {
-        return Err(invalid("tasks", format!("has {} tasks, at most {MAX_BATCH} per batch", r.tasks.len())));
+    if r.tasks.len() > limits::MAX_BATCH {
+        let max = limits::MAX_BATCH;
+        return Err(invalid("tasks", format!("has {} tasks, at most {max} per batch", r.tasks.len())));
+    }
+    let edges: usize = r.tasks.iter().map(|t| t.depends_on.len() + usize::from(t.parent_task_id.is_some())).sum();
+    if edges > limits::MAX_BATCH_EDGES {
+        let max = limits::MAX_BATCH_EDGES;
+        return Err(invalid("tasks", format!("have {edges} dependencies in all, at most {max} per batch")));
+    }
+    let bytes: usize = r.tasks.iter().map(Message::encoded_len).sum();
+    if bytes > limits::MAX_BATCH_BYTES {
+        let max = limits::MAX_BATCH_BYTES;
+        return Err(invalid("tasks", format!("are {bytes} bytes encoded, at most {max} per batch")));
     }
     let tasks = r.tasks.into_iter().enumerate().map(|(i, s)| task(i, s)).collect::<Result<_, _>>()?;
     Ok((r.job_id, tasks))
@@ -315,8 +296,8 @@ pub fn add_tasks(r: pb::AddTasksRequest) -> Result<(String, Vec<CheckedTask>), E
 
 pub fn page_size(field: &str, n: u32) -> Result<u32, Error> {
     match n {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n > MAX_PAGE_SIZE => Err(invalid(field, format!("{n} is more than {MAX_PAGE_SIZE}"))),
+        0 => Ok(defaults::PAGE_SIZE),
+        n if n > limits::MAX_PAGE_SIZE => Err(invalid(field, format!("{n} is more than {}", limits::MAX_PAGE_SIZE))),
         n => Ok(n),
     }
 }
@@ -332,63 +313,62 @@ pub fn task_page_token(t: &str) -> Result<i64, Error> {
         .ok_or_else(|| invalid("page_token", format!("{t:?} is not a token from a previous page")))
 }
 
-pub fn context_key(key: &str, value: &str) -> Result<(), Error> {
-    if key.is_empty() {
+pub fn context_key(r: &pb::SetContextRequest) -> Result<(), Error> {
+    if !r.job_id.is_empty() {
+        id("job_id", &r.job_id)?;
+    }
+    if r.key.is_empty() {
         return Err(invalid("key", "must not be empty"));
     }
-    max_len("key", key, MAX_CONTEXT_KEY_BYTES)?;
-    no_control("key", key)?;
-    max_len("value", value, MAX_CONTEXT_VALUE_BYTES)?;
-    no_control("value", value)
+    text("key", &r.key, limits::MAX_CONTEXT_KEY_BYTES)?;
+    text("value", &r.value, limits::MAX_CONTEXT_VALUE_BYTES)
 }
 
 pub fn register(r: &pb::RegisterRequest) -> Result<(), Error> {
-    if r.slots == 0 || r.slots > MAX_SLOTS {
-        return Err(invalid("slots", format!("{} is outside 1..={MAX_SLOTS}", r.slots)));
-    }
+    rule("slots", contract::slots(r.slots))?;
     if !r.worker_id.is_empty() {
-        max_len("worker_id", &r.worker_id, MAX_ID_BYTES)?;
-        if !r.worker_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':')) {
-            return Err(invalid("worker_id", "must be characters of [A-Za-z0-9_.-:]"));
-        }
+        rule("worker_id", contract::worker_id(&r.worker_id))?;
     }
-    max_len("name", &r.name, MAX_NAME_BYTES)?;
-    max_len("hostname", &r.hostname, MAX_NAME_BYTES)?;
-    if r.labels.len() > MAX_LABELS {
-        return Err(invalid("labels", format!("at most {MAX_LABELS} labels")));
-    }
+    text("name", &r.name, limits::MAX_NAME_BYTES)?;
+    text("hostname", &r.hostname, limits::MAX_NAME_BYTES)?;
+    count("labels", r.labels.len(), limits::MAX_LABELS, "labels")?;
     for (k, v) in &r.labels {
-        label("labels", k, v)?;
+        rule("labels", contract::label(k, v))?;
     }
-    if r.running.len() > MAX_SLOTS as usize {
-        return Err(invalid("running", "too many entries"));
+    count("agent_kinds", r.agent_kinds.len(), limits::MAX_AGENT_KINDS, "kinds")?;
+    for (i, k) in r.agent_kinds.iter().enumerate() {
+        text(format!("agent_kinds[{i}]"), k, limits::MAX_NAME_BYTES)?;
     }
-    Ok(())
+    count("running", r.running.len(), limits::MAX_SLOTS as usize, "entries")
+}
+
+pub fn heartbeat(r: &pb::HeartbeatRequest) -> Result<(), Error> {
+    rule("worker_id", contract::worker_id(&r.worker_id))?;
+    count("running", r.running.len(), limits::MAX_SLOTS as usize, "entries")
 }
 
 pub fn report(r: &pb::ReportRequest) -> Result<(), Error> {
-    id("worker_id", &r.worker_id)?;
+    rule("worker_id", contract::worker_id(&r.worker_id))?;
     if r.reports.is_empty() {
         return Err(invalid("reports", "must not be empty"));
     }
-    if r.reports.len() > MAX_REPORTS {
-        return Err(invalid("reports", format!("has {} reports, at most {MAX_REPORTS}", r.reports.len())));
-    }
+    count("reports", r.reports.len(), limits::MAX_REPORTS, "reports")?;
     for (i, rep) in r.reports.iter().enumerate() {
         use pb::report::Body;
         match &rep.body {
             None => return Err(invalid(format!("reports[{i}].body"), "is required")),
             Some(Body::Progress(p)) => {
-                max_len(&format!("reports[{i}].progress.message"), &p.message, MAX_PROGRESS_BYTES)?
+                text(format!("reports[{i}].progress.message"), &p.message, limits::MAX_PROGRESS_BYTES)?
+            }
+            Some(Body::HandedBack(h)) => {
+                text(format!("reports[{i}].handed_back.reason"), &h.reason, limits::MAX_REASON_BYTES)?
             }
             Some(Body::Completed(pb::Completed { result: Some(res) }))
             | Some(Body::Failed(pb::Failed { result: Some(res), .. })) => {
                 let n = res.encoded_len();
-                if n > MAX_RESULT_BYTES {
-                    return Err(invalid(
-                        format!("reports[{i}].result"),
-                        format!("is {n} bytes, at most {MAX_RESULT_BYTES}"),
-                    ));
+                if n > limits::MAX_RESULT_BYTES {
+                    let max = limits::MAX_RESULT_BYTES;
+                    return Err(invalid(format!("reports[{i}].result"), format!("is {n} bytes, at most {max}")));
                 }
             }
             Some(_) => {}
@@ -471,7 +451,7 @@ mod tests {
                 "tasks[0].agent.permission_mode",
             ),
             (pb::TaskSpec { prompt: "a\0b".into(), ..Default::default() }, "NUL"),
-            (pb::TaskSpec { prompt: "x".repeat(MAX_PROMPT_BYTES + 1), ..Default::default() }, "at most"),
+            (pb::TaskSpec { prompt: "x".repeat(limits::MAX_PROMPT_BYTES + 1), ..Default::default() }, "at most"),
         ];
         for (s, want) in cases {
             let err = task(0, s.clone()).unwrap_err();
@@ -493,7 +473,7 @@ mod tests {
         assert_eq!(err.to_string(), "tasks: must not be empty");
         let err = add_tasks(pb::AddTasksRequest { job_id: "".into(), tasks: vec![spec("x")] }).unwrap_err();
         assert_eq!(err.to_string(), "job_id: is required");
-        let many = vec![spec("x"); MAX_BATCH + 1];
+        let many = vec![spec("x"); limits::MAX_BATCH + 1];
         assert!(add_tasks(pb::AddTasksRequest { job_id: "j".into(), tasks: many }).is_err());
     }
 
@@ -502,8 +482,44 @@ mod tests {
         for ok in ["a.txt", "src/main.rs", "./x", "a..b"] {
             relative_path("p", ok).unwrap();
         }
-        for bad in ["", "/etc", "a/../../b", "..", "\\x"] {
-            assert!(relative_path("p", bad).is_err(), "{bad}");
+        // The worker could not use these after the agent ran: refused here, at AddTasks.
+        for bad in ["", "/etc", "a/../../b", "..", "\\x", ".", "./", "a/", "a//b"] {
+            let e = relative_path("p", bad).unwrap_err();
+            assert!(e.to_string().starts_with("p: "), "{e}");
         }
+    }
+
+    #[test]
+    fn batches_are_bounded_by_edges_and_bytes() {
+        let deps: Vec<i64> = (1..=limits::MAX_DEPENDENCIES as i64).collect();
+        let dense = pb::TaskSpec { depends_on: deps, ..spec("x") };
+        let n = limits::MAX_BATCH_EDGES / limits::MAX_DEPENDENCIES + 1;
+        let err = add_tasks(pb::AddTasksRequest { job_id: "j".into(), tasks: vec![dense; n] }).unwrap_err();
+        assert!(err.to_string().starts_with("tasks: have"), "{err}");
+        let big = spec(&"p".repeat(limits::MAX_PROMPT_BYTES));
+        let n = limits::MAX_BATCH_BYTES / limits::MAX_PROMPT_BYTES + 1;
+        let err = add_tasks(pb::AddTasksRequest { job_id: "j".into(), tasks: vec![big; n] }).unwrap_err();
+        assert!(err.to_string().contains("bytes encoded"), "{err}");
+    }
+
+    #[test]
+    fn every_string_has_a_limit() {
+        let reason = "r".repeat(limits::MAX_REASON_BYTES + 1);
+        let e = cancel_job(&pb::CancelJobRequest { job_id: "j".into(), reason: reason.clone() }).unwrap_err();
+        assert!(e.to_string().starts_with("reason: is"), "{e}");
+        let e = cancel_task(&pb::CancelTaskRequest { task_id: 1, reason: reason.clone() }).unwrap_err();
+        assert!(e.to_string().starts_with("reason: is"), "{e}");
+        let e = id("job_id", &"j".repeat(limits::MAX_ID_BYTES + 1)).unwrap_err();
+        assert!(e.to_string().starts_with("job_id: is"), "{e}");
+        let handed =
+            pb::Report { task_id: 1, attempt: 1, body: Some(pb::report::Body::HandedBack(pb::HandedBack { reason })) };
+        let e = report(&pb::ReportRequest { worker_id: "w".into(), reports: vec![handed] }).unwrap_err();
+        assert!(e.to_string().starts_with("reports[0].handed_back.reason"), "{e}");
+        let kinds = vec!["k".to_string(); limits::MAX_AGENT_KINDS + 1];
+        let r = pb::RegisterRequest { slots: 1, agent_kinds: kinds, ..Default::default() };
+        assert!(register(&r).unwrap_err().to_string().starts_with("agent_kinds"));
+        let many = vec![1; limits::MAX_RETRY_IDS + 1];
+        let e = retry_tasks(&pb::RetryTasksRequest { job_id: String::new(), task_ids: many }).unwrap_err();
+        assert!(e.to_string().starts_with("task_ids"), "{e}");
     }
 }

@@ -13,6 +13,7 @@ pub mod pb {
 /// The encoded `FileDescriptorSet` of `orca.v1`, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("orca_descriptor");
 
+pub mod codec;
 pub mod contract;
 
 /// The contract's defaults, also reachable as `orca_proto::defaults`.

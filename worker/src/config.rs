@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-
-/// Slots a worker may advertise (the coordinator accepts 1..=10000).
-pub const MAX_SLOTS: u32 = 10_000;
+use orca_proto::contract::{self, limits};
 
 /// Which agent runs the tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -103,19 +101,6 @@ fn err(flag: &'static str, message: impl Into<String>) -> Error {
     Error { flag, message: message.into() }
 }
 
-/// Parses one `key=value` label with the coordinator's rules.
-pub fn parse_label(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not key=value"))?;
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/');
-    if k.is_empty() || k.len() > 63 || !k.chars().all(ok_char) {
-        return Err(format!("label key {k:?} must be 1-63 characters of [A-Za-z0-9_.-/]"));
-    }
-    if v.len() > 63 || !v.chars().all(ok_char) {
-        return Err(format!("label value {v:?} must be 0-63 characters of [A-Za-z0-9_.-/]"));
-    }
-    Ok((k.to_string(), v.to_string()))
-}
-
 /// The host name, or "localhost" when it cannot be read.
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
@@ -146,21 +131,19 @@ impl Args {
             Some(n) => n,
             None => std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
         };
-        if slots == 0 || slots > MAX_SLOTS {
-            return Err(err("--slots", format!("{slots} is outside 1..={MAX_SLOTS}")));
-        }
+        contract::slots(slots).map_err(|v| err("--slots", v.0))?;
         let hostname = hostname();
         let name = self.name.unwrap_or_else(|| hostname.clone());
-        if name.trim().is_empty() || name.len() > 256 {
-            return Err(err("--name", "must be 1-256 bytes"));
+        if name.trim().is_empty() || name.len() > limits::MAX_NAME_BYTES {
+            return Err(err("--name", format!("must be 1-{} bytes", limits::MAX_NAME_BYTES)));
         }
         let mut labels = BTreeMap::new();
         for l in self.labels.iter().filter(|l| !l.trim().is_empty()) {
-            let (k, v) = parse_label(l.trim()).map_err(|m| err("--label", m))?;
+            let (k, v) = contract::parse_label(l.trim()).map_err(|v| err("--label", v.0))?;
             labels.insert(k, v);
         }
-        if labels.len() > 32 {
-            return Err(err("--label", "at most 32 labels"));
+        if labels.len() > limits::MAX_LABELS {
+            return Err(err("--label", format!("at most {} labels", limits::MAX_LABELS)));
         }
         let agent_command = self.agent_command.filter(|c| !c.trim().is_empty());
         if self.agent == AgentKind::Command && agent_command.is_none() {
@@ -203,15 +186,8 @@ impl Config {
     /// A worker id for this process: the name (reduced to the id alphabet) and a UUIDv7, so
     /// that it is unique across restarts and readable in logs.
     pub fn new_worker_id(&self) -> String {
-        let mut base: String = self
-            .name
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':') { c } else { '_' })
-            .take(64)
-            .collect();
-        if base.is_empty() {
-            base.push('w');
-        }
+        // 64 + 1 + 32 characters: within the id limit.
+        let base: String = contract::worker_id_from(&self.name).chars().take(64).collect();
         format!("{base}-{}", uuid::Uuid::now_v7().simple())
     }
 }
@@ -228,12 +204,13 @@ mod tests {
 
     #[test]
     fn labels_parse_with_the_coordinators_rules() {
-        assert_eq!(parse_label("gpu=a100").unwrap(), ("gpu".into(), "a100".into()));
-        assert_eq!(parse_label("zone=").unwrap(), ("zone".into(), String::new()));
-        assert!(parse_label("novalue").unwrap_err().contains("key=value"));
-        assert!(parse_label("=x").unwrap_err().contains("label key"));
-        assert!(parse_label("a=b c").unwrap_err().contains("label value"));
-        assert!(parse_label("k=x,y").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let parse =
+            |s: &str| args(&["--label", s, "--work-dir", d]).validate().map(|c| c.labels).map_err(|e| e.to_string());
+        assert_eq!(parse("gpu=a100").unwrap().get("gpu").map(String::as_str), Some("a100"));
+        assert!(parse("novalue").unwrap_err().contains("key=value"));
+        assert!(parse("a=b c").unwrap_err().contains("--label"));
     }
 
     #[test]

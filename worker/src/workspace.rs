@@ -9,7 +9,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use orca_proto::pb;
 
@@ -101,27 +101,10 @@ pub fn prepare(
     Ok((Workspace { path, fresh: true }, note))
 }
 
-/// Checks a task-supplied relative path: not empty, not absolute, no `..`.
+/// Checks a task-supplied relative path with the contract's rule (the coordinator checked
+/// it at AddTasks already; this guards against an older coordinator).
 pub fn check_relative(p: &str) -> Result<(), Error> {
-    if p.is_empty() {
-        return Err(bad(p, "is empty"));
-    }
-    if p.contains('\0') {
-        return Err(bad(p, "contains a NUL byte"));
-    }
-    let mut normal = 0;
-    for c in Path::new(p).components() {
-        match c {
-            Component::Normal(_) => normal += 1,
-            Component::CurDir => {}
-            Component::ParentDir => return Err(bad(p, "must not contain ..")),
-            Component::RootDir | Component::Prefix(_) => return Err(bad(p, "must be relative")),
-        }
-    }
-    if normal == 0 {
-        return Err(bad(p, "names no file"));
-    }
-    Ok(())
+    orca_proto::contract::relative_file(p).map_err(|v| bad(p, v.0))
 }
 
 /// Resolves `rel` inside `root` (canonical) for writing: checks the deepest existing ancestor

@@ -7,7 +7,7 @@
 //! performs the effects (assignments, cancellations, events). Time and ids come from the
 //! caller, so tests need no clock and no database.
 //!
-//! What stays true here (design.md, invariants 2-6):
+//! What stays true here (invariants 2-6 of docs/design.md):
 //! - a task is in exactly one [`State`]; final states are final except through [`Scheduler::revive`];
 //! - an in-progress task has exactly one lease, for one attempt; any report that does not
 //!   carry the current attempt is rejected (fencing);
@@ -26,6 +26,7 @@ pub use ids::{JobId, TaskId, WorkerId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use orca_proto::{defaults, pb};
 use ready::ReadyQueues;
 
 /// The state of a task.
@@ -47,39 +48,33 @@ impl State {
 
     /// The stored and wire number (the proto enum value).
     pub fn as_i32(self) -> i32 {
-        match self {
-            State::Waiting => 1,
-            State::Pending => 2,
-            State::InProgress => 3,
-            State::Completed => 4,
-            State::Failed => 5,
-            State::Cancelled => 6,
-        }
+        let s = match self {
+            State::Waiting => pb::TaskState::Waiting,
+            State::Pending => pb::TaskState::Pending,
+            State::InProgress => pb::TaskState::InProgress,
+            State::Completed => pb::TaskState::Completed,
+            State::Failed => pb::TaskState::Failed,
+            State::Cancelled => pb::TaskState::Cancelled,
+        };
+        s as i32
     }
 
     /// The inverse of [`State::as_i32`].
     pub fn from_i32(v: i32) -> Option<State> {
-        Some(match v {
-            1 => State::Waiting,
-            2 => State::Pending,
-            3 => State::InProgress,
-            4 => State::Completed,
-            5 => State::Failed,
-            6 => State::Cancelled,
-            _ => return None,
+        Some(match pb::TaskState::try_from(v).ok()? {
+            pb::TaskState::Unspecified => return None,
+            pb::TaskState::Waiting => State::Waiting,
+            pb::TaskState::Pending => State::Pending,
+            pb::TaskState::InProgress => State::InProgress,
+            pb::TaskState::Completed => State::Completed,
+            pb::TaskState::Failed => State::Failed,
+            pb::TaskState::Cancelled => State::Cancelled,
         })
     }
 
-    /// The short lowercase name.
+    /// The short lowercase name (the contract's).
     pub fn name(self) -> &'static str {
-        match self {
-            State::Waiting => "waiting",
-            State::Pending => "pending",
-            State::InProgress => "in_progress",
-            State::Completed => "completed",
-            State::Failed => "failed",
-            State::Cancelled => "cancelled",
-        }
+        orca_proto::contract::TASK_STATE_NAMES[self.as_i32() as usize - 1]
     }
 }
 
@@ -93,7 +88,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { initial_ms: 1_000, multiplier: 2.0, max_ms: 60_000 }
+        RetryPolicy {
+            initial_ms: defaults::INITIAL_BACKOFF_MS as u64,
+            multiplier: defaults::BACKOFF_MULTIPLIER,
+            max_ms: defaults::MAX_BACKOFF_MS as u64,
+        }
     }
 }
 
@@ -117,7 +116,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { lease_ms: 30_000, max_lease_losses: 3 }
+        Limits { lease_ms: defaults::LEASE_SECONDS as u64 * 1_000, max_lease_losses: defaults::MAX_LEASE_LOSSES }
     }
 }
 
