@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Orca's main job on one machine: a coordinator on an embedded SQLite file, three local
-# workers, and the orchestrator guide's sample session (client/examples/quickstart.rs).
+# workers, and the orchestrator guide's sample session (client/examples/quickstart.rs; the
+# guide is the API Orca keeps from the system it replaces, see docs/design.md).
 # The workers run scripts/demo-agent.sh; with ORCA_DEMO_AGENT=claude they run Claude Code.
 set -euo pipefail
 cd "$(dirname "$0")/.."

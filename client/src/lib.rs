@@ -1,8 +1,8 @@
 //! `orca-client`: a typed async client for Orca's `orca.v1.Orchestrator` service, with the
-//! calls of the orchestrator guide the system Orca replaces: create a job, add subtasks, wait
-//! and collect, job status, completed and failed tasks, retry failed tasks, cancel, shared
-//! context, quick delegation and result synthesis, plus [`Client::watch`], a resumable stream
-//! of a job's events.
+//! calls of the orchestrator guide of the system Orca replaces (docs/design.md, "The system it
+//! replaces"): create a job, add subtasks, wait and collect, job status, completed and failed
+//! tasks, retry failed tasks, cancel, shared context, quick delegation and result synthesis,
+//! plus [`Client::watch`], a resumable stream of a job's events.
 //!
 //! Waiting is driven by the WatchJob stream, never by polling. Errors are [`Error`], not raw
 //! gRPC statuses.
@@ -420,8 +420,8 @@ impl Client {
         Ok(out)
     }
 
-    /// Runs a list of prompts as one job and returns their outcomes in order (the guide's
-    /// `quick_delegate`).
+    /// Runs a list of prompts as one job and returns their outcomes in order (the orchestrator
+    /// guide's `quick_delegate`, docs/design.md).
     pub async fn quick_delegate(&self, prompts: &[&str], timeout: Option<Duration>) -> Result<Vec<TaskOutcome>, Error> {
         let job = self.create_job("quick delegation").await?;
         let ids = self.add_subtasks(&job, prompts.iter().map(|p| Subtask::new(p)).collect()).await?;
@@ -461,7 +461,7 @@ impl Client {
 }
 
 /// A plain-text report of collected results, for a person or an orchestrating agent to read
-/// (the guide's `synthesize_results`).
+/// (the orchestrator guide's `synthesize_results`, docs/design.md).
 pub fn synthesize_results(collected: &Collected) -> String {
     let s = &collected.status;
     let mut out = format!(

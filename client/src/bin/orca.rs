@@ -319,7 +319,7 @@ fn job_state_name(v: i32) -> &'static str {
     pb::JobState::try_from(v).map(|s| s.short_name()).unwrap_or("unknown")
 }
 
-/// The flat status document of `orca status --json` (the contract's shape).
+/// The flat status document of `orca status --json` (its shape is in docs/contract.md).
 fn status_json(job: &str, s: &pb::JobStatus) -> serde_json::Value {
     json!({
         "job_id": job,
