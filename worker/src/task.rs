@@ -74,7 +74,7 @@ pub async fn run(ctx: &Ctx, a: pb::Assignment, mut stop: StopRx, progress: &mut 
     }
     let (ws, note) = match prepare(ctx, &a, &spec).await {
         Ok(p) => p,
-        Err(fin) => return fin,
+        Err(fin) => return *fin,
     };
     if let Some(note) = note {
         tracing::info!(task = a.task_id, attempt = a.attempt, "{note}");
@@ -90,7 +90,7 @@ pub async fn run(ctx: &Ctx, a: pb::Assignment, mut stop: StopRx, progress: &mut 
 
 /// Picks the workspace and writes the context files into it, on a blocking thread (file I/O).
 /// A fresh workspace whose files cannot be written is removed again.
-async fn prepare(ctx: &Ctx, a: &pb::Assignment, spec: &pb::TaskSpec) -> Result<(Workspace, Option<String>), Final> {
+async fn prepare(ctx: &Ctx, a: &pb::Assignment, spec: &pb::TaskSpec) -> Step<(Workspace, Option<String>)> {
     let (work_dir, allow) = (ctx.config.work_dir.clone(), ctx.config.allow_dirs.clone());
     let (job, files, working_dir) = (a.job_id.clone(), spec.context_files.clone(), spec.working_dir.clone());
     let (task_id, attempt) = (a.task_id, a.attempt);
@@ -105,8 +105,8 @@ async fn prepare(ctx: &Ctx, a: &pb::Assignment, spec: &pb::TaskSpec) -> Result<(
     .await;
     match prepared {
         Ok(Ok(p)) => Ok(p),
-        Ok(Err(e)) => Err(workspace_failed(pb::TaskResult::default(), e)),
-        Err(e) => Err(failed(pb::TaskResult::default(), format!("workspace preparation failed: {e}"), true)),
+        Ok(Err(e)) => Err(Box::new(workspace_failed(pb::TaskResult::default(), e))),
+        Err(e) => Err(Box::new(failed(pb::TaskResult::default(), format!("workspace preparation failed: {e}"), true))),
     }
 }
 
@@ -133,9 +133,12 @@ async fn attempt_in(
     let mut at = Attempt { ctx, spec, ws, env: command::env(&values), started, result: pb::TaskResult::default() };
     match at.steps(&values, stop, progress).await {
         Ok(()) => at.completed(),
-        Err(fin) => fin,
+        Err(fin) => *fin,
     }
 }
+
+/// A step of an attempt: `Err` ends the attempt with that [`Final`] (boxed: it is large).
+type Step<T = ()> = Result<T, Box<Final>>;
 
 /// One attempt's steps after the workspace is ready, and the result they fill in.
 struct Attempt<'a> {
@@ -154,7 +157,7 @@ impl Attempt<'_> {
         values: &command::Values<'_>,
         stop: &mut StopRx,
         progress: &mut (dyn FnMut(String) + Send),
-    ) -> Result<(), Final> {
+    ) -> Step {
         let inv = self.invocation(values)?;
         let (code, out, parser) = self.run_agent(inv, stop, progress).await?;
         match self.ctx.config.agent {
@@ -168,8 +171,12 @@ impl Attempt<'_> {
     }
 
     /// Fails the attempt with the result so far.
-    fn fail(&mut self, error: impl Into<String>, retryable: bool) -> Final {
-        failed(std::mem::take(&mut self.result), error, retryable)
+    fn fail(&mut self, error: impl Into<String>, retryable: bool) -> Box<Final> {
+        Box::new(failed(std::mem::take(&mut self.result), error, retryable))
+    }
+
+    fn workspace_failed(&mut self, e: workspace::Error) -> Box<Final> {
+        Box::new(workspace_failed(std::mem::take(&mut self.result), e))
     }
 
     fn completed(mut self) -> Final {
@@ -179,7 +186,7 @@ impl Attempt<'_> {
 
     /// What to run: the rendered template under `sh -c`, or Claude Code with the task's
     /// options. The prompt is on stdin either way.
-    fn invocation(&mut self, values: &command::Values<'_>) -> Result<Invocation, Final> {
+    fn invocation(&mut self, values: &command::Values<'_>) -> Step<Invocation> {
         let ctx = self.ctx;
         let config = &ctx.config;
         let (program, args) = match config.agent {
@@ -219,7 +226,7 @@ impl Attempt<'_> {
         inv: Invocation,
         stop: &mut StopRx,
         progress: &mut (dyn FnMut(String) + Send),
-    ) -> Result<(i32, agent::Outcome, claude::Parser), Final> {
+    ) -> Step<(i32, agent::Outcome, claude::Parser)> {
         let mut parser = claude::Parser::default();
         let out = {
             let mut on_line = |line: &[u8]| {
@@ -233,7 +240,7 @@ impl Attempt<'_> {
         };
         self.result.duration_ms = out.duration.as_millis() as u64;
         let code = match &out.ending {
-            Ending::Stopped(r) => return Err(stopped(*r)),
+            Ending::Stopped(r) => return Err(Box::new(stopped(*r))),
             Ending::SpawnFailed(e) => return Err(self.fail(e.clone(), true)),
             Ending::TimedOut(d) => {
                 self.result.exit_code = -1;
@@ -250,7 +257,7 @@ impl Attempt<'_> {
 
     /// Claude's result envelope fills the result; an error envelope, a non-zero exit or no
     /// envelope at all fail the attempt.
-    fn judge_claude(&mut self, code: i32, out: &agent::Outcome, parser: claude::Parser) -> Result<(), Final> {
+    fn judge_claude(&mut self, code: i32, out: &agent::Outcome, parser: claude::Parser) -> Step {
         let Some(env) = parser.finish(&out.stdout) else {
             self.result.output = agent::text(&out.stdout);
             let what = if code == 0 { "printed no result".to_string() } else { format!("exited with code {code}") };
@@ -273,7 +280,7 @@ impl Attempt<'_> {
     }
 
     /// A command's stdout is its output; any exit code but 0 fails the attempt.
-    fn judge_command(&mut self, code: i32, out: &agent::Outcome) -> Result<(), Final> {
+    fn judge_command(&mut self, code: i32, out: &agent::Outcome) -> Step {
         self.result.output = agent::text(&out.stdout);
         if code != 0 {
             let hint = if code == 127 { " (command not found?)" } else { "" };
@@ -282,16 +289,16 @@ impl Attempt<'_> {
         Ok(())
     }
 
-    fn check_outputs(&mut self) -> Result<(), Final> {
+    fn check_outputs(&mut self) -> Step {
         match workspace::missing_outputs(self.ws, &self.spec.expected_outputs) {
             Ok(missing) if missing.is_empty() => Ok(()),
             Ok(missing) => Err(self.fail(workspace::Error::Missing(missing).to_string(), true)),
-            Err(e) => Err(workspace_failed(std::mem::take(&mut self.result), e)),
+            Err(e) => Err(self.workspace_failed(e)),
         }
     }
 
     /// The task's hooks, or with `auto_verify` and none, those picked from marker files.
-    async fn verify(&mut self, stop: &mut StopRx) -> Result<(), Final> {
+    async fn verify(&mut self, stop: &mut StopRx) -> Step {
         let hooks = if self.spec.verification.is_empty() && self.spec.auto_verify {
             verify::auto_hooks(&self.ws.path)
         } else {
@@ -302,7 +309,7 @@ impl Attempt<'_> {
         }
         match verify::run_hooks(&self.ctx.exe, &self.ws.path, &self.env, &hooks, stop).await {
             Ok(results) => self.result.verification = results,
-            Err(r) => return Err(stopped(r)),
+            Err(r) => return Err(Box::new(stopped(r))),
         }
         if let Some(msg) = verify::failure(&hooks, &self.result.verification) {
             self.result.duration_ms = self.started.elapsed().as_millis() as u64;
@@ -312,7 +319,7 @@ impl Attempt<'_> {
     }
 
     /// The expected outputs' contents, read on a blocking thread (file I/O).
-    async fn collect_artifacts(&mut self) -> Result<(), Final> {
+    async fn collect_artifacts(&mut self) -> Step {
         if self.spec.expected_outputs.is_empty() {
             return Ok(());
         }
@@ -323,7 +330,7 @@ impl Attempt<'_> {
                 self.result.artifacts = arts;
                 Ok(())
             }
-            Ok(Err(e)) => Err(workspace_failed(std::mem::take(&mut self.result), e)),
+            Ok(Err(e)) => Err(self.workspace_failed(e)),
             Err(e) => Err(self.fail(format!("reading artifacts failed: {e}"), true)),
         }
     }
