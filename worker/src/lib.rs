@@ -5,8 +5,10 @@
 //!
 //! The modules follow the data path of a task:
 //! - [`config`]: flags and `ORCA_*` variables, checked before anything connects;
-//! - [`session`]: the actor that owns the connection (register, Listen stream, heartbeats,
-//!   reconnects), the attempts held and the report queue, and the drain on SIGTERM;
+//! - [`session`]: the connection to the coordinator (register, Listen stream, heartbeats,
+//!   reports, reconnects), a thin shell that performs what [`session::state`] decides: the
+//!   pure state machine of the attempts held, the report queue, the link's timers and the
+//!   drain on SIGTERM (inputs in, effects out, no tokio or tonic);
 //! - [`task`]: one attempt from assignment to final report;
 //! - [`workspace`]: where a task runs, context files in, expected outputs out;
 //! - [`prompt`]: the prompt the agent gets (shared context, files, outputs, task);

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use orca_proto::contract::limits;
 use orca_proto::pb;
 use pb::worker_gateway_client::WorkerGatewayClient;
 use tokio::sync::{mpsc, watch};
@@ -35,8 +36,6 @@ use state::{CallError, Effect, Input, Key, Registration, Settings, State};
 
 /// Events waiting for the loop.
 pub const EVENT_BUFFER: usize = 4_096;
-/// Largest gRPC message sent or received.
-pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 /// Bound on one unary call.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on connecting.
@@ -121,8 +120,8 @@ async fn channel(url: &str) -> Result<Client, String> {
         .keep_alive_while_idle(true);
     let ch = endpoint.connect().await.map_err(|e| format!("cannot connect to {url}: {e}"))?;
     Ok(WorkerGatewayClient::new(ch)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+        .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(limits::MAX_MESSAGE_BYTES))
 }
 
 /// Connects, registers, opens the Listen stream, then forwards its messages until it ends or
@@ -171,6 +170,13 @@ async fn connect(
         }
     };
     let _ = tx.send(Event::StreamEnded { epoch, error }).await;
+}
+
+/// Registers again while draining; a failure only means more assignments to hand back.
+async fn lower_slots(client: &mut Client, reg: pb::RegisterRequest) {
+    if let Err(s) = unary(client.register(reg)).await {
+        tracing::debug!(error = %s.message(), "lowering slots failed");
+    }
 }
 
 /// Runs the worker until it has drained after a signal.
@@ -322,11 +328,7 @@ impl Shell {
     fn register(&self, reg: Registration) {
         let Some(mut client) = self.client() else { return };
         let reg = self.register_request(reg);
-        tokio::spawn(async move {
-            if let Err(s) = unary(client.register(reg)).await {
-                tracing::debug!(error = %s.message(), "lowering slots failed");
-            }
-        });
+        tokio::spawn(async move { lower_slots(&mut client, reg).await });
     }
 
     fn report(&self, register: Option<Registration>, reports: Vec<pb::Report>) {
@@ -340,10 +342,8 @@ impl Shell {
                 let _ = tx.send(Event::ReportDone { result }).await;
                 return;
             };
-            if let Some(reg) = reg
-                && let Err(s) = unary(client.register(reg)).await
-            {
-                tracing::debug!(error = %s.message(), "lowering slots failed");
+            if let Some(reg) = reg {
+                lower_slots(&mut client, reg).await;
             }
             let result = unary(client.report(req)).await;
             let _ = tx.send(Event::ReportDone { result }).await;
@@ -399,10 +399,7 @@ impl Shell {
                 Ok(fin) => fin,
                 Err(e) => {
                     tracing::error!(task = key.0, attempt = key.1, error = %e, "attempt panicked");
-                    Final::Report(pb::report::Body::Failed(pb::Failed {
-                        result: Some(pb::TaskResult { error: format!("worker error: {e}"), ..Default::default() }),
-                        retryable: true,
-                    }))
+                    task::failed(pb::TaskResult::default(), format!("worker error: {e}"), true)
                 }
             };
             let _ = tx.send(Event::Finished { key, fin }).await;

@@ -29,7 +29,8 @@ pub enum Final {
     Silent,
 }
 
-fn failed(mut result: pb::TaskResult, error: impl Into<String>, retryable: bool) -> Final {
+/// A failed attempt with this result and error.
+pub fn failed(mut result: pb::TaskResult, error: impl Into<String>, retryable: bool) -> Final {
     result.error = error.into();
     Final::Report(Body::Failed(pb::Failed { result: Some(result), retryable }))
 }

@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use orca_proto::contract::limits;
 use orca_proto::pb;
 use prost::Message;
 
@@ -36,12 +37,15 @@ mod tests;
 
 /// Reports queued beyond which new progress reports are dropped.
 pub const MAX_PENDING_PROGRESS: usize = 1_000;
-/// Bytes of one progress message.
-pub const MAX_PROGRESS_BYTES: usize = 16 << 10;
+/// Bytes of one progress message (the coordinator refuses longer ones).
+pub const MAX_PROGRESS_BYTES: usize = limits::MAX_PROGRESS_BYTES;
 /// Reports in one request at most.
 pub const MAX_BATCH_REPORTS: usize = 1_000;
-/// Encoded bytes of one report request at most (the coordinator takes 256 MiB messages).
-pub const MAX_BATCH_BYTES: usize = 64 << 20;
+const _: () = assert!(MAX_BATCH_REPORTS <= limits::MAX_REPORTS);
+/// Encoded bytes of the reports of one request at most: the contract's bound, which leaves
+/// room for the envelope below the message limit (a larger request would be refused, and
+/// retried forever).
+pub const MAX_BATCH_BYTES: usize = limits::MAX_REPORT_BATCH_BYTES;
 /// Reconnect backoff: first and largest delay (jittered).
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
