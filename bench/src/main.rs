@@ -10,22 +10,28 @@
 //!    the coordinator's peak RSS;
 //! 5. 1,000 idle connected worker sessions: coordinator RSS and CPU.
 //!
-//! Prints a table (and JSON with `--json`). Not a test: figures depend on the machine.
+//! Prints a table (and JSON with `--json`). Not a test: figures depend on the machine. The
+//! processes are started and stopped through `orca-harness`; every one started here is
+//! stopped (SIGTERM, then reaped) before its part's figures are printed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Parser;
+use orca_harness::procfs::{cpu_time, rss_mib};
+use orca_harness::{Coordinator, CoordinatorConfig, Worker, WorkerConfig};
 use orca_proto::pb;
 use pb::orchestrator_client::OrchestratorClient;
 use pb::worker_gateway_client::WorkerGatewayClient;
 use serde_json::json;
 use tokio::sync::Mutex;
 use tonic::transport::{Channel, Endpoint};
+
+/// Bound on a process's exit after SIGTERM.
+const STOP_WITHIN: Duration = Duration::from_secs(600);
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "orca-bench", about = "Orca's benchmark (see docs/benchmarks.md)")]
@@ -69,99 +75,41 @@ struct Args {
     dir: Option<PathBuf>,
 }
 
-fn bin(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let p = exe.parent().context("exe dir")?.join(name);
-    if !p.exists() {
-        bail!("{} not found: build it with `cargo build --release -p orca-coordinator -p orca-worker`", p.display());
-    }
-    Ok(p)
+/// A coordinator on a fresh database in `dir`, on `127.0.0.1:0`.
+fn start_coordinator(dir: &Path) -> Result<Coordinator> {
+    let binary = orca_harness::binary_in(&orca_harness::binary_dir()?, "orca-coordinator")?;
+    let config = CoordinatorConfig::new(binary, dir).log_filter("warn").ready_within(Duration::from_secs(600));
+    Ok(Coordinator::start(config)?)
 }
 
-struct Coordinator {
-    child: Child,
-    addr: String,
-}
-
-impl Coordinator {
-    fn start(dir: &Path, extra: &[&str]) -> Result<(Coordinator, Duration)> {
-        std::fs::create_dir_all(dir)?;
-        let addr_file = dir.join("addr");
-        let _ = std::fs::remove_file(&addr_file);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("coordinator.log"))?;
-        let t0 = Instant::now();
-        let mut child = Command::new(bin("orca-coordinator")?)
-            .args(["--listen", "127.0.0.1:0", "--db"])
-            .arg(dir.join("orca.db"))
-            .arg("--addr-file")
-            .arg(&addr_file)
-            .args(extra)
-            .env("ORCA_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        loop {
-            if let Ok(s) = std::fs::read_to_string(&addr_file)
-                && s.ends_with('\n')
-            {
-                let ready = t0.elapsed();
-                return Ok((Coordinator { child, addr: s.trim().to_string() }, ready));
-            }
-            if let Some(st) = child.try_wait()? {
-                bail!("coordinator exited with {st}; see {}", dir.join("coordinator.log").display());
-            }
-            if t0.elapsed() > Duration::from_secs(600) {
-                bail!("coordinator not ready after 600 s");
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGTERM and wait.
-    fn stop(mut self) -> Result<Duration> {
-        let t0 = Instant::now();
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait()?;
-        Ok(t0.elapsed())
+/// SIGTERM, and waits for its exit.
+fn stop(mut coord: Coordinator) -> Result<()> {
+    match coord.terminate(STOP_WITHIN) {
+        Some(_) => Ok(()),
+        None => bail!("the coordinator did not stop within {STOP_WITHIN:?} of SIGTERM"),
     }
 }
 
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Workers(Vec<Child>);
+/// Worker processes, stopped with SIGTERM (and waited for) when dropped.
+struct Workers(Vec<Worker>);
 
 impl Workers {
     fn start(n: usize, slots: u32, url: &str, dir: &Path, agent: &[&str]) -> Result<Workers> {
+        let binary = orca_harness::binary_in(&orca_harness::binary_dir()?, "orca-worker")?;
+        let slots = slots.to_string();
         let mut v = Vec::new();
         for i in 0..n {
-            let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("worker{i}.log")))?;
-            let work = dir.join(format!("work{i}"));
-            std::fs::create_dir_all(&work)?;
-            v.push(
-                Command::new(bin("orca-worker")?)
-                    .args(["--coordinator", url, "--slots", &slots.to_string(), "--name", &format!("bench{i}")])
-                    .arg("--work-dir")
-                    .arg(&work)
-                    .args(agent)
-                    .env("ORCA_LOG", "warn")
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()?,
-            );
+            let args = ["--slots", slots.as_str()].into_iter().chain(agent.iter().copied());
+            v.push(Worker::start(WorkerConfig {
+                binary: binary.clone(),
+                coordinator: url.to_string(),
+                name: format!("bench{i}"),
+                work_dir: dir.join(format!("work{i}")),
+                log: dir.join(format!("worker{i}.log")),
+                args: args.map(str::to_string).collect(),
+                log_filter: "warn".into(),
+                env: Vec::new(),
+            })?);
         }
         Ok(Workers(v))
     }
@@ -169,40 +117,8 @@ impl Workers {
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        for c in &mut self.0 {
-            // SAFETY: kill(2) on our own children.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        }
-        for c in &mut self.0 {
-            let _ = c.wait();
-        }
+        orca_harness::process::terminate_all(self.0.iter_mut().map(|w| &mut w.child), STOP_WITHIN);
     }
-}
-
-/// (VmRSS, VmHWM) in MiB.
-fn rss_mib(pid: u32) -> (f64, f64) {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        s.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// CPU time (user + system) of a process.
-fn cpu_time(pid: u32) -> Duration {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = s.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 =
-        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    // SAFETY: sysconf is always safe to call.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_millis(ticks * 1000 / hz)
 }
 
 async fn channel(url: &str) -> Result<Channel> {
@@ -210,9 +126,7 @@ async fn channel(url: &str) -> Result<Channel> {
 }
 
 async fn orchestrator(url: &str) -> Result<OrchestratorClient<Channel>> {
-    Ok(OrchestratorClient::new(channel(url).await?)
-        .max_decoding_message_size(256 << 20)
-        .max_encoding_message_size(256 << 20))
+    Ok(orca_bench::rpc::orchestrator(channel(url).await?))
 }
 
 async fn create_job(c: &mut OrchestratorClient<Channel>, d: &str) -> Result<String> {
@@ -267,7 +181,7 @@ async fn wait_completed(c: &mut OrchestratorClient<Channel>, job: &str, n: u64) 
 
 /// Runs N tasks through W workers; returns tasks per second and the coordinator's peak RSS.
 async fn end_to_end(args: &Args, dir: &Path, n: usize, agent: &[&str]) -> Result<(f64, f64)> {
-    let (coord, _) = Coordinator::start(dir, &[])?;
+    let coord = start_coordinator(dir)?;
     let url = coord.url();
     let _workers = Workers::start(args.workers, args.slots, &url, dir, agent)?;
     let mut c = orchestrator(&url).await?;
@@ -283,22 +197,22 @@ async fn end_to_end(args: &Args, dir: &Path, n: usize, agent: &[&str]) -> Result
     let elapsed = t0.elapsed();
     sub.await??;
     let (_, hwm) = rss_mib(coord.pid());
-    coord.stop()?;
+    stop(coord)?;
     Ok((n as f64 / elapsed.as_secs_f64(), hwm))
 }
 
 async fn enqueue(args: &Args, dir: &Path) -> Result<f64> {
-    let (coord, _) = Coordinator::start(dir, &[])?;
+    let coord = start_coordinator(dir)?;
     let mut c = orchestrator(&coord.url()).await?;
     let job = create_job(&mut c, "bench enqueue").await?;
     let took = submit(&coord.url(), &job, args.tasks, 1_000, args.submitters).await?;
-    coord.stop()?;
+    stop(coord)?;
     Ok(args.tasks as f64 / took.as_secs_f64())
 }
 
 /// The bench's own worker session: timestamps each assignment's arrival by prompt.
 async fn latency(args: &Args, dir: &Path) -> Result<(f64, f64, f64, usize)> {
-    let (coord, _) = Coordinator::start(dir, &[])?;
+    let coord = start_coordinator(dir)?;
     let url = coord.url();
     let mut gw = WorkerGatewayClient::new(channel(&url).await?);
     let reg = gw
@@ -354,7 +268,7 @@ async fn latency(args: &Args, dir: &Path) -> Result<(f64, f64, f64, usize)> {
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     let r = (pct(0.50), pct(0.99), *lat.last().unwrap_or(&0.0), lat.len());
     drop(a);
-    coord.stop()?;
+    stop(coord)?;
     Ok(r)
 }
 
@@ -366,14 +280,15 @@ struct Scale {
 }
 
 async fn scale(args: &Args, dir: &Path, sample: usize) -> Result<Scale> {
-    let (coord, _) = Coordinator::start(dir, &[])?;
+    let coord = start_coordinator(dir)?;
     let url = coord.url();
     let mut c = orchestrator(&url).await?;
     let job = create_job(&mut c, "bench scale").await?;
     let took = submit(&url, &job, args.scale_tasks, 10_000, args.submitters).await?;
     let (_, hwm_before) = rss_mib(coord.pid());
-    coord.stop()?;
-    let (coord, restart) = Coordinator::start(dir, &[])?;
+    stop(coord)?;
+    let coord = start_coordinator(dir)?;
+    let restart = coord.ready_in;
     let url = coord.url();
     let mut c = orchestrator(&url).await?;
     let _workers = Workers::start(args.workers, args.slots, &url, dir, &["--agent", "noop"])?;
@@ -383,7 +298,7 @@ async fn scale(args: &Args, dir: &Path, sample: usize) -> Result<Scale> {
     let rate = sample as f64 / t0.elapsed().as_secs_f64();
     let (_, hwm_after) = rss_mib(coord.pid());
     drop(_workers);
-    coord.stop()?;
+    stop(coord)?;
     Ok(Scale {
         enqueue_per_s: args.scale_tasks as f64 / took.as_secs_f64(),
         full_rate: rate,
@@ -393,7 +308,7 @@ async fn scale(args: &Args, dir: &Path, sample: usize) -> Result<Scale> {
 }
 
 async fn idle(args: &Args, dir: &Path) -> Result<(f64, f64, f64)> {
-    let (coord, _) = Coordinator::start(dir, &[])?;
+    let coord = start_coordinator(dir)?;
     let url = coord.url();
     let (rss0, _) = rss_mib(coord.pid());
     // One process, many sessions: 10 sessions share each HTTP/2 connection.
@@ -432,12 +347,28 @@ async fn idle(args: &Args, dir: &Path) -> Result<(f64, f64, f64)> {
     for t in tasks {
         t.abort();
     }
-    coord.stop()?;
+    stop(coord)?;
     Ok((rss0, rss, cpu))
 }
 
 fn wants(args: &Args, part: &str) -> bool {
     args.only.is_empty() || args.only.iter().any(|p| p == part)
+}
+
+/// The printed table (figure, measured, bar) and the JSON document.
+struct Table {
+    rows: Vec<(String, String, String)>,
+    out: serde_json::Value,
+}
+
+impl Table {
+    fn row(&mut self, figure: impl Into<String>, measured: String, bar: &str) {
+        self.rows.push((figure.into(), measured, bar.into()));
+    }
+}
+
+fn log(s: &str) {
+    eprintln!("orca-bench: {s}");
 }
 
 #[tokio::main]
@@ -446,89 +377,90 @@ async fn main() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let root = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let mut rows: Vec<(String, String, String)> = Vec::new();
-    let mut out = json!({"cores": cores, "tasks": args.tasks, "workers": args.workers, "slots": args.slots});
-    let log = |s: &str| eprintln!("orca-bench: {s}");
-
+    let mut t = Table {
+        rows: Vec::new(),
+        out: json!({"cores": cores, "tasks": args.tasks, "workers": args.workers, "slots": args.slots}),
+    };
     let mut empty_rate = None;
     if wants(&args, "e2e") {
         log(&format!("end to end: {} no-op tasks, {} workers x {} slots", args.tasks, args.workers, args.slots));
         let (rate, hwm) = end_to_end(&args, &root.join("e2e"), args.tasks, &["--agent", "noop"]).await?;
         empty_rate = Some(rate);
-        rows.push(("end to end, no-op, durable".into(), format!("{rate:.0} tasks/s"), ">= 20,000 tasks/s".into()));
-        out["e2e_tasks_per_s"] = json!(rate);
-        out["e2e_coordinator_peak_rss_mib"] = json!(hwm);
+        t.row("end to end, no-op, durable", format!("{rate:.0} tasks/s"), ">= 20,000 tasks/s");
+        t.out["e2e_tasks_per_s"] = json!(rate);
+        t.out["e2e_coordinator_peak_rss_mib"] = json!(hwm);
     }
     if wants(&args, "process") && args.process_tasks > 0 {
         log(&format!("process cost: {} tasks spawning `true`", args.process_tasks));
-        let (rate, _) = end_to_end(
-            &args,
-            &root.join("process"),
-            args.process_tasks,
-            &["--agent", "command", "--agent-command", "true"],
-        )
-        .await?;
-        rows.push(("end to end, spawning `true`".into(), format!("{rate:.0} tasks/s"), "(process cost)".into()));
-        out["process_tasks_per_s"] = json!(rate);
+        let agent = ["--agent", "command", "--agent-command", "true"];
+        let (rate, _) = end_to_end(&args, &root.join("process"), args.process_tasks, &agent).await?;
+        t.row("end to end, spawning `true`", format!("{rate:.0} tasks/s"), "(process cost)");
+        t.out["process_tasks_per_s"] = json!(rate);
     }
     if wants(&args, "enqueue") {
         log(&format!("batched enqueue: {} tasks in batches of 1,000", args.tasks));
         let rate = enqueue(&args, &root.join("enqueue")).await?;
-        rows.push(("batched enqueue (1,000/batch)".into(), format!("{rate:.0} tasks/s"), ">= 100,000 tasks/s".into()));
-        out["enqueue_tasks_per_s"] = json!(rate);
+        t.row("batched enqueue (1,000/batch)", format!("{rate:.0} tasks/s"), ">= 100,000 tasks/s");
+        t.out["enqueue_tasks_per_s"] = json!(rate);
     }
     if wants(&args, "latency") {
         log(&format!("latency: {} tasks/s for {} s", args.latency_rate, args.latency_seconds));
         let (p50, p99, max, n) = latency(&args, &root.join("latency")).await?;
-        rows.push(("submit-to-start p50".into(), format!("{p50:.2} ms"), "<= 1 ms".into()));
-        rows.push(("submit-to-start p99".into(), format!("{p99:.2} ms"), "<= 5 ms".into()));
-        rows.push(("submit-to-start max".into(), format!("{max:.2} ms"), String::new()));
-        out["latency_ms"] = json!({"p50": p50, "p99": p99, "max": max, "samples": n});
+        t.row("submit-to-start p50", format!("{p50:.2} ms"), "<= 1 ms");
+        t.row("submit-to-start p99", format!("{p99:.2} ms"), "<= 5 ms");
+        t.row("submit-to-start max", format!("{max:.2} ms"), "");
+        t.out["latency_ms"] = json!({"p50": p50, "p99": p99, "max": max, "samples": n});
     }
     if wants(&args, "scale") && args.scale_tasks > 0 {
-        let sample = args.tasks.min(args.scale_tasks);
-        log(&format!("scale: {} queued tasks, dispatch of the first {sample}", args.scale_tasks));
-        let s = scale(&args, &root.join("scale"), sample).await?;
-        let base = match empty_rate {
-            Some(r) => r,
-            None => end_to_end(&args, &root.join("e2e-base"), sample, &["--agent", "noop"]).await?.0,
-        };
-        let ratio = s.full_rate / base;
-        rows.push((
-            format!("enqueue of {} tasks (10,000/batch)", s_num(args.scale_tasks)),
-            format!("{:.0} tasks/s", s.enqueue_per_s),
-            String::new(),
-        ));
-        rows.push((
-            "dispatch with the queue full".into(),
-            format!("{:.0} tasks/s ({:.0}% of empty)", s.full_rate, ratio * 100.0),
-            "within 20% of empty".into(),
-        ));
-        rows.push(("restart on that database".into(), format!("{:.2} s", s.restart.as_secs_f64()), "< 5 s".into()));
-        rows.push(("coordinator peak RSS".into(), format!("{:.0} MiB", s.peak_rss), "< 500 MB".into()));
-        out["scale"] = json!({"queued": args.scale_tasks, "enqueue_tasks_per_s": s.enqueue_per_s, "full_queue_tasks_per_s": s.full_rate,
-                              "empty_queue_tasks_per_s": base, "ratio": ratio, "restart_s": s.restart.as_secs_f64(), "peak_rss_mib": s.peak_rss});
+        scale_part(&args, &root, empty_rate, &mut t).await?;
     }
     if wants(&args, "idle") && args.idle_workers > 0 {
-        log(&format!("idle: {} worker sessions for {} s", args.idle_workers, args.idle_seconds));
-        let (rss0, rss, cpu) = idle(&args, &root.join("idle")).await?;
-        rows.push((
-            format!("{} idle workers: RSS", args.idle_workers),
-            format!("{rss:.0} MiB (empty {rss0:.0})"),
-            "< 200 MB".into(),
-        ));
-        rows.push((format!("{} idle workers: CPU", args.idle_workers), format!("{cpu:.2}% of a core"), "< 10%".into()));
-        out["idle"] = json!({"sessions": args.idle_workers, "rss_mib": rss, "empty_rss_mib": rss0, "cpu_pct": cpu});
+        idle_part(&args, &root, &mut t).await?;
     }
-
     println!("orca-bench on {cores} cores ({} workers x {} slots)\n", args.workers, args.slots);
     println!("| figure | measured | bar |\n| --- | --- | --- |");
-    for (a, b, c) in &rows {
+    for (a, b, c) in &t.rows {
         println!("| {a} | {b} | {c} |");
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", serde_json::to_string_pretty(&t.out)?);
     }
+    Ok(())
+}
+
+/// The scale figures, against the empty-queue rate (measured here when e2e did not run).
+async fn scale_part(args: &Args, root: &Path, empty_rate: Option<f64>, t: &mut Table) -> Result<()> {
+    let sample = args.tasks.min(args.scale_tasks);
+    log(&format!("scale: {} queued tasks, dispatch of the first {sample}", args.scale_tasks));
+    let s = scale(args, &root.join("scale"), sample).await?;
+    let base = match empty_rate {
+        Some(r) => r,
+        None => end_to_end(args, &root.join("e2e-base"), sample, &["--agent", "noop"]).await?.0,
+    };
+    let ratio = s.full_rate / base;
+    t.row(
+        format!("enqueue of {} tasks (10,000/batch)", s_num(args.scale_tasks)),
+        format!("{:.0} tasks/s", s.enqueue_per_s),
+        "",
+    );
+    t.row(
+        "dispatch with the queue full",
+        format!("{:.0} tasks/s ({:.0}% of empty)", s.full_rate, ratio * 100.0),
+        "within 20% of empty",
+    );
+    t.row("restart on that database", format!("{:.2} s", s.restart.as_secs_f64()), "< 5 s");
+    t.row("coordinator peak RSS", format!("{:.0} MiB", s.peak_rss), "< 500 MB");
+    t.out["scale"] = json!({"queued": args.scale_tasks, "enqueue_tasks_per_s": s.enqueue_per_s, "full_queue_tasks_per_s": s.full_rate,
+                            "empty_queue_tasks_per_s": base, "ratio": ratio, "restart_s": s.restart.as_secs_f64(), "peak_rss_mib": s.peak_rss});
+    Ok(())
+}
+
+async fn idle_part(args: &Args, root: &Path, t: &mut Table) -> Result<()> {
+    log(&format!("idle: {} worker sessions for {} s", args.idle_workers, args.idle_seconds));
+    let (rss0, rss, cpu) = idle(args, &root.join("idle")).await?;
+    t.row(format!("{} idle workers: RSS", args.idle_workers), format!("{rss:.0} MiB (empty {rss0:.0})"), "< 200 MB");
+    t.row(format!("{} idle workers: CPU", args.idle_workers), format!("{cpu:.2}% of a core"), "< 10%");
+    t.out["idle"] = json!({"sessions": args.idle_workers, "rss_mib": rss, "empty_rss_mib": rss0, "cpu_pct": cpu});
     Ok(())
 }
 

@@ -1,14 +1,20 @@
 //! Helpers for Orca's end-to-end tests: start the real `orca-coordinator` binary on
 //! `127.0.0.1:0` (readiness: the address it writes to `--addr-file`), connect clients, and
 //! run test workers written against the generated WorkerGateway client.
+//!
+//! The processes are started by `orca-harness` (shared with the benchmark and the chaos run);
+//! this crate keeps the tests' side of it: failures panic with a message, and every wait is
+//! bounded by [`WAIT`].
 
 pub mod workers;
 
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use orca_harness::CoordinatorConfig;
 use orca_proto::pb;
 use pb::orchestrator_client::OrchestratorClient;
 use pb::worker_gateway_client::WorkerGatewayClient;
@@ -16,38 +22,42 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+pub use orca_harness::process::signal;
+
 /// Generous bound on anything a test waits for.
 pub const WAIT: Duration = Duration::from_secs(120);
 
 /// Path of a workspace binary, next to the test executable's `deps/` directory.
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
-    assert!(path.exists(), "{} not found; build it first (cargo test --workspace builds it)", path.display());
-    path
+    let dir = orca_harness::binary_dir().expect("target dir");
+    match orca_harness::binary_in(&dir, name) {
+        Ok(path) => path,
+        Err(_) => panic!("{} not found; build it first (cargo test --workspace builds it)", dir.join(name).display()),
+    }
 }
 
-/// A running coordinator process.
-pub struct Coordinator {
-    pub child: Child,
-    pub addr: String,
-    pub db: PathBuf,
-    pub dir: PathBuf,
-    args: Vec<String>,
+/// A running coordinator process. It dereferences to the harness's handle, whose public
+/// fields (`child`, `addr`, `db`, `dir`) and `url`/`pid`/`kill` the tests use directly.
+pub struct Coordinator(orca_harness::Coordinator);
+
+impl Deref for Coordinator {
+    type Target = orca_harness::Coordinator;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl DerefMut for Coordinator {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl Coordinator {
     /// Starts a coordinator with its database in `dir`, and waits for its bound address.
     pub fn start(dir: &Path, extra: &[&str]) -> Coordinator {
-        let db = dir.join("orca.db");
-        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = spawn(dir, &db, &args);
-        Coordinator { child, addr, db, dir: dir.to_path_buf(), args }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let config = CoordinatorConfig::new(binary("orca-coordinator"), dir).args(extra).ready_within(WAIT);
+        Coordinator(orca_harness::Coordinator::start(config).unwrap_or_else(|e| panic!("start orca-coordinator: {e}")))
     }
 
     pub async fn client(&self) -> OrchestratorClient<Channel> {
@@ -58,12 +68,6 @@ impl Coordinator {
         WorkerGatewayClient::connect(self.url()).await.expect("connect gateway")
     }
 
-    /// `kill -9`.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
     /// SIGTERM, then waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         signal(self.child.id(), libc::SIGTERM);
@@ -72,89 +76,31 @@ impl Coordinator {
 
     /// Starts it again on the same database (a new port).
     pub fn restart(&mut self) {
-        let (child, addr) = spawn(&self.dir, &self.db, &self.args);
-        self.child = child;
-        self.addr = addr;
+        self.0.restart().unwrap_or_else(|e| panic!("restart orca-coordinator: {e}"));
     }
 
     /// Starts it again on the same database and the same address, so that connected
     /// clients and workers can reconnect.
     pub fn restart_same_port(&mut self) {
-        let mut args = vec!["--listen".to_string(), self.addr.clone()];
-        args.extend(self.args.iter().cloned());
-        let (child, addr) = spawn(&self.dir, &self.db, &args);
-        assert_eq!(addr, self.addr);
-        self.child = child;
+        let before = self.addr.clone();
+        self.0.restart_same_port().unwrap_or_else(|e| panic!("restart orca-coordinator on {before}: {e}"));
+        assert_eq!(self.addr, before);
     }
-}
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(dir: &Path, db: &Path, extra: &[String]) -> (Child, String) {
-    let addr_file = dir.join("addr");
-    let _ = std::fs::remove_file(&addr_file);
-    let log =
-        std::fs::OpenOptions::new().create(true).append(true).open(dir.join("coordinator.log")).expect("log file");
-    // A later --listen in `extra` overrides this one.
-    let mut child = Command::new(binary("orca-coordinator"))
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--db")
-        .arg(db)
-        .arg("--addr-file")
-        .arg(&addr_file)
-        .args(extra)
-        .env("ORCA_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn orca-coordinator");
-    let addr = wait_for_file(&addr_file, &mut child);
-    (child, addr)
 }
 
 /// Waits until the process wrote its address file (or exits, which fails the test).
 pub fn wait_for_file(path: &Path, child: &mut Child) -> String {
-    let start = Instant::now();
-    loop {
-        if let Ok(s) = std::fs::read_to_string(path)
-            && s.ends_with('\n')
-        {
-            return s.trim().to_string();
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("process exited with {status} before writing {}", path.display());
-        }
-        assert!(start.elapsed() < WAIT, "no address in {} after {WAIT:?}", path.display());
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-pub fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) with a pid we spawned and own.
-    unsafe {
-        libc::kill(pid as i32, sig);
-    }
+    orca_harness::coordinator::wait_for_address(path, child, WAIT).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Waits for a child's exit (generous bound), killing it if the bound passes.
 pub fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            return s;
-        }
-        if start.elapsed() > WAIT {
+    match orca_harness::process::wait_within(child, WAIT).expect("try_wait") {
+        Some(status) => status,
+        None => {
             let _ = child.kill();
             panic!("process did not exit within {WAIT:?}");
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

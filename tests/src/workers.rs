@@ -5,53 +5,52 @@
 //! Every worker started here gets `WORKER_NAME=<name>` in its environment, which its agents
 //! inherit, so that agent scripts can record which worker ran them.
 
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
+use orca_harness::{Worker, WorkerConfig};
 use orca_proto::pb;
 use pb::orchestrator_client::OrchestratorClient;
 use tonic::transport::Channel;
 
-use crate::{WAIT, binary, signal, wait_exit};
+pub use orca_harness::procfs::gone;
 
-/// A running `orca-worker` process.
-pub struct WorkerProc {
-    pub child: Child,
-    pub name: String,
-    /// Its `--work-dir`.
-    pub work_dir: PathBuf,
-    /// Its stderr (logs).
-    pub log: PathBuf,
+use crate::{WAIT, binary, wait_exit};
+
+/// A running `orca-worker` process. It dereferences to the harness's handle, whose public
+/// fields (`child`, `name`, `work_dir`, `log`) and `pid`/`kill`/`terminate` the tests use.
+pub struct WorkerProc(Worker);
+
+impl Deref for WorkerProc {
+    type Target = Worker;
+    fn deref(&self) -> &Worker {
+        &self.0
+    }
+}
+
+impl DerefMut for WorkerProc {
+    fn deref_mut(&mut self) -> &mut Worker {
+        &mut self.0
+    }
 }
 
 impl WorkerProc {
     /// Starts `orca-worker --coordinator URL --name NAME --work-dir DIR/work-NAME ARGS...`,
     /// logging to `DIR/worker-NAME.log`.
     pub fn start(url: &str, dir: &Path, name: &str, args: &[&str]) -> WorkerProc {
-        let work_dir = dir.join(format!("work-{name}"));
-        let log = dir.join(format!("worker-{name}.log"));
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("worker log file");
-        let child = Command::new(binary("orca-worker"))
-            .arg("--coordinator")
-            .arg(url)
-            .arg("--name")
-            .arg(name)
-            .arg("--work-dir")
-            .arg(&work_dir)
-            .args(args)
-            .env("WORKER_NAME", name)
-            .env("ORCA_LOG", "info,orca_worker=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn orca-worker");
-        WorkerProc { child, name: name.to_string(), work_dir, log }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+        let config = WorkerConfig {
+            binary: binary("orca-worker"),
+            coordinator: url.to_string(),
+            name: name.to_string(),
+            work_dir: dir.join(format!("work-{name}")),
+            log: dir.join(format!("worker-{name}.log")),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            log_filter: "info,orca_worker=debug".into(),
+            env: vec![("WORKER_NAME".into(), name.into())],
+        };
+        WorkerProc(Worker::start(config).unwrap_or_else(|e| panic!("start orca-worker {name}: {e}")))
     }
 
     /// Its log so far.
@@ -65,36 +64,15 @@ impl WorkerProc {
         until(&what, || self.logs().contains(needle)).await;
     }
 
-    /// `kill -9`, then reaps it.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Sends SIGTERM (does not wait).
-    pub fn terminate(&self) {
-        signal(self.child.id(), libc::SIGTERM);
-    }
-
     /// Waits for its exit (generous bound).
     pub fn wait(&mut self) -> ExitStatus {
         wait_exit(&mut self.child)
     }
 }
 
-impl Drop for WorkerProc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Writes an executable `sh` script `dir/name` with `body` and returns its path.
 pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod script");
-    path
+    orca_harness::shell::write_script(dir, name, body).unwrap_or_else(|e| panic!("write script {name}: {e}"))
 }
 
 /// Polls `f` every 10 ms until it holds; fails the test after [`WAIT`].
@@ -115,17 +93,6 @@ pub fn lines(path: &Path) -> Vec<String> {
 pub fn read_pid(path: &Path) -> i32 {
     let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     s.trim().parse().unwrap_or_else(|e| panic!("{}: {s:?}: {e}", path.display()))
-}
-
-/// Whether a process has ended (a zombie nobody reaped yet counts as ended).
-pub fn gone(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    if unsafe { libc::kill(pid, 0) } != 0 {
-        return true;
-    }
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
-        .unwrap_or(true)
 }
 
 /// Waits until every process is gone.
