@@ -19,7 +19,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use orca_proto::contract::{self, defaults, limits};
+
 use crate::Error;
+use crate::convert;
 use crate::queue::{
     Counts, Effect, Entry, JobId, Labels, NewTask, Outcome, Restored, RetryPolicy, RevivedTask, Scheduler, State,
     StoredTask, TaskId, WorkerId,
@@ -61,15 +64,22 @@ pub struct Subscription {
 /// The stream half of a worker's Listen call.
 pub type ListenTx = mpsc::Sender<Result<pb::ListenResponse, Status>>;
 
-/// A worker's new Listen stream: its session number, the receiving half for the response
-/// stream, and a sender whose `closed()` tells when the caller went away.
-pub type Listening = (u64, mpsc::Receiver<Result<pb::ListenResponse, Status>>, ListenTx);
+/// A worker's new Listen stream.
+pub struct Listening {
+    pub session: u64,
+    /// The receiving half of the response stream.
+    pub rx: mpsc::Receiver<Result<pb::ListenResponse, Status>>,
+    /// A sender whose `closed()` tells when the caller went away.
+    pub tx: ListenTx,
+    /// Cancelled when a newer stream of the same worker replaces this one.
+    pub ended: CancellationToken,
+}
 
 /// Answers a caller once its batch committed (`None`) or failed to (`Some(error)`).
 type Responder = Box<dyn FnOnce(Option<&Error>) + Send>;
 
 enum Command {
-    CreateJob { description: String, metadata: Option<prost_types::Struct>, reply: Reply<String> },
+    CreateJob { description: String, metadata: Option<prost_types::Struct>, reply: Reply<pb::Job> },
     AddTasks { job: String, tasks: Vec<CheckedTask>, reply: Reply<Vec<i64>> },
     CancelJob { job: String, reason: String, reply: Reply<()> },
     CancelTask { task: i64, reason: String, reply: Reply<()> },
@@ -104,7 +114,7 @@ impl Handle {
         &self,
         description: String,
         metadata: Option<prost_types::Struct>,
-    ) -> Result<String, Error> {
+    ) -> Result<pb::Job, Error> {
         self.call(|reply| Command::CreateJob { description, metadata, reply }).await
     }
 
@@ -157,6 +167,7 @@ impl Handle {
 struct Session {
     id: u64,
     tx: ListenTx,
+    ended: CancellationToken,
 }
 
 struct Feed {
@@ -164,6 +175,12 @@ struct Feed {
     history: VecDeque<Arc<pb::JobEvent>>,
     /// Last event or subscription (ms), to forget the least recently used feeds first.
     used_ms: u64,
+}
+
+impl Feed {
+    fn new() -> Feed {
+        Feed { tx: broadcast::channel(WATCH_BUFFER).0, history: VecDeque::new(), used_ms: 0 }
+    }
 }
 
 /// Settings of the dispatcher.
@@ -186,6 +203,16 @@ struct Batch {
 }
 
 impl Batch {
+    /// Answers with `r`: a value once the batch commits, a refusal at once.
+    fn answer<T: Send + 'static>(&mut self, tx: Reply<T>, r: Result<T, Error>) {
+        match r {
+            Ok(v) => self.reply(tx, v),
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+    }
+
     fn reply<T: Send + 'static>(&mut self, tx: Reply<T>, value: T) {
         self.replies.push(Box::new(move |err| {
             let _ = tx.send(match err {
@@ -231,6 +258,36 @@ fn new_task(id: TaskId, spec: &pb::TaskSpec, deps: Vec<TaskId>, payload: Arc<[u8
     }
 }
 
+/// What a report says, for the scheduler, and the result to store with it. A failure's
+/// reason (the task's `reason`, copied into events) is cut to the reason limit; the whole
+/// error stays in the stored result.
+fn outcome_of(body: Option<pb::report::Body>) -> (Outcome, Option<pb::TaskResult>) {
+    use pb::report::Body;
+    match body {
+        Some(Body::Started(_)) | None => (Outcome::Started, None),
+        Some(Body::Progress(p)) => (Outcome::Progress(p.message), None),
+        Some(Body::Completed(c)) => (Outcome::Completed, c.result),
+        Some(Body::Failed(f)) => {
+            let error = f.result.as_ref().map(|r| r.error.as_str()).filter(|e| !e.is_empty());
+            let reason = error.map(|e| cut(e, limits::MAX_REASON_BYTES)).unwrap_or_else(|| "attempt failed".into());
+            (Outcome::Failed { reason, retryable: f.retryable }, f.result)
+        }
+        Some(Body::HandedBack(h)) => (Outcome::HandedBack { reason: h.reason }, None),
+    }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary, with a marker when cut.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
 fn decode_spec(bytes: &[u8], id: i64) -> Result<pb::TaskSpec, Error> {
     pb::TaskSpec::decode(bytes).map_err(|e| Error::Storage(format!("task {id} has an unreadable spec: {e}")))
 }
@@ -247,39 +304,6 @@ fn row_of(e: &Entry) -> TaskRow {
         cancel_cause: e.cancel_cause.map(|c| c.0),
         reason: e.reason.clone(),
     }
-}
-
-/// The proto status counts of a job.
-pub fn status_of(c: &Counts) -> pb::JobStatus {
-    let total = c.total();
-    let finished = c.completed + c.failed + c.cancelled;
-    pb::JobStatus {
-        total_tasks: total,
-        waiting: c.waiting,
-        pending: c.pending,
-        in_progress: c.in_progress,
-        completed: c.completed,
-        failed: c.failed,
-        cancelled: c.cancelled,
-        progress_pct: if total == 0 { 0.0 } else { (finished as f64 * 10_000.0 / total as f64).round() / 100.0 },
-    }
-}
-
-/// The job's state from its counts.
-pub fn job_state_of(c: &Counts, cancelled: bool) -> pb::JobState {
-    if cancelled {
-        pb::JobState::Cancelled
-    } else if !c.all_final() {
-        pb::JobState::Active
-    } else if c.failed + c.cancelled > 0 {
-        pb::JobState::Failed
-    } else {
-        pb::JobState::Completed
-    }
-}
-
-fn proto_state(s: State) -> pb::TaskState {
-    pb::TaskState::try_from(s.as_i32()).unwrap_or(pb::TaskState::Unspecified)
 }
 
 impl Dispatcher {
@@ -434,222 +458,239 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Applies one command to the scheduler; its answer waits for the batch's commit unless
+    /// it is a refusal (nothing to commit) or a stream being opened.
     async fn apply(&mut self, cmd: Command, now: u64, b: &mut Batch) {
         match cmd {
             Command::CreateJob { description, metadata, reply } => {
-                let id = uuid::Uuid::now_v7().to_string();
-                let job = JobId::from(id.as_str());
-                self.sched.insert_job(job.clone(), Counts::default(), false, 0);
-                b.writes.jobs.push(JobInsert {
-                    job_id: id.clone(),
-                    description,
-                    metadata: metadata.map(|m| m.encode_to_vec()),
-                });
-                b.touched_jobs.insert(job);
-                b.reply(reply, id);
+                let job = self.create_job(description, metadata, now, b);
+                b.reply(reply, job);
             }
-            Command::AddTasks { job, tasks, reply } => match self.add_tasks(job, tasks, b).await {
-                Ok(ids) => b.reply(reply, ids),
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
+            Command::AddTasks { job, tasks, reply } => {
+                let r = self.add_tasks(job, tasks, b).await;
+                b.answer(reply, r);
+            }
             Command::CancelJob { job, reason, reply } => {
-                let reason = if reason.is_empty() { "job cancelled".to_string() } else { reason };
-                let job = JobId::from(job);
-                match self.sched.cancel_job(&job, &reason) {
-                    Ok(fx) => {
-                        b.effects.extend(fx);
-                        b.touched_jobs.insert(job);
-                        b.reply(reply, ());
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e.into()));
-                    }
-                }
+                let r = self.cancel_job(job, reason, b);
+                b.answer(reply, r);
             }
             Command::CancelTask { task, reason, reply } => {
-                let reason = if reason.is_empty() { "cancelled".to_string() } else { reason };
-                let r = match self.sched.task(TaskId(task)) {
-                    Some(_) => self.sched.cancel_task(TaskId(task), &reason).map_err(Error::from),
-                    None => match self.writer.tasks_by_id(&[task]).await {
-                        Ok(rows) => match rows.first() {
-                            Some((_, row)) => {
-                                Err(Error::FailedPrecondition(format!("task {task} is already {}", row.state.name())))
-                            }
-                            None => Err(Error::NotFound(format!("task {task} not found"))),
-                        },
-                        Err(e) => Err(e),
-                    },
-                };
-                match r {
-                    Ok(fx) => {
-                        b.effects.extend(fx);
-                        b.reply(reply, ());
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+                let r = self.cancel_task(task, reason, b).await;
+                b.answer(reply, r);
             }
-            Command::RetryTasks { job, tasks, reply } => match self.retry(job, tasks, b).await {
-                Ok(ids) => b.reply(reply, ids),
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
+            Command::RetryTasks { job, tasks, reply } => {
+                let r = self.retry(job, tasks, b).await;
+                b.answer(reply, r);
+            }
             Command::SetContext { job, key, value, reply } => {
-                if !job.is_empty() && self.sched.job(&JobId::from(job.as_str())).is_none() {
-                    let _ = reply.send(Err(Error::NotFound(format!("job {job} not found"))));
-                    return;
-                }
-                let scope = self.context.entry(job.clone()).or_default();
-                if value.is_empty() {
-                    scope.remove(&key);
-                    b.writes.context.push((job, key, None));
-                } else {
-                    scope.insert(key.clone(), value.clone());
-                    b.writes.context.push((job, key, Some(value)));
-                }
-                b.reply(reply, ());
+                let r = self.set_context(job, key, value, b);
+                b.answer(reply, r);
             }
             Command::Register { req, reply } => {
-                let id = if req.worker_id.is_empty() {
-                    format!("w-{}", uuid::Uuid::now_v7().simple())
-                } else {
-                    req.worker_id.clone()
-                };
-                let wid = WorkerId::from(id.as_str());
-                let running: Vec<(TaskId, u32)> = req.running.iter().map(|r| (TaskId(r.task_id), r.attempt)).collect();
-                let (stale, fx) = self.sched.register(wid, labels_of(&req.labels), req.slots, &running);
-                b.effects.extend(fx);
-                for (t, a) in &stale {
-                    tracing::info!(worker = %id, task = t.0, attempt = a, "attempt is stale at registration; the worker drops it");
-                }
-                tracing::info!(worker = %id, name = %req.name, host = %req.hostname, slots = req.slots, "worker registered");
-                let lease_seconds = (self.settings.limits.lease_ms / 1_000) as u32;
-                b.reply(
-                    reply,
-                    pb::RegisterResponse {
-                        worker_id: id,
-                        lease_seconds,
-                        heartbeat_interval_seconds: self.settings.heartbeat_seconds,
-                        stale: stale.into_iter().map(|(t, a)| pb::TaskRef { task_id: t.0, attempt: a }).collect(),
-                    },
-                );
+                let r = self.register(req, now, b);
+                b.reply(reply, r);
             }
             Command::Listen { worker, reply } => {
-                let wid = WorkerId::from(worker.as_str());
-                let session = self.next_session;
-                self.next_session += 1;
-                if let Err(e) = self.sched.connect(&wid, session) {
-                    let _ = reply.send(Err(e.into()));
-                    return;
-                }
-                let slots = self.sched.worker(&wid).map(|w| w.slots as usize).unwrap_or(0);
-                let (tx, rx) = mpsc::channel(slots + LISTEN_EXTRA);
-                // A new stream replaces the old one, which ends.
-                self.sessions.insert(wid, Session { id: session, tx: tx.clone() });
-                tracing::info!(worker = %worker, session, "worker connected");
-                let _ = reply.send(Ok((session, rx, tx)));
+                let _ = reply.send(self.listen(worker, now));
             }
-            Command::Disconnect { worker, session } => {
-                let wid = WorkerId::from(worker.as_str());
-                if self.sessions.get(&wid).is_some_and(|s| s.id == session) {
-                    self.sessions.remove(&wid);
-                    tracing::info!(worker = %worker, session, "worker disconnected");
-                }
-                self.sched.disconnect(&wid, session);
-            }
+            Command::Disconnect { worker, session } => self.disconnect(worker, session, now),
             Command::Heartbeat { req, reply } => {
-                let wid = WorkerId::from(req.worker_id.as_str());
-                let running: Vec<(TaskId, u32)> = req.running.iter().map(|r| (TaskId(r.task_id), r.attempt)).collect();
-                match self.sched.heartbeat(&wid, &running, now) {
-                    Ok((stale, expires)) => b.reply(
-                        reply,
-                        pb::HeartbeatResponse {
-                            stale: stale.into_iter().map(|(t, a)| pb::TaskRef { task_id: t.0, attempt: a }).collect(),
-                            lease_expires_ms: expires as i64,
-                        },
-                    ),
-                    Err(e) => {
-                        let _ = reply.send(Err(e.into()));
-                    }
-                }
+                let r = self.heartbeat(req, now);
+                b.answer(reply, r);
             }
             Command::Report { req, reply } => {
-                let wid = WorkerId::from(req.worker_id.as_str());
-                let mut acks = Vec::with_capacity(req.reports.len());
-                for rep in req.reports {
-                    use pb::report::Body;
-                    let (outcome, result) = match rep.body {
-                        Some(Body::Started(_)) => (Outcome::Started, None),
-                        Some(Body::Progress(p)) => (Outcome::Progress(p.message), None),
-                        Some(Body::Completed(c)) => (Outcome::Completed, c.result),
-                        Some(Body::Failed(f)) => {
-                            let reason = f
-                                .result
-                                .as_ref()
-                                .map(|r| r.error.clone())
-                                .filter(|e| !e.is_empty())
-                                .unwrap_or_else(|| "attempt failed".to_string());
-                            (Outcome::Failed { reason, retryable: f.retryable }, f.result)
-                        }
-                        Some(Body::HandedBack(h)) => (Outcome::HandedBack { reason: h.reason }, None),
-                        None => (Outcome::Started, None),
-                    };
-                    let id = TaskId(rep.task_id);
-                    match self.sched.report(&wid, id, rep.attempt, outcome, now) {
-                        Ok(fx) => {
-                            if let Some(r) = result {
-                                b.results.insert(id, r.encode_to_vec());
-                            }
-                            b.effects.extend(fx);
-                            acks.push(pb::ReportAck {
-                                task_id: rep.task_id,
-                                attempt: rep.attempt,
-                                accepted: true,
-                                reason: String::new(),
-                            });
-                        }
-                        Err(e) => {
-                            tracing::debug!(task = rep.task_id, attempt = rep.attempt, worker = %wid, reason = %e, "report rejected");
-                            acks.push(pb::ReportAck {
-                                task_id: rep.task_id,
-                                attempt: rep.attempt,
-                                accepted: false,
-                                reason: e.to_string(),
-                            });
-                        }
-                    }
-                }
-                b.reply(reply, pb::ReportResponse { acks });
+                let r = self.report(req, now, b);
+                b.reply(reply, r);
             }
             Command::Subscribe { job, after_seq, reply } => {
-                let jid = JobId::from(job.as_str());
-                let Some(info) = self.sched.job(&jid) else {
-                    let _ = reply.send(Err(Error::NotFound(format!("job {job} not found"))));
-                    return;
-                };
-                let (last_seq, counts, cancelled) = (info.last_seq, info.counts, info.cancelled);
-                let feed = self.feeds.entry(jid).or_insert_with(|| Feed {
-                    tx: broadcast::channel(WATCH_BUFFER).0,
-                    history: VecDeque::new(),
-                    used_ms: 0,
-                });
-                feed.used_ms = now;
-                let missed = if after_seq == last_seq {
-                    Some(Vec::new())
-                } else if after_seq < last_seq && feed.history.front().is_some_and(|e| e.seq <= after_seq + 1) {
-                    Some(feed.history.iter().filter(|e| e.seq > after_seq).cloned().collect())
-                } else {
-                    None
-                };
-                // Subscribed after this batch commits, so it sees exactly the events after last_seq.
-                let rx = feed.tx.subscribe();
-                b.reply(reply, Subscription { rx, missed, last_seq, counts, cancelled });
+                let r = self.subscribe(job, after_seq, now);
+                b.answer(reply, r);
             }
         }
+    }
+
+    /// A new job; its reply is built here, so a committed CreateJob never waits on a read.
+    fn create_job(
+        &mut self,
+        description: String,
+        metadata: Option<prost_types::Struct>,
+        now: u64,
+        b: &mut Batch,
+    ) -> pb::Job {
+        let id = uuid::Uuid::now_v7().to_string();
+        let job = JobId::from(id.as_str());
+        self.sched.insert_job(job.clone(), Counts::default(), false, 0);
+        b.writes.jobs.push(JobInsert {
+            job_id: id.clone(),
+            description: description.clone(),
+            metadata: metadata.as_ref().map(|m| m.encode_to_vec()),
+        });
+        b.touched_jobs.insert(job);
+        let counts = Counts::default();
+        pb::Job {
+            job_id: id,
+            description,
+            state: convert::job_state(&counts, false) as i32,
+            status: Some(convert::status(&counts)),
+            metadata,
+            created_at_ms: now as i64,
+            updated_at_ms: now as i64,
+        }
+    }
+
+    fn cancel_job(&mut self, job: String, reason: String, b: &mut Batch) -> Result<(), Error> {
+        let reason = if reason.is_empty() { defaults::JOB_CANCEL_REASON.to_string() } else { reason };
+        let job = JobId::from(job);
+        let fx = self.sched.cancel_job(&job, &reason)?;
+        b.effects.extend(fx);
+        b.touched_jobs.insert(job);
+        Ok(())
+    }
+
+    async fn cancel_task(&mut self, task: i64, reason: String, b: &mut Batch) -> Result<(), Error> {
+        let reason = if reason.is_empty() { defaults::TASK_CANCEL_REASON.to_string() } else { reason };
+        if self.sched.task(TaskId(task)).is_none() {
+            // Not in memory: final, or unknown.
+            let rows = self.writer.tasks_by_id(&[task]).await?;
+            return Err(match rows.first() {
+                Some((_, row)) => Error::FailedPrecondition(format!("task {task} is already {}", row.state.name())),
+                None => Error::NotFound(format!("task {task} not found")),
+            });
+        }
+        let fx = self.sched.cancel_task(TaskId(task), &reason)?;
+        b.effects.extend(fx);
+        Ok(())
+    }
+
+    fn set_context(&mut self, job: String, key: String, value: String, b: &mut Batch) -> Result<(), Error> {
+        if !job.is_empty() && self.sched.job(&JobId::from(job.as_str())).is_none() {
+            return Err(Error::NotFound(format!("job {job} not found")));
+        }
+        let scope = self.context.entry(job.clone()).or_default();
+        if value.is_empty() {
+            scope.remove(&key);
+            b.writes.context.push((job, key, None));
+            return Ok(());
+        }
+        if !scope.contains_key(&key) && scope.len() >= limits::MAX_CONTEXT_KEYS {
+            let max = limits::MAX_CONTEXT_KEYS;
+            return Err(Error::ResourceExhausted(format!("key: the scope already holds {max} keys, the most allowed")));
+        }
+        let used: usize = scope.iter().filter(|(k, _)| **k != key).map(|(k, v)| k.len() + v.len()).sum();
+        if used + key.len() + value.len() > limits::MAX_CONTEXT_SCOPE_BYTES {
+            let max = limits::MAX_CONTEXT_SCOPE_BYTES;
+            return Err(Error::ResourceExhausted(format!("value: the scope would hold more than {max} bytes")));
+        }
+        scope.insert(key.clone(), value.clone());
+        b.writes.context.push((job, key, Some(value)));
+        Ok(())
+    }
+
+    fn register(&mut self, req: pb::RegisterRequest, now: u64, b: &mut Batch) -> pb::RegisterResponse {
+        let id = if req.worker_id.is_empty() {
+            format!("w-{}", uuid::Uuid::now_v7().simple())
+        } else {
+            req.worker_id.clone()
+        };
+        let wid = WorkerId::from(id.as_str());
+        let running: Vec<(TaskId, u32)> = req.running.iter().map(|r| (TaskId(r.task_id), r.attempt)).collect();
+        let (stale, fx) = self.sched.register(wid, labels_of(&req.labels), req.slots, &running, now);
+        b.effects.extend(fx);
+        for (t, a) in &stale {
+            tracing::info!(worker = %id, task = t.0, attempt = a, "attempt is stale at registration; the worker drops it");
+        }
+        let (name, host) = (contract::log_safe(&req.name, 256), contract::log_safe(&req.hostname, 256));
+        tracing::info!(worker = %id, name = %name, host = %host, slots = req.slots, "worker registered");
+        pb::RegisterResponse {
+            worker_id: id,
+            lease_seconds: (self.settings.limits.lease_ms / 1_000) as u32,
+            heartbeat_interval_seconds: self.settings.heartbeat_seconds,
+            stale: stale.into_iter().map(|(t, a)| pb::TaskRef { task_id: t.0, attempt: a }).collect(),
+        }
+    }
+
+    /// Opens a worker's assignment stream. A new stream replaces the worker's old one, which
+    /// ends (its receiver sees an ABORTED status, then the end of the stream).
+    fn listen(&mut self, worker: String, now: u64) -> Result<Listening, Error> {
+        let wid = WorkerId::from(worker.as_str());
+        let session = self.next_session;
+        self.next_session += 1;
+        self.sched.connect(&wid, session, now)?;
+        let slots = self.sched.worker(&wid).map(|w| w.slots as usize).unwrap_or(0);
+        let (tx, rx) = mpsc::channel(slots + LISTEN_EXTRA);
+        let ended = CancellationToken::new();
+        let old = self.sessions.insert(wid, Session { id: session, tx: tx.clone(), ended: ended.clone() });
+        if let Some(old) = old {
+            let msg = format!("worker {worker} opened a newer Listen stream (session {session})");
+            let _ = old.tx.try_send(Err(Status::aborted(msg)));
+            old.ended.cancel();
+            tracing::info!(worker = %worker, old = old.id, session, "listen stream replaced");
+        }
+        tracing::info!(worker = %worker, session, "worker connected");
+        Ok(Listening { session, rx, tx, ended })
+    }
+
+    fn disconnect(&mut self, worker: String, session: u64, now: u64) {
+        let wid = WorkerId::from(worker.as_str());
+        if self.sessions.get(&wid).is_some_and(|s| s.id == session) {
+            self.sessions.remove(&wid);
+            tracing::info!(worker = %worker, session, "worker disconnected");
+        }
+        self.sched.disconnect(&wid, session, now);
+    }
+
+    fn heartbeat(&mut self, req: pb::HeartbeatRequest, now: u64) -> Result<pb::HeartbeatResponse, Error> {
+        let wid = WorkerId::from(req.worker_id.as_str());
+        let running: Vec<(TaskId, u32)> = req.running.iter().map(|r| (TaskId(r.task_id), r.attempt)).collect();
+        let (stale, expires) = self.sched.heartbeat(&wid, &running, now)?;
+        Ok(pb::HeartbeatResponse {
+            stale: stale.into_iter().map(|(t, a)| pb::TaskRef { task_id: t.0, attempt: a }).collect(),
+            lease_expires_ms: expires as i64,
+        })
+    }
+
+    /// Applies each report after checking its fencing token; a stale one is refused alone.
+    fn report(&mut self, req: pb::ReportRequest, now: u64, b: &mut Batch) -> pb::ReportResponse {
+        let wid = WorkerId::from(req.worker_id.as_str());
+        let mut acks = Vec::with_capacity(req.reports.len());
+        for rep in req.reports {
+            let (task_id, attempt) = (rep.task_id, rep.attempt);
+            let (outcome, result) = outcome_of(rep.body);
+            let refused = match self.sched.report(&wid, TaskId(task_id), attempt, outcome, now) {
+                Ok(fx) => {
+                    if let Some(r) = result {
+                        b.results.insert(TaskId(task_id), r.encode_to_vec());
+                    }
+                    b.effects.extend(fx);
+                    None
+                }
+                Err(e) => {
+                    tracing::debug!(task = task_id, attempt, worker = %wid, reason = %e, "report rejected");
+                    Some(e.to_string())
+                }
+            };
+            let accepted = refused.is_none();
+            acks.push(pb::ReportAck { task_id, attempt, accepted, reason: refused.unwrap_or_default() });
+        }
+        pb::ReportResponse { acks }
+    }
+
+    fn subscribe(&mut self, job: String, after_seq: u64, now: u64) -> Result<Subscription, Error> {
+        let jid = JobId::from(job.as_str());
+        let info = self.sched.job(&jid).ok_or_else(|| Error::NotFound(format!("job {job} not found")))?;
+        let (last_seq, counts, cancelled) = (info.last_seq, info.counts, info.cancelled);
+        let feed = self.feeds.entry(jid).or_insert_with(Feed::new);
+        feed.used_ms = now;
+        let missed = if after_seq == last_seq {
+            Some(Vec::new())
+        } else if after_seq < last_seq && feed.history.front().is_some_and(|e| e.seq <= after_seq + 1) {
+            Some(feed.history.iter().filter(|e| e.seq > after_seq).cloned().collect())
+        } else {
+            None
+        };
+        // Subscribed after this batch commits, so it sees exactly the events after last_seq.
+        let rx = feed.tx.subscribe();
+        Ok(Subscription { rx, missed, last_seq, counts, cancelled })
     }
 
     async fn add_tasks(&mut self, job: String, tasks: Vec<CheckedTask>, b: &mut Batch) -> Result<Vec<i64>, Error> {
@@ -716,36 +757,48 @@ impl Dispatcher {
             .collect())
     }
 
-    async fn retry(&mut self, job: String, ids: Vec<i64>, b: &mut Batch) -> Result<Vec<i64>, Error> {
+    /// Refuses a RetryTasks call that names an unknown task, a task that is not failed or
+    /// cancelled, a task of another job, or a task of a cancelled job (which takes no work).
+    async fn check_retry(&mut self, job: &str, ids: &[i64]) -> Result<(), Error> {
+        let cancelled = |sched: &Scheduler, j: &str| sched.job(&JobId::from(j)).is_some_and(|i| i.cancelled);
         if ids.is_empty() {
-            if self.sched.job(&JobId::from(job.as_str())).is_none() {
+            if self.sched.job(&JobId::from(job)).is_none() {
                 return Err(Error::NotFound(format!("job {job} not found")));
             }
-        } else {
-            let found = self.writer.tasks_by_id(&ids).await?;
-            for id in &ids {
-                let state = match self.sched.task(TaskId(*id)) {
-                    Some(e) => Some(e.state),
-                    None => found.iter().find(|(_, r)| r.task_id == *id).map(|(_, r)| r.state),
-                };
-                match state {
-                    None => return Err(Error::NotFound(format!("task {id} not found"))),
-                    Some(State::Failed | State::Cancelled) => {}
-                    Some(s) => {
-                        return Err(Error::FailedPrecondition(format!(
-                            "task {id} is {}; only failed or cancelled tasks can be retried",
-                            s.name()
-                        )));
-                    }
-                }
-                if !job.is_empty()
-                    && let Some((j, _)) = found.iter().find(|(_, r)| r.task_id == *id)
-                    && *j != job
-                {
-                    return Err(Error::InvalidArgument(format!("task_ids: task {id} belongs to job {j}, not {job}")));
-                }
+            if cancelled(&self.sched, job) {
+                return Err(Error::FailedPrecondition(format!("job {job} is cancelled; its tasks cannot be retried")));
+            }
+            return Ok(());
+        }
+        let found: HashMap<i64, (String, State)> =
+            self.writer.tasks_by_id(ids).await?.into_iter().map(|(j, r)| (r.task_id, (j, r.state))).collect();
+        for id in ids {
+            // Memory is newer than the store (a task may have changed, or been added, in this
+            // very batch).
+            let (task_job, state) = match (self.sched.task(TaskId(*id)), found.get(id)) {
+                (Some(e), _) => (e.job.to_string(), e.state),
+                (None, Some((j, s))) => (j.clone(), *s),
+                (None, None) => return Err(Error::NotFound(format!("task {id} not found"))),
+            };
+            if !matches!(state, State::Failed | State::Cancelled) {
+                let msg = format!("task {id} is {}; only failed or cancelled tasks can be retried", state.name());
+                return Err(Error::FailedPrecondition(msg));
+            }
+            if !job.is_empty() && task_job != job {
+                return Err(Error::InvalidArgument(format!(
+                    "task_ids: task {id} belongs to job {task_job}, not {job}"
+                )));
+            }
+            if cancelled(&self.sched, &task_job) {
+                let msg = format!("task {id} belongs to job {task_job}, which is cancelled; it cannot be retried");
+                return Err(Error::FailedPrecondition(msg));
             }
         }
+        Ok(())
+    }
+
+    async fn retry(&mut self, job: String, ids: Vec<i64>, b: &mut Batch) -> Result<Vec<i64>, Error> {
+        self.check_retry(&job, &ids).await?;
         let rows = self.writer.revivable((!job.is_empty()).then_some(job.as_str()), &ids).await?;
         let revived_ids: HashSet<i64> = rows.iter().map(|r| r.row.task_id).collect();
         let mut revived = Vec::with_capacity(rows.len());
@@ -892,12 +945,12 @@ impl Dispatcher {
                     job_id: job.to_string(),
                     kind: kind as i32,
                     task_id: id.0,
-                    state: to.map(|t| proto_state(t) as i32).unwrap_or(0),
-                    previous_state: from.map(|f| proto_state(f) as i32).unwrap_or(0),
+                    state: to.map(convert::state).unwrap_or(0),
+                    previous_state: from.map(convert::state).unwrap_or(0),
                     attempt,
                     message: message.clone(),
-                    status: Some(status_of(c)),
-                    job_state: job_state_of(c, cancelled.contains(job)) as i32,
+                    status: Some(convert::status(c)),
+                    job_state: convert::job_state(c, cancelled.contains(job)) as i32,
                     time_ms,
                     ..Default::default()
                 }),
@@ -989,7 +1042,7 @@ impl Dispatcher {
                 tracing::warn!(worker = %worker, error = %e, "assignment stream blocked; disconnecting worker");
                 let id = s.id;
                 self.sessions.remove(&worker);
-                self.sched.disconnect(&worker, id);
+                self.sched.disconnect(&worker, id, now_ms());
             }
         }
     }

@@ -14,6 +14,7 @@
 //! [`run`] wires them together and serves until the shutdown token is cancelled.
 
 pub mod config;
+pub mod convert;
 pub mod dispatch;
 mod error;
 pub mod queue;
@@ -53,6 +54,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, on_bound: impl FnO
         limits: queue::Limits {
             lease_ms: config.lease_seconds as u64 * 1_000,
             max_lease_losses: config.max_lease_losses,
+            forget_worker_ms: queue::FORGET_WORKER_MS,
         },
         heartbeat_seconds: config.heartbeat_seconds(),
     };

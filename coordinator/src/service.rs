@@ -4,6 +4,7 @@
 
 use std::pin::Pin;
 
+use orca_proto::contract::limits;
 use orca_proto::pb;
 use prost::Message;
 use tokio_stream::Stream;
@@ -12,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::Error;
-use crate::dispatch::{Handle, job_state_of, status_of};
+use crate::convert;
+use crate::dispatch::{Handle, Listening};
 use crate::error::invalid;
 use crate::queue::State;
 use crate::store::{JobRecord, Store, TaskQuery, TaskRecord};
@@ -42,37 +44,27 @@ pub struct Services {
     pub shutdown: CancellationToken,
 }
 
-pub(crate) fn job_pb(r: &JobRecord) -> pb::Job {
-    pb::Job {
-        job_id: r.job_id.clone(),
-        description: r.description.clone(),
-        state: job_state_of(&r.counts, r.cancelled) as i32,
-        status: Some(status_of(&r.counts)),
-        metadata: r.metadata.as_deref().and_then(|m| prost_types::Struct::decode(m).ok()),
-        created_at_ms: r.created_at_ms,
-        updated_at_ms: r.updated_at_ms,
+/// One ListTasks page from `rows` (at most `size + 1` read): at most `size` tasks and at
+/// most `MAX_PAGE_BYTES` encoded (but always one task, which fits the message limit), and the
+/// token of the next page when more remain.
+fn task_page(rows: Vec<TaskRecord>, size: usize) -> pb::ListTasksResponse {
+    let more = rows.len() > size;
+    let mut tasks = Vec::with_capacity(rows.len().min(size));
+    let mut bytes = 0usize;
+    let mut cut = false;
+    for r in rows.into_iter().take(size) {
+        let t = convert::task(r);
+        let n = t.encoded_len();
+        if !tasks.is_empty() && bytes + n > limits::MAX_PAGE_BYTES {
+            cut = true;
+            break;
+        }
+        bytes += n;
+        tasks.push(t);
     }
-}
-
-pub(crate) fn state_pb(s: State) -> i32 {
-    s.as_i32()
-}
-
-fn task_pb(r: TaskRecord) -> pb::Task {
-    pb::Task {
-        task_id: r.row.task_id,
-        job_id: r.job_id,
-        state: state_pb(r.row.state),
-        spec: r.spec.as_deref().and_then(|s| pb::TaskSpec::decode(s).ok()),
-        result: r.result.as_deref().and_then(|s| pb::TaskResult::decode(s).ok()),
-        attempts: r.row.attempt,
-        retries_used: r.row.retries_used,
-        reason: r.row.reason,
-        worker_id: r.row.worker_id.unwrap_or_default(),
-        created_at_ms: r.created_at_ms,
-        updated_at_ms: r.updated_at_ms,
-        not_before_ms: r.row.not_before_ms as i64,
-    }
+    let next =
+        if more || cut { tasks.last().map(|t| t.task_id.to_string()).unwrap_or_default() } else { String::new() };
+    pb::ListTasksResponse { tasks, next_page_token: next }
 }
 
 impl Services {
@@ -94,12 +86,12 @@ impl pb::orchestrator_server::Orchestrator for Services {
     async fn create_job(&self, req: Request<pb::CreateJobRequest>) -> Result<Response<pb::Job>, Status> {
         let r = req.into_inner();
         validate::create_job(&r)?;
-        let id = self.handle.create_job(r.description, r.metadata).await?;
-        Ok(Response::new(job_pb(&self.job(&id).await?)))
+        // Built by the dispatcher: a committed job is never reported as failed by a read.
+        Ok(Response::new(self.handle.create_job(r.description, r.metadata).await?))
     }
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
-        Ok(Response::new(job_pb(&self.job(&req.into_inner().job_id).await?)))
+        Ok(Response::new(convert::job(&self.job(&req.into_inner().job_id).await?)))
     }
 
     async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
@@ -112,14 +104,14 @@ impl pb::orchestrator_server::Orchestrator for Services {
         } else {
             String::new()
         };
-        Ok(Response::new(pb::ListJobsResponse { jobs: jobs.iter().map(job_pb).collect(), next_page_token: next }))
+        Ok(Response::new(pb::ListJobsResponse { jobs: jobs.iter().map(convert::job).collect(), next_page_token: next }))
     }
 
     async fn cancel_job(&self, req: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
         let r = req.into_inner();
         validate::cancel_job(&r)?;
         self.handle.cancel_job(r.job_id.clone(), r.reason).await?;
-        Ok(Response::new(job_pb(&self.job(&r.job_id).await?)))
+        Ok(Response::new(convert::job(&self.job(&r.job_id).await?)))
     }
 
     async fn add_tasks(&self, req: Request<pb::AddTasksRequest>) -> Result<Response<pb::AddTasksResponse>, Status> {
@@ -129,7 +121,7 @@ impl pb::orchestrator_server::Orchestrator for Services {
     }
 
     async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {
-        Ok(Response::new(task_pb(self.task(req.into_inner().task_id).await?)))
+        Ok(Response::new(convert::task(self.task(req.into_inner().task_id).await?)))
     }
 
     async fn list_tasks(&self, req: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
@@ -145,24 +137,15 @@ impl pb::orchestrator_server::Orchestrator for Services {
             }
         }
         let q = TaskQuery { job_id: &r.job_id, states, after_id, limit: size + 1, with_payloads: !r.summary_only };
-        let mut tasks = self.store.tasks(&q).await.map_err(Status::from)?;
-        let next = if tasks.len() > size as usize {
-            tasks.truncate(size as usize);
-            tasks.last().map(|t| t.row.task_id.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok(Response::new(pb::ListTasksResponse {
-            tasks: tasks.into_iter().map(task_pb).collect(),
-            next_page_token: next,
-        }))
+        let rows = self.store.tasks(&q).await.map_err(Status::from)?;
+        Ok(Response::new(task_page(rows, size as usize)))
     }
 
     async fn cancel_task(&self, req: Request<pb::CancelTaskRequest>) -> Result<Response<pb::Task>, Status> {
         let r = req.into_inner();
         validate::cancel_task(&r)?;
         self.handle.cancel_task(r.task_id, r.reason).await?;
-        Ok(Response::new(task_pb(self.task(r.task_id).await?)))
+        Ok(Response::new(convert::task(self.task(r.task_id).await?)))
     }
 
     async fn retry_tasks(
@@ -205,7 +188,7 @@ impl pb::orchestrator_server::Orchestrator for Services {
     async fn watch_job(&self, req: Request<pb::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
         let r = req.into_inner();
         validate::id("job_id", &r.job_id)?;
-        let stream = crate::watch::start(self.clone(), r).await?;
+        let stream = crate::watch::start(self.handle.clone(), self.store.clone(), self.shutdown.clone(), r).await?;
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -223,13 +206,15 @@ impl pb::worker_gateway_server::WorkerGateway for Services {
     async fn listen(&self, req: Request<pb::ListenRequest>) -> Result<Response<Self::ListenStream>, Status> {
         let worker = req.into_inner().worker_id;
         validate::id("worker_id", &worker)?;
-        let (session, rx, tx) = self.handle.listen(worker.clone()).await?;
+        let Listening { session, rx, tx, ended } = self.handle.listen(worker.clone()).await?;
         let handle = self.handle.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            // Liveness is the stream: when the worker goes away, it is disconnected.
+            // Liveness is the stream: when the worker goes away, it is disconnected. A stream
+            // replaced by a newer one ends here too (this task holds the last sender).
             tokio::select! {
                 _ = tx.closed() => {}
+                _ = ended.cancelled() => {}
                 _ = shutdown.cancelled() => {}
             }
             drop(tx);

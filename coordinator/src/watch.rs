@@ -11,9 +11,11 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use crate::Error;
-use crate::dispatch::{job_state_of, status_of};
-use crate::service::{Services, state_pb};
+use tokio_util::sync::CancellationToken;
+
+use crate::dispatch::{Handle, Subscription};
+use crate::store::Store;
+use crate::{Error, convert};
 
 /// Messages buffered towards one watcher's connection.
 pub const WATCH_OUT_BUFFER: usize = 256;
@@ -31,14 +33,16 @@ fn ends(ev: &pb::JobEvent) -> bool {
 /// Subscribes (so a job that does not exist is an error of the call) and starts the task
 /// that feeds the stream.
 pub async fn start(
-    svc: Services,
+    handle: Handle,
+    store: Store,
+    shutdown: CancellationToken,
     req: pb::WatchJobRequest,
 ) -> Result<impl Stream<Item = Result<pb::JobEvent, Status>>, Error> {
-    let sub = svc.handle.subscribe(req.job_id.clone(), req.after_seq).await?;
+    let sub = handle.subscribe(req.job_id.clone(), req.after_seq).await?;
     let (out, rx) = mpsc::channel(WATCH_OUT_BUFFER);
     tokio::spawn(async move {
         let job = req.job_id.clone();
-        if let Err(e) = feed(svc, req, sub, out.clone()).await {
+        if let Err(e) = feed(&store, &shutdown, req, sub, out.clone()).await {
             tracing::debug!(job = %job, error = %e, "watch ended with an error");
             let _ = out.send(Err(e.into())).await;
         }
@@ -49,23 +53,13 @@ pub async fn start(
 type Out = mpsc::Sender<Result<pb::JobEvent, Status>>;
 
 /// Sends a fresh snapshot; returns its sequence number and whether the stream should end.
-async fn snapshot(svc: &Services, job: &str, follow: bool, out: &Out) -> Result<Option<(u64, bool)>, Error> {
-    let Some((rec, tasks)) = svc.store.snapshot(job).await? else {
+async fn snapshot(store: &Store, job: &str, follow: bool, out: &Out) -> Result<Option<(u64, bool)>, Error> {
+    let Some((rec, tasks)) = store.snapshot(job).await? else {
         return Err(Error::NotFound(format!("job {job} not found")));
     };
-    let status = status_of(&rec.counts);
-    let job_state = job_state_of(&rec.counts, rec.cancelled) as i32;
-    let summaries: Vec<pb::TaskSummary> = tasks
-        .into_iter()
-        .map(|t| pb::TaskSummary {
-            task_id: t.row.task_id,
-            state: state_pb(t.row.state),
-            attempts: t.row.attempt,
-            priority: t.priority,
-            name: String::new(),
-            reason: t.row.reason,
-        })
-        .collect();
+    let status = convert::status(&rec.counts);
+    let job_state = convert::job_state(&rec.counts, rec.cancelled) as i32;
+    let summaries: Vec<pb::TaskSummary> = tasks.into_iter().map(convert::summary).collect();
     let chunks: Vec<&[pb::TaskSummary]> =
         if summaries.is_empty() { vec![&[]] } else { summaries.chunks(SNAPSHOT_CHUNK).collect() };
     let n = chunks.len();
@@ -90,9 +84,10 @@ async fn snapshot(svc: &Services, job: &str, follow: bool, out: &Out) -> Result<
 }
 
 async fn feed(
-    svc: Services,
+    store: &Store,
+    shutdown: &CancellationToken,
     req: pb::WatchJobRequest,
-    sub: crate::dispatch::Subscription,
+    sub: Subscription,
     out: Out,
 ) -> Result<(), Error> {
     let job = req.job_id.as_str();
@@ -109,7 +104,7 @@ async fn feed(
             }
             sub.last_seq
         }
-        _ => match snapshot(&svc, job, req.follow, &out).await? {
+        _ => match snapshot(store, job, req.follow, &out).await? {
             None => return Ok(()),
             Some((_, true)) => return Ok(()),
             Some((seq, false)) => seq,
@@ -117,7 +112,7 @@ async fn feed(
     };
     loop {
         let r = tokio::select! {
-            _ = svc.shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return Ok(()),
             _ = out.closed() => return Ok(()),
             r = rx.recv() => r,
         };
@@ -134,7 +129,7 @@ async fn feed(
             }
             Err(RecvError::Lagged(n)) => {
                 tracing::debug!(job = %job, missed = n, "watcher fell behind; sending a fresh snapshot");
-                match snapshot(&svc, job, req.follow, &out).await? {
+                match snapshot(store, job, req.follow, &out).await? {
                     None | Some((_, true)) => return Ok(()),
                     Some((seq, false)) => last = last.max(seq),
                 }

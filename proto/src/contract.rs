@@ -86,6 +86,9 @@ pub mod limits {
     pub const MAX_CONTEXT_VALUE_BYTES: usize = 64 << 10;
     /// Shared context entries in one scope (the global one or a job's).
     pub const MAX_CONTEXT_KEYS: usize = 1_000;
+    /// Bytes of one scope's shared context, keys and values together (it goes to workers
+    /// with every assignment of the scope).
+    pub const MAX_CONTEXT_SCOPE_BYTES: usize = 1 << 20;
     /// A job or worker id, an idempotency key.
     pub const MAX_ID_BYTES: usize = 128;
     /// Task ids in one RetryTasks call.
@@ -95,7 +98,7 @@ pub mod limits {
     pub const MAX_REPORTS: usize = 10_000;
     /// Bytes of the reports a worker sends in one Report call (below the message limit).
     pub const MAX_REPORT_BATCH_BYTES: usize = 48 << 20;
-    pub const MAX_PROGRESS_BYTES: usize = 64 << 10;
+    pub const MAX_PROGRESS_BYTES: usize = 16 << 10;
     /// One task's result, encoded (its output, artifacts and error).
     pub const MAX_RESULT_BYTES: usize = 32 << 20;
     /// Agent kinds a worker may name at registration.

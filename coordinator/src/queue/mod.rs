@@ -112,13 +112,23 @@ pub struct Limits {
     pub lease_ms: u64,
     /// Attempts lost to expired leases before the task is dead-lettered as failed.
     pub max_lease_losses: u32,
+    /// A worker with no stream and no attempts is forgotten after this long.
+    pub forget_worker_ms: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { lease_ms: defaults::LEASE_SECONDS as u64 * 1_000, max_lease_losses: defaults::MAX_LEASE_LOSSES }
+        Limits {
+            lease_ms: defaults::LEASE_SECONDS as u64 * 1_000,
+            max_lease_losses: defaults::MAX_LEASE_LOSSES,
+            forget_worker_ms: FORGET_WORKER_MS,
+        }
     }
 }
+
+/// How long a worker with no stream and no attempts is remembered (its labels and slots),
+/// so that a reconnect within it finds it; past it the worker is forgotten.
+pub const FORGET_WORKER_MS: u64 = 10 * 60 * 1_000;
 
 /// Required worker labels, sorted by key.
 pub type Labels = BTreeMap<String, String>;
@@ -272,6 +282,8 @@ pub struct Worker {
     /// It let a lease expire: it gets no new work until it proves alive again (a heartbeat,
     /// a new stream or a registration). Its stream may look open when it is cut off.
     pub suspect: bool,
+    /// Last registration, stream change or heartbeat (ms): when to forget it.
+    pub seen_ms: u64,
     eligible: Vec<usize>,
 }
 
@@ -279,6 +291,17 @@ impl Worker {
     fn free(&self) -> u32 {
         self.slots.saturating_sub(self.held.len() as u32)
     }
+}
+
+/// How a task entering memory is linked into its dependencies' dependents lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    /// Restored at start-up: `finish_restore` links everything at once.
+    No,
+    /// A new task: its id is in no list yet.
+    New,
+    /// Brought back by RetryTasks: it may still be in a list.
+    Revived,
 }
 
 /// What a report says about an attempt.
@@ -337,6 +360,8 @@ pub struct Scheduler {
     free_workers: BTreeSet<WorkerId>,
     /// Round-robin start for dispatch.
     cursor: Option<WorkerId>,
+    /// When idle workers were last looked for (ms).
+    swept_ms: u64,
 }
 
 impl Scheduler {
@@ -463,7 +488,7 @@ impl Scheduler {
         let mut fx = Vec::with_capacity(tasks.len());
         for t in tasks {
             let id = t.id;
-            self.insert_entry(job.clone(), t, State::Waiting, 0, None, true);
+            self.insert_entry(job.clone(), t, State::Waiting, 0, None, Link::New);
             self.jobs.entry(job.clone()).or_default().counts.add(State::Waiting);
             fx.push(Effect::Changed {
                 id,
@@ -483,7 +508,7 @@ impl Scheduler {
     pub fn restore_task(&mut self, r: Restored, now: u64) {
         let id = r.task.id;
         let (state, attempt) = (r.state, r.attempt);
-        self.insert_entry(r.job, r.task, state, attempt, r.worker.clone(), false);
+        self.insert_entry(r.job, r.task, state, attempt, r.worker.clone(), Link::No);
         let lease_ms = self.limits.lease_ms;
         let e = self.tasks.get_mut(&id).expect("just inserted");
         e.retries_used = r.retries_used;
@@ -509,6 +534,7 @@ impl Scheduler {
                     held: HashSet::new(),
                     session: None,
                     suspect: false,
+                    seen_ms: now,
                     eligible: Vec::new(),
                 });
                 w.held.insert((id, attempt));
@@ -577,7 +603,7 @@ impl Scheduler {
             }
             let from = r.state;
             self.tasks.remove(&id);
-            self.insert_entry(r.job.clone(), r.task, State::Waiting, r.attempt, None, true);
+            self.insert_entry(r.job.clone(), r.task, State::Waiting, r.attempt, None, Link::Revived);
             let info = self.jobs.entry(r.job.clone()).or_default();
             info.counts.sub(from);
             info.counts.add(State::Waiting);
@@ -604,6 +630,7 @@ impl Scheduler {
         labels: Labels,
         slots: u32,
         running: &[(TaskId, u32)],
+        now: u64,
     ) -> (Vec<(TaskId, u32)>, Vec<Effect>) {
         let mut held = HashSet::new();
         let mut stale = Vec::new();
@@ -621,8 +648,10 @@ impl Scheduler {
             self.workers.get(&id).map(|w| w.held.iter().copied().collect()).unwrap_or_default();
         let session = self.workers.get(&id).and_then(|w| w.session);
         let eligible = self.ready.eligible(&labels);
-        self.workers
-            .insert(id.clone(), Worker { labels, slots, held: held.clone(), session, suspect: false, eligible });
+        self.workers.insert(
+            id.clone(),
+            Worker { labels, slots, held: held.clone(), session, suspect: false, seen_ms: now, eligible },
+        );
         // Attempts the coordinator believes the worker holds but it did not name are gone
         // (it restarted, or dropped them): they run again now, not when their lease expires.
         let mut lost: Vec<(TaskId, u32)> = previous.into_iter().filter(|k| !held.contains(k)).collect();
@@ -639,23 +668,25 @@ impl Scheduler {
     }
 
     /// The worker's Listen stream opened (session number `session`).
-    pub fn connect(&mut self, id: &WorkerId, session: u64) -> Result<(), Refusal> {
+    pub fn connect(&mut self, id: &WorkerId, session: u64, now: u64) -> Result<(), Refusal> {
         let w = self
             .workers
             .get_mut(id)
             .ok_or_else(|| Refusal::NotFound(format!("worker {id} not found: call Register first")))?;
         w.session = Some(session);
         w.suspect = false;
+        w.seen_ms = now;
         self.refresh_free(id);
         Ok(())
     }
 
     /// The worker's Listen stream `session` closed. Its leases are no longer extended.
-    pub fn disconnect(&mut self, id: &WorkerId, session: u64) {
+    pub fn disconnect(&mut self, id: &WorkerId, session: u64, now: u64) {
         if let Some(w) = self.workers.get_mut(id)
             && w.session == Some(session)
         {
             w.session = None;
+            w.seen_ms = now;
         }
         self.refresh_free(id);
     }
@@ -691,11 +722,12 @@ impl Scheduler {
                 _ => stale.push((t, a)),
             }
         }
-        if let Some(w) = self.workers.get_mut(id)
-            && w.suspect
-        {
-            w.suspect = false;
-            self.refresh_free(id);
+        if let Some(w) = self.workers.get_mut(id) {
+            w.seen_ms = now;
+            if w.suspect {
+                w.suspect = false;
+                self.refresh_free(id);
+            }
         }
         Ok((stale, expires))
     }
@@ -747,9 +779,13 @@ impl Scheduler {
 
     // ----- time and dispatch -----
 
-    /// Expires leases and ends backoffs that are due.
+    /// Expires leases and ends backoffs that are due; forgets idle workers now and then.
     pub fn tick(&mut self, now: u64) -> Vec<Effect> {
         let mut fx = Vec::new();
+        if now.saturating_sub(self.swept_ms) >= self.limits.forget_worker_ms / 10 {
+            self.swept_ms = now;
+            self.forget_idle_workers(now);
+        }
         while let Some(&(at, id, attempt)) = self.leases.first() {
             if at > now {
                 break;
@@ -846,20 +882,25 @@ impl Scheduler {
         state: State,
         attempt: u32,
         worker: Option<WorkerId>,
-        link: bool,
+        link: Link,
     ) {
-        for d in t.deps.iter().filter(|_| link) {
+        for d in t.deps.iter().filter(|_| link != Link::No) {
+            // A new id is in no list yet (and its dependencies are distinct), so only a
+            // revived task needs the check: linear work for new tasks, whatever the fan-in.
             if let Some(dep) = self.tasks.get_mut(d)
-                && !dep.dependents.contains(&t.id)
+                && (link == Link::New || !dep.dependents.contains(&t.id))
             {
                 dep.dependents.push(t.id);
             }
         }
         let (label_set, new_set) = self.ready.intern(&t.labels);
         if new_set {
-            // A new label set: recompute which queues each worker may serve.
+            // A new label set: each known worker is checked against it once (workers are
+            // forgotten when idle, so this is bounded by the live fleet).
             for w in self.workers.values_mut() {
-                w.eligible = self.ready.eligible(&w.labels);
+                if self.ready.serves(label_set, &w.labels) {
+                    w.eligible.push(label_set);
+                }
             }
         }
         self.jobs.entry(job.clone()).or_default();
@@ -1015,8 +1056,35 @@ impl Scheduler {
     }
 
     /// Moves a task to a final state and cascades a failure or cancellation to the tasks
-    /// that depend on it, or a completion to the ones waiting for it.
+    /// that depend on it, or a completion to the ones waiting for it. The cascade walks the
+    /// graph with an explicit stack (depth first, dependents in order), never by recursion:
+    /// a chain of any length costs memory on the heap, not on the thread's stack.
     fn finish(&mut self, id: TaskId, to: State, reason: String, cause: Option<TaskId>, fx: &mut Vec<Effect>) {
+        let mut stack = vec![(id, to, reason, cause)];
+        while let Some((id, to, reason, cause)) = stack.pop() {
+            if self.tasks.get(&id).is_none_or(|e| e.state.is_final()) {
+                // Reached twice through a diamond of dependencies.
+                continue;
+            }
+            self.finish_one(id, to, reason, cause, fx);
+            let dependents = self.tasks[&id].dependents.clone();
+            if to == State::Completed {
+                self.release_dependents(&dependents, fx);
+                continue;
+            }
+            let root = cause.unwrap_or(id);
+            let reason = format!("dependency {id} {}", to.name());
+            for d in dependents.into_iter().rev() {
+                if self.tasks.get(&d).is_some_and(|de| !de.state.is_final()) {
+                    stack.push((d, State::Cancelled, reason.clone(), Some(root)));
+                }
+            }
+        }
+    }
+
+    /// One task to a final state: its lease released (and revoked unless it completed), its
+    /// backoff dropped.
+    fn finish_one(&mut self, id: TaskId, to: State, reason: String, cause: Option<TaskId>, fx: &mut Vec<Effect>) {
         let e = &self.tasks[&id];
         if e.state == State::InProgress {
             let worker = e.lease.as_ref().map(|l| l.worker.clone());
@@ -1036,31 +1104,28 @@ impl Scheduler {
         e.cancel_cause = cause;
         self.transition(id, to, reason, fx);
         self.finals.push(id);
-        let dependents = self.tasks[&id].dependents.clone();
-        match to {
-            State::Completed => {
-                for d in dependents {
-                    let Some(de) = self.tasks.get_mut(&d) else { continue };
-                    if de.state != State::Waiting {
-                        continue;
-                    }
-                    de.unmet = de.unmet.saturating_sub(1);
-                    if de.unmet == 0 && de.not_before_ms == 0 {
-                        self.transition(d, State::Pending, String::new(), fx);
-                        self.push_ready(d);
-                    }
-                }
+    }
+
+    /// A dependency completed: each waiting dependent has one unmet dependency less, and
+    /// those with none left (and no backoff) become pending.
+    fn release_dependents(&mut self, dependents: &[TaskId], fx: &mut Vec<Effect>) {
+        for &d in dependents {
+            let Some(de) = self.tasks.get_mut(&d) else { continue };
+            if de.state != State::Waiting {
+                continue;
             }
-            _ => {
-                let root = cause.unwrap_or(id);
-                for d in dependents {
-                    if self.tasks.get(&d).is_some_and(|de| !de.state.is_final()) {
-                        let reason = format!("dependency {id} {}", to.name());
-                        self.finish(d, State::Cancelled, reason, Some(root), fx);
-                    }
-                }
+            de.unmet = de.unmet.saturating_sub(1);
+            if de.unmet == 0 && de.not_before_ms == 0 {
+                self.transition(d, State::Pending, String::new(), fx);
+                self.push_ready(d);
             }
         }
+    }
+
+    /// Forgets workers with no stream and no attempts, unseen for `forget_worker_ms`.
+    fn forget_idle_workers(&mut self, now: u64) {
+        let ttl = self.limits.forget_worker_ms;
+        self.workers.retain(|_, w| w.session.is_some() || !w.held.is_empty() || now.saturating_sub(w.seen_ms) < ttl);
     }
 
     fn refresh_free(&mut self, id: &WorkerId) {
@@ -1089,6 +1154,13 @@ impl Scheduler {
                 assert!(e.unmet > 0 || e.not_before_ms > 0, "task {id} waits on nothing");
             }
         }
+        // Every task that is not final is in memory, so the live counts match exactly.
+        for (job, info) in &self.jobs {
+            let c = counts.get(job).copied().unwrap_or_default();
+            let live = |c: &Counts| (c.waiting, c.pending, c.in_progress);
+            assert_eq!(live(&info.counts), live(&c), "job {job}: counts of live tasks");
+            assert!(info.counts.completed >= c.completed, "job {job}: completed count");
+        }
         for (wid, w) in &self.workers {
             if w.slots > 0 {
                 assert!(w.held.len() as u32 <= w.slots, "worker {wid} over its slots");
@@ -1099,6 +1171,5 @@ impl Scheduler {
                 assert_eq!(e.attempt, *a);
             }
         }
-        let _ = counts;
     }
 }

@@ -37,12 +37,12 @@ impl ReadyQueues {
 
     /// The queues a worker with these labels may serve.
     pub(super) fn eligible(&self, worker: &Labels) -> Vec<usize> {
-        self.sets
-            .iter()
-            .enumerate()
-            .filter(|(_, set)| set.iter().all(|(k, v)| worker.get(k) == Some(v)))
-            .map(|(i, _)| i)
-            .collect()
+        (0..self.sets.len()).filter(|&i| self.serves(i, worker)).collect()
+    }
+
+    /// Whether a worker with these labels may serve queue `i`.
+    pub(super) fn serves(&self, i: usize, worker: &Labels) -> bool {
+        self.sets[i].iter().all(|(k, v)| worker.get(k) == Some(v))
     }
 
     pub(super) fn push(&mut self, e: &Entry) {

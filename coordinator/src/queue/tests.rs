@@ -1,4 +1,5 @@
-//! Table-driven tests of the state machine and property tests of design.md's invariants 2-6.
+//! Table-driven tests of the state machine and property tests of invariants 2-6 of
+//! docs/design.md, with the graph shapes at the contract's limits.
 
 use super::*;
 use proptest::prelude::*;
@@ -22,15 +23,15 @@ fn task(id: i64) -> NewTask {
 }
 
 fn sched() -> Scheduler {
-    let mut s = Scheduler::new(Limits { lease_ms: 1_000, max_lease_losses: 3 });
+    let mut s = Scheduler::new(Limits { lease_ms: 1_000, max_lease_losses: 3, forget_worker_ms: 60_000 });
     s.insert_job(job(), Counts::default(), false, 0);
     s
 }
 
 fn worker(s: &mut Scheduler, name: &str, slots: u32) -> WorkerId {
     let w = WorkerId::from(name);
-    s.register(w.clone(), Labels::new(), slots, &[]);
-    s.connect(&w, 1).unwrap();
+    s.register(w.clone(), Labels::new(), slots, &[], 0);
+    s.connect(&w, 1, 0).unwrap();
     w
 }
 
@@ -51,6 +52,108 @@ fn assigned(fx: &[Effect]) -> Vec<(String, i64, u32)> {
             _ => None,
         })
         .collect()
+}
+
+/// A chain of `n` tasks, each depending on the one before, starting at id 1.
+fn chain(n: i64) -> Vec<NewTask> {
+    (1..=n).map(|i| NewTask { deps: if i > 1 { vec![TaskId(i - 1)] } else { vec![] }, ..task(i) }).collect()
+}
+
+/// Runs `f` on a thread with a small stack: a graph walk that recursed per task would
+/// overflow it long before the contract's limits.
+fn on_small_stack(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new().stack_size(128 << 10).spawn(f).unwrap().join().unwrap();
+}
+
+#[test]
+fn cancelling_the_head_of_a_chain_at_the_batch_limit_cancels_it_all() {
+    on_small_stack(|| {
+        let n = orca_proto::contract::limits::MAX_BATCH as i64;
+        let mut s = sched();
+        add(&mut s, chain(n));
+        let fx = s.cancel_task(TaskId(1), "stop").unwrap();
+        assert_eq!(fx.len(), n as usize);
+        assert_eq!(s.job(&job()).unwrap().counts.cancelled, n as u64);
+        let last = s.task(TaskId(n)).unwrap();
+        assert_eq!((last.state, last.cancel_cause), (State::Cancelled, Some(TaskId(1))));
+        assert_eq!(last.reason, format!("dependency {} cancelled", n - 1));
+        s.check_invariants();
+    });
+}
+
+#[test]
+fn a_failed_head_cancels_a_long_chain_without_recursion() {
+    on_small_stack(|| {
+        let n = orca_proto::contract::limits::MAX_BATCH as i64;
+        let mut s = sched();
+        add(&mut s, chain(n));
+        let w = worker(&mut s, "w1", 1);
+        s.dispatch(0);
+        let failed = Outcome::Failed { reason: "boom".into(), retryable: false };
+        s.report(&w, TaskId(1), 1, failed, 1).unwrap();
+        let c = s.job(&job()).unwrap().counts;
+        assert_eq!((c.failed, c.cancelled), (1, n as u64 - 1));
+        s.check_invariants();
+    });
+}
+
+#[test]
+fn wide_fan_in_and_fan_out_at_the_limits_settle_exactly() {
+    let deps = orca_proto::contract::limits::MAX_DEPENDENCIES as i64;
+    let mut s = sched();
+    // `deps` roots, then 100 tasks that each depend on every root (a diamond at the edge
+    // limit of one batch).
+    let mut tasks: Vec<NewTask> = (1..=deps).map(task).collect();
+    let all: Vec<TaskId> = (1..=deps).map(TaskId).collect();
+    tasks.extend((deps + 1..=deps + 100).map(|i| NewTask { deps: all.clone(), ..task(i) }));
+    add(&mut s, tasks);
+    assert_eq!(s.task(TaskId(1)).unwrap().dependents.len(), 100);
+    let w = worker(&mut s, "w1", deps as u32);
+    s.dispatch(0);
+    for i in 1..deps {
+        s.report(&w, TaskId(i), 1, Outcome::Completed, 1).unwrap();
+    }
+    assert_eq!(s.task(TaskId(deps + 1)).unwrap().unmet, 1);
+    s.report(&w, TaskId(deps), 1, Outcome::Completed, 1).unwrap();
+    assert!((deps + 1..=deps + 100).all(|i| state(&s, i) == State::Pending));
+    s.check_invariants();
+}
+
+#[test]
+fn idle_workers_are_forgotten_and_busy_ones_kept() {
+    let mut s = sched();
+    add(&mut s, vec![task(1)]);
+    let busy = worker(&mut s, "busy", 1);
+    s.dispatch(0);
+    let idle = worker(&mut s, "idle", 1);
+    s.disconnect(&idle, 1, 10);
+    s.disconnect(&busy, 1, 10);
+    // Within the time to forget, a disconnected worker is remembered.
+    s.tick(10);
+    assert!(s.worker(&idle).is_some());
+    s.heartbeat(&busy, &[(TaskId(1), 1)], 20).unwrap_err();
+    s.tick(60_000 + 10);
+    assert!(s.worker(&idle).is_none(), "an idle worker past the limit is forgotten");
+    // The busy one held an attempt until its lease expired in this tick; it goes next time.
+    assert!(s.worker(&busy).is_some());
+    s.tick(2 * 60_000 + 10);
+    assert!(s.worker(&busy).is_none());
+    s.check_invariants();
+}
+
+#[test]
+fn a_new_label_set_reaches_workers_registered_before_it() {
+    let mut s = sched();
+    let gpu = WorkerId::from("gpu");
+    s.register(gpu.clone(), [("gpu".to_string(), "a100".to_string())].into(), 1, &[], 0);
+    s.connect(&gpu, 1, 0).unwrap();
+    let plain = worker(&mut s, "plain", 1);
+    let needs = |id| NewTask { labels: [("gpu".to_string(), "a100".to_string())].into(), ..task(id) };
+    add(&mut s, vec![needs(1), needs(2)]);
+    let fx = s.dispatch(0);
+    assert_eq!(assigned(&fx), vec![("gpu".into(), 1, 1)]);
+    assert!(s.worker(&plain).unwrap().held.is_empty());
+    s.check_invariants();
 }
 
 #[test]
@@ -102,7 +205,7 @@ fn stale_attempt_reports_are_rejected() {
     s.tick(1_000);
     assert_eq!(state(&s, 1), State::Pending);
     let w2 = worker(&mut s, "w2", 1);
-    s.disconnect(&w1, 1);
+    s.disconnect(&w1, 1, 0);
     let fx = s.dispatch(1_001);
     assert_eq!(assigned(&fx), vec![("w2".into(), 1, 2)]);
     let err = s.report(&w1, TaskId(1), 1, Outcome::Completed, 1_002).unwrap_err();
@@ -154,7 +257,7 @@ fn worker_that_let_a_lease_expire_gets_no_work_until_it_heartbeats() {
     // Its next heartbeat (stale attempts named) clears the suspicion.
     let (stale, _) = s.heartbeat(&cut, &[(TaskId(1), 1)], 1_003).unwrap();
     assert_eq!(stale, vec![(TaskId(1), 1)]);
-    s.disconnect(&b, 1);
+    s.disconnect(&b, 1, 0);
     let fx = s.dispatch(1_004);
     assert_eq!(assigned(&fx), vec![(cut.to_string(), 3, 1)]);
     s.check_invariants();
@@ -167,7 +270,7 @@ fn attempts_a_worker_does_not_name_when_it_registers_again_run_again_at_once() {
     let w = worker(&mut s, "w1", 2);
     s.dispatch(0);
     // The worker restarted with the same id and runs only task 1 now.
-    let (stale, fx) = s.register(w.clone(), Labels::new(), 2, &[(TaskId(1), 1)]);
+    let (stale, fx) = s.register(w.clone(), Labels::new(), 2, &[(TaskId(1), 1)], 0);
     assert!(stale.is_empty());
     assert!(matches!(&fx[..], [Effect::Changed { id: TaskId(2), to: State::Pending, .. }]), "{fx:?}");
     let e = s.task(TaskId(2)).unwrap();
@@ -188,7 +291,7 @@ fn heartbeats_extend_leases_only_with_an_open_stream() {
     assert_eq!(expires, 1_900);
     s.tick(1_000);
     assert_eq!(state(&s, 1), State::InProgress);
-    s.disconnect(&w, 1);
+    s.disconnect(&w, 1, 0);
     assert!(matches!(s.heartbeat(&w, &[(TaskId(1), 1)], 1_500), Err(Refusal::FailedPrecondition(_))));
     s.tick(1_900);
     assert_eq!(state(&s, 1), State::Pending);
@@ -349,8 +452,8 @@ fn task_needing_a_missing_label_does_not_block_others() {
     let g = WorkerId::from("gpu-box");
     let mut labels = Labels::new();
     labels.insert("gpu".into(), "a100".into());
-    s.register(g.clone(), labels, 1, &[]);
-    s.connect(&g, 1).unwrap();
+    s.register(g.clone(), labels, 1, &[], 0);
+    s.connect(&g, 1, 0).unwrap();
     assert_eq!(assigned(&s.dispatch(1)), vec![("gpu-box".into(), 1, 1)]);
 }
 
@@ -365,7 +468,7 @@ fn never_more_assignments_than_free_slots() {
     assert_eq!(assigned(&s.dispatch(3)).len(), 1);
     // A disconnected worker gets nothing.
     s.report(&w, TaskId(2), 1, Outcome::Completed, 4).unwrap();
-    s.disconnect(&w, 1);
+    s.disconnect(&w, 1, 0);
     assert!(assigned(&s.dispatch(5)).is_empty());
 }
 
@@ -418,7 +521,7 @@ fn reregistered_worker_keeps_its_current_attempts() {
     let w = worker(&mut s, "w1", 2);
     s.dispatch(0);
     s.cancel_task(TaskId(2), "x").unwrap();
-    let (stale, fx) = s.register(w.clone(), Labels::new(), 2, &[(TaskId(1), 1), (TaskId(2), 1)]);
+    let (stale, fx) = s.register(w.clone(), Labels::new(), 2, &[(TaskId(1), 1), (TaskId(2), 1)], 0);
     assert_eq!(stale, vec![(TaskId(2), 1)]);
     assert!(fx.is_empty());
     assert_eq!(s.worker(&w).unwrap().held.len(), 1);
@@ -451,8 +554,8 @@ fn restored_in_progress_task_gets_a_fresh_lease() {
     assert_eq!(state(&s, 3), State::Pending, "its dependency completed before the restart");
     assert_eq!(s.next_deadline(), Some(6_000));
     let w = WorkerId::from("w1");
-    assert_eq!(s.register(w.clone(), Labels::new(), 1, &[(TaskId(1), 2)]), (vec![], vec![]));
-    s.connect(&w, 7).unwrap();
+    assert_eq!(s.register(w.clone(), Labels::new(), 1, &[(TaskId(1), 2)], 0), (vec![], vec![]));
+    s.connect(&w, 7, 0).unwrap();
     s.report(&w, TaskId(1), 2, Outcome::Completed, 5_500).unwrap();
     assert_eq!(state(&s, 2), State::Pending);
     s.check_invariants();
@@ -579,17 +682,17 @@ proptest! {
                 Op::Disconnect(i) => {
                     let w = &workers[i as usize];
                     if let Some(cur) = s.worker(w).and_then(|w| w.session) {
-                        s.disconnect(w, cur);
+                        s.disconnect(w, cur, 0);
                     }
                     vec![]
                 }
-                Op::Reconnect(i) => { session += 1; s.connect(&workers[i as usize], session).unwrap(); vec![] }
+                Op::Reconnect(i) => { session += 1; s.connect(&workers[i as usize], session, 0).unwrap(); vec![] }
             };
             check(&s, &fx, &deps_of, &mut completed, &mut finals);
             s.evict_final();
         }
         // Drain: all workers connected, everything dispatched completes; time runs on.
-        for w in &workers { session += 1; s.connect(w, session).unwrap(); }
+        for w in &workers { session += 1; s.connect(w, session, 0).unwrap(); }
         for _ in 0..10_000 {
             now += 1_000;
             let mut fx = s.tick(now);

@@ -1,0 +1,83 @@
+//! Conversions from the coordinator's records to the wire (`pb::`) types, in one place for
+//! the services, the watch streams and the dispatcher's events.
+
+use orca_proto::pb;
+use prost::Message;
+
+use crate::queue::{Counts, State};
+use crate::store::{JobRecord, TaskRecord};
+
+/// The proto enum value of a task state.
+pub fn state(s: State) -> i32 {
+    s.as_i32()
+}
+
+/// The proto status counts of a job.
+pub fn status(c: &Counts) -> pb::JobStatus {
+    let total = c.total();
+    let finished = c.completed + c.failed + c.cancelled;
+    pb::JobStatus {
+        total_tasks: total,
+        waiting: c.waiting,
+        pending: c.pending,
+        in_progress: c.in_progress,
+        completed: c.completed,
+        failed: c.failed,
+        cancelled: c.cancelled,
+        progress_pct: if total == 0 { 0.0 } else { (finished as f64 * 10_000.0 / total as f64).round() / 100.0 },
+    }
+}
+
+/// The job's state from its counts.
+pub fn job_state(c: &Counts, cancelled: bool) -> pb::JobState {
+    if cancelled {
+        pb::JobState::Cancelled
+    } else if !c.all_final() {
+        pb::JobState::Active
+    } else if c.failed + c.cancelled > 0 {
+        pb::JobState::Failed
+    } else {
+        pb::JobState::Completed
+    }
+}
+
+pub fn job(r: &JobRecord) -> pb::Job {
+    pb::Job {
+        job_id: r.job_id.clone(),
+        description: r.description.clone(),
+        state: job_state(&r.counts, r.cancelled) as i32,
+        status: Some(status(&r.counts)),
+        metadata: r.metadata.as_deref().and_then(|m| prost_types::Struct::decode(m).ok()),
+        created_at_ms: r.created_at_ms,
+        updated_at_ms: r.updated_at_ms,
+    }
+}
+
+pub fn task(r: TaskRecord) -> pb::Task {
+    pb::Task {
+        task_id: r.row.task_id,
+        job_id: r.job_id,
+        state: state(r.row.state),
+        spec: r.spec.as_deref().and_then(|s| pb::TaskSpec::decode(s).ok()),
+        result: r.result.as_deref().and_then(|s| pb::TaskResult::decode(s).ok()),
+        attempts: r.row.attempt,
+        retries_used: r.row.retries_used,
+        reason: r.row.reason,
+        worker_id: r.row.worker_id.unwrap_or_default(),
+        created_at_ms: r.created_at_ms,
+        updated_at_ms: r.updated_at_ms,
+        not_before_ms: r.row.not_before_ms as i64,
+    }
+}
+
+/// A task's line in a WatchJob snapshot.
+pub fn summary(t: TaskRecord) -> pb::TaskSummary {
+    pb::TaskSummary {
+        task_id: t.row.task_id,
+        state: state(t.row.state),
+        attempts: t.row.attempt,
+        priority: t.priority,
+        name: String::new(),
+        reason: t.row.reason,
+    }
+}

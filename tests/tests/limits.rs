@@ -1,0 +1,152 @@
+//! Bounded work per call: single requests within (or one past) the documented limits that
+//! once crashed, stalled or bloated the coordinator. Each test drives the real binary and then
+//! checks that it still serves calls.
+
+use orca_e2e::*;
+use orca_proto::contract::limits;
+use orca_proto::pb;
+use pb::orchestrator_client::OrchestratorClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// A client that may send and receive messages up to twice the coordinator's limit, so that
+/// the coordinator's own limit is what a test meets.
+async fn big_client(coord: &Coordinator) -> OrchestratorClient<Channel> {
+    coord
+        .client()
+        .await
+        .max_encoding_message_size(2 * limits::MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(2 * limits::MAX_MESSAGE_BYTES)
+}
+
+/// The coordinator still takes writes.
+async fn still_serves(c: &mut OrchestratorClient<Channel>) {
+    create_job(c, "still alive").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_the_head_of_a_chain_at_the_batch_limit_keeps_the_coordinator_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(dir.path(), &[]);
+    let mut c = coord.client().await;
+    let job = create_job(&mut c, "chain").await;
+    let n = limits::MAX_BATCH;
+    // Task i (0-based) depends on task i-1, named -(i) within the batch.
+    let tasks: Vec<pb::TaskSpec> = (0..n)
+        .map(|i| pb::TaskSpec { depends_on: if i == 0 { vec![] } else { vec![-(i as i64)] }, ..spec("link") })
+        .collect();
+    let ids = add(&mut c, &job, tasks).await;
+    c.cancel_task(pb::CancelTaskRequest { task_id: ids[0], reason: String::new() }).await.unwrap();
+    let status = job_status(&mut c, &job).await;
+    assert_eq!(status.cancelled, n as u64);
+    let last = task(&mut c, ids[n - 1]).await;
+    assert_eq!(last.state, pb::TaskState::Cancelled as i32);
+    still_serves(&mut c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_listen_for_a_worker_ends_the_first_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(dir.path(), &[]);
+    let mut g = coord.gateway().await;
+    let reg = pb::RegisterRequest { worker_id: "w1".into(), slots: 1, ..Default::default() };
+    g.register(reg).await.unwrap();
+    let listen = || pb::ListenRequest { worker_id: "w1".into() };
+    let mut first = g.listen(listen()).await.unwrap().into_inner();
+    let mut second = g.listen(listen()).await.unwrap().into_inner();
+    // The first stream ends (an ABORTED status naming the newer stream, then nothing).
+    let ended = tokio::time::timeout(WAIT, first.message()).await.expect("the replaced stream ends");
+    match ended {
+        Err(status) => assert_eq!(status.code(), Code::Aborted, "{status:?}"),
+        Ok(None) => {}
+        Ok(Some(m)) => panic!("the replaced stream got work: {m:?}"),
+    }
+    // The newer one gets the work.
+    let mut c = coord.client().await;
+    let job = create_job(&mut c, "replaced").await;
+    let ids = add(&mut c, &job, vec![spec("one")]).await;
+    let msg = tokio::time::timeout(WAIT, second.message()).await.expect("an assignment").unwrap().unwrap();
+    assert_eq!(msg.assignments[0].task_id, ids[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_of_a_cancelled_job_cannot_be_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(dir.path(), &[]);
+    let mut c = coord.client().await;
+    let job = create_job(&mut c, "cancelled").await;
+    let ids = add(&mut c, &job, vec![spec("one"), spec("two")]).await;
+    c.cancel_job(pb::CancelJobRequest { job_id: job.clone(), reason: "stop".into() }).await.unwrap();
+    let by_job = c.retry_tasks(pb::RetryTasksRequest { job_id: job.clone(), task_ids: vec![] }).await.unwrap_err();
+    assert_eq!(by_job.code(), Code::FailedPrecondition, "{by_job:?}");
+    let by_id = c.retry_tasks(pb::RetryTasksRequest { job_id: String::new(), task_ids: ids.clone() }).await;
+    let by_id = by_id.unwrap_err();
+    assert_eq!(by_id.code(), Code::FailedPrecondition, "{by_id:?}");
+    assert!(by_id.message().contains("cancelled"), "{}", by_id.message());
+    let status = job_status(&mut c, &job).await;
+    assert_eq!((status.cancelled, status.pending, status.waiting), (2, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_limit_is_resource_exhausted() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(dir.path(), &[]);
+    let mut c = big_client(&coord).await;
+    let job = create_job(&mut c, "too big").await;
+    let prompt = "p".repeat(limits::MAX_PROMPT_BYTES);
+    let n = limits::MAX_MESSAGE_BYTES / limits::MAX_PROMPT_BYTES + 1;
+    let req = pb::AddTasksRequest { job_id: job.clone(), tasks: vec![spec(&prompt); n] };
+    let e = c.add_tasks(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert_eq!(job_status(&mut c, &job).await.total_tasks, 0);
+    still_serves(&mut c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strings_past_their_limit_are_invalid_argument_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(dir.path(), &[]);
+    let mut c = big_client(&coord).await;
+    let job = create_job(&mut c, "strings").await;
+    let ids = add(&mut c, &job, vec![spec("one")]).await;
+    let reason = "r".repeat(limits::MAX_REASON_BYTES + 1);
+    let e = c.cancel_job(pb::CancelJobRequest { job_id: job.clone(), reason: reason.clone() }).await.unwrap_err();
+    assert_eq!((e.code(), e.message().starts_with("reason:")), (Code::InvalidArgument, true), "{e:?}");
+    let e = c.cancel_task(pb::CancelTaskRequest { task_id: ids[0], reason }).await.unwrap_err();
+    assert_eq!((e.code(), e.message().starts_with("reason:")), (Code::InvalidArgument, true), "{e:?}");
+    // An expected output a worker could not collect is refused when the task is added.
+    let dir_output = pb::TaskSpec { expected_outputs: vec!["out/".into()], ..spec("x") };
+    let req = pb::AddTasksRequest { job_id: job.clone(), tasks: vec![dir_output] };
+    let e = c.add_tasks(req).await.unwrap_err();
+    assert!(e.message().starts_with("tasks[0].expected_outputs[0]"), "{e:?}");
+    assert_eq!(job_status(&mut c, &job).await.pending, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_tasks_pages_by_bytes_as_well_as_by_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(dir.path(), &[]);
+    let mut c = big_client(&coord).await;
+    let job = create_job(&mut c, "bulky").await;
+    let file = pb::ContextFile { path: "big.bin".into(), contents: vec![7; 1 << 20] };
+    let bulky = pb::TaskSpec { context_files: vec![file], ..spec("bulky") };
+    let n = 2 * limits::MAX_PAGE_BYTES / (1 << 20) + 1;
+    let ids = add(&mut c, &job, vec![bulky; n]).await;
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let req = pb::ListTasksRequest { job_id: job.clone(), page_token: token, ..Default::default() };
+        let page = c.list_tasks(req).await.unwrap().into_inner();
+        let bytes: usize = page.tasks.iter().map(prost::Message::encoded_len).sum();
+        assert!(page.tasks.len() == 1 || bytes <= limits::MAX_PAGE_BYTES, "a page of {bytes} bytes");
+        seen.extend(page.tasks.iter().map(|t| t.task_id));
+        pages += 1;
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen, ids);
+    assert!(pages >= 3, "{n} tasks of 1 MiB came in {pages} pages");
+}
