@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Partition test (issue 6, docs/resilience.md). In network namespaces made here, a worker is
-# cut off from the coordinator by an nftables drop rule while it runs a task:
+# Partition test (docs/resilience.md; invariants 2, 3 and 7 of docs/design.md). In network
+# namespaces made here, a worker is cut off from the coordinator by an nftables drop rule
+# while it runs a task:
 #   - the task is re-queued when its lease expires and completes on the other worker;
 #   - when the cut heals, the cut-off worker's late report of its (finished) attempt is
 #     rejected, the task keeps the other worker's result;
@@ -12,8 +13,9 @@
 #
 #   sudo scripts/partition.sh            # debug build (what CI runs)
 #   sudo scripts/partition.sh --release
-# Needs root; without it the script says so and exits 0 (skipped). Installs nftables with
-# apt-get when `nft` is missing. Environment: PARTITION_LEASE_SECONDS (default 4),
+# Needs root: without it the script fails (exit 2) and says so; it never passes by skipping.
+# Installs what is missing with apt-get (nftables, iproute2, python3; scripts/lib/need.sh).
+# Environment: PARTITION_LEASE_SECONDS (default 4),
 # PARTITION_TASK_SECONDS (how long the cut-off task runs, default 8),
 # PARTITION_MAX_LEASE_LOSSES (the coordinator's flag, default 3), PARTITION_WORKER_LOG (the
 # workers' ORCA_LOG), PARTITION_KEEP=1 keeps the run directory.
@@ -25,8 +27,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "partition.sh: SKIPPED: needs root (network namespaces and nftables); run it with sudo"
-  exit 0
+  echo "partition.sh: FAILED: needs root (network namespaces and nftables); run it with sudo" >&2
+  exit 2
 fi
 
 profile=debug
@@ -49,16 +51,10 @@ PORT=50051
 export ORCA_COORDINATOR="http://$ADDR_C:$PORT"
 export NO_COLOR=1
 
-for tool in ip python3; do
-  command -v "$tool" >/dev/null || { echo "partition.sh: $tool is needed" >&2; exit 2; }
-done
-if ! command -v nft >/dev/null; then
-  echo "== partition: installing nftables" >&2
-  if ! apt-get install -y -qq nftables >/dev/null 2>&1; then
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq nftables >/dev/null
-  fi
-fi
+. scripts/lib/need.sh
+need ip iproute2
+need nft nftables
+need python3 python3
 
 build=(cargo build --quiet -p orca-coordinator -p orca-worker -p orca-client)
 if [ "$profile" = release ]; then build+=(--release); fi
