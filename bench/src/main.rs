@@ -219,7 +219,7 @@ async fn latency(args: &Args, dir: &Path) -> Result<(f64, f64, f64, usize)> {
         .register(pb::RegisterRequest { name: "latency".into(), slots: 256, ..Default::default() })
         .await?
         .into_inner();
-    let mut stream = gw.listen(pb::ListenRequest { worker_id: reg.worker_id.clone() }).await?.into_inner();
+    let mut stream = gw.listen(pb::ListenRequest { worker_id: reg.worker_id.clone(), ..Default::default() }).await?.into_inner();
     let arrivals: Arc<Mutex<HashMap<usize, Instant>>> = Arc::default();
     let arr = arrivals.clone();
     let wid = reg.worker_id.clone();
@@ -323,7 +323,7 @@ async fn idle(args: &Args, dir: &Path) -> Result<(f64, f64, f64)> {
             .register(pb::RegisterRequest { name: format!("idle{i}"), slots: 4, ..Default::default() })
             .await?
             .into_inner();
-        let mut stream = gw.listen(pb::ListenRequest { worker_id: reg.worker_id.clone() }).await?.into_inner();
+        let mut stream = gw.listen(pb::ListenRequest { worker_id: reg.worker_id.clone(), ..Default::default() }).await?.into_inner();
         let every = Duration::from_secs(reg.heartbeat_interval_seconds.max(1) as u64);
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);

@@ -204,9 +204,10 @@ impl pb::worker_gateway_server::WorkerGateway for Services {
     type ListenStream = ListenStream;
 
     async fn listen(&self, req: Request<pb::ListenRequest>) -> Result<Response<Self::ListenStream>, Status> {
-        let worker = req.into_inner().worker_id;
+        let r = req.into_inner();
+        let worker = r.worker_id;
         validate::id("worker_id", &worker)?;
-        let Listening { session, rx, tx, ended } = self.handle.listen(worker.clone()).await?;
+        let Listening { session, rx, tx, ended } = self.handle.listen(worker.clone(), r.context_by_stream).await?;
         let handle = self.handle.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {

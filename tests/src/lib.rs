@@ -222,7 +222,7 @@ impl TestWorker {
             .expect("register")
             .into_inner();
         let id = reg.worker_id.clone();
-        let mut stream = gw.listen(pb::ListenRequest { worker_id: id.clone() }).await.expect("listen").into_inner();
+        let mut stream = gw.listen(pb::ListenRequest { worker_id: id.clone(), ..Default::default() }).await.expect("listen").into_inner();
         let wid = id.clone();
         let task = tokio::spawn(async move {
             let mut held: Vec<pb::TaskRef> = Vec::new();

@@ -114,7 +114,7 @@ async fn silent_worker_loses_its_task_and_its_late_report_is_rejected() {
         .unwrap()
         .into_inner();
     assert_eq!(reg.lease_seconds, 1);
-    let mut stream = gw.listen(pb::ListenRequest { worker_id: reg.worker_id.clone() }).await.unwrap().into_inner();
+    let mut stream = gw.listen(pb::ListenRequest { worker_id: reg.worker_id.clone(), ..Default::default() }).await.unwrap().into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.assignments[0].task_id, id);
     assert_eq!(first.assignments[0].attempt, 1);
@@ -292,7 +292,7 @@ async fn restart_keeps_acknowledged_work_and_honours_leases() {
     let mut gw = coord.gateway().await;
     let wid = "restart-worker".to_string();
     gw.register(pb::RegisterRequest { worker_id: wid.clone(), slots: 2, ..Default::default() }).await.unwrap();
-    let mut stream = gw.listen(pb::ListenRequest { worker_id: wid.clone() }).await.unwrap().into_inner();
+    let mut stream = gw.listen(pb::ListenRequest { worker_id: wid.clone(), ..Default::default() }).await.unwrap().into_inner();
     let mut got: Vec<pb::Assignment> = vec![];
     while got.len() < 2 {
         got.extend(stream.message().await.unwrap().unwrap().assignments);
@@ -325,7 +325,7 @@ async fn restart_keeps_acknowledged_work_and_honours_leases() {
         .unwrap()
         .into_inner();
     assert!(reg.stale.is_empty());
-    let mut stream = gw.listen(pb::ListenRequest { worker_id: wid.clone() }).await.unwrap().into_inner();
+    let mut stream = gw.listen(pb::ListenRequest { worker_id: wid.clone(), ..Default::default() }).await.unwrap().into_inner();
     let ack = gw
         .report(pb::ReportRequest {
             worker_id: wid.clone(),
@@ -414,7 +414,7 @@ async fn sigterm_stops_cleanly_with_exit_zero() {
     // An open worker stream and an open watch must not keep the coordinator alive.
     let mut gw = coord.gateway().await;
     let reg = gw.register(pb::RegisterRequest { slots: 1, ..Default::default() }).await.unwrap().into_inner();
-    let mut stream = gw.listen(pb::ListenRequest { worker_id: reg.worker_id }).await.unwrap().into_inner();
+    let mut stream = gw.listen(pb::ListenRequest { worker_id: reg.worker_id, ..Default::default() }).await.unwrap().into_inner();
     let _first = stream.message().await.unwrap().unwrap();
     let mut watch =
         c.watch_job(pb::WatchJobRequest { job_id: job, after_seq: 0, follow: true }).await.unwrap().into_inner();
@@ -433,7 +433,7 @@ async fn zombie_worker_heartbeating_without_a_stream_loses_its_lease() {
     let id = add(&mut c, &job, vec![spec("held by a zombie")]).await[0];
     let mut gw = coord.gateway().await;
     let reg = gw.register(pb::RegisterRequest { slots: 4, ..Default::default() }).await.unwrap().into_inner();
-    let mut stream = gw.listen(pb::ListenRequest { worker_id: reg.worker_id.clone() }).await.unwrap().into_inner();
+    let mut stream = gw.listen(pb::ListenRequest { worker_id: reg.worker_id.clone(), ..Default::default() }).await.unwrap().into_inner();
     let held = stream.message().await.unwrap().unwrap().assignments[0].clone();
     drop(stream);
     // The zombie keeps heartbeating its attempt; every heartbeat is refused, so the lease

@@ -51,7 +51,7 @@ async fn a_second_listen_for_a_worker_ends_the_first_stream() {
     let mut g = coord.gateway().await;
     let reg = pb::RegisterRequest { worker_id: "w1".into(), slots: 1, ..Default::default() };
     g.register(reg).await.unwrap();
-    let listen = || pb::ListenRequest { worker_id: "w1".into() };
+    let listen = || pb::ListenRequest { worker_id: "w1".into(), ..Default::default() };
     let mut first = g.listen(listen()).await.unwrap().into_inner();
     let mut second = g.listen(listen()).await.unwrap().into_inner();
     // The first stream ends (an ABORTED status naming the newer stream, then nothing).
@@ -149,4 +149,38 @@ async fn list_tasks_pages_by_bytes_as_well_as_by_count() {
     }
     assert_eq!(seen, ids);
     assert!(pages >= 3, "{n} tasks of 1 MiB came in {pages} pages");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_context_goes_once_per_stream_not_with_every_assignment() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(dir.path(), &[]);
+    let mut c = coord.client().await;
+    let job = create_job(&mut c, "context").await;
+    let big = "c".repeat(limits::MAX_CONTEXT_VALUE_BYTES);
+    let set =
+        |key: &str, value: &str| pb::SetContextRequest { job_id: job.clone(), key: key.into(), value: value.into() };
+    c.set_context(set("notes", &big)).await.unwrap();
+    let mut g = coord.gateway().await;
+    g.register(pb::RegisterRequest { worker_id: "w1".into(), slots: 20, ..Default::default() }).await.unwrap();
+    let listen = pb::ListenRequest { worker_id: "w1".into(), context_by_stream: true };
+    let mut stream = g.listen(listen).await.unwrap().into_inner();
+    add(&mut c, &job, vec![spec("task"); 10]).await;
+    let mut assignments = 0;
+    let mut scopes = Vec::new();
+    while assignments < 10 {
+        let msg = tokio::time::timeout(WAIT, stream.message()).await.expect("assignments").unwrap().unwrap();
+        assert!(msg.assignments.iter().all(|a| a.context.is_empty()), "context travels by stream");
+        assignments += msg.assignments.len();
+        scopes.extend(msg.contexts);
+    }
+    // The job's scope once (the global scope is empty and was never sent).
+    assert_eq!(scopes.len(), 1, "{:?}", scopes.iter().map(|s| &s.job_id).collect::<Vec<_>>());
+    assert_eq!((scopes[0].job_id.as_str(), scopes[0].entries[0].value.len()), (job.as_str(), big.len()));
+    // A change is sent again, with the next assignment that needs it.
+    c.set_context(set("notes", "short")).await.unwrap();
+    add(&mut c, &job, vec![spec("after the change")]).await;
+    let msg = tokio::time::timeout(WAIT, stream.message()).await.expect("assignment").unwrap().unwrap();
+    assert_eq!(msg.contexts.len(), 1);
+    assert_eq!(msg.contexts[0].entries[0].value, "short");
 }

@@ -248,7 +248,7 @@ async fn every_rpc_refuses_bad_input_and_changes_nothing() {
     check("register id", r, Code::InvalidArgument, "worker_id");
     let r = gw.register(reg(|r| r.labels = [("".into(), "x".into())].into())).await.map(|_| ());
     check("register label", r, Code::InvalidArgument, "labels");
-    let r = gw.listen(pb::ListenRequest { worker_id: "never-registered".into() }).await.map(|_| ());
+    let r = gw.listen(pb::ListenRequest { worker_id: "never-registered".into(), ..Default::default() }).await.map(|_| ());
     check("listen unknown", r, Code::NotFound, "never-registered");
     let r = gw.heartbeat(pb::HeartbeatRequest::default()).await.map(|_| ());
     check("heartbeat id", r, Code::InvalidArgument, "worker_id");

@@ -14,6 +14,7 @@
 //! - an attempt's agent runs in its own task and always ends in one `Finished` event, even
 //!   when it panics.
 
+mod context;
 pub mod state;
 
 use std::collections::HashMap;
@@ -137,7 +138,8 @@ async fn connect(
     let opened = async {
         let mut client = channel(&url).await?;
         let resp = unary(client.register(reg)).await.map_err(|s| format!("register: {}", s.message()))?;
-        let stream = tokio::time::timeout(RPC_TIMEOUT, client.listen(pb::ListenRequest { worker_id }))
+        let listen = pb::ListenRequest { worker_id, context_by_stream: true };
+        let stream = tokio::time::timeout(RPC_TIMEOUT, client.listen(listen))
             .await
             .map_err(|_| "listen: no answer".to_string())?
             .map_err(|s| format!("listen: {}", s.message()))?
@@ -155,11 +157,14 @@ async fn connect(
     if tx.send(Event::Connected { epoch, client, resp: Some(resp), stream: stream_token.clone() }).await.is_err() {
         return;
     }
+    // The shared context arrives once per stream; this stream's cache fills the assignments.
+    let mut context = context::StreamContext::default();
     let error = loop {
         tokio::select! {
             _ = stream_token.cancelled() => return,
             m = stream.message() => match m {
-                Ok(Some(msg)) => {
+                Ok(Some(mut msg)) => {
+                    context.apply(&mut msg);
                     if tx.send(Event::Listen { msg }).await.is_err() {
                         return;
                     }

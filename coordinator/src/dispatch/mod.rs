@@ -9,7 +9,9 @@
 //! once durable, and a task (and its attempt number, its fencing token) is durable before any
 //! worker sees it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+mod streams;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -61,8 +63,8 @@ pub struct Subscription {
     pub cancelled: bool,
 }
 
-/// The stream half of a worker's Listen call.
-pub type ListenTx = mpsc::Sender<Result<pb::ListenResponse, Status>>;
+use streams::{Context, Session};
+pub use streams::{ListenTx, MAX_LISTEN_MESSAGE_BYTES};
 
 /// A worker's new Listen stream.
 pub struct Listening {
@@ -86,7 +88,7 @@ enum Command {
     RetryTasks { job: String, tasks: Vec<i64>, reply: Reply<Vec<i64>> },
     SetContext { job: String, key: String, value: String, reply: Reply<()> },
     Register { req: pb::RegisterRequest, reply: Reply<pb::RegisterResponse> },
-    Listen { worker: String, reply: Reply<Listening> },
+    Listen { worker: String, context_by_stream: bool, reply: Reply<Listening> },
     Disconnect { worker: String, session: u64 },
     Heartbeat { req: pb::HeartbeatRequest, reply: Reply<pb::HeartbeatResponse> },
     Report { req: pb::ReportRequest, reply: Reply<pb::ReportResponse> },
@@ -143,8 +145,8 @@ impl Handle {
     }
 
     /// Opens a worker's assignment stream.
-    pub async fn listen(&self, worker: String) -> Result<Listening, Error> {
-        self.call(|reply| Command::Listen { worker, reply }).await
+    pub async fn listen(&self, worker: String, context_by_stream: bool) -> Result<Listening, Error> {
+        self.call(|reply| Command::Listen { worker, context_by_stream, reply }).await
     }
 
     pub async fn disconnect(&self, worker: String, session: u64) {
@@ -162,12 +164,6 @@ impl Handle {
     pub async fn subscribe(&self, job: String, after_seq: u64) -> Result<Subscription, Error> {
         self.call(|reply| Command::Subscribe { job, after_seq, reply }).await
     }
-}
-
-struct Session {
-    id: u64,
-    tx: ListenTx,
-    ended: CancellationToken,
 }
 
 struct Feed {
@@ -230,7 +226,7 @@ pub struct Dispatcher {
     settings: Settings,
     next_task_id: i64,
     next_session: u64,
-    context: HashMap<String, BTreeMap<String, String>>,
+    context: Context,
     sessions: HashMap<WorkerId, Session>,
     feeds: HashMap<JobId, Feed>,
     rx: mpsc::Receiver<Command>,
@@ -354,10 +350,7 @@ impl Dispatcher {
             }
         }
         sched.finish_restore();
-        let mut context: HashMap<String, BTreeMap<String, String>> = HashMap::new();
-        for (scope, k, v) in loaded.context {
-            context.entry(scope).or_default().insert(k, v);
-        }
+        let context = Context::load(loaded.context);
         let (tx, rx) = mpsc::channel(COMMAND_BUFFER);
         let d = Dispatcher {
             sched,
@@ -490,8 +483,8 @@ impl Dispatcher {
                 let r = self.register(req, now, b);
                 b.reply(reply, r);
             }
-            Command::Listen { worker, reply } => {
-                let _ = reply.send(self.listen(worker, now));
+            Command::Listen { worker, context_by_stream, reply } => {
+                let _ = reply.send(self.listen(worker, context_by_stream, now));
             }
             Command::Disconnect { worker, session } => self.disconnect(worker, session, now),
             Command::Heartbeat { req, reply } => {
@@ -566,23 +559,8 @@ impl Dispatcher {
         if !job.is_empty() && self.sched.job(&JobId::from(job.as_str())).is_none() {
             return Err(Error::NotFound(format!("job {job} not found")));
         }
-        let scope = self.context.entry(job.clone()).or_default();
-        if value.is_empty() {
-            scope.remove(&key);
-            b.writes.context.push((job, key, None));
-            return Ok(());
-        }
-        if !scope.contains_key(&key) && scope.len() >= limits::MAX_CONTEXT_KEYS {
-            let max = limits::MAX_CONTEXT_KEYS;
-            return Err(Error::ResourceExhausted(format!("key: the scope already holds {max} keys, the most allowed")));
-        }
-        let used: usize = scope.iter().filter(|(k, _)| **k != key).map(|(k, v)| k.len() + v.len()).sum();
-        if used + key.len() + value.len() > limits::MAX_CONTEXT_SCOPE_BYTES {
-            let max = limits::MAX_CONTEXT_SCOPE_BYTES;
-            return Err(Error::ResourceExhausted(format!("value: the scope would hold more than {max} bytes")));
-        }
-        scope.insert(key.clone(), value.clone());
-        b.writes.context.push((job, key, Some(value)));
+        self.context.set(&job, &key, &value)?;
+        b.writes.context.push((job, key, (!value.is_empty()).then_some(value)));
         Ok(())
     }
 
@@ -611,7 +589,7 @@ impl Dispatcher {
 
     /// Opens a worker's assignment stream. A new stream replaces the worker's old one, which
     /// ends (its receiver sees an ABORTED status, then the end of the stream).
-    fn listen(&mut self, worker: String, now: u64) -> Result<Listening, Error> {
+    fn listen(&mut self, worker: String, context_by_stream: bool, now: u64) -> Result<Listening, Error> {
         let wid = WorkerId::from(worker.as_str());
         let session = self.next_session;
         self.next_session += 1;
@@ -619,7 +597,9 @@ impl Dispatcher {
         let slots = self.sched.worker(&wid).map(|w| w.slots as usize).unwrap_or(0);
         let (tx, rx) = mpsc::channel(slots + LISTEN_EXTRA);
         let ended = CancellationToken::new();
-        let old = self.sessions.insert(wid, Session { id: session, tx: tx.clone(), ended: ended.clone() });
+        let new =
+            Session { id: session, tx: tx.clone(), ended: ended.clone(), context_by_stream, sent: HashMap::new() };
+        let old = self.sessions.insert(wid, new);
         if let Some(old) = old {
             let msg = format!("worker {worker} opened a newer Listen stream (session {session})");
             let _ = old.tx.try_send(Err(Status::aborted(msg)));
@@ -996,51 +976,16 @@ impl Dispatcher {
         }
     }
 
-    fn context_for(&self, job: &JobId) -> Vec<pb::ContextEntry> {
-        let mut out = Vec::new();
-        for (scope_key, scope_name) in [("", "global"), (job.as_str(), "job")] {
-            if let Some(m) = self.context.get(scope_key) {
-                for (k, v) in m {
-                    out.push(pb::ContextEntry { scope: scope_name.into(), key: k.clone(), value: v.clone() });
-                }
-            }
-        }
-        out
-    }
-
     fn send_to_workers(&mut self, effects: &[Effect]) {
-        let mut per: HashMap<WorkerId, pb::ListenResponse> = HashMap::new();
-        for e in effects {
-            match e {
-                Effect::Assign { worker, id, job, attempt, lease_expires_ms } => {
-                    let Some(entry) = self.sched.task(*id) else { continue };
-                    let spec = pb::TaskSpec::decode(&entry.payload[..]).ok();
-                    per.entry(worker.clone()).or_default().assignments.push(pb::Assignment {
-                        task_id: id.0,
-                        job_id: job.to_string(),
-                        attempt: *attempt,
-                        spec,
-                        lease_expires_ms: *lease_expires_ms as i64,
-                        context: self.context_for(job),
-                    });
-                }
-                Effect::Revoke { worker, id, attempt, reason } => {
-                    per.entry(worker.clone()).or_default().cancellations.push(pb::Cancellation {
-                        task_id: id.0,
-                        attempt: *attempt,
-                        reason: reason.clone(),
-                    });
-                }
-                _ => {}
-            }
-        }
-        for (worker, msg) in per {
+        let per = streams::messages(effects, &self.sched, &mut self.sessions, &self.context);
+        for (worker, msgs) in per {
             let Some(s) = self.sessions.get(&worker) else { continue };
-            if let Err(e) = s.tx.try_send(Ok(msg)) {
+            if let Err(e) = msgs.into_iter().try_for_each(|m| s.tx.try_send(Ok(m))) {
                 // The worker does not read its stream (or it is gone): treat it as
                 // disconnected; its leases expire and its tasks run elsewhere.
                 tracing::warn!(worker = %worker, error = %e, "assignment stream blocked; disconnecting worker");
                 let id = s.id;
+                s.ended.cancel();
                 self.sessions.remove(&worker);
                 self.sched.disconnect(&worker, id, now_ms());
             }
