@@ -41,8 +41,8 @@ use pb::orchestrator_client::OrchestratorClient;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::{Channel, Endpoint};
 
-/// Largest message the client sends or accepts.
-const MAX_MESSAGE_BYTES: usize = 256 << 20;
+/// Largest message the client sends or accepts: the contract's.
+const MAX_MESSAGE_BYTES: usize = orca_proto::contract::limits::MAX_MESSAGE_BYTES;
 /// Tasks per ListTasks page when collecting.
 const PAGE: u32 = 1_000;
 

@@ -1,5 +1,5 @@
 //! Command-line flags and `ORCA_*` environment variables of `orca-coordinator` (names fixed by
-//! the public contract). Checked before anything is bound or opened.
+//! docs/contract.md). Checked before anything is bound or opened.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

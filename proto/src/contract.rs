@@ -7,7 +7,7 @@
 //! ran. Rule functions return a [`Violation`] without the field name; the caller adds it
 //! (`tasks[3].expected_outputs[0]: ...`).
 
-/// Defaults fixed by the public contract.
+/// Defaults fixed by docs/contract.md.
 pub mod defaults {
     /// Priority of a task that names none (higher runs first).
     pub const PRIORITY: i32 = 5;

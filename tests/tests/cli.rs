@@ -1,4 +1,4 @@
-//! The `orca` CLI against the real coordinator: the JSON shapes and exit codes of the contract.
+//! The `orca` CLI against the real coordinator: the JSON shapes and exit codes of docs/contract.md.
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -1,5 +1,5 @@
-//! Command-line flags and `ORCA_*` environment variables of `orca-worker` (names fixed by the
-//! public contract), and their validation. Everything here is checked before the worker
+//! Command-line flags and `ORCA_*` environment variables of `orca-worker` (names fixed by
+//! docs/contract.md), and their validation. Everything here is checked before the worker
 //! connects anywhere: a bad value ends the process with a message naming the flag.
 
 use std::collections::BTreeMap;

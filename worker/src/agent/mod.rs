@@ -2,7 +2,7 @@
 //! parts: the Claude Code invocation and output parser ([`claude`]) and the command template
 //! ([`command`]).
 //!
-//! What stays true for every process run here (design invariant 8):
+//! What stays true for every process run here (invariant 8 of docs/design.md):
 //! - it runs under a [`supervise`]d process group, so a timeout, a stop (cancellation,
 //!   shutdown) or the worker's own death kills the whole group;
 //! - stdout and stderr are read until EOF while it runs, so it never blocks on a full pipe;
