@@ -130,7 +130,10 @@ async fn orchestrator(url: &str) -> Result<OrchestratorClient<Channel>> {
 }
 
 async fn create_job(c: &mut OrchestratorClient<Channel>, d: &str) -> Result<String> {
-    Ok(c.create_job(pb::CreateJobRequest { description: d.into(), metadata: None }).await?.into_inner().job_id)
+    Ok(c.create_job(pb::CreateJobRequest { description: d.into(), metadata: None, ..Default::default() })
+        .await?
+        .into_inner()
+        .job_id)
 }
 
 /// Submits `n` tasks in batches with `submitters` concurrent callers; returns the time taken.
@@ -151,7 +154,7 @@ async fn submit(url: &str, job: &str, n: usize, batch: usize, submitters: usize)
                 let end = (start + batch).min(n);
                 let tasks =
                     (start..end).map(|i| pb::TaskSpec { prompt: format!("t{i}"), ..Default::default() }).collect();
-                c.add_tasks(pb::AddTasksRequest { job_id: job.clone(), tasks }).await?;
+                c.add_tasks(pb::AddTasksRequest { job_id: job.clone(), tasks, ..Default::default() }).await?;
             }
         }));
     }
@@ -219,7 +222,8 @@ async fn latency(args: &Args, dir: &Path) -> Result<(f64, f64, f64, usize)> {
         .register(pb::RegisterRequest { name: "latency".into(), slots: 256, ..Default::default() })
         .await?
         .into_inner();
-    let mut stream = gw.listen(pb::ListenRequest { worker_id: reg.worker_id.clone(), ..Default::default() }).await?.into_inner();
+    let mut stream =
+        gw.listen(pb::ListenRequest { worker_id: reg.worker_id.clone(), ..Default::default() }).await?.into_inner();
     let arrivals: Arc<Mutex<HashMap<usize, Instant>>> = Arc::default();
     let arr = arrivals.clone();
     let wid = reg.worker_id.clone();
@@ -257,7 +261,7 @@ async fn latency(args: &Args, dir: &Path) -> Result<(f64, f64, f64, usize)> {
         tokio::time::sleep_until(due.into()).await;
         sent.push(Instant::now());
         let spec = pb::TaskSpec { prompt: format!("lat-{i}"), ..Default::default() };
-        c.add_tasks(pb::AddTasksRequest { job_id: job.clone(), tasks: vec![spec] }).await?;
+        c.add_tasks(pb::AddTasksRequest { job_id: job.clone(), tasks: vec![spec], ..Default::default() }).await?;
     }
     wait_completed(&mut c, &job, total as u64).await?;
     receiver.abort();
@@ -323,7 +327,8 @@ async fn idle(args: &Args, dir: &Path) -> Result<(f64, f64, f64)> {
             .register(pb::RegisterRequest { name: format!("idle{i}"), slots: 4, ..Default::default() })
             .await?
             .into_inner();
-        let mut stream = gw.listen(pb::ListenRequest { worker_id: reg.worker_id.clone(), ..Default::default() }).await?.into_inner();
+        let mut stream =
+            gw.listen(pb::ListenRequest { worker_id: reg.worker_id.clone(), ..Default::default() }).await?.into_inner();
         let every = Duration::from_secs(reg.heartbeat_interval_seconds.max(1) as u64);
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);

@@ -216,7 +216,7 @@ impl Client {
         metadata: Option<&serde_json::Value>,
     ) -> Result<pb::Job, Error> {
         let metadata = metadata.map(json_to_struct).transpose()?;
-        let req = pb::CreateJobRequest { description: description.to_string(), metadata };
+        let req = pb::CreateJobRequest { description: description.to_string(), metadata, ..Default::default() };
         Ok(self.inner.clone().create_job(req).await?.into_inner())
     }
 
@@ -238,7 +238,7 @@ impl Client {
     /// an earlier task of the same batch with [`Subtask::after_batch`].
     pub async fn add_subtasks(&self, job: &str, tasks: Vec<Subtask>) -> Result<Vec<i64>, Error> {
         let tasks = tasks.into_iter().map(Subtask::into_spec).collect::<Result<Vec<_>, _>>()?;
-        let req = pb::AddTasksRequest { job_id: job.to_string(), tasks };
+        let req = pb::AddTasksRequest { job_id: job.to_string(), tasks, ..Default::default() };
         Ok(self.inner.clone().add_tasks(req).await?.into_inner().task_ids)
     }
 

@@ -17,6 +17,7 @@ pub mod config;
 pub mod convert;
 pub mod dispatch;
 mod error;
+pub mod idempotency;
 pub mod queue;
 pub mod service;
 pub mod store;

@@ -16,6 +16,7 @@ use crate::Error;
 use crate::convert;
 use crate::dispatch::{Handle, Listening};
 use crate::error::invalid;
+use crate::idempotency;
 use crate::queue::State;
 use crate::store::{JobRecord, Store, TaskQuery, TaskRecord};
 use crate::validate;
@@ -84,10 +85,11 @@ type ListenStream = ReceiverStream<Result<pb::ListenResponse, Status>>;
 #[tonic::async_trait]
 impl pb::orchestrator_server::Orchestrator for Services {
     async fn create_job(&self, req: Request<pb::CreateJobRequest>) -> Result<Response<pb::Job>, Status> {
-        let r = req.into_inner();
+        let mut r = req.into_inner();
         validate::create_job(&r)?;
+        let idem = idempotency::take(&mut r, |r| &mut r.request_id, "CreateJob", "")?;
         // Built by the dispatcher: a committed job is never reported as failed by a read.
-        Ok(Response::new(self.handle.create_job(r.description, r.metadata).await?))
+        Ok(Response::new(self.handle.create_job(r.description, r.metadata, idem).await?))
     }
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
@@ -115,8 +117,11 @@ impl pb::orchestrator_server::Orchestrator for Services {
     }
 
     async fn add_tasks(&self, req: Request<pb::AddTasksRequest>) -> Result<Response<pb::AddTasksResponse>, Status> {
-        let (job, tasks) = validate::add_tasks(req.into_inner())?;
-        let task_ids = self.handle.add_tasks(job, tasks).await?;
+        let mut r = req.into_inner();
+        let job_id = r.job_id.clone();
+        let idem = idempotency::take(&mut r, |r| &mut r.request_id, "AddTasks", &job_id)?;
+        let (job, tasks) = validate::add_tasks(r)?;
+        let task_ids = self.handle.add_tasks(job, tasks, idem).await?;
         Ok(Response::new(pb::AddTasksResponse { task_ids }))
     }
 

@@ -22,7 +22,8 @@ use crate::Error;
 use crate::queue::{Counts, State};
 
 /// Migrations, applied in order; `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../migrations/0001_init.sql"), include_str!("../migrations/0002_requests.sql")];
 
 /// Read connections in the pool.
 const READERS: u32 = 4;
@@ -96,6 +97,27 @@ pub struct WriteBatch {
     pub job_updates: Vec<JobUpdate>,
     /// (scope, key, value); `None` deletes.
     pub context: Vec<(String, String, Option<String>)>,
+    /// Idempotency keys of the calls this batch answers.
+    pub requests: Vec<RequestRecord>,
+    /// Forget idempotency keys stored before this time (ms).
+    pub prune_requests_before: Option<i64>,
+}
+
+/// An idempotency key and the answer it gets (see migration 0002).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestKey {
+    pub caller: String,
+    pub method: &'static str,
+    pub job_id: String,
+    pub request_id: String,
+}
+
+/// A stored idempotency key: the request's digest and the encoded first answer.
+#[derive(Clone, Debug)]
+pub struct RequestRecord {
+    pub key: RequestKey,
+    pub digest: Vec<u8>,
+    pub response: Vec<u8>,
 }
 
 impl WriteBatch {
@@ -106,6 +128,8 @@ impl WriteBatch {
             && self.updates.is_empty()
             && self.job_updates.is_empty()
             && self.context.is_empty()
+            && self.requests.is_empty()
+            && self.prune_requests_before.is_none()
     }
 }
 
@@ -290,99 +314,165 @@ fn placeholders(rows: usize, cols: usize) -> String {
     vec![one; rows].join(",")
 }
 
+async fn insert_jobs(tx: &mut SqliteConnection, jobs: &[JobInsert], now: i64) -> Result<(), Error> {
+    for j in jobs {
+        sqlx::query(
+            "INSERT INTO jobs (job_id, description, metadata, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&j.job_id)
+        .bind(&j.description)
+        .bind(&j.metadata)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn insert_tasks(tx: &mut SqliteConnection, tasks: &[TaskInsert], now: i64) -> Result<(), Error> {
+    for chunk in tasks.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO tasks ({ROW_COLUMNS}, job_id, priority, spec, created_at_ms, updated_at_ms) VALUES {}",
+            placeholders(chunk.len(), 14)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for t in chunk {
+            q = bind_row(q, &t.row).bind(&t.job_id).bind(t.priority).bind(&t.spec).bind(now).bind(now);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+async fn insert_deps(tx: &mut SqliteConnection, deps: &[(i64, i64)]) -> Result<(), Error> {
+    for chunk in deps.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!("INSERT INTO task_deps (task_id, depends_on) VALUES {}", placeholders(chunk.len(), 2));
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (t, d) in chunk {
+            q = q.bind(t).bind(d);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+async fn update_tasks(
+    tx: &mut SqliteConnection,
+    updates: &[(TaskRow, Option<Vec<u8>>)],
+    now: i64,
+) -> Result<(), Error> {
+    for chunk in updates.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "UPDATE tasks SET state = v.column2, attempt = v.column3, retries_used = v.column4, \
+             lost_leases = v.column5, worker_id = v.column6, not_before_ms = v.column7, \
+             cancel_cause = v.column8, reason = v.column9, result = coalesce(v.column10, tasks.result), \
+             updated_at_ms = ? FROM (VALUES {}) AS v WHERE tasks.task_id = v.column1",
+            placeholders(chunk.len(), 10)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
+        for (r, result) in chunk {
+            q = bind_row(q, r).bind(result.as_deref());
+        }
+        q.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+async fn update_jobs(tx: &mut SqliteConnection, jobs: &[JobUpdate], now: i64) -> Result<(), Error> {
+    for j in jobs {
+        let c = &j.counts;
+        sqlx::query(
+            "UPDATE jobs SET last_seq = ?, cancelled = ?, n_waiting = ?, n_pending = ?, n_in_progress = ?, \
+             n_completed = ?, n_failed = ?, n_cancelled = ?, updated_at_ms = ? WHERE job_id = ?",
+        )
+        .bind(j.last_seq as i64)
+        .bind(j.cancelled as i64)
+        .bind(c.waiting as i64)
+        .bind(c.pending as i64)
+        .bind(c.in_progress as i64)
+        .bind(c.completed as i64)
+        .bind(c.failed as i64)
+        .bind(c.cancelled as i64)
+        .bind(now)
+        .bind(&j.job_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn write_context(tx: &mut SqliteConnection, context: &[(String, String, Option<String>)]) -> Result<(), Error> {
+    for (scope, key, value) in context {
+        let q = match value {
+            Some(v) => sqlx::query(
+                "INSERT INTO context (scope, key, value) VALUES (?, ?, ?) \
+                 ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(scope)
+            .bind(key)
+            .bind(v),
+            None => sqlx::query("DELETE FROM context WHERE scope = ? AND key = ?").bind(scope).bind(key),
+        };
+        q.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+async fn write_requests(
+    tx: &mut SqliteConnection,
+    requests: &[RequestRecord],
+    prune_before: Option<i64>,
+    now: i64,
+) -> Result<(), Error> {
+    if let Some(before) = prune_before {
+        sqlx::query("DELETE FROM requests WHERE created_at_ms < ?").bind(before).execute(&mut *tx).await?;
+    }
+    for r in requests {
+        sqlx::query(
+            "INSERT INTO requests (caller, method, job_id, request_id, digest, response, created_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.key.caller)
+        .bind(r.key.method)
+        .bind(&r.key.job_id)
+        .bind(&r.key.request_id)
+        .bind(&r.digest)
+        .bind(&r.response)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
 impl Writer {
     /// Writes a batch in one transaction and commits it.
     pub async fn commit(&mut self, b: &WriteBatch, now: i64) -> Result<(), Error> {
         let mut tx = self.conn.begin().await?;
-        for j in &b.jobs {
-            sqlx::query(
-                "INSERT INTO jobs (job_id, description, metadata, created_at_ms, updated_at_ms) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&j.job_id)
-            .bind(&j.description)
-            .bind(&j.metadata)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for chunk in b.tasks.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO tasks ({ROW_COLUMNS}, job_id, priority, spec, created_at_ms, updated_at_ms) VALUES {}",
-                placeholders(chunk.len(), 14)
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for t in chunk {
-                q = bind_row(q, &t.row).bind(&t.job_id).bind(t.priority).bind(&t.spec).bind(now).bind(now);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        for chunk in b.deps.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!("INSERT INTO task_deps (task_id, depends_on) VALUES {}", placeholders(chunk.len(), 2));
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for (t, d) in chunk {
-                q = q.bind(t).bind(d);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        for chunk in b.updates.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "UPDATE tasks SET state = v.column2, attempt = v.column3, retries_used = v.column4, \
-                 lost_leases = v.column5, worker_id = v.column6, not_before_ms = v.column7, \
-                 cancel_cause = v.column8, reason = v.column9, result = coalesce(v.column10, tasks.result), \
-                 updated_at_ms = ? FROM (VALUES {}) AS v WHERE tasks.task_id = v.column1",
-                placeholders(chunk.len(), 10)
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
-            for (r, result) in chunk {
-                q = bind_row(q, r).bind(result.as_deref());
-            }
-            q.execute(&mut *tx).await?;
-        }
-        for j in &b.job_updates {
-            let c = &j.counts;
-            sqlx::query(
-                "UPDATE jobs SET last_seq = ?, cancelled = ?, n_waiting = ?, n_pending = ?, n_in_progress = ?, \
-                 n_completed = ?, n_failed = ?, n_cancelled = ?, updated_at_ms = ? WHERE job_id = ?",
-            )
-            .bind(j.last_seq as i64)
-            .bind(j.cancelled as i64)
-            .bind(c.waiting as i64)
-            .bind(c.pending as i64)
-            .bind(c.in_progress as i64)
-            .bind(c.completed as i64)
-            .bind(c.failed as i64)
-            .bind(c.cancelled as i64)
-            .bind(now)
-            .bind(&j.job_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (scope, key, value) in &b.context {
-            match value {
-                Some(v) => {
-                    sqlx::query(
-                        "INSERT INTO context (scope, key, value) VALUES (?, ?, ?) \
-                         ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
-                    )
-                    .bind(scope)
-                    .bind(key)
-                    .bind(v)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                None => {
-                    sqlx::query("DELETE FROM context WHERE scope = ? AND key = ?")
-                        .bind(scope)
-                        .bind(key)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-        }
+        insert_jobs(&mut tx, &b.jobs, now).await?;
+        insert_tasks(&mut tx, &b.tasks, now).await?;
+        insert_deps(&mut tx, &b.deps).await?;
+        update_tasks(&mut tx, &b.updates, now).await?;
+        update_jobs(&mut tx, &b.job_updates, now).await?;
+        write_context(&mut tx, &b.context).await?;
+        write_requests(&mut tx, &b.requests, b.prune_requests_before, now).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The stored answer to an idempotency key, if the key was used (and not yet pruned).
+    pub async fn request(&mut self, k: &RequestKey) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
+        let row = sqlx::query(
+            "SELECT digest, response FROM requests WHERE caller = ? AND method = ? AND job_id = ? AND request_id = ?",
+        )
+        .bind(&k.caller)
+        .bind(k.method)
+        .bind(&k.job_id)
+        .bind(&k.request_id)
+        .fetch_optional(&mut self.conn)
+        .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
     /// A page of a job's tasks in one state with ids above `after`, in id order, for the

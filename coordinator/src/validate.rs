@@ -469,12 +469,14 @@ mod tests {
 
     #[test]
     fn empty_and_oversized_batches_are_refused() {
-        let err = add_tasks(pb::AddTasksRequest { job_id: "j".into(), tasks: vec![] }).unwrap_err();
+        let err =
+            add_tasks(pb::AddTasksRequest { job_id: "j".into(), tasks: vec![], ..Default::default() }).unwrap_err();
         assert_eq!(err.to_string(), "tasks: must not be empty");
-        let err = add_tasks(pb::AddTasksRequest { job_id: "".into(), tasks: vec![spec("x")] }).unwrap_err();
+        let err = add_tasks(pb::AddTasksRequest { job_id: "".into(), tasks: vec![spec("x")], ..Default::default() })
+            .unwrap_err();
         assert_eq!(err.to_string(), "job_id: is required");
         let many = vec![spec("x"); limits::MAX_BATCH + 1];
-        assert!(add_tasks(pb::AddTasksRequest { job_id: "j".into(), tasks: many }).is_err());
+        assert!(add_tasks(pb::AddTasksRequest { job_id: "j".into(), tasks: many, ..Default::default() }).is_err());
     }
 
     #[test]
@@ -494,11 +496,13 @@ mod tests {
         let deps: Vec<i64> = (1..=limits::MAX_DEPENDENCIES as i64).collect();
         let dense = pb::TaskSpec { depends_on: deps, ..spec("x") };
         let n = limits::MAX_BATCH_EDGES / limits::MAX_DEPENDENCIES + 1;
-        let err = add_tasks(pb::AddTasksRequest { job_id: "j".into(), tasks: vec![dense; n] }).unwrap_err();
+        let err = add_tasks(pb::AddTasksRequest { job_id: "j".into(), tasks: vec![dense; n], ..Default::default() })
+            .unwrap_err();
         assert!(err.to_string().starts_with("tasks: have"), "{err}");
         let big = spec(&"p".repeat(limits::MAX_PROMPT_BYTES));
         let n = limits::MAX_BATCH_BYTES / limits::MAX_PROMPT_BYTES + 1;
-        let err = add_tasks(pb::AddTasksRequest { job_id: "j".into(), tasks: vec![big; n] }).unwrap_err();
+        let err = add_tasks(pb::AddTasksRequest { job_id: "j".into(), tasks: vec![big; n], ..Default::default() })
+            .unwrap_err();
         assert!(err.to_string().contains("bytes encoded"), "{err}");
     }
 

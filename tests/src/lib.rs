@@ -110,7 +110,7 @@ pub fn spec(prompt: &str) -> pb::TaskSpec {
 }
 
 pub async fn create_job(c: &mut OrchestratorClient<Channel>, description: &str) -> String {
-    c.create_job(pb::CreateJobRequest { description: description.into(), metadata: None })
+    c.create_job(pb::CreateJobRequest { description: description.into(), ..Default::default() })
         .await
         .expect("create job")
         .into_inner()
@@ -118,7 +118,11 @@ pub async fn create_job(c: &mut OrchestratorClient<Channel>, description: &str) 
 }
 
 pub async fn add(c: &mut OrchestratorClient<Channel>, job: &str, tasks: Vec<pb::TaskSpec>) -> Vec<i64> {
-    c.add_tasks(pb::AddTasksRequest { job_id: job.into(), tasks }).await.expect("add tasks").into_inner().task_ids
+    c.add_tasks(pb::AddTasksRequest { job_id: job.into(), tasks, ..Default::default() })
+        .await
+        .expect("add tasks")
+        .into_inner()
+        .task_ids
 }
 
 pub async fn job_status(c: &mut OrchestratorClient<Channel>, job: &str) -> pb::JobStatus {
@@ -222,7 +226,11 @@ impl TestWorker {
             .expect("register")
             .into_inner();
         let id = reg.worker_id.clone();
-        let mut stream = gw.listen(pb::ListenRequest { worker_id: id.clone(), ..Default::default() }).await.expect("listen").into_inner();
+        let mut stream = gw
+            .listen(pb::ListenRequest { worker_id: id.clone(), ..Default::default() })
+            .await
+            .expect("listen")
+            .into_inner();
         let wid = id.clone();
         let task = tokio::spawn(async move {
             let mut held: Vec<pb::TaskRef> = Vec::new();

@@ -114,7 +114,11 @@ async fn silent_worker_loses_its_task_and_its_late_report_is_rejected() {
         .unwrap()
         .into_inner();
     assert_eq!(reg.lease_seconds, 1);
-    let mut stream = gw.listen(pb::ListenRequest { worker_id: reg.worker_id.clone(), ..Default::default() }).await.unwrap().into_inner();
+    let mut stream = gw
+        .listen(pb::ListenRequest { worker_id: reg.worker_id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.assignments[0].task_id, id);
     assert_eq!(first.assignments[0].attempt, 1);
@@ -223,7 +227,7 @@ async fn sigkill_during_submission_loses_no_acknowledged_task() {
         submitters.push(tokio::spawn(async move {
             for b in 0.. {
                 let tasks = (0..20).map(|i| spec(&format!("s{s} b{b} t{i}"))).collect();
-                match c.add_tasks(pb::AddTasksRequest { job_id: job.clone(), tasks }).await {
+                match c.add_tasks(pb::AddTasksRequest { job_id: job.clone(), tasks, ..Default::default() }).await {
                     Ok(r) => {
                         if ack_tx.send(r.into_inner().task_ids).is_err() {
                             return;
@@ -292,7 +296,8 @@ async fn restart_keeps_acknowledged_work_and_honours_leases() {
     let mut gw = coord.gateway().await;
     let wid = "restart-worker".to_string();
     gw.register(pb::RegisterRequest { worker_id: wid.clone(), slots: 2, ..Default::default() }).await.unwrap();
-    let mut stream = gw.listen(pb::ListenRequest { worker_id: wid.clone(), ..Default::default() }).await.unwrap().into_inner();
+    let mut stream =
+        gw.listen(pb::ListenRequest { worker_id: wid.clone(), ..Default::default() }).await.unwrap().into_inner();
     let mut got: Vec<pb::Assignment> = vec![];
     while got.len() < 2 {
         got.extend(stream.message().await.unwrap().unwrap().assignments);
@@ -325,7 +330,8 @@ async fn restart_keeps_acknowledged_work_and_honours_leases() {
         .unwrap()
         .into_inner();
     assert!(reg.stale.is_empty());
-    let mut stream = gw.listen(pb::ListenRequest { worker_id: wid.clone(), ..Default::default() }).await.unwrap().into_inner();
+    let mut stream =
+        gw.listen(pb::ListenRequest { worker_id: wid.clone(), ..Default::default() }).await.unwrap().into_inner();
     let ack = gw
         .report(pb::ReportRequest {
             worker_id: wid.clone(),
@@ -359,17 +365,28 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let before = job_status(&mut c, &job).await;
 
     let code = |r: Result<tonic::Response<pb::AddTasksResponse>, tonic::Status>| r.unwrap_err();
-    let e = code(c.add_tasks(pb::AddTasksRequest { job_id: "no-such-job".into(), tasks: vec![spec("x")] }).await);
+    let e = code(
+        c.add_tasks(pb::AddTasksRequest { job_id: "no-such-job".into(), tasks: vec![spec("x")], ..Default::default() })
+            .await,
+    );
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
     assert!(e.message().contains("no-such-job"));
-    let e = code(c.add_tasks(pb::AddTasksRequest { job_id: job.clone(), tasks: vec![] }).await);
+    let e = code(c.add_tasks(pb::AddTasksRequest { job_id: job.clone(), tasks: vec![], ..Default::default() }).await);
     assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "tasks: must not be empty"));
-    let e = code(c.add_tasks(pb::AddTasksRequest { job_id: job.clone(), tasks: vec![spec("fine"), spec("")] }).await);
+    let e = code(
+        c.add_tasks(pb::AddTasksRequest {
+            job_id: job.clone(),
+            tasks: vec![spec("fine"), spec("")],
+            ..Default::default()
+        })
+        .await,
+    );
     assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "tasks[1].prompt: must not be empty"));
     let e = code(
         c.add_tasks(pb::AddTasksRequest {
             job_id: job.clone(),
             tasks: vec![spec("fine"), pb::TaskSpec { depends_on: vec![987_654], ..spec("x") }],
+            ..Default::default()
         })
         .await,
     );
@@ -414,7 +431,8 @@ async fn sigterm_stops_cleanly_with_exit_zero() {
     // An open worker stream and an open watch must not keep the coordinator alive.
     let mut gw = coord.gateway().await;
     let reg = gw.register(pb::RegisterRequest { slots: 1, ..Default::default() }).await.unwrap().into_inner();
-    let mut stream = gw.listen(pb::ListenRequest { worker_id: reg.worker_id, ..Default::default() }).await.unwrap().into_inner();
+    let mut stream =
+        gw.listen(pb::ListenRequest { worker_id: reg.worker_id, ..Default::default() }).await.unwrap().into_inner();
     let _first = stream.message().await.unwrap().unwrap();
     let mut watch =
         c.watch_job(pb::WatchJobRequest { job_id: job, after_seq: 0, follow: true }).await.unwrap().into_inner();
@@ -433,7 +451,11 @@ async fn zombie_worker_heartbeating_without_a_stream_loses_its_lease() {
     let id = add(&mut c, &job, vec![spec("held by a zombie")]).await[0];
     let mut gw = coord.gateway().await;
     let reg = gw.register(pb::RegisterRequest { slots: 4, ..Default::default() }).await.unwrap().into_inner();
-    let mut stream = gw.listen(pb::ListenRequest { worker_id: reg.worker_id.clone(), ..Default::default() }).await.unwrap().into_inner();
+    let mut stream = gw
+        .listen(pb::ListenRequest { worker_id: reg.worker_id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     let held = stream.message().await.unwrap().unwrap().assignments[0].clone();
     drop(stream);
     // The zombie keeps heartbeating its attempt; every heartbeat is refused, so the lease

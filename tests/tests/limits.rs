@@ -95,7 +95,7 @@ async fn a_message_over_the_limit_is_resource_exhausted() {
     let job = create_job(&mut c, "too big").await;
     let prompt = "p".repeat(limits::MAX_PROMPT_BYTES);
     let n = limits::MAX_MESSAGE_BYTES / limits::MAX_PROMPT_BYTES + 1;
-    let req = pb::AddTasksRequest { job_id: job.clone(), tasks: vec![spec(&prompt); n] };
+    let req = pb::AddTasksRequest { job_id: job.clone(), tasks: vec![spec(&prompt); n], ..Default::default() };
     let e = c.add_tasks(req).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     assert_eq!(job_status(&mut c, &job).await.total_tasks, 0);
@@ -116,7 +116,7 @@ async fn strings_past_their_limit_are_invalid_argument_naming_the_field() {
     assert_eq!((e.code(), e.message().starts_with("reason:")), (Code::InvalidArgument, true), "{e:?}");
     // An expected output a worker could not collect is refused when the task is added.
     let dir_output = pb::TaskSpec { expected_outputs: vec!["out/".into()], ..spec("x") };
-    let req = pb::AddTasksRequest { job_id: job.clone(), tasks: vec![dir_output] };
+    let req = pb::AddTasksRequest { job_id: job.clone(), tasks: vec![dir_output], ..Default::default() };
     let e = c.add_tasks(req).await.unwrap_err();
     assert!(e.message().starts_with("tasks[0].expected_outputs[0]"), "{e:?}");
     assert_eq!(job_status(&mut c, &job).await.pending, 1);
@@ -183,4 +183,46 @@ async fn shared_context_goes_once_per_stream_not_with_every_assignment() {
     let msg = tokio::time::timeout(WAIT, stream.message()).await.expect("assignment").unwrap().unwrap();
     assert_eq!(msg.contexts.len(), 1);
     assert_eq!(msg.contexts[0].entries[0].value, "short");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_write_with_the_same_key_is_done_once_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut coord = Coordinator::start(dir.path(), &[]);
+    let mut c = coord.client().await;
+    let create = |description: &str| pb::CreateJobRequest {
+        description: description.into(),
+        request_id: "create-1".into(),
+        ..Default::default()
+    };
+    let first = c.create_job(create("keyed")).await.unwrap().into_inner();
+    let again = c.create_job(create("keyed")).await.unwrap().into_inner();
+    assert_eq!(first.job_id, again.job_id);
+    let job = first.job_id;
+    let adding = |prompt: &str| pb::AddTasksRequest {
+        job_id: job.clone(),
+        tasks: vec![spec(prompt), spec(prompt)],
+        request_id: "add-1".into(),
+    };
+    let ids = c.add_tasks(adding("same")).await.unwrap().into_inner().task_ids;
+    assert_eq!(c.add_tasks(adding("same")).await.unwrap().into_inner().task_ids, ids);
+    // The same key with another body is refused and changes nothing.
+    let e = c.add_tasks(adding("different")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().starts_with("request_id:"), "{}", e.message());
+    let e = c.create_job(create("another description")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // The keys are durable: after a restart the repeat still gets the first answer.
+    coord.restart();
+    let mut c = coord.client().await;
+    assert_eq!(c.create_job(create("keyed")).await.unwrap().into_inner().job_id, job);
+    assert_eq!(c.add_tasks(adding("same")).await.unwrap().into_inner().task_ids, ids);
+    let jobs = c.list_jobs(pb::ListJobsRequest::default()).await.unwrap().into_inner().jobs;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(job_status(&mut c, &job).await.total_tasks, 2);
+    // The same key on another job is another key.
+    let other = create_job(&mut c, "other").await;
+    let req = pb::AddTasksRequest { job_id: other.clone(), tasks: vec![spec("same")], request_id: "add-1".into() };
+    c.add_tasks(req).await.unwrap();
+    assert_eq!(job_status(&mut c, &other).await.total_tasks, 1);
 }

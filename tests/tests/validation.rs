@@ -141,18 +141,31 @@ async fn every_rpc_refuses_bad_input_and_changes_nothing() {
         ),
     ];
     for (i, (bad, code, needle)) in cases.into_iter().enumerate() {
-        let r = c.add_tasks(pb::AddTasksRequest { job_id: job.clone(), tasks: vec![bad] }).await.map(|_| ());
+        let r = c
+            .add_tasks(pb::AddTasksRequest { job_id: job.clone(), tasks: vec![bad], ..Default::default() })
+            .await
+            .map(|_| ());
         check(&format!("add_tasks case {i}"), r, code, needle);
     }
     // A bad task anywhere in a batch refuses the whole batch.
     let r = c
-        .add_tasks(pb::AddTasksRequest { job_id: job.clone(), tasks: vec![spec("ok"), spec("ok"), spec("")] })
+        .add_tasks(pb::AddTasksRequest {
+            job_id: job.clone(),
+            tasks: vec![spec("ok"), spec("ok"), spec("")],
+            ..Default::default()
+        })
         .await
         .map(|_| ());
     check("batch", r, Code::InvalidArgument, "tasks[2].prompt");
-    let r = c.add_tasks(pb::AddTasksRequest { job_id: job.clone(), tasks: vec![spec("ok"); 10_001] }).await.map(|_| ());
+    let r = c
+        .add_tasks(pb::AddTasksRequest { job_id: job.clone(), tasks: vec![spec("ok"); 10_001], ..Default::default() })
+        .await
+        .map(|_| ());
     check("batch size", r, Code::InvalidArgument, "tasks");
-    let r = c.add_tasks(pb::AddTasksRequest { job_id: String::new(), tasks: vec![spec("ok")] }).await.map(|_| ());
+    let r = c
+        .add_tasks(pb::AddTasksRequest { job_id: String::new(), tasks: vec![spec("ok")], ..Default::default() })
+        .await
+        .map(|_| ());
     check("add_tasks job_id", r, Code::InvalidArgument, "job_id");
     // A task of another job cannot be a dependency.
     let other = create_job(&mut c, "other").await;
@@ -161,22 +174,33 @@ async fn every_rpc_refuses_bad_input_and_changes_nothing() {
         .add_tasks(pb::AddTasksRequest {
             job_id: job.clone(),
             tasks: vec![task_with(|s| s.depends_on = vec![foreign])],
+            ..Default::default()
         })
         .await
         .map(|_| ());
     check("foreign dependency", r, Code::InvalidArgument, "belongs to job");
     c.cancel_job(pb::CancelJobRequest { job_id: other.clone(), reason: "test".into() }).await.unwrap();
-    let r = c.add_tasks(pb::AddTasksRequest { job_id: other.clone(), tasks: vec![spec("late")] }).await.map(|_| ());
+    let r = c
+        .add_tasks(pb::AddTasksRequest { job_id: other.clone(), tasks: vec![spec("late")], ..Default::default() })
+        .await
+        .map(|_| ());
     check("cancelled job", r, Code::FailedPrecondition, "cancelled");
     let before_other = observe(&mut c, &job).await;
 
     // CreateJob.
     let r = c
-        .create_job(pb::CreateJobRequest { description: "d".repeat((64 << 10) + 1), metadata: None })
+        .create_job(pb::CreateJobRequest {
+            description: "d".repeat((64 << 10) + 1),
+            metadata: None,
+            ..Default::default()
+        })
         .await
         .map(|_| ());
     check("create_job description", r, Code::InvalidArgument, "description");
-    let r = c.create_job(pb::CreateJobRequest { description: "nul\0".into(), metadata: None }).await.map(|_| ());
+    let r = c
+        .create_job(pb::CreateJobRequest { description: "nul\0".into(), metadata: None, ..Default::default() })
+        .await
+        .map(|_| ());
     check("create_job nul", r, Code::InvalidArgument, "description");
     let huge = prost_types::Struct {
         fields: [(
@@ -185,7 +209,10 @@ async fn every_rpc_refuses_bad_input_and_changes_nothing() {
         )]
         .into(),
     };
-    let r = c.create_job(pb::CreateJobRequest { description: "x".into(), metadata: Some(huge) }).await.map(|_| ());
+    let r = c
+        .create_job(pb::CreateJobRequest { description: "x".into(), metadata: Some(huge), ..Default::default() })
+        .await
+        .map(|_| ());
     check("create_job metadata", r, Code::InvalidArgument, "metadata");
 
     // Reads and job calls.
@@ -248,7 +275,8 @@ async fn every_rpc_refuses_bad_input_and_changes_nothing() {
     check("register id", r, Code::InvalidArgument, "worker_id");
     let r = gw.register(reg(|r| r.labels = [("".into(), "x".into())].into())).await.map(|_| ());
     check("register label", r, Code::InvalidArgument, "labels");
-    let r = gw.listen(pb::ListenRequest { worker_id: "never-registered".into(), ..Default::default() }).await.map(|_| ());
+    let r =
+        gw.listen(pb::ListenRequest { worker_id: "never-registered".into(), ..Default::default() }).await.map(|_| ());
     check("listen unknown", r, Code::NotFound, "never-registered");
     let r = gw.heartbeat(pb::HeartbeatRequest::default()).await.map(|_| ());
     check("heartbeat id", r, Code::InvalidArgument, "worker_id");

@@ -84,8 +84,13 @@ pub fn retryable(code: Code) -> bool {
 
 pub async fn create_job(url: &str, ledger: &Mutex<Ledger>) -> Result<String> {
     let mut c = client(url, Some(Duration::from_secs(30)))?;
+    // One key for every retry: a CreateJob that committed before its answer was lost is not
+    // made twice.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let request_id = format!("orca-chaos-{}-{nanos}", std::process::id());
     for _ in 0..600 {
-        let req = pb::CreateJobRequest { description: "orca-chaos".into(), metadata: None };
+        let req =
+            pb::CreateJobRequest { description: "orca-chaos".into(), metadata: None, request_id: request_id.clone() };
         match c.create_job(req).await {
             Ok(j) => return Ok(j.into_inner().job_id),
             Err(s) if retryable(s.code()) => {
@@ -148,7 +153,7 @@ async fn add_batch(
     let tasks = specs(plan, b, s);
     let prompts: Vec<String> = tasks.iter().map(|t| t.prompt.clone()).collect();
     sh.adding.store(true, Ordering::SeqCst);
-    let answer = c.add_tasks(pb::AddTasksRequest { job_id: job.to_string(), tasks }).await;
+    let answer = c.add_tasks(pb::AddTasksRequest { job_id: job.to_string(), tasks, ..Default::default() }).await;
     sh.adding.store(false, Ordering::SeqCst);
     match answer {
         Ok(r) => {

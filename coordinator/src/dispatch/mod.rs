@@ -25,11 +25,12 @@ use orca_proto::contract::{self, defaults, limits};
 
 use crate::Error;
 use crate::convert;
+use crate::idempotency::{self, Idem};
 use crate::queue::{
     Counts, Effect, Entry, JobId, Labels, NewTask, Outcome, Restored, RetryPolicy, RevivedTask, Scheduler, State,
     StoredTask, TaskId, WorkerId,
 };
-use crate::store::{JobInsert, JobUpdate, Loaded, TaskInsert, TaskRow, WriteBatch, Writer};
+use crate::store::{JobInsert, JobUpdate, Loaded, RequestRecord, TaskInsert, TaskRow, WriteBatch, Writer};
 use crate::validate::{CheckedTask, DepRef};
 
 /// Commands waiting for the dispatcher.
@@ -81,8 +82,8 @@ pub struct Listening {
 type Responder = Box<dyn FnOnce(Option<&Error>) + Send>;
 
 enum Command {
-    CreateJob { description: String, metadata: Option<prost_types::Struct>, reply: Reply<pb::Job> },
-    AddTasks { job: String, tasks: Vec<CheckedTask>, reply: Reply<Vec<i64>> },
+    CreateJob { description: String, metadata: Option<prost_types::Struct>, idem: Option<Idem>, reply: Reply<pb::Job> },
+    AddTasks { job: String, tasks: Vec<CheckedTask>, idem: Option<Idem>, reply: Reply<Vec<i64>> },
     CancelJob { job: String, reason: String, reply: Reply<()> },
     CancelTask { task: i64, reason: String, reply: Reply<()> },
     RetryTasks { job: String, tasks: Vec<i64>, reply: Reply<Vec<i64>> },
@@ -116,12 +117,13 @@ impl Handle {
         &self,
         description: String,
         metadata: Option<prost_types::Struct>,
+        idem: Option<Idem>,
     ) -> Result<pb::Job, Error> {
-        self.call(|reply| Command::CreateJob { description, metadata, reply }).await
+        self.call(|reply| Command::CreateJob { description, metadata, idem, reply }).await
     }
 
-    pub async fn add_tasks(&self, job: String, tasks: Vec<CheckedTask>) -> Result<Vec<i64>, Error> {
-        self.call(|reply| Command::AddTasks { job, tasks, reply }).await
+    pub async fn add_tasks(&self, job: String, tasks: Vec<CheckedTask>, idem: Option<Idem>) -> Result<Vec<i64>, Error> {
+        self.call(|reply| Command::AddTasks { job, tasks, idem, reply }).await
     }
 
     pub async fn cancel_job(&self, job: String, reason: String) -> Result<(), Error> {
@@ -199,6 +201,13 @@ struct Batch {
 }
 
 impl Batch {
+    /// Stores the answer of a call with an idempotency key, with the batch.
+    fn remember(&mut self, idem: Option<Idem>, response: Vec<u8>) {
+        if let Some(Idem { key, digest }) = idem {
+            self.writes.requests.push(RequestRecord { key, digest, response });
+        }
+    }
+
     /// Answers with `r`: a value once the batch commits, a refusal at once.
     fn answer<T: Send + 'static>(&mut self, tx: Reply<T>, r: Result<T, Error>) {
         match r {
@@ -230,6 +239,8 @@ pub struct Dispatcher {
     sessions: HashMap<WorkerId, Session>,
     feeds: HashMap<JobId, Feed>,
     rx: mpsc::Receiver<Command>,
+    /// When idempotency keys past their retention were last pruned (ms).
+    pruned_ms: u64,
 }
 
 fn labels_of(m: &std::collections::HashMap<String, String>) -> Labels {
@@ -282,6 +293,10 @@ fn cut(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}...", &s[..end])
+}
+
+fn decode_answer<M: Message + Default>(bytes: &[u8]) -> Result<M, Error> {
+    M::decode(bytes).map_err(|e| Error::Storage(format!("a stored answer is unreadable: {e}")))
 }
 
 fn decode_spec(bytes: &[u8], id: i64) -> Result<pb::TaskSpec, Error> {
@@ -362,6 +377,7 @@ impl Dispatcher {
             sessions: HashMap::new(),
             feeds: HashMap::new(),
             rx,
+            pruned_ms: 0,
         };
         Ok((d, Handle { tx }))
     }
@@ -415,6 +431,10 @@ impl Dispatcher {
     async fn process(&mut self, cmds: Vec<Command>) -> Result<(), Error> {
         let now = now_ms();
         let mut b = Batch::default();
+        if now.saturating_sub(self.pruned_ms) >= idempotency::PRUNE_EVERY_MS {
+            self.pruned_ms = now;
+            b.writes.prune_requests_before = Some(now.saturating_sub(idempotency::RETENTION_MS) as i64);
+        }
         for cmd in cmds {
             self.apply(cmd, now, &mut b).await;
         }
@@ -455,12 +475,26 @@ impl Dispatcher {
     /// it is a refusal (nothing to commit) or a stream being opened.
     async fn apply(&mut self, cmd: Command, now: u64, b: &mut Batch) {
         match cmd {
-            Command::CreateJob { description, metadata, reply } => {
-                let job = self.create_job(description, metadata, now, b);
-                b.reply(reply, job);
+            Command::CreateJob { description, metadata, idem, reply } => {
+                let r = match self.replay(idem.as_ref(), b).await {
+                    Ok(Some(bytes)) => decode_answer::<pb::Job>(&bytes),
+                    Ok(None) => {
+                        let job = self.create_job(description, metadata, now, b);
+                        b.remember(idem, job.encode_to_vec());
+                        Ok(job)
+                    }
+                    Err(e) => Err(e),
+                };
+                b.answer(reply, r);
             }
-            Command::AddTasks { job, tasks, reply } => {
-                let r = self.add_tasks(job, tasks, b).await;
+            Command::AddTasks { job, tasks, idem, reply } => {
+                let r = match self.replay(idem.as_ref(), b).await {
+                    Ok(Some(bytes)) => decode_answer::<pb::AddTasksResponse>(&bytes).map(|a| a.task_ids),
+                    Ok(None) => self.add_tasks(job, tasks, b).await.inspect(|ids| {
+                        b.remember(idem, pb::AddTasksResponse { task_ids: ids.clone() }.encode_to_vec());
+                    }),
+                    Err(e) => Err(e),
+                };
                 b.answer(reply, r);
             }
             Command::CancelJob { job, reason, reply } => {
@@ -499,6 +533,18 @@ impl Dispatcher {
                 let r = self.subscribe(job, after_seq, now);
                 b.answer(reply, r);
             }
+        }
+    }
+
+    /// The first answer to a repeated idempotency key: from this batch, or from the store.
+    async fn replay(&mut self, idem: Option<&Idem>, b: &mut Batch) -> Result<Option<Vec<u8>>, Error> {
+        let Some(idem) = idem else { return Ok(None) };
+        if let Some(r) = b.writes.requests.iter().find(|r| r.key == idem.key) {
+            return idempotency::replay(idem, &r.digest, r.response.clone()).map(Some);
+        }
+        match self.writer.request(&idem.key).await? {
+            Some((digest, response)) => idempotency::replay(idem, &digest, response).map(Some),
+            None => Ok(None),
         }
     }
 

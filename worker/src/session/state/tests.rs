@@ -26,13 +26,13 @@ fn assignment(key: Key) -> pb::Assignment {
 fn assign(keys: &[Key]) -> Input {
     Input::Listen(pb::ListenResponse {
         assignments: keys.iter().copied().map(assignment).collect(),
-        cancellations: vec![],
+        ..Default::default()
     })
 }
 
 fn cancel(key: Key) -> Input {
     let c = pb::Cancellation { task_id: key.0, attempt: key.1, reason: "job cancelled".into() };
-    Input::Listen(pb::ListenResponse { assignments: vec![], cancellations: vec![c] })
+    Input::Listen(pb::ListenResponse { cancellations: vec![c], ..Default::default() })
 }
 
 fn completed() -> Final {
