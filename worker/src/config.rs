@@ -5,8 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use clap::{Parser, ValueEnum};
 use orca_proto::contract::{self, limits};
+
+use crate::agent;
 
 /// Which agent runs the tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -70,6 +74,21 @@ pub struct Args {
     /// Seconds running tasks get to finish after SIGTERM before they are killed and handed back.
     #[arg(long, env = "ORCA_GRACE_SECONDS", default_value_t = 30)]
     pub grace_seconds: u64,
+
+    /// Hours the workspace of a failed attempt is kept for inspection before a sweep removes
+    /// it (0: at the next sweep).
+    #[arg(long, env = "ORCA_KEEP_WORKSPACES_HOURS", default_value_t = 24.0, value_name = "HOURS")]
+    pub keep_workspaces_hours: f64,
+
+    /// Bound on the disk space of all workspaces in --work-dir, in GiB; kept workspaces are
+    /// removed oldest first to stay under it (default: no bound).
+    #[arg(long, env = "ORCA_MAX_WORK_DIR_GB", value_name = "GB")]
+    pub max_work_dir_gb: Option<f64>,
+
+    /// Free space (MiB) on the filesystem of --work-dir under which the worker takes no new
+    /// work until space is back (0: no check).
+    #[arg(long, env = "ORCA_MIN_FREE_DISK_MB", default_value_t = 1024, value_name = "MB")]
+    pub min_free_disk_mb: u64,
 }
 
 /// A checked configuration.
@@ -87,6 +106,12 @@ pub struct Config {
     /// Canonical, existing directories.
     pub allow_dirs: Vec<PathBuf>,
     pub grace_seconds: u64,
+    /// How long a failed attempt's workspace is kept.
+    pub keep_workspaces: Duration,
+    /// Bound on the workspaces' disk space.
+    pub max_work_dir_bytes: Option<u64>,
+    /// Free space under which no new work is taken; 0 for no check.
+    pub min_free_disk_bytes: u64,
 }
 
 /// A configuration error, naming the flag.
@@ -117,6 +142,7 @@ pub fn hostname() -> String {
 impl Args {
     /// Checks every value; creates the work directory.
     pub fn validate(self) -> Result<Config, Error> {
+        let (keep_workspaces, max_work_dir_bytes, min_free_disk_bytes) = self.disk_limits()?;
         let url = self.coordinator.trim().to_string();
         let uri: tonic::transport::Uri =
             url.parse().map_err(|e| err("--coordinator", format!("{url:?} is not a URL: {e}")))?;
@@ -167,6 +193,11 @@ impl Args {
             }
             allow_dirs.push(c);
         }
+        // A worker that cannot run its agent would only fail (or hand back) every task it is
+        // given: it refuses to start instead.
+        if let Some(why) = agent::problem(self.agent, agent_command.as_deref()) {
+            return Err(err(if agent_command.is_some() { "--agent-command" } else { "--agent" }, why));
+        }
         Ok(Config {
             coordinator: url,
             slots,
@@ -178,9 +209,36 @@ impl Args {
             work_dir,
             allow_dirs,
             grace_seconds: self.grace_seconds,
+            keep_workspaces,
+            max_work_dir_bytes,
+            min_free_disk_bytes,
         })
     }
+
+    /// The workspace and disk flags, checked and in the units the worker uses.
+    fn disk_limits(&self) -> Result<(Duration, Option<u64>, u64), Error> {
+        let hours = self.keep_workspaces_hours;
+        if !hours.is_finite() || !(0.0..=MAX_KEEP_HOURS).contains(&hours) {
+            return Err(err("--keep-workspaces-hours", format!("{hours} is outside 0-{MAX_KEEP_HOURS}")));
+        }
+        let keep = Duration::from_secs_f64(hours * 3600.0);
+        let max_bytes = match self.max_work_dir_gb {
+            None => None,
+            Some(gb) if gb.is_finite() && gb > 0.0 && gb <= MAX_WORK_DIR_GB => Some((gb * (1u64 << 30) as f64) as u64),
+            Some(gb) => return Err(err("--max-work-dir-gb", format!("{gb} is outside (0, {MAX_WORK_DIR_GB}]"))),
+        };
+        let min_free = self
+            .min_free_disk_mb
+            .checked_mul(1 << 20)
+            .ok_or_else(|| err("--min-free-disk-mb", format!("{} is too large", self.min_free_disk_mb)))?;
+        Ok((keep, max_bytes, min_free))
+    }
 }
+
+/// Longest `--keep-workspaces-hours` (ten years).
+const MAX_KEEP_HOURS: f64 = 24.0 * 3650.0;
+/// Largest `--max-work-dir-gb` (1 PiB).
+const MAX_WORK_DIR_GB: f64 = 1024.0 * 1024.0;
 
 impl Config {
     /// A worker id for this process: the name (reduced to the id alphabet) and a UUIDv7, so
@@ -193,8 +251,13 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A valid configuration with its work dir in `dir` (the noop agent).
+    pub(crate) fn config(dir: &std::path::Path) -> Config {
+        args(&["--agent", "noop", "--work-dir", dir.to_str().unwrap()]).validate().unwrap()
+    }
 
     fn args(extra: &[&str]) -> Args {
         let mut v = vec!["orca-worker"];
@@ -206,8 +269,12 @@ mod tests {
     fn labels_parse_with_the_coordinators_rules() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
-        let parse =
-            |s: &str| args(&["--label", s, "--work-dir", d]).validate().map(|c| c.labels).map_err(|e| e.to_string());
+        let parse = |s: &str| {
+            args(&["--label", s, "--work-dir", d, "--agent", "noop"])
+                .validate()
+                .map(|c| c.labels)
+                .map_err(|e| e.to_string())
+        };
         assert_eq!(parse("gpu=a100").unwrap().get("gpu").map(String::as_str), Some("a100"));
         assert!(parse("novalue").unwrap_err().contains("key=value"));
         assert!(parse("a=b c").unwrap_err().contains("--label"));
@@ -217,12 +284,27 @@ mod tests {
     fn labels_and_allow_dirs_repeat() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
-        let a = args(&["--label", "a=1", "--label", "b=2,c=3", "--work-dir", d, "--allow-dir", d, "--slots", "3"]);
+        let a = args(&[
+            "--label",
+            "a=1",
+            "--label",
+            "b=2,c=3",
+            "--work-dir",
+            d,
+            "--allow-dir",
+            d,
+            "--slots",
+            "3",
+            "--agent-command",
+            "/bin/sh",
+        ]);
         let c = a.validate().unwrap();
         assert_eq!(c.labels.len(), 3);
         assert_eq!(c.allow_dirs, vec![dir.path().canonicalize().unwrap()]);
         assert_eq!(c.slots, 3);
         assert_eq!(c.agent, AgentKind::Claude);
+        assert_eq!(c.keep_workspaces, Duration::from_secs(24 * 3600));
+        assert_eq!((c.max_work_dir_bytes, c.min_free_disk_bytes), (None, 1024 << 20));
     }
 
     #[test]
@@ -236,6 +318,12 @@ mod tests {
             (&["--label", "bad"], "--label"),
             (&["--agent", "command"], "--agent-command"),
             (&["--allow-dir", "/definitely/not/here"], "--allow-dir"),
+            (&["--agent", "noop", "--keep-workspaces-hours=-1"], "--keep-workspaces-hours"),
+            (&["--agent", "noop", "--keep-workspaces-hours", "NaN"], "--keep-workspaces-hours"),
+            (&["--agent", "noop", "--max-work-dir-gb", "0"], "--max-work-dir-gb"),
+            (&["--agent", "noop", "--min-free-disk-mb", "18446744073709551615"], "--min-free-disk-mb"),
+            (&["--agent", "command", "--agent-command", "/nonexistent {prompt}"], "--agent-command"),
+            (&["--agent", "claude", "--agent-command", "/nonexistent/claude"], "--agent-command"),
         ];
         for (extra, flag) in cases {
             let mut v = vec!["--work-dir", d];
@@ -248,7 +336,9 @@ mod tests {
     #[test]
     fn worker_ids_use_the_id_alphabet() {
         let dir = tempfile::tempdir().unwrap();
-        let c = args(&["--name", "my host/1", "--work-dir", dir.path().to_str().unwrap()]).validate().unwrap();
+        let c = args(&["--name", "my host/1", "--agent", "noop", "--work-dir", dir.path().to_str().unwrap()])
+            .validate()
+            .unwrap();
         let id = c.new_worker_id();
         assert!(id.starts_with("my_host_1-"), "{id}");
         assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-:".contains(c)));

@@ -15,13 +15,16 @@
 //! - [`agent`]: running a supervised process ([`agent::supervise`]: the per-task
 //!   supervisor that kills the group if the worker dies), the Claude Code parser, the command
 //!   template;
-//! - [`verify`]: verification hooks after a successful run.
+//! - [`verify`]: verification hooks after a successful run;
+//! - [`upkeep`]: in the background, kept workspaces removed by age and size, the free disk
+//!   space watched (a worker low on disk takes no work).
 
 pub mod agent;
 pub mod config;
 pub mod prompt;
 pub mod session;
 pub mod task;
+pub mod upkeep;
 pub mod verify;
 pub mod workspace;
 
@@ -38,6 +41,19 @@ pub struct Ctx {
     pub exe: PathBuf,
     /// Chosen once per process, kept across reconnects.
     pub worker_id: String,
+    /// The fresh workspaces attempts use, which the sweep leaves alone.
+    pub workspaces: Arc<workspace::InUse>,
+    /// Asks the upkeep for a sweep soon (an attempt kept its workspace).
+    pub sweep: tokio::sync::Notify,
+}
+
+/// A deadline for `tokio::time::sleep_until`: `at`, or a year from now for none (the select
+/// branch it guards is disabled then anyway).
+pub(crate) fn far(at: Option<std::time::Instant>) -> tokio::time::Instant {
+    match at {
+        Some(t) => t.into(),
+        None => tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365),
+    }
 }
 
 /// The executable to re-run as a supervisor: `/proc/self/exe` names this very binary even if
@@ -50,12 +66,6 @@ pub fn own_executable() -> std::io::Result<PathBuf> {
 /// Runs the worker until SIGTERM or SIGINT and the drain that follows.
 pub async fn run(config: Config) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    if config.agent == config::AgentKind::Claude {
-        let bin = task::claude_binary(&config);
-        if agent::find_program(bin).is_none() {
-            tracing::warn!(binary = bin, "the claude binary is not found; its tasks will fail until it is installed");
-        }
-    }
     let exe = own_executable()?;
     let worker_id = config.new_worker_id();
     tracing::info!(
@@ -66,7 +76,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         work_dir = %config.work_dir.display(),
         "worker starting"
     );
-    let ctx = Arc::new(Ctx { config, exe, worker_id });
+    let ctx = Arc::new(Ctx { config, exe, worker_id, workspaces: Arc::default(), sweep: tokio::sync::Notify::new() });
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let (sig_tx, sig_rx) = tokio::sync::mpsc::channel(4);

@@ -32,11 +32,14 @@ use crate::Ctx;
 use crate::agent::Stop;
 use crate::config::AgentKind;
 use crate::task::{self, Final};
+use crate::upkeep;
 pub use state::Signal;
 use state::{CallError, Effect, Input, Key, Registration, Settings, State};
 
 /// Events waiting for the loop.
 pub const EVENT_BUFFER: usize = 4_096;
+/// Notices of the upkeep waiting for the loop.
+pub const UPKEEP_BUFFER: usize = 16;
 /// Bound on one unary call.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on connecting.
@@ -87,13 +90,6 @@ enum Event {
 struct Conn {
     client: Client,
     stream: CancellationToken,
-}
-
-fn far(at: Option<Instant>) -> tokio::time::Instant {
-    match at {
-        Some(t) => t.into(),
-        None => tokio::time::Instant::now() + Duration::from_secs(86_400 * 365),
-    }
 }
 
 fn call_error(s: tonic::Status) -> CallError {
@@ -191,11 +187,19 @@ pub async fn run(ctx: Arc<Ctx>, mut signals: mpsc::Receiver<Signal>) {
         slots: ctx.config.slots,
         grace: Duration::from_secs(ctx.config.grace_seconds),
         noop: ctx.config.agent == AgentKind::Noop,
+        max_start_failures: state::MAX_START_FAILURES,
     };
     let mut state = State::new(settings, Instant::now(), fastrand::u64(..));
+    // A worker low on disk at start does not connect for work at all.
+    let low_disk = upkeep::check_disk(&ctx.config, false);
+    let (upkeep_tx, mut upkeep_rx) = mpsc::channel(UPKEEP_BUFFER);
+    tokio::spawn(upkeep::run(ctx.clone(), upkeep_tx, low_disk.is_some()));
     let mut shell = Shell { ctx, tx, epoch: 0, conn: None, stops: HashMap::new() };
-    let mut signals_open = true;
-    let mut effects = state.step(Instant::now());
+    let (mut signals_open, mut upkeep_open) = (true, true);
+    let mut effects = match low_disk {
+        Some(_) => state.apply(Input::Disk(low_disk), Instant::now()),
+        None => state.step(Instant::now()),
+    };
     loop {
         shell.perform(effects);
         if state.done() {
@@ -207,6 +211,10 @@ pub async fn run(ctx: Arc<Ctx>, mut signals: mpsc::Receiver<Signal>) {
                 Some(ev) => shell.input(ev),
                 None => break,
             },
+            input = upkeep_rx.recv(), if upkeep_open => {
+                upkeep_open = input.is_some();
+                input
+            }
             sig = signals.recv(), if signals_open => match sig {
                 Some(sig) => Some(Input::Signal(sig)),
                 None => {
@@ -214,7 +222,7 @@ pub async fn run(ctx: Arc<Ctx>, mut signals: mpsc::Receiver<Signal>) {
                     None
                 }
             },
-            _ = tokio::time::sleep_until(far(timer.map(|t| t.0))), if timer.is_some() => {
+            _ = tokio::time::sleep_until(crate::far(timer.map(|t| t.0))), if timer.is_some() => {
                 timer.map(|t| Input::Timer(t.1))
             }
         };

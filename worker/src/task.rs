@@ -2,9 +2,12 @@
 //! prompt, the agent run, expected outputs, verification, artifacts.
 //!
 //! What stays true: an attempt ends in exactly one [`Final`]: completed, failed (retryable
-//! or not), handed back (the worker shuts down), or silent (the coordinator cancelled it or
-//! fenced it off, so there is nothing to report). A fresh workspace is removed when the
-//! attempt completed or was stopped, and kept for inspection when it failed.
+//! or not), handed back (the worker shuts down), not started (the worker could not start its
+//! agent: the worker's fault, handed back so that it does not count against the task's
+//! retries), or silent (the coordinator cancelled it or fenced it off, so there is nothing to
+//! report). A fresh workspace is removed when the attempt completed, was stopped or did not
+//! start, and kept for inspection when it failed (its time stamp then says when, for the
+//! sweep of `crate::upkeep`).
 
 use std::time::Instant;
 
@@ -13,7 +16,7 @@ use pb::report::Body;
 
 use crate::Ctx;
 use crate::agent::{self, Ending, Invocation, StopReason, StopRx, claude, command};
-use crate::config::{AgentKind, Config};
+use crate::config::AgentKind;
 use crate::workspace::{self, Workspace};
 use crate::{prompt, verify};
 
@@ -27,6 +30,8 @@ pub enum Final {
     Report(Body),
     /// Report nothing: the coordinator already moved the task on.
     Silent,
+    /// The agent could not be started (why): hand the attempt back; the session counts these.
+    NotStarted(String),
 }
 
 /// A failed attempt with this result and error.
@@ -55,11 +60,6 @@ pub fn noop() -> Final {
     Final::Report(Body::Completed(pb::Completed { result: Some(pb::TaskResult::default()) }))
 }
 
-/// The Claude Code binary the `claude` agent runs.
-pub fn claude_binary(config: &Config) -> &str {
-    config.agent_command.as_deref().unwrap_or("claude")
-}
-
 fn stderr_note(stderr: &[u8]) -> String {
     let s = agent::text(stderr);
     let s = agent::tail_str(s.trim(), ERROR_STDERR);
@@ -83,8 +83,14 @@ pub async fn run(ctx: &Ctx, a: pb::Assignment, mut stop: StopRx, progress: &mut 
     }
     let fin = attempt_in(ctx, &a, &spec, &ws, &mut stop, progress, started).await;
     let keep = matches!(fin, Final::Report(Body::Failed(_)));
-    if !keep && ws.fresh {
-        let _ = tokio::task::spawn_blocking(move || workspace::remove(&ws)).await;
+    if ws.fresh {
+        let _ =
+            tokio::task::spawn_blocking(move || if keep { workspace::mark_kept(&ws) } else { workspace::remove(&ws) })
+                .await;
+        if keep {
+            // The work dir grew: let the sweep check its bound.
+            ctx.sweep.notify_one();
+        }
     }
     fin
 }
@@ -92,11 +98,12 @@ pub async fn run(ctx: &Ctx, a: pb::Assignment, mut stop: StopRx, progress: &mut 
 /// Picks the workspace and writes the context files into it, on a blocking thread (file I/O).
 /// A fresh workspace whose files cannot be written is removed again.
 async fn prepare(ctx: &Ctx, a: &pb::Assignment, spec: &pb::TaskSpec) -> Step<(Workspace, Option<String>)> {
-    let (work_dir, allow) = (ctx.config.work_dir.clone(), ctx.config.allow_dirs.clone());
+    let (in_use, work_dir, allow) =
+        (ctx.workspaces.clone(), ctx.config.work_dir.clone(), ctx.config.allow_dirs.clone());
     let (job, files, working_dir) = (a.job_id.clone(), spec.context_files.clone(), spec.working_dir.clone());
     let (task_id, attempt) = (a.task_id, a.attempt);
     let prepared = tokio::task::spawn_blocking(move || {
-        let (ws, note) = workspace::prepare(&work_dir, &allow, &job, task_id, attempt, &working_dir)?;
+        let (ws, note) = workspace::prepare(&in_use, &work_dir, &allow, &job, task_id, attempt, &working_dir)?;
         if let Err(e) = workspace::write_context_files(&ws, &files) {
             workspace::remove(&ws);
             return Err(e);
@@ -190,6 +197,11 @@ impl Attempt<'_> {
     fn invocation(&mut self, values: &command::Values<'_>) -> Step<Invocation> {
         let ctx = self.ctx;
         let config = &ctx.config;
+        // The program was there when the worker started; it may have gone since. That is the
+        // worker's fault, not the task's.
+        if let Some(why) = agent::problem(config.agent, config.agent_command.as_deref()) {
+            return Err(Box::new(Final::NotStarted(why)));
+        }
         let (program, args) = match config.agent {
             AgentKind::Command => {
                 let template = config.agent_command.as_deref().unwrap_or_default();
@@ -197,14 +209,7 @@ impl Attempt<'_> {
                 ("sh".into(), vec!["-c".into(), cmd.into()])
             }
             _ => {
-                let bin = claude_binary(config);
-                if agent::find_program(bin).is_none() {
-                    let where_ = if bin.contains('/') { "" } else { " in PATH" };
-                    let msg = format!(
-                        "agent binary {bin:?} not found (not an executable file{where_}); install Claude Code on this worker or set --agent-command"
-                    );
-                    return Err(self.fail(msg, true));
-                }
+                let bin = agent::claude_binary(config.agent_command.as_deref());
                 (bin.into(), claude::args(self.spec.agent.as_ref()).into_iter().map(Into::into).collect())
             }
         };
@@ -242,7 +247,7 @@ impl Attempt<'_> {
         self.result.duration_ms = out.duration.as_millis() as u64;
         let code = match &out.ending {
             Ending::Stopped(r) => return Err(Box::new(stopped(*r))),
-            Ending::SpawnFailed(e) => return Err(self.fail(e.clone(), true)),
+            Ending::SpawnFailed(e) => return Err(Box::new(Final::NotStarted(e.clone()))),
             Ending::TimedOut(d) => {
                 self.result.exit_code = -1;
                 self.result.output = agent::text(&out.stdout);
@@ -324,7 +329,7 @@ impl Attempt<'_> {
         if self.spec.expected_outputs.is_empty() {
             return Ok(());
         }
-        let ws = Workspace { path: self.ws.path.clone(), fresh: self.ws.fresh };
+        let ws = Workspace { path: self.ws.path.clone(), fresh: self.ws.fresh, claim: None };
         let outputs = self.spec.expected_outputs.clone();
         match tokio::task::spawn_blocking(move || workspace::collect_artifacts(&ws, &outputs)).await {
             Ok(Ok(arts)) => {

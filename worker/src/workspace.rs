@@ -5,11 +5,15 @@
 //! canonically (symlinks followed) to a place inside the workspace; a context file is never
 //! written through a symlink. A task's `working_dir` is used in place only when it resolves
 //! under one of the worker's `--allow-dir` roots; otherwise the task gets a fresh directory
-//! `<work-dir>/<job>/<task>-<attempt>`, which only this worker ever touches.
+//! `<work-dir>/<job>/<task>-<attempt>`, which only this worker ever touches, and which is
+//! [`Claim`]ed in [`InUse`] from before it is made until the attempt is over, so that the
+//! sweep of kept workspaces (`crate::upkeep`) never removes one in use.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use orca_proto::pb;
 
@@ -51,6 +55,33 @@ pub struct Workspace {
     /// Made for this attempt (and removed after it), as opposed to a shared directory used in
     /// place.
     pub fresh: bool,
+    /// Held while the attempt uses a fresh workspace.
+    pub claim: Option<Claim>,
+}
+
+/// The fresh workspaces attempts use now. Its lock is held while one is made, and by the
+/// sweep while it removes one, so the two never cross.
+#[derive(Debug, Default)]
+pub struct InUse(Mutex<HashSet<PathBuf>>);
+
+impl InUse {
+    /// The set, locked (a panic elsewhere does not make it unusable).
+    pub fn lock(&self) -> MutexGuard<'_, HashSet<PathBuf>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A workspace in use; dropping it releases it.
+#[derive(Debug)]
+pub struct Claim {
+    set: Arc<InUse>,
+    path: PathBuf,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.set.lock().remove(&self.path);
+    }
 }
 
 /// Whether `path` (canonical) lies under one of the roots (canonical).
@@ -69,6 +100,7 @@ fn safe_component(s: &str) -> String {
 /// otherwise a fresh directory under `work_dir`. Returns the workspace and, when a working
 /// directory was named but not used, why.
 pub fn prepare(
+    in_use: &Arc<InUse>,
     work_dir: &Path,
     allow_dirs: &[PathBuf],
     job: &str,
@@ -80,7 +112,7 @@ pub fn prepare(
     if !working_dir.is_empty() {
         match Path::new(working_dir).canonicalize() {
             Ok(c) if c.is_dir() && allowed(&c, allow_dirs) => {
-                return Ok((Workspace { path: c, fresh: false }, None));
+                return Ok((Workspace { path: c, fresh: false, claim: None }, None));
             }
             Ok(c) => {
                 note = Some(format!(
@@ -92,13 +124,18 @@ pub fn prepare(
         }
     }
     let path = work_dir.join(safe_component(job)).join(format!("{task}-{attempt}"));
-    if path.symlink_metadata().is_ok() {
-        // Left over by a worker that died on this attempt.
-        std::fs::remove_dir_all(&path).map_err(|e| io(&path, e))?;
+    let claim = Claim { set: in_use.clone(), path: path.clone() };
+    {
+        let mut set = in_use.lock();
+        set.insert(path.clone());
+        if path.symlink_metadata().is_ok() {
+            // Left over by a worker that died on this attempt.
+            std::fs::remove_dir_all(&path).map_err(|e| io(&path, e))?;
+        }
+        std::fs::create_dir_all(&path).map_err(|e| io(&path, e))?;
     }
-    std::fs::create_dir_all(&path).map_err(|e| io(&path, e))?;
     let path = path.canonicalize().map_err(|e| io(&path, e))?;
-    Ok((Workspace { path, fresh: true }, note))
+    Ok((Workspace { path, fresh: true, claim: Some(claim) }, note))
 }
 
 /// Checks a task-supplied relative path with the contract's rule (the coordinator checked
@@ -209,6 +246,18 @@ pub fn collect_artifacts(ws: &Workspace, outputs: &[String]) -> Result<Vec<pb::A
     Ok(out)
 }
 
+/// Marks a fresh workspace kept for inspection: its time stamp becomes now, which is when
+/// its age counts from.
+pub fn mark_kept(ws: &Workspace) {
+    if !ws.fresh {
+        return;
+    }
+    let touched = std::fs::File::open(&ws.path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    if let Err(e) = touched {
+        tracing::warn!(path = %ws.path.display(), error = %e, "cannot mark the kept workspace");
+    }
+}
+
 /// Removes a fresh workspace (a shared directory is never removed).
 pub fn remove(ws: &Workspace) {
     if ws.fresh
@@ -223,7 +272,7 @@ mod tests {
     use super::*;
 
     fn fresh(dir: &Path) -> Workspace {
-        let (ws, note) = prepare(dir, &[], "job-1", 7, 2, "").unwrap();
+        let (ws, note) = prepare(&Arc::default(), dir, &[], "job-1", 7, 2, "").unwrap();
         assert!(note.is_none());
         ws
     }
@@ -248,7 +297,13 @@ mod tests {
         let ws = fresh(&root);
         assert_eq!(ws.path, root.join("job-1").join("7-2"));
         assert!(ws.fresh && ws.path.is_dir());
-        let (ws2, _) = prepare(&root, &[], "../evil", 1, 1, "").unwrap();
+        let in_use = Arc::default();
+        let (ws2, _) = prepare(&in_use, &root, &[], "../evil", 1, 1, "").unwrap();
+        assert!(in_use.lock().contains(&ws2.path), "claimed while in use");
+        let path = ws2.path.clone();
+        drop(ws2);
+        assert!(!in_use.lock().contains(&path), "released with the workspace");
+        let (ws2, _) = prepare(&in_use, &root, &[], "../evil", 1, 1, "").unwrap();
         assert!(ws2.path.starts_with(&root), "{}", ws2.path.display());
     }
 
@@ -263,14 +318,15 @@ mod tests {
         std::fs::create_dir_all(&other).unwrap();
         let work = root.join("work");
         let allow = vec![shared.clone()];
-        let (ws, note) = prepare(&work, &allow, "j", 1, 1, project.to_str().unwrap()).unwrap();
+        let (ws, note) = prepare(&Arc::default(), &work, &allow, "j", 1, 1, project.to_str().unwrap()).unwrap();
         assert_eq!((ws.path.as_path(), ws.fresh, note), (project.as_path(), false, None));
         // A symlink inside the root that points outside does not count as inside.
         std::os::unix::fs::symlink(&other, shared.join("escape")).unwrap();
-        let (ws, note) = prepare(&work, &allow, "j", 1, 2, shared.join("escape").to_str().unwrap()).unwrap();
+        let (ws, note) =
+            prepare(&Arc::default(), &work, &allow, "j", 1, 2, shared.join("escape").to_str().unwrap()).unwrap();
         assert!(ws.fresh && ws.path.starts_with(&work));
         assert!(note.unwrap().contains("not under an --allow-dir"));
-        let (ws, note) = prepare(&work, &allow, "j", 1, 3, "/no/such/dir").unwrap();
+        let (ws, note) = prepare(&Arc::default(), &work, &allow, "j", 1, 3, "/no/such/dir").unwrap();
         assert!(ws.fresh && note.unwrap().contains("cannot be used"));
     }
 

@@ -1,9 +1,13 @@
-//! The `orca-worker` binary itself: configuration errors, and the per-task supervisor run
-//! directly (exit status passed through; the whole group killed when its lifeline closes).
+//! The `orca-worker` binary itself: configuration errors (an agent that cannot run refuses
+//! the start), and the per-task supervisor run directly (exit status passed through; a spawn
+//! failure reported on the lifeline; the group, and descendants that left it, killed when
+//! the program exits or the lifeline closes).
 
-use std::io::{BufRead, BufReader};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,6 +34,12 @@ fn bad_flags_exit_with_a_message_naming_the_flag() {
         (&["--label", "nokey"], "--label: \"nokey\" is not key=value"),
         (&["--coordinator", "localhost:50051"], "--coordinator"),
         (&["--allow-dir", "/no/such/dir/for/orca"], "--allow-dir: /no/such/dir/for/orca"),
+        (
+            &["--agent", "command", "--agent-command", "/nonexistent/agent {prompt}"],
+            "--agent-command: the program of --agent-command \"/nonexistent/agent\" is not found",
+        ),
+        (&["--agent", "claude", "--agent-command", "/nonexistent/claude"], "--agent-command: the claude binary"),
+        (&["--min-free-disk-mb", "18446744073709551615"], "--min-free-disk-mb"),
     ];
     for (args, msg) in cases {
         let (code, stderr) = run_worker(args);
@@ -56,35 +66,60 @@ fn help_lists_the_contract_flags() {
         "--work-dir",
         "--allow-dir",
         "--grace-seconds",
+        "--keep-workspaces-hours",
+        "--max-work-dir-gb",
+        "--min-free-disk-mb",
         "ORCA_COORDINATOR",
+        "ORCA_MIN_FREE_DISK_MB",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
 }
 
-/// A pipe; the write end is close-on-exec, the read end is inherited by the supervisor.
-fn lifeline() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0; 2];
-    // SAFETY: pipe writes two new fds that we own.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: fresh fds.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: fcntl on our own fd.
-    unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-    (r, w)
+/// A socket pair, both ends close-on-exec: the first for the supervisor (kept across its
+/// exec by [`supervise`]), the second for the test, standing for the worker.
+fn lifeline() -> (UnixStream, UnixStream) {
+    UnixStream::pair().unwrap()
 }
 
-fn supervisor(read_end: &OwnedFd, script: &str) -> Command {
+fn supervise(theirs: &UnixStream, program: &[&str]) -> Command {
+    let fd = theirs.as_raw_fd();
     let mut cmd = Command::new(BIN);
-    cmd.args(["__orca_supervise", &read_end.as_raw_fd().to_string(), "--", "sh", "-c", script]);
-    // SAFETY: setsid is async-signal-safe.
+    cmd.args(["__orca_supervise", &fd.to_string(), "--"]).args(program);
+    // SAFETY: setsid and fcntl are async-signal-safe.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::setsid();
+            libc::fcntl(fd, libc::F_SETFD, 0);
             Ok(())
         });
     }
     cmd
+}
+
+fn supervisor(theirs: &UnixStream, script: &str) -> Command {
+    supervise(theirs, &["sh", "-c", script])
+}
+
+fn until_gone(pids: &[i32]) {
+    let start = Instant::now();
+    while !pids.iter().all(|p| gone(*p)) {
+        assert!(start.elapsed() < WAIT, "processes {pids:?} outlived their supervisor");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read_pid(path: &Path) -> i32 {
+    std::fs::read_to_string(path).unwrap().trim().parse().unwrap()
+}
+
+/// A script that starts a process in a session of its own (out of the group, as a
+/// `nohup`-style server does), writing its pid to `pidfile` once it runs, and waits for it.
+fn escape(pidfile: &Path) -> String {
+    let f = pidfile.display();
+    format!(
+        "setsid sh -c 'echo $$ > \"{f}.tmp\"; mv \"{f}.tmp\" \"{f}\"; exec sleep 1000' &\nwhile [ ! -s \"{f}\" ]; do sleep 0.01; done"
+    )
 }
 
 fn gone(pid: i32) -> bool {
@@ -107,12 +142,29 @@ fn supervisor_passes_the_exit_status_through() {
     assert_eq!(String::from_utf8_lossy(&status.stderr), "err\n");
     let status = supervisor(&r, "kill -9 $$").status().unwrap();
     assert_eq!(status.code(), Some(128 + 9));
-    let (r, _w) = lifeline();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["__orca_supervise", &r.as_raw_fd().to_string(), "--", "/no/such/agent"]);
-    let out = cmd.output().unwrap();
+    let (r, mut w) = lifeline();
+    let out = supervise(&r, &["/no/such/agent"]).output().unwrap();
     assert_eq!(out.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot run /no/such/agent"));
+    // The worker learns it on the lifeline: its own failure, not the program's exit 127.
+    drop(r);
+    let mut said = String::new();
+    w.read_to_string(&mut said).unwrap();
+    assert!(said.starts_with("spawn-failed cannot run /no/such/agent"), "{said:?}");
+}
+
+#[test]
+fn supervisor_kills_descendants_that_left_the_group_when_the_program_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (setsid, double) = (dir.path().join("setsid.pid"), dir.path().join("double.pid"));
+    let (r, _w) = lifeline();
+    // One leaves with setsid; the other is orphaned by a double fork, then leaves too.
+    let script = format!("{}\n( {} ) &\nwait $!\nexit 0", escape(&setsid), escape(&double));
+    let status = supervisor(&r, &script).stdin(Stdio::null()).status().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let pids = [read_pid(&setsid), read_pid(&double)];
+    // Gone before the supervisor exited: it reaped them.
+    assert!(pids.iter().all(|p| gone(*p)), "{pids:?} outlived the supervisor");
 }
 
 #[test]
@@ -131,10 +183,23 @@ fn supervisor_kills_its_group_when_the_lifeline_closes() {
     // The worker's end closes, as when the worker is killed with SIGKILL.
     drop(w);
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), None, "the supervisor is killed with its group");
-    let start = Instant::now();
-    while !(gone(grandchild) && gone(agent)) {
-        assert!(start.elapsed() < WAIT, "agent {agent} or its child {grandchild} outlived the supervisor");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert_eq!(status.code(), Some(128 + 9), "the program was killed; the supervisor exits after it");
+    until_gone(&[grandchild, agent]);
+}
+
+#[test]
+fn supervisor_kills_escaped_descendants_when_the_lifeline_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("escaped.pid");
+    let (r, w) = lifeline();
+    let script = format!("{}\necho ready\nsleep 1000", escape(&pidfile));
+    let mut child = supervisor(&r, &script).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
+    drop(r);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let escaped = read_pid(&pidfile);
+    assert!(!gone(escaped));
+    drop(w);
+    child.wait().unwrap();
+    assert!(gone(escaped), "the escaped process {escaped} outlived its supervisor");
 }

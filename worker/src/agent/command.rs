@@ -71,6 +71,28 @@ pub fn render(template: &str, v: &Values) -> Result<String, String> {
     Ok(out)
 }
 
+/// Shell words that are not programs found in PATH: builtins and keywords.
+const SHELL_WORDS: &[&str] = &[
+    ".", ":", "[", "!", "{", "alias", "break", "case", "cd", "command", "continue", "eval", "exec", "exit", "export",
+    "for", "if", "read", "readonly", "return", "set", "shift", "test", "time", "trap", "ulimit", "umask", "unset",
+    "until", "wait", "while",
+];
+
+/// The program a template starts with, when that is a plain word the shell looks up as a
+/// program (a path, or a name in PATH): what the worker checks before taking work. `None`
+/// when it cannot tell without running the shell (a builtin or keyword, a variable, quotes,
+/// a placeholder, an assignment, a subshell).
+pub fn leading_program(template: &str) -> Option<&str> {
+    let t = template.trim_start();
+    let end = t.find(|c: char| c.is_whitespace() || ";|&<>()".contains(c)).unwrap_or(t.len());
+    let word = &t[..end];
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./+,@%:".contains(c);
+    if word.is_empty() || !word.chars().all(plain) || SHELL_WORDS.contains(&word) {
+        return None;
+    }
+    Some(word)
+}
+
 /// The `ORCA_*` variables every agent and hook gets.
 pub fn env(v: &Values) -> Vec<(String, String)> {
     let mut e = vec![
@@ -118,6 +140,26 @@ mod tests {
         let cmd = render("printf %s {prompt}", &values(prompt)).unwrap();
         let out = std::process::Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
         assert_eq!(String::from_utf8(out.stdout).unwrap(), prompt);
+    }
+
+    #[test]
+    fn the_leading_program_is_found_only_when_plain() {
+        for (t, want) in [
+            ("/opt/agents/run.sh", Some("/opt/agents/run.sh")),
+            ("  my-agent --task {task_id} {prompt}", Some("my-agent")),
+            ("sh /x/agent.sh", Some("sh")),
+            ("run.sh;echo done", Some("run.sh")),
+            ("cd /src && make", None),
+            ("exec agent", None),
+            ("$AGENT {prompt}", None),
+            ("'quoted prog' x", None),
+            ("FOO=1 agent", None),
+            ("{workspace}/run", None),
+            ("(cd x; y)", None),
+            ("", None),
+        ] {
+            assert_eq!(leading_program(t), want, "{t:?}");
+        }
     }
 
     #[test]

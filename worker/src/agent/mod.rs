@@ -3,11 +3,12 @@
 //! ([`command`]).
 //!
 //! What stays true for every process run here (invariant 8 of docs/design.md):
-//! - it runs under a [`supervise`]d process group, so a timeout, a stop (cancellation,
-//!   shutdown) or the worker's own death kills the whole group;
+//! - it runs under a [`supervise`]or, so a timeout, a stop (cancellation, shutdown) or the
+//!   worker's own death kills it and every process it started;
 //! - stdout and stderr are read until EOF while it runs, so it never blocks on a full pipe;
 //!   only the tail is kept ([`STDOUT_TAIL`], [`STDERR_TAIL`]);
-//! - when the process exits, whatever it left running in its group is killed.
+//! - when the run ends (the process exits, times out or is stopped), the supervisor kills
+//!   whatever the process left running, in its group or not, before it exits.
 
 pub mod claude;
 pub mod command;
@@ -18,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::AgentKind;
 use tokio::sync::watch;
 
 /// Bytes of stdout kept (the tail).
@@ -28,8 +31,8 @@ pub const STDERR_TAIL: usize = 64 << 10;
 pub const MAX_LINE: usize = 16 << 20;
 /// Time between SIGTERM and SIGKILL when a process group is stopped politely.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
-/// How long the pipes are still read after the process exited and its group was killed (a
-/// process that left the group may hold them open).
+/// How long the pipes are still read after the supervisor exited (it killed every descendant
+/// first, but a process that is not one, given the pipe's fd, may hold them open).
 pub const PIPE_DRAIN: Duration = Duration::from_secs(2);
 
 /// Why the worker stops a running attempt.
@@ -201,11 +204,31 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(program)).find(|p| runnable(p))
 }
 
-fn far(at: Option<Instant>) -> tokio::time::Instant {
-    match at {
-        Some(t) => t.into(),
-        None => tokio::time::Instant::now() + Duration::from_secs(86_400 * 365),
+/// The Claude Code binary the `claude` agent runs: `--agent-command`, or `claude`.
+pub fn claude_binary(agent_command: Option<&str>) -> &str {
+    agent_command.unwrap_or("claude")
+}
+
+/// Why the configured agent cannot be started now, naming the flag to fix: the claude
+/// binary, or the program a command template starts with, is not an executable file (in
+/// PATH for a bare name). `None` when it can be, and for what cannot be checked without
+/// running it (see [`command::leading_program`]).
+pub fn problem(kind: AgentKind, agent_command: Option<&str>) -> Option<String> {
+    let (program, what) = match kind {
+        AgentKind::Noop => return None,
+        AgentKind::Claude => (claude_binary(agent_command), "the claude binary"),
+        AgentKind::Command => (command::leading_program(agent_command?)?, "the program of --agent-command"),
+    };
+    if find_program(program).is_some() {
+        return None;
     }
+    let where_ = if program.contains('/') { "" } else { " in PATH" };
+    let fix = match (kind, agent_command) {
+        (AgentKind::Claude, None) => "install Claude Code for this user, or name its path with --agent-command",
+        (AgentKind::Claude, Some(_)) => "fix --agent-command",
+        _ => "fix --agent-command or install the program",
+    };
+    Some(format!("{what} {program:?} is not found (no executable file of that name{where_}); {fix}"))
 }
 
 fn exit_code(s: std::io::Result<std::process::ExitStatus>) -> i32 {
@@ -223,7 +246,7 @@ enum Cause {
 
 /// Runs `inv` under a supervisor (`exe` is this worker's executable), calling `on_line` with
 /// each stdout line as it comes. Returns once the process exited and its pipes were drained.
-pub async fn run(exe: &Path, inv: Invocation, stop: &mut StopRx, mut on_line: Option<OnLine<'_>>) -> Outcome {
+pub async fn run(exe: &Path, inv: Invocation, stop: &mut StopRx, on_line: Option<OnLine<'_>>) -> Outcome {
     let started = Instant::now();
     let outcome = |ending, stdout, stderr| Outcome { ending, stdout, stderr, duration: started.elapsed() };
     if let Some(s) = *stop.borrow_and_update() {
@@ -233,7 +256,6 @@ pub async fn run(exe: &Path, inv: Invocation, stop: &mut StopRx, mut on_line: Op
         Ok(s) => s,
         Err(e) => return outcome(Ending::SpawnFailed(format!("cannot start the supervisor: {e}")), vec![], vec![]),
     };
-    let pgid = sup.pgid;
     let writer = sup.child.stdin.take().map(|mut stdin| {
         let data = inv.stdin;
         // A program that does not read its stdin closes the pipe: that is not an error.
@@ -241,89 +263,134 @@ pub async fn run(exe: &Path, inv: Invocation, stop: &mut StopRx, mut on_line: Op
             let _ = stdin.write_all(&data).await;
         })
     });
-    let (Some(mut out), Some(mut err)) = (sup.child.stdout.take(), sup.child.stderr.take()) else {
-        supervise::signal_group(pgid, libc::SIGKILL);
+    let (Some(out), Some(err)) = (sup.child.stdout.take(), sup.child.stderr.take()) else {
+        sup.kill();
         return outcome(Ending::SpawnFailed("no output pipes".into()), vec![], vec![]);
     };
-    let mut out_tail = Tail::new(STDOUT_TAIL);
-    let mut err_tail = Tail::new(STDERR_TAIL);
-    let mut lines = Lines::new(MAX_LINE);
-    let mut obuf = vec![0u8; 64 << 10];
-    let mut ebuf = vec![0u8; 16 << 10];
-    let (mut out_open, mut err_open, mut stop_open) = (true, true, true);
-    let mut status: Option<i32> = None;
-    let mut cause: Option<Cause> = None;
-    let mut kill_at: Option<Instant> = None;
-    let mut drain_until: Option<Instant> = None;
-    let timeout_at = inv.timeout.map(|t| started + t);
-    loop {
-        if status.is_some() && !out_open && !err_open {
-            break;
-        }
-        if drain_until.is_some_and(|d| Instant::now() >= d) {
-            break;
-        }
-        tokio::select! {
-            r = out.read(&mut obuf), if out_open => match r {
-                Ok(0) | Err(_) => out_open = false,
-                Ok(n) => {
-                    out_tail.push(&obuf[..n]);
-                    if let Some(f) = on_line.as_mut() {
-                        lines.push(&obuf[..n], &mut **f);
-                    }
-                }
-            },
-            r = err.read(&mut ebuf), if err_open => match r {
-                Ok(0) | Err(_) => err_open = false,
-                Ok(n) => err_tail.push(&ebuf[..n]),
-            },
-            s = sup.child.wait(), if status.is_none() => {
-                status = Some(exit_code(s));
-                // Whatever the program left behind in its group goes with it.
-                supervise::signal_group(pgid, libc::SIGKILL);
-                drain_until = Some(Instant::now() + PIPE_DRAIN);
-            }
-            _ = tokio::time::sleep_until(far(timeout_at)), if timeout_at.is_some() && cause.is_none() && status.is_none() => {
-                cause = Some(Cause::Timeout);
-                supervise::signal_group(pgid, libc::SIGTERM);
-                kill_at = Some(Instant::now() + KILL_GRACE);
-            }
-            _ = tokio::time::sleep_until(far(kill_at)), if kill_at.is_some() && status.is_none() => {
-                supervise::signal_group(pgid, libc::SIGKILL);
-                kill_at = None;
-            }
-            r = stop.changed(), if stop_open && status.is_none() => match r {
-                Err(_) => stop_open = false,
-                Ok(()) => {
-                    let req = *stop.borrow_and_update();
-                    if let Some(s) = req {
-                        if cause.is_none() {
-                            cause = Some(Cause::Stop(s.reason));
-                        }
-                        if s.immediate {
-                            supervise::signal_group(pgid, libc::SIGKILL);
-                        } else if kill_at.is_none() {
-                            supervise::signal_group(pgid, libc::SIGTERM);
-                            kill_at = Some(Instant::now() + KILL_GRACE);
-                        }
-                    }
-                }
-            },
-            _ = tokio::time::sleep_until(far(drain_until)), if drain_until.is_some() => {}
-        }
-    }
-    if let Some(f) = on_line.as_mut() {
-        lines.finish(&mut **f);
-    }
+    let mut watched = Watched::new(out, err, on_line);
+    watched.until_done(&mut sup, stop, inv.timeout.map(|t| started + t)).await;
     if let Some(w) = writer {
         w.abort();
     }
-    let ending = match cause {
+    let ending = match watched.cause {
         Some(Cause::Timeout) => Ending::TimedOut(inv.timeout.unwrap_or_default()),
         Some(Cause::Stop(r)) => Ending::Stopped(r),
-        None => Ending::Exited(status.unwrap_or(-1)),
+        None => match sup.spawn_error() {
+            Some(e) => Ending::SpawnFailed(e),
+            None => Ending::Exited(watched.status.unwrap_or(-1)),
+        },
     };
-    outcome(ending, out_tail.into_vec(), err_tail.into_vec())
+    outcome(ending, watched.out_tail.into_vec(), watched.err_tail.into_vec())
+}
+
+/// A supervised process being watched: its pipes, what was read, why it is being stopped.
+struct Watched<'a> {
+    out: tokio::process::ChildStdout,
+    err: tokio::process::ChildStderr,
+    on_line: Option<OnLine<'a>>,
+    out_tail: Tail,
+    err_tail: Tail,
+    lines: Lines,
+    status: Option<i32>,
+    cause: Option<Cause>,
+    /// When a polite stop turns into a kill.
+    kill_at: Option<Instant>,
+    /// How long the pipes are still read after the exit.
+    drain_until: Option<Instant>,
+}
+
+impl<'a> Watched<'a> {
+    fn new(out: tokio::process::ChildStdout, err: tokio::process::ChildStderr, on_line: Option<OnLine<'a>>) -> Self {
+        Watched {
+            out,
+            err,
+            on_line,
+            out_tail: Tail::new(STDOUT_TAIL),
+            err_tail: Tail::new(STDERR_TAIL),
+            lines: Lines::new(MAX_LINE),
+            status: None,
+            cause: None,
+            kill_at: None,
+            drain_until: None,
+        }
+    }
+
+    /// Reads both pipes until the supervisor exited and they closed (or [`PIPE_DRAIN`]
+    /// passed), acting on the timeout and on stop requests meanwhile.
+    async fn until_done(&mut self, sup: &mut supervise::Supervised, stop: &mut StopRx, timeout_at: Option<Instant>) {
+        let mut obuf = vec![0u8; 64 << 10];
+        let mut ebuf = vec![0u8; 16 << 10];
+        let (mut out_open, mut err_open, mut stop_open) = (true, true, true);
+        loop {
+            if self.status.is_some() && !out_open && !err_open {
+                break;
+            }
+            if self.drain_until.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            let running = self.status.is_none();
+            tokio::select! {
+                r = self.out.read(&mut obuf), if out_open => match r {
+                    Ok(0) | Err(_) => out_open = false,
+                    Ok(n) => self.stdout(&obuf[..n]),
+                },
+                r = self.err.read(&mut ebuf), if err_open => match r {
+                    Ok(0) | Err(_) => err_open = false,
+                    Ok(n) => self.err_tail.push(&ebuf[..n]),
+                },
+                s = sup.child.wait(), if running => {
+                    // The supervisor killed whatever the program left behind before exiting.
+                    self.status = Some(exit_code(s));
+                    self.drain_until = Some(Instant::now() + PIPE_DRAIN);
+                }
+                _ = tokio::time::sleep_until(crate::far(timeout_at)), if timeout_at.is_some() && self.cause.is_none() && running => {
+                    self.cause = Some(Cause::Timeout);
+                    self.stop_politely(sup);
+                }
+                _ = tokio::time::sleep_until(crate::far(self.kill_at)), if self.kill_at.is_some() && running => {
+                    sup.kill();
+                    self.kill_at = None;
+                }
+                r = stop.changed(), if stop_open && running => match r {
+                    Err(_) => stop_open = false,
+                    Ok(()) => {
+                        let req = *stop.borrow_and_update();
+                        if let Some(s) = req {
+                            self.on_stop(sup, s);
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(crate::far(self.drain_until)), if self.drain_until.is_some() => {}
+            }
+        }
+        if let Some(f) = self.on_line.as_mut() {
+            self.lines.finish(&mut **f);
+        }
+    }
+
+    fn stdout(&mut self, data: &[u8]) {
+        self.out_tail.push(data);
+        if let Some(f) = self.on_line.as_mut() {
+            self.lines.push(data, &mut **f);
+        }
+    }
+
+    /// SIGTERM now, everything killed after [`KILL_GRACE`].
+    fn stop_politely(&mut self, sup: &supervise::Supervised) {
+        sup.terminate();
+        self.kill_at = Some(Instant::now() + KILL_GRACE);
+    }
+
+    fn on_stop(&mut self, sup: &supervise::Supervised, s: Stop) {
+        if self.cause.is_none() {
+            self.cause = Some(Cause::Stop(s.reason));
+        }
+        if s.immediate {
+            sup.kill();
+        } else if self.kill_at.is_none() {
+            self.stop_politely(sup);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -359,6 +426,18 @@ mod tests {
         assert_eq!(tail_str("héllo", 4), "llo");
         assert_eq!(head_str("héllo", 2), "h");
         assert_eq!(tail_str("abc", 10), "abc");
+    }
+
+    #[test]
+    fn a_missing_agent_program_is_named_with_its_flag() {
+        assert_eq!(problem(AgentKind::Noop, None), None);
+        assert_eq!(problem(AgentKind::Claude, Some("/bin/sh")), None);
+        assert_eq!(problem(AgentKind::Command, Some("sh -c 'exit 0'")), None);
+        assert_eq!(problem(AgentKind::Command, Some("cd /tmp && nothing-here")), None);
+        let e = problem(AgentKind::Claude, Some("/nonexistent/claude")).unwrap();
+        assert!(e.contains("\"/nonexistent/claude\" is not found") && e.contains("--agent-command"), "{e}");
+        let e = problem(AgentKind::Command, Some("definitely-not-a-program-orca {prompt}")).unwrap();
+        assert!(e.contains("in PATH") && e.contains("--agent-command"), "{e}");
     }
 
     #[test]

@@ -1,48 +1,91 @@
 //! The per-task supervisor, both halves: the worker spawns `orca-worker __orca_supervise FD --
 //! PROGRAM ARGS...` (its own executable, again) for every agent and hook process, and that
-//! small process runs the program and guards its process group.
+//! small process runs the program and answers for everything the program starts.
 //!
 //! What stays true:
-//! - the supervisor leads a new session and process group (`setsid` before exec); the agent
-//!   and everything it starts inherit that group, so killing `-pgid` kills them all;
-//! - the supervisor holds the read end of a pipe whose write end (close-on-exec) only the
-//!   worker holds. EOF on it means the worker is gone, whatever the way it died (SIGKILL
-//!   included), and the supervisor then kills its whole group: nothing is orphaned. This does
-//!   not rely on `PR_SET_PDEATHSIG`, which fires when the spawning *thread* exits;
-//! - when the program exits, the supervisor exits with its status (`128 + signal` for a
-//!   signal); the worker then kills whatever the program left in the group;
-//! - the supervisor catches SIGTERM (so that a polite stop reaches the agent while the
-//!   supervisor keeps waiting for it); the handler is reset to the default by exec, so the
-//!   agent gets normal signal dispositions.
+//! - the supervisor leads a new session; the program runs in its own process group (the
+//!   supervisor is not in it), which everything the program starts inherits;
+//! - the supervisor is a child subreaper (`PR_SET_CHILD_SUBREAPER`): a descendant whose
+//!   parent dies (a double fork, a `setsid` daemon) becomes its child instead of init's, so
+//!   leaving the process group or the session does not leave the supervisor's reach;
+//! - when the program's run ends, however it ends (it exits, the worker stops it, the worker
+//!   dies), the supervisor kills the program's group and then every descendant still there
+//!   (its children, found in `/proc`, again and again until none is left), reaps them, and
+//!   only then exits, with the program's status (`128 + signal` for a signal);
+//! - the supervisor holds one end of a socket pair whose other end (close-on-exec) only the
+//!   worker holds. EOF on it means "kill everything now": the worker asked for it, or died,
+//!   whatever the way (SIGKILL included). This does not rely on `PR_SET_PDEATHSIG`, which
+//!   fires when the spawning *thread* exits;
+//! - SIGTERM to the supervisor is passed on to the program's group (a polite stop); the
+//!   handler is reset to the default by exec, so the program gets normal dispositions;
+//! - a program that cannot be started (not found, not executable) is reported to the worker
+//!   on the socket, so that the worker tells its own failure from the task's.
 
 use std::ffi::{OsStr, OsString};
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::ExitStatusExt;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::{Duration, Instant};
 
 use super::Invocation;
 
 /// The hidden first argument that turns `orca-worker` into a supervisor.
 pub const SUBCOMMAND: &str = "__orca_supervise";
+/// How long the supervisor tries to kill and reap the descendants left at the end (a process
+/// stuck in uninterruptible sleep cannot be reaped; the supervisor then exits without it).
+pub const CLEANUP_BOUND: Duration = Duration::from_secs(10);
+/// What the supervisor writes on the socket before the line saying why the program could not
+/// be started.
+const SPAWN_FAILED: &str = "spawn-failed ";
 
-/// A running supervisor. Dropping it closes the lifeline, which makes the supervisor kill its
-/// group: a supervised process never outlives its handle.
+/// A running supervisor. Dropping it closes the lifeline, which makes the supervisor kill
+/// everything it supervises: a supervised process never outlives its handle.
 pub struct Supervised {
     pub child: tokio::process::Child,
-    /// The supervisor's pid, which is also its process group id.
-    pub pgid: i32,
-    _lifeline: OwnedFd,
+    /// The supervisor's pid (a child of this worker: it cannot be reused before it is reaped).
+    pub pid: i32,
+    lifeline: UnixStream,
 }
 
-/// Sends `sig` to every process of the group.
-pub fn signal_group(pgid: i32, sig: i32) {
-    if pgid > 1 {
-        // SAFETY: kill(2) on a process group this worker created; no memory is involved.
-        unsafe {
-            libc::kill(-pgid, sig);
+impl Supervised {
+    /// Asks for a polite stop: the supervisor passes SIGTERM on to the program's group.
+    pub fn terminate(&self) {
+        if self.pid > 1 {
+            // SAFETY: kill(2) on our own child, not yet reaped; no memory is involved.
+            unsafe {
+                libc::kill(self.pid, libc::SIGTERM);
+            }
         }
+    }
+
+    /// Kills the program and every descendant now: EOF on the lifeline. The supervisor exits
+    /// once they are gone; what it wrote on the socket can still be read.
+    pub fn kill(&self) {
+        let _ = self.lifeline.shutdown(std::net::Shutdown::Write);
+    }
+
+    /// Once the supervisor exited: why the program could not be started, if that is how it
+    /// ended.
+    pub fn spawn_error(&mut self) -> Option<String> {
+        if self.lifeline.set_nonblocking(true).is_err() {
+            return None;
+        }
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        // The supervisor wrote before it exited, so the bytes are there; bounded by the
+        // socket buffer.
+        while let Ok(n) = self.lifeline.read(&mut chunk) {
+            if n == 0 || buf.len() > 64 << 10 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&buf);
+        text.strip_prefix(SPAWN_FAILED).map(|s| s.trim().to_string())
     }
 }
 
@@ -50,28 +93,25 @@ fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
 }
 
-/// A pipe whose ends are both close-on-exec, the read end numbered above the standard fds.
-fn lifeline_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: pipe2 writes two fds into the array, which we then own.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: both fds were just created and are owned by nobody else.
-    let (mut r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    if r.as_raw_fd() <= 2 {
+/// A socket pair (both ends close-on-exec), the supervisor's end numbered above the standard
+/// fds.
+fn lifeline_pair() -> io::Result<(UnixStream, UnixStream)> {
+    let (mut theirs, ours) = UnixStream::pair()?;
+    if theirs.as_raw_fd() <= 2 {
         // The standard fds are replaced in the child; keep the lifeline clear of them.
         // SAFETY: F_DUPFD_CLOEXEC returns a new fd that we own.
-        let fd = cvt(unsafe { libc::fcntl(r.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
+        let fd = cvt(unsafe { libc::fcntl(theirs.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
         // SAFETY: fd is new and owned by nobody else.
-        r = unsafe { OwnedFd::from_raw_fd(fd) };
+        theirs = unsafe { UnixStream::from_raw_fd(fd) };
     }
-    Ok((r, w))
+    Ok((theirs, ours))
 }
 
 /// Spawns the supervisor for `inv`, with piped stdout and stderr (and stdin when there is
 /// something to write to it).
 pub fn spawn(exe: &Path, inv: &Invocation) -> io::Result<Supervised> {
-    let (read_end, write_end) = lifeline_pipe()?;
-    let rfd = read_end.as_raw_fd();
+    let (theirs, ours) = lifeline_pair()?;
+    let rfd = theirs.as_raw_fd();
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg(SUBCOMMAND)
         .arg(rfd.to_string())
@@ -91,7 +131,7 @@ pub fn spawn(exe: &Path, inv: &Invocation) -> io::Result<Supervised> {
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
-            // Only this child keeps the read end across exec.
+            // Only this child keeps its end across exec.
             if libc::fcntl(rfd, libc::F_SETFD, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -99,33 +139,55 @@ pub fn spawn(exe: &Path, inv: &Invocation) -> io::Result<Supervised> {
         });
     }
     let child = cmd.spawn()?;
-    drop(read_end);
-    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
-    Ok(Supervised { child, pgid, _lifeline: write_end })
+    drop(theirs);
+    let pid = child.id().map(|p| p as i32).unwrap_or(0);
+    Ok(Supervised { child, pid, lifeline: ours })
 }
 
-extern "C" fn on_sigterm(_: libc::c_int) {}
+// ----- the supervisor's side -----
 
-/// The supervisor's `main`: `args` are what follows the subcommand (`FD -- PROGRAM ARGS...`).
-/// Returns the exit code.
-pub fn main(args: &[OsString]) -> i32 {
-    let (fd, program, rest) = match args {
-        [fd, dash, program, rest @ ..] if dash == OsStr::new("--") => match fd.to_str().and_then(|s| s.parse().ok()) {
-            Some(fd) => (fd, program, rest),
-            None => {
-                eprintln!("orca-worker supervise: bad lifeline fd {fd:?}");
-                return 125;
-            }
-        },
-        _ => {
-            eprintln!("orca-worker supervise: usage: {SUBCOMMAND} FD -- PROGRAM [ARGS...]");
-            return 125;
+/// The program's process group, once it runs (0 before).
+static GROUP: AtomicI32 = AtomicI32::new(0);
+/// SIGTERM came before the program ran.
+static TERM_PENDING: AtomicBool = AtomicBool::new(false);
+/// The lifeline closed.
+static LIFELINE_GONE: AtomicBool = AtomicBool::new(false);
+
+fn signal_group(pgid: i32, sig: i32) {
+    if pgid > 1 {
+        // SAFETY: kill(2) on the process group this supervisor created.
+        unsafe {
+            libc::kill(-pgid, sig);
         }
-    };
-    let fd: RawFd = fd;
-    // SAFETY: plain fcntl/sigaction calls on our own fd and signal table; the handler does
-    // nothing and is async-signal-safe.
+    }
+}
+
+extern "C" fn on_sigterm(_: libc::c_int) {
+    // Only atomics and kill(2): async-signal-safe.
+    match GROUP.load(Ordering::SeqCst) {
+        0 => TERM_PENDING.store(true, Ordering::SeqCst),
+        pgid => signal_group(pgid, libc::SIGTERM),
+    }
+}
+
+fn parse_args(args: &[OsString]) -> Result<(RawFd, &OsString, &[OsString]), String> {
+    match args {
+        [fd, dash, program, rest @ ..] if dash == OsStr::new("--") => match fd.to_str().and_then(|s| s.parse().ok()) {
+            Some(fd) => Ok((fd, program, rest)),
+            None => Err(format!("bad lifeline fd {fd:?}")),
+        },
+        _ => Err(format!("usage: {SUBCOMMAND} FD -- PROGRAM [ARGS...]")),
+    }
+}
+
+/// Subreaper, SIGTERM handler, close-on-exec lifeline.
+fn set_up(fd: RawFd) {
+    // SAFETY: plain prctl/fcntl/sigaction calls on our own process, fd and signal table; the
+    // handler only uses atomics and kill(2).
     unsafe {
+        if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 {
+            eprintln!("orca-worker supervise: cannot become a subreaper: {}", io::Error::last_os_error());
+        }
         libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = on_sigterm as *const () as usize;
@@ -133,30 +195,144 @@ pub fn main(args: &[OsString]) -> i32 {
         libc::sigemptyset(&mut sa.sa_mask);
         libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
     }
+}
+
+/// Watches the lifeline: on EOF, kills the program's group (the main thread then cleans up).
+fn watch_lifeline(mut lifeline: UnixStream) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 16];
         loop {
-            // SAFETY: reads into a local buffer of the given length.
-            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-            if n > 0 {
-                continue;
+            match lifeline.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
             }
-            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            break;
         }
-        // The worker is gone: take the whole group down, this process included.
-        // SAFETY: kill(2) on our own process group.
-        unsafe {
-            libc::kill(0, libc::SIGKILL);
-        }
+        LIFELINE_GONE.store(true, Ordering::SeqCst);
+        signal_group(GROUP.load(Ordering::SeqCst), libc::SIGKILL);
     });
-    match std::process::Command::new(program).args(rest).status() {
-        Ok(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
-        Err(e) => {
-            eprintln!("orca-worker: cannot run {}: {e}", program.to_string_lossy());
-            if e.kind() == io::ErrorKind::NotFound { 127 } else { 126 }
+}
+
+/// Waits for `pid`, reaping any orphan that ends meanwhile. Returns its exit code. The
+/// program's group is killed while its leader is still a zombie (so the group id cannot have
+/// been reused), and forgotten before the leader is reaped.
+fn wait_for(pid: i32) -> i32 {
+    loop {
+        // SAFETY: siginfo_t is plain data; waitid fills it in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes into the local; WNOWAIT leaves the child a zombie.
+        let r = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if r < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return -1;
+        }
+        // SAFETY: waitid succeeded with WEXITED, so the fields of a child's state are set.
+        let who = unsafe { info.si_pid() };
+        if who == pid {
+            GROUP.store(0, Ordering::SeqCst);
+            signal_group(pid, libc::SIGKILL);
+        }
+        let mut status = 0;
+        // SAFETY: reaps the child waitid reported; the status goes into a local.
+        unsafe { libc::waitpid(who, &mut status, 0) };
+        if who == pid {
+            return if libc::WIFSIGNALED(status) { 128 + libc::WTERMSIG(status) } else { libc::WEXITSTATUS(status) };
         }
     }
+}
+
+/// The live (not zombie) children of `parent`, from `/proc/PID/stat`.
+pub fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+            // After the command name (which may hold spaces and ')'): state, ppid, ...
+            let mut fields = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace()).into_iter().flatten();
+            let state = fields.next();
+            let ppid = fields.next().and_then(|p| p.parse::<i32>().ok());
+            ppid == Some(parent) && state != Some("Z")
+        })
+        .collect()
+}
+
+/// Kills and reaps every descendant: the subreaper's children are its descendants' survivors,
+/// so killing them, reaping, and looking again reaches every level. Bounded by
+/// [`CLEANUP_BOUND`].
+fn kill_descendants() {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let until = Instant::now() + CLEANUP_BOUND;
+    loop {
+        // SAFETY: waitpid with WNOHANG on our own children; the status is discarded.
+        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+        let children = children_of(me);
+        if children.is_empty() {
+            return;
+        }
+        if Instant::now() >= until {
+            eprintln!("orca-worker supervise: processes {children:?} do not die; leaving them");
+            return;
+        }
+        for pid in children {
+            // SAFETY: kill(2) on our own child, which cannot be reaped by anyone else.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Tells the worker the program could not be started; best effort (the exit code says it
+/// too).
+fn report_spawn_failure(lifeline: &mut UnixStream, program: &OsStr, e: &io::Error) {
+    let _ = writeln!(lifeline, "{SPAWN_FAILED}cannot run {}: {e}", program.to_string_lossy());
+}
+
+/// The supervisor's `main`: `args` are what follows the subcommand (`FD -- PROGRAM ARGS...`).
+/// Returns the exit code.
+pub fn main(args: &[OsString]) -> i32 {
+    let (fd, program, rest) = match parse_args(args) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("orca-worker supervise: {e}");
+            return 125;
+        }
+    };
+    set_up(fd);
+    // SAFETY: the worker passed us this fd, open and ours alone.
+    let mut lifeline = unsafe { UnixStream::from_raw_fd(fd) };
+    let watcher = match lifeline.try_clone() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("orca-worker supervise: lifeline: {e}");
+            return 125;
+        }
+    };
+    watch_lifeline(watcher);
+    let child = match std::process::Command::new(program).args(rest).process_group(0).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("orca-worker: cannot run {}: {e}", program.to_string_lossy());
+            report_spawn_failure(&mut lifeline, program, &e);
+            return if e.kind() == io::ErrorKind::NotFound { 127 } else { 126 };
+        }
+    };
+    let pid = child.id() as i32;
+    GROUP.store(pid, Ordering::SeqCst);
+    // A stop that came while the program was being started.
+    if LIFELINE_GONE.load(Ordering::SeqCst) {
+        signal_group(pid, libc::SIGKILL);
+    } else if TERM_PENDING.load(Ordering::SeqCst) {
+        signal_group(pid, libc::SIGTERM);
+    }
+    // Whatever the program left behind goes with it: first its group, then the rest.
+    let code = wait_for(pid);
+    kill_descendants();
+    code
 }

@@ -20,7 +20,12 @@
 //!   slots than attempts still held (at least one), the first signal gives the agents the
 //!   grace period, the second or the end of the grace period stops them; when nothing runs
 //!   any more the stream is closed, and the session is done when the last reports are
-//!   delivered or [`FLUSH_BOUND`] passed.
+//!   delivered or [`FLUSH_BOUND`] passed;
+//! - a paused worker (low on disk, or its agent failed to start [`Settings::max_start_failures`]
+//!   times in a row) drains the same way but does not exit: with nothing running its stream
+//!   stays closed (no stream, no work) until the reason is gone, then it registers again with
+//!   all its slots. An attempt whose agent could not be started is handed back: the worker's
+//!   fault does not count against the task's retries.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -55,6 +60,8 @@ pub const REPORT_RETRY: Duration = Duration::from_millis(500);
 pub const FLUSH_BOUND: Duration = Duration::from_secs(15);
 /// Pause between two probes of whether the coordinator noticed the closed stream.
 pub const PROBE_EVERY: Duration = Duration::from_millis(20);
+/// Agent start failures in a row after which a worker takes no work.
+pub const MAX_START_FAILURES: u32 = 3;
 /// Heartbeat interval until the coordinator names one.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 
@@ -76,6 +83,8 @@ pub struct Settings {
     pub grace: Duration,
     /// Complete every assignment at once, without an agent (the `noop` agent).
     pub noop: bool,
+    /// Agent start failures in a row after which the worker takes no work.
+    pub max_start_failures: u32,
 }
 
 /// Why a call to the coordinator failed, as far as the state cares.
@@ -127,6 +136,10 @@ pub enum Input {
     },
     Signal(Signal),
     Timer(Timer),
+    /// The work dir's filesystem is low on free space (why), or no longer (`None`).
+    Disk(Option<String>),
+    /// The agent's program is there (again): start failures are forgiven.
+    AgentFound,
 }
 
 /// What the state asks of this worker; the shell adds who the worker is.
@@ -148,7 +161,8 @@ pub enum Effect {
     /// Abandon any connection being made and end the Listen stream; an open client stays,
     /// for the last reports.
     CloseStream,
-    /// Register again to lower the slots while draining; the answer does not matter.
+    /// Register again to lower the slots while draining, or to raise them again after a pause;
+    /// the answer does not matter.
     Register(Registration),
     /// Register first when `register` is set (the slots these reports free must not be
     /// filled again), then send the reports. Answered by `ReportDone`.
@@ -234,6 +248,12 @@ pub struct State {
     closing: Option<Closing>,
     /// The flush bound passed before every report was delivered.
     gave_up: bool,
+    /// Why the work dir's filesystem is too full for new work.
+    low_disk: Option<String>,
+    /// Attempts in a row whose agent could not be started.
+    start_failures: u32,
+    /// Why the agent is taken for broken (too many start failures in a row).
+    agent_broken: Option<String>,
     effects: Vec<Effect>,
 }
 
@@ -274,6 +294,9 @@ impl State {
             grace_over: false,
             closing: None,
             gave_up: false,
+            low_disk: None,
+            start_failures: 0,
+            agent_broken: None,
             effects: Vec::new(),
         }
     }
@@ -290,12 +313,21 @@ impl State {
             }
             Input::Listen(msg) => self.on_listen(msg),
             Input::Progress { key, message } => self.on_progress(key, message),
-            Input::Finished { key, fin } => self.on_finished(key, fin),
+            Input::Finished { key, fin } => self.on_finished(key, fin, now),
             Input::ReportDone(result) => self.on_report_done(result, now),
             Input::HeartbeatDone(result) => self.on_heartbeat_done(result),
             Input::ProbeDone { refused } => self.on_probe_done(refused, now),
             Input::Signal(sig) => self.on_signal(sig, now),
             Input::Timer(timer) => self.on_timer(timer, now),
+            Input::Disk(low) => self.change_health(now, |s| s.low_disk = low),
+            Input::AgentFound => {
+                if self.agent_broken.is_some() {
+                    self.change_health(now, |s| {
+                        s.agent_broken = None;
+                        s.start_failures = 0;
+                    });
+                }
+            }
         }
         self.step(now)
     }
@@ -316,7 +348,15 @@ impl State {
     /// The session is over: drained, stream closed, last reports delivered (or given up on).
     pub fn done(&self) -> bool {
         self.gave_up
-            || (self.closing.as_ref().is_some_and(|c| c.closed) && self.outbox.is_empty() && self.in_flight.is_none())
+            || (self.exiting()
+                && self.closing.as_ref().is_some_and(|c| c.closed)
+                && self.outbox.is_empty()
+                && self.in_flight.is_none())
+    }
+
+    /// Why this worker takes no new work, besides a shutdown.
+    pub fn paused(&self) -> Option<&str> {
+        self.low_disk.as_deref().or(self.agent_broken.as_deref())
     }
 
     /// The timer due first, if any.
@@ -329,7 +369,8 @@ impl State {
         let heartbeat = if self.heartbeat_in_flight { None } else { self.next_heartbeat };
         let grace = if self.grace_over { None } else { self.drain_until };
         let probe = self.closing.as_ref().and_then(|c| c.probe_at);
-        let flush = self.closing.as_ref().map(|c| c.deadline);
+        // Only an exit is bounded; a paused worker keeps trying to deliver.
+        let flush = self.closing.as_ref().filter(|_| self.exiting()).map(|c| c.deadline);
         [
             (reconnect, Timer::Reconnect),
             (heartbeat, Timer::Heartbeat),
@@ -353,8 +394,49 @@ impl State {
         self.held.values().filter(|h| h.running && !h.revoked).count()
     }
 
+    /// Takes no new work: shutting down, or paused.
     fn draining(&self) -> bool {
+        self.exiting() || self.paused().is_some()
+    }
+
+    /// Shutting down after a signal.
+    fn exiting(&self) -> bool {
         self.drain_until.is_some()
+    }
+
+    /// Applies a change of the pause reasons; pausing lowers the registered slots (the stream
+    /// closes once nothing runs, see [`State::step`]), resuming raises them again.
+    fn change_health(&mut self, now: Instant, change: impl FnOnce(&mut Self)) {
+        let was = self.paused().is_some();
+        change(self);
+        match (was, self.paused().map(str::to_string)) {
+            (false, Some(why)) => {
+                tracing::warn!(running = self.running(), "taking no work: {why}");
+                if self.link == Link::Up && self.closing.is_none() && !self.held.is_empty() {
+                    self.effects.push(Effect::Register(self.registration(&[])));
+                }
+            }
+            (true, None) => {
+                tracing::info!("taking work again");
+                self.resume(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// The pause is over: open a stream again if it was closed, or raise the slots.
+    fn resume(&mut self, now: Instant) {
+        if self.exiting() {
+            return;
+        }
+        if self.closing.take().is_some() {
+            self.effects.push(Effect::CloseStream);
+            self.effects.push(Effect::Disconnect);
+            self.backoff.reset();
+            self.link = Link::Down { retry_at: now };
+        } else if self.link == Link::Up {
+            self.effects.push(Effect::Register(self.registration(&[])));
+        }
     }
 
     /// Every held attempt, as registrations and heartbeats name them.
@@ -471,7 +553,13 @@ impl State {
 
     fn hand_back(&mut self, key: Key, reason: &str) {
         self.held.insert(key, Held { running: false, revoked: false });
-        let body = pb::report::Body::HandedBack(pb::HandedBack { reason: reason.into() });
+        // While paused (not shutting down), the pause says why.
+        let reason = match self.paused() {
+            Some(why) if !self.exiting() => format!("worker takes no work: {why}"),
+            _ => reason.to_string(),
+        };
+        let reason = agent::head_str(&reason, limits::MAX_REASON_BYTES).to_string();
+        let body = pb::report::Body::HandedBack(pb::HandedBack { reason });
         self.outbox.push_back(report(key, body));
     }
 
@@ -488,14 +576,35 @@ impl State {
         self.outbox.push_back(report(key, pb::report::Body::Progress(pb::Progress { message })));
     }
 
-    fn on_finished(&mut self, key: Key, fin: Final) {
+    fn on_finished(&mut self, key: Key, fin: Final, now: Instant) {
         let Some(h) = self.held.get_mut(&key) else { return };
         h.running = false;
         match fin {
-            Final::Report(body) => self.outbox.push_back(report(key, body)),
+            Final::Report(body) => {
+                if matches!(body, pb::report::Body::Completed(_) | pb::report::Body::Failed(_)) {
+                    self.start_failures = 0;
+                }
+                self.outbox.push_back(report(key, body));
+            }
             Final::Silent => {
                 self.held.remove(&key);
             }
+            Final::NotStarted(why) => self.not_started(key, &why, now),
+        }
+    }
+
+    /// The agent could not be started: the attempt goes back to the queue; too many in a row
+    /// and the worker takes no more work until the agent is found again.
+    fn not_started(&mut self, key: Key, why: &str, now: Instant) {
+        self.start_failures += 1;
+        tracing::error!(task = key.0, attempt = key.1, failures = self.start_failures, "cannot start the agent: {why}");
+        let reason = format!("worker cannot start its agent: {why}");
+        let reason = agent::head_str(&reason, limits::MAX_REASON_BYTES).to_string();
+        self.outbox.push_back(report(key, pb::report::Body::HandedBack(pb::HandedBack { reason })));
+        if self.start_failures >= self.settings.max_start_failures && self.agent_broken.is_none() {
+            let n = self.start_failures;
+            let broken = format!("the agent could not be started {n} times in a row (last: {why})");
+            self.change_health(now, |s| s.agent_broken = Some(broken));
         }
     }
 
@@ -520,7 +629,7 @@ impl State {
     }
 
     fn on_signal(&mut self, sig: Signal, now: Instant) {
-        if self.draining() {
+        if self.exiting() {
             tracing::warn!(?sig, running = self.running(), "second signal: killing the agents now");
             self.grace_over = true;
             self.stop_all(true);
@@ -529,6 +638,10 @@ impl State {
         let grace = self.settings.grace;
         tracing::info!(?sig, running = self.running(), grace_seconds = grace.as_secs(), "draining: taking no new work");
         self.drain_until = Some(now + grace);
+        // A paused worker whose stream is closed already: its last reports get the bound.
+        if let Some(c) = self.closing.as_mut() {
+            c.deadline = now + FLUSH_BOUND;
+        }
         // Free slots would keep drawing assignments that are only handed back: register
         // again with no more slots than attempts held (closing ends the stream when none is).
         if self.link == Link::Up && !self.held.is_empty() {
@@ -549,7 +662,11 @@ impl State {
             self.link = Link::Down { retry_at: now };
             true
         };
-        tracing::info!(reports = self.outbox.len(), "nothing runs; delivering the last reports");
+        if self.exiting() {
+            tracing::info!(reports = self.outbox.len(), "nothing runs; delivering the last reports");
+        } else {
+            tracing::info!(reports = self.outbox.len(), "nothing runs; stream closed while taking no work");
+        }
         self.closing = Some(Closing { deadline, closed, probe_at: None });
     }
 

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 const GRACE: Duration = Duration::from_secs(30);
 
 fn settings(slots: u32) -> Settings {
-    Settings { slots, grace: GRACE, noop: false }
+    Settings { slots, grace: GRACE, noop: false, max_start_failures: MAX_START_FAILURES }
 }
 
 fn register_response(stale: &[Key]) -> pb::RegisterResponse {
@@ -398,6 +398,102 @@ fn the_flush_bound_ends_the_session_with_reports_undelivered() {
     assert!(h.s.step(h.now).is_empty(), "nothing more once given up");
 }
 
+#[test]
+fn an_agent_that_cannot_start_is_handed_back_and_three_in_a_row_pause_the_worker() {
+    let mut h = Harness::up(2);
+    for n in 1..=3 {
+        let key = (n, 1);
+        h.apply(assign(&[key]));
+        assert_eq!(h.started(), vec![key]);
+        h.apply(Input::Finished { key, fin: Final::NotStarted("cannot run /gone: No such file".into()) });
+        if n < 3 {
+            let sent = h.sent();
+            assert_eq!(sent[0].body, handed_back("worker cannot start its agent: cannot run /gone: No such file"));
+            assert!(h.s.paused().is_none());
+            h.apply(Input::ReportDone(Ok(acks(&sent, true))));
+        }
+    }
+    // Paused with nothing running: the stream closes first, then the last report goes.
+    assert!(h.s.paused().unwrap().contains("could not be started 3 times in a row"));
+    assert!(h.fx.contains(&Effect::CloseStream) && h.fx.contains(&Effect::Probe), "{:?}", h.fx);
+    h.apply(Input::ProbeDone { refused: true });
+    let sent = h.sent();
+    assert_eq!(sent[0].body, handed_back("worker cannot start its agent: cannot run /gone: No such file"));
+    h.apply(Input::ReportDone(Ok(acks(&sent, true))));
+    assert!(!h.s.done(), "a paused worker does not exit");
+    assert_eq!(h.s.next_timer(), None, "no reconnect while paused with nothing to say");
+    // An assignment that was on its way is handed back, saying why.
+    h.apply(assign(&[(9, 1)]));
+    assert!(h.started().is_empty());
+    let reason = match &h.sent()[0].body {
+        Some(pb::report::Body::HandedBack(b)) => b.reason.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(reason.starts_with("worker takes no work: the agent could not be started"), "{reason}");
+    // The program is back: a new stream with every slot.
+    h.apply(Input::AgentFound);
+    assert!(h.s.paused().is_none());
+    assert_eq!(h.fx, vec![Effect::CloseStream, Effect::Disconnect]);
+    assert_eq!(h.fire(), Timer::Reconnect);
+    assert_eq!(h.fx, vec![Effect::Connect { register: Some(Registration { slots: 2, running: refs(&[(9, 1)]) }) }]);
+}
+
+#[test]
+fn a_success_resets_the_count_of_start_failures() {
+    let mut h = Harness::up(1);
+    for (n, fin) in [
+        (1, Final::NotStarted("gone".into())),
+        (2, Final::NotStarted("gone".into())),
+        (3, completed()),
+        (4, Final::NotStarted("gone".into())),
+        (5, Final::NotStarted("gone".into())),
+    ] {
+        h.apply(assign(&[(n, 1)]));
+        h.apply(Input::Finished { key: (n, 1), fin });
+        let sent = h.sent();
+        h.apply(Input::ReportDone(Ok(acks(&sent, true))));
+    }
+    assert!(h.s.paused().is_none(), "never three in a row");
+}
+
+#[test]
+fn low_disk_lowers_the_slots_parks_once_idle_and_resumes_when_space_is_back() {
+    let mut h = Harness::up(3);
+    h.apply(assign(&[(1, 1)]));
+    let fx = h.apply(Input::Disk(Some("low on disk: 10 MiB free".into()))).to_vec();
+    assert_eq!(fx, vec![Effect::Register(Registration { slots: 1, running: refs(&[(1, 1)]) })]);
+    // Running work goes on (and keeps its lease); new work goes back.
+    assert!(h.apply(assign(&[(2, 1)])).iter().all(|e| !matches!(e, Effect::Start(_))));
+    let sent = h.sent();
+    assert_eq!(sent[0].body, handed_back("worker takes no work: low on disk: 10 MiB free"));
+    h.apply(Input::ReportDone(Ok(acks(&sent, true))));
+    h.apply(Input::Finished { key: (1, 1), fin: completed() });
+    assert!(h.fx.contains(&Effect::CloseStream), "idle and paused: the stream closes {:?}", h.fx);
+    h.apply(Input::ProbeDone { refused: true });
+    let sent = h.sent();
+    h.apply(Input::ReportDone(Ok(acks(&sent, true))));
+    assert!(!h.s.done());
+    // Space is back.
+    h.apply(Input::Disk(None));
+    assert_eq!(h.fire(), Timer::Reconnect);
+    assert_eq!(h.fx, vec![Effect::Connect { register: Some(Registration { slots: 3, running: vec![] }) }]);
+    // A signal while paused and parked ends the worker.
+    h.apply(Input::Disk(Some("low".into())));
+    h.apply(Input::Signal(Signal::Terminate));
+    assert!(h.s.done());
+}
+
+#[test]
+fn a_pause_lifted_while_agents_run_raises_the_slots_again() {
+    let mut h = Harness::up(2);
+    h.apply(assign(&[(1, 1)]));
+    h.apply(Input::Disk(Some("low".into())));
+    let fx = h.apply(Input::Disk(None)).to_vec();
+    assert_eq!(fx, vec![Effect::Register(Registration { slots: 2, running: refs(&[(1, 1)]) })]);
+    h.apply(assign(&[(2, 1)]));
+    assert_eq!(h.started(), vec![(2, 1)]);
+}
+
 // The property test drives the state like the shell would, with a model of the calls in
 // flight and of the agents.
 
@@ -418,6 +514,9 @@ enum Op {
     Probe(bool),
     Signal,
     Timer,
+    NotStarted(u8),
+    Disk(bool),
+    AgentFound,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -437,6 +536,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(Op::Probe),
         1 => Just(Op::Signal),
         2 => Just(Op::Timer),
+        1 => any::<u8>().prop_map(Op::NotStarted),
+        1 => any::<bool>().prop_map(Op::Disk),
+        1 => Just(Op::AgentFound),
     ]
 }
 
@@ -452,6 +554,8 @@ struct Model {
     heartbeat: bool,
     probe: bool,
     signalled: bool,
+    /// The state was paused at some point.
+    paused_once: bool,
     /// Running agents and the last stop asked of each.
     agents: BTreeMap<Key, Option<Stop>>,
     revoked: BTreeSet<Key>,
@@ -483,7 +587,7 @@ impl Model {
                 Effect::Disconnect => self.stream_open = false,
                 Effect::CloseStream => (self.connecting, self.stream_open) = (false, false),
                 Effect::Register(r) => {
-                    assert!(self.signalled, "slots are lowered only to drain");
+                    assert!(self.signalled || self.paused_once, "slots change only to drain or pause");
                     check_registration(&r);
                 }
                 Effect::Report { register, reports } => {
@@ -496,7 +600,7 @@ impl Model {
                 }
                 Effect::Probe => self.probe = true,
                 Effect::Start(a) => {
-                    assert!(!self.signalled, "new work while draining");
+                    assert!(!self.signalled && s.paused().is_none(), "new work while draining or paused");
                     assert!(self.agents.insert((a.task_id, a.attempt), None).is_none());
                 }
                 Effect::Stop { key, stop } => {
@@ -583,6 +687,17 @@ impl Model {
                 self.signalled = true;
                 Input::Signal(Signal::Terminate)
             }
+            Op::NotStarted(i) => {
+                let key = Model::pick(self.agents.keys().copied(), i)?;
+                self.agents.remove(&key);
+                self.paused_once = true;
+                Input::Finished { key, fin: Final::NotStarted("no such file".into()) }
+            }
+            Op::Disk(low) => {
+                self.paused_once |= low;
+                Input::Disk(low.then(|| "low on disk".to_string()))
+            }
+            Op::AgentFound => Input::AgentFound,
             _ => return None,
         })
     }
@@ -658,7 +773,7 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..150),
     ) {
         let mut now = Instant::now();
-        let mut s = State::new(Settings { slots, grace: GRACE, noop }, now, 3);
+        let mut s = State::new(Settings { noop, ..settings(slots) }, now, 3);
         let mut m = Model { slots, next_task: 1, ..Model::default() };
         let fx = s.step(now);
         m.observe(&s, fx);
