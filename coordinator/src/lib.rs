@@ -85,7 +85,8 @@ pub async fn run(config: Config, shutdown: CancellationToken, on_bound: impl FnO
         on_exit.cancel();
         r
     });
-    let svc = service::Services { handle, store: store.clone(), shutdown: shutdown.clone() };
+    let watchers = watch::Watchers::new(store.clone(), shutdown.clone());
+    let svc = service::Services { handle, store: store.clone(), shutdown: shutdown.clone(), watchers };
 
     let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_serving::<pb::orchestrator_server::OrchestratorServer<service::Services>>().await;

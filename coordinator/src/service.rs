@@ -43,6 +43,7 @@ pub struct Services {
     pub handle: Handle,
     pub store: Store,
     pub shutdown: CancellationToken,
+    pub watchers: crate::watch::Watchers,
 }
 
 /// One ListTasks page from `rows` (at most `size + 1` read): at most `size` tasks and at
@@ -193,7 +194,7 @@ impl pb::orchestrator_server::Orchestrator for Services {
     async fn watch_job(&self, req: Request<pb::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
         let r = req.into_inner();
         validate::id("job_id", &r.job_id)?;
-        let stream = crate::watch::start(self.handle.clone(), self.store.clone(), self.shutdown.clone(), r).await?;
+        let stream = crate::watch::start(self.handle.clone(), self.watchers.clone(), r).await?;
         Ok(Response::new(Box::pin(stream)))
     }
 }

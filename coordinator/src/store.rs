@@ -272,6 +272,13 @@ fn job_of(row: &SqliteRow) -> JobRecord {
 const ROW_COLUMNS: &str =
     "task_id, state, attempt, retries_used, lost_leases, worker_id, not_before_ms, cancel_cause, reason";
 
+/// [`ROW_COLUMNS`] with the reason cut to [`SUMMARY_REASON_CHARS`] characters (snapshots
+/// carry one summary per task; the whole reason is in GetTask).
+const SUMMARY_COLUMNS: &str = "task_id, state, attempt, retries_used, lost_leases, worker_id, not_before_ms, \
+     cancel_cause, substr(reason, 1, 200) AS reason";
+/// Characters of a task's reason in a WatchJob snapshot.
+pub const SUMMARY_REASON_CHARS: usize = 200;
+
 fn task_row_of(row: &SqliteRow) -> Result<TaskRow, Error> {
     Ok(TaskRow {
         task_id: row.get("task_id"),
@@ -697,7 +704,7 @@ impl Store {
             return Ok(None);
         };
         let sql = format!(
-            "SELECT {ROW_COLUMNS}, job_id, priority, NULL AS spec, NULL AS result, created_at_ms, updated_at_ms \
+            "SELECT {SUMMARY_COLUMNS}, job_id, priority, NULL AS spec, NULL AS result, created_at_ms, updated_at_ms \
              FROM tasks WHERE job_id = ? ORDER BY task_id"
         );
         let rows = sqlx::query(AssertSqlSafe(sql)).bind(job_id).fetch_all(&mut *tx).await?;

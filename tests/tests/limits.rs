@@ -226,3 +226,52 @@ async fn a_repeated_write_with_the_same_key_is_done_once_even_across_a_restart()
     c.add_tasks(req).await.unwrap();
     assert_eq!(job_status(&mut c, &other).await.total_tasks, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_that_never_read_are_ended_and_do_not_hold_up_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(dir.path(), &[]);
+    let mut c = coord.client().await;
+    let job = create_job(&mut c, "watched").await;
+    for _ in 0..3 {
+        add(&mut c, &job, vec![spec("t"); limits::MAX_BATCH]).await;
+    }
+    // Each task's summary carries (the start of) the reason: a snapshot of many messages,
+    // far more than the buffers and flow-control windows hold, so a watcher that does not
+    // read really stalls.
+    let reason = "r".repeat(limits::MAX_REASON_BYTES);
+    c.cancel_job(pb::CancelJobRequest { job_id: job.clone(), reason }).await.unwrap();
+    let mut c = big_client(&coord).await;
+    let watch = || pb::WatchJobRequest { job_id: job.clone(), after_seq: 0, follow: true };
+    // More stalled watchers than snapshots may be built at once, each on its own connection
+    // (HTTP/2 flow control then stops each of them early), none of them reading.
+    let mut stalled = Vec::new();
+    for _ in 0..10 {
+        let mut s = big_client(&coord).await;
+        stalled.push(s.watch_job(watch()).await.unwrap().into_inner());
+    }
+    // A watcher that reads gets its whole snapshot: the stalled ones were ended.
+    let mut reader = c.watch_job(watch()).await.unwrap().into_inner();
+    let mut tasks = 0;
+    loop {
+        let ev = tokio::time::timeout(WAIT, reader.message()).await.expect("snapshot").unwrap().unwrap();
+        tasks += ev.tasks.len();
+        if !ev.snapshot_more {
+            break;
+        }
+    }
+    assert_eq!(tasks, 3 * limits::MAX_BATCH);
+    // The first stalled stream (which held a snapshot permit from the start) ended before
+    // its snapshot was complete.
+    let mut s = stalled.remove(0);
+    let mut got = 0;
+    let ended = loop {
+        match tokio::time::timeout(WAIT, s.message()).await.expect("the stalled stream ends") {
+            Ok(Some(ev)) if ev.snapshot_more || got == 0 => got += ev.tasks.len(),
+            Ok(Some(_)) => break false,
+            Ok(None) | Err(_) => break true,
+        }
+    };
+    assert!(ended && got < 3 * limits::MAX_BATCH, "a stalled watcher got {got} tasks");
+    still_serves(&mut c).await;
+}

@@ -9,9 +9,10 @@
 //! once durable, and a task (and its attempt number, its fencing token) is durable before any
 //! worker sees it.
 
+mod feeds;
 mod streams;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,11 +38,6 @@ use crate::validate::{CheckedTask, DepRef};
 pub const COMMAND_BUFFER: usize = 4_096;
 /// Commands applied in one batch at most.
 pub const MAX_BATCH_COMMANDS: usize = 2_048;
-/// Events kept per watched job, for watchers that resume, and per subscriber before it
-/// counts as fallen behind.
-pub const WATCH_BUFFER: usize = 4_096;
-/// Events kept for resumes across all jobs before idle, unwatched feeds are forgotten.
-pub const MAX_HISTORY_EVENTS: usize = 262_144;
 /// Extra room in a worker's assignment stream beyond its slots (cancellations).
 pub const LISTEN_EXTRA: usize = 64;
 
@@ -64,6 +60,8 @@ pub struct Subscription {
     pub cancelled: bool,
 }
 
+use feeds::{Feeds, Subscribed};
+pub use feeds::{MAX_FEED_HISTORY_BYTES, MAX_HISTORY_BYTES, WATCH_BUFFER};
 use streams::{Context, Session};
 pub use streams::{ListenTx, MAX_LISTEN_MESSAGE_BYTES};
 
@@ -168,19 +166,6 @@ impl Handle {
     }
 }
 
-struct Feed {
-    tx: broadcast::Sender<Arc<pb::JobEvent>>,
-    history: VecDeque<Arc<pb::JobEvent>>,
-    /// Last event or subscription (ms), to forget the least recently used feeds first.
-    used_ms: u64,
-}
-
-impl Feed {
-    fn new() -> Feed {
-        Feed { tx: broadcast::channel(WATCH_BUFFER).0, history: VecDeque::new(), used_ms: 0 }
-    }
-}
-
 /// Settings of the dispatcher.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -237,7 +222,7 @@ pub struct Dispatcher {
     next_session: u64,
     context: Context,
     sessions: HashMap<WorkerId, Session>,
-    feeds: HashMap<JobId, Feed>,
+    feeds: Feeds,
     rx: mpsc::Receiver<Command>,
     /// When idempotency keys past their retention were last pruned (ms).
     pruned_ms: u64,
@@ -375,7 +360,7 @@ impl Dispatcher {
             next_session: 1,
             context,
             sessions: HashMap::new(),
-            feeds: HashMap::new(),
+            feeds: Feeds::default(),
             rx,
             pruned_ms: 0,
         };
@@ -705,17 +690,8 @@ impl Dispatcher {
         let jid = JobId::from(job.as_str());
         let info = self.sched.job(&jid).ok_or_else(|| Error::NotFound(format!("job {job} not found")))?;
         let (last_seq, counts, cancelled) = (info.last_seq, info.counts, info.cancelled);
-        let feed = self.feeds.entry(jid).or_insert_with(Feed::new);
-        feed.used_ms = now;
-        let missed = if after_seq == last_seq {
-            Some(Vec::new())
-        } else if after_seq < last_seq && feed.history.front().is_some_and(|e| e.seq <= after_seq + 1) {
-            Some(feed.history.iter().filter(|e| e.seq > after_seq).cloned().collect())
-        } else {
-            None
-        };
-        // Subscribed after this batch commits, so it sees exactly the events after last_seq.
-        let rx = feed.tx.subscribe();
+        // Answered after this batch commits, so it sees exactly the events after last_seq.
+        let Subscribed { rx, missed } = self.feeds.subscribe(jid, after_seq, last_seq, now);
         Ok(Subscription { rx, missed, last_seq, counts, cancelled })
     }
 
@@ -914,7 +890,7 @@ impl Dispatcher {
         let time_ms = now_ms() as i64;
         // Counts at the start of the batch, for the watched jobs: undo the batch's changes.
         let mut running: HashMap<JobId, Counts> = HashMap::new();
-        for job in self.feeds.keys() {
+        for job in self.feeds.jobs() {
             if let Some(info) = self.sched.job(job) {
                 running.insert(job.clone(), info.counts);
             }
@@ -986,40 +962,9 @@ impl Dispatcher {
     }
 
     fn publish(&mut self, events: Vec<(JobId, Arc<pb::JobEvent>)>, now: u64) {
-        for (job, ev) in events {
-            if let Some(feed) = self.feeds.get_mut(&job) {
-                if feed.history.len() == WATCH_BUFFER {
-                    feed.history.pop_front();
-                }
-                feed.history.push_back(ev.clone());
-                feed.used_ms = now;
-                // No receiver is fine: the history serves later resumes.
-                let _ = feed.tx.send(ev);
-            }
-        }
-        // Keep the history of unwatched feeds for resumes while it fits the budget; past it,
-        // forget the least recently used feeds of idle jobs (a resume then gets a snapshot).
-        let mut total: usize = self.feeds.values().map(|f| f.history.len()).sum();
-        if total > MAX_HISTORY_EVENTS {
-            let sched = &self.sched;
-            let mut idle: Vec<(u64, JobId)> = self
-                .feeds
-                .iter()
-                .filter(|(job, f)| {
-                    f.tx.receiver_count() == 0 && sched.job(job).is_none_or(|j| j.counts.all_final() || j.cancelled)
-                })
-                .map(|(job, f)| (f.used_ms, job.clone()))
-                .collect();
-            idle.sort();
-            for (_, job) in idle {
-                if total <= MAX_HISTORY_EVENTS {
-                    break;
-                }
-                if let Some(f) = self.feeds.remove(&job) {
-                    total -= f.history.len();
-                }
-            }
-        }
+        let sched = &self.sched;
+        let idle = |job: &JobId| sched.job(job).is_none_or(|j| j.counts.all_final() || j.cancelled);
+        self.feeds.publish(events, now, idle);
     }
 
     fn send_to_workers(&mut self, effects: &[Effect]) {
