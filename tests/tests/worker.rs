@@ -458,12 +458,6 @@ async fn claude_agent_results_carry_cost_usage_session_and_errors() {
         "good",
         &["--agent", "claude", "--agent-command", p(&claude), "--label", "kind=good"],
     );
-    let _broken = WorkerProc::start(
-        &coord.url(),
-        d,
-        "broken",
-        &["--agent", "claude", "--agent-command", "/nonexistent/claude", "--label", "kind=broken"],
-    );
     let job = create_job(&mut c, "claude").await;
     let mut watch = follow(&mut c, &job).await;
     let good = labels(&[("kind", "good")]);
@@ -481,13 +475,12 @@ async fn claude_agent_results_carry_cost_usage_session_and_errors() {
             pb::TaskSpec { agent: Some(options), required_labels: good.clone(), ..spec("summarize the notes") },
             pb::TaskSpec { required_labels: good.clone(), ..spec("please fail") },
             pb::TaskSpec { required_labels: good, ..spec("answer in json") },
-            pb::TaskSpec { required_labels: labels(&[("kind", "broken")]), ..spec("nobody home") },
         ],
     )
     .await;
-    let evs = until_final(&mut watch, 4).await;
+    let evs = until_final(&mut watch, 3).await;
     let last = evs.last().unwrap().status.unwrap();
-    assert_eq!((last.completed, last.failed), (2, 2), "{last:?}");
+    assert_eq!((last.completed, last.failed), (2, 1), "{last:?}");
 
     let args = std::fs::read_to_string(d.join(format!("args-{}", ids[0]))).unwrap();
     assert_eq!(
@@ -520,8 +513,4 @@ async fn claude_agent_results_carry_cost_usage_session_and_errors() {
 
     let r = task(&mut c, ids[2]).await.result.unwrap();
     assert_eq!((r.output.as_str(), r.session_id.as_str(), r.cost_usd), ("from json", "sess-3", 0.5));
-
-    let missing = task(&mut c, ids[3]).await;
-    assert_eq!(missing.state, pb::TaskState::Failed as i32);
-    assert!(missing.reason.contains("\"/nonexistent/claude\" not found"), "{}", missing.reason);
 }
