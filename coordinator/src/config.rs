@@ -49,6 +49,11 @@ pub struct Config {
     #[arg(long, env = "ORCA_MAX_LEASE_LOSSES", default_value_t = defaults::MAX_LEASE_LOSSES, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub max_lease_losses: u32,
 
+    /// Open connections at most (default: what the file-descriptor limit leaves room for, at
+    /// most 10000). Past it new clients wait in the kernel's backlog.
+    #[arg(long, env = "ORCA_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: Option<u64>,
+
     /// Commit durability.
     #[arg(long, env = "ORCA_DURABILITY", value_enum, default_value_t = DurabilityArg::Full)]
     pub durability: DurabilityArg,

@@ -6,6 +6,7 @@
 //! - [`config`]: flags and `ORCA_*` variables.
 //! - [`service`]: thin gRPC handlers; [`validate`] checks every input first; [`watch`] feeds
 //!   WatchJob streams.
+//! - [`listener`]: the TCP accept loop (connection cap, silent connections closed).
 //! - [`dispatch`]: the one actor that owns the scheduler and the database writer; it applies
 //!   commands in batches, commits each batch once, then answers, assigns and publishes.
 //! - [`queue`]: the pure state machine and scheduler (no tokio, sqlx or tonic).
@@ -18,6 +19,7 @@ pub mod convert;
 pub mod dispatch;
 mod error;
 pub mod idempotency;
+pub mod listener;
 pub mod queue;
 pub mod service;
 pub mod store;
@@ -44,34 +46,42 @@ fn too_large_is_resource_exhausted<B>(mut res: http::Response<B>) -> http::Respo
     res
 }
 
+/// Why the coordinator could not start, or stopped on its own. Not a gRPC category: these
+/// end the process with a message for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Store(#[source] Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot write --addr-file {path}: {source}")]
+    AddrFile { path: String, source: std::io::Error },
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("the dispatcher stopped: {0}")]
+    Dispatcher(#[source] Error),
+    #[error("the dispatcher panicked: {0}")]
+    DispatcherPanicked(#[from] tokio::task::JoinError),
+}
+
 /// Opens the database, starts the dispatcher and serves gRPC until `shutdown` is cancelled;
-/// then stops accepting, ends the streams, flushes and returns. `on_bound` is called with the
-/// bound address once the server accepts connections.
-pub async fn run(config: Config, shutdown: CancellationToken, on_bound: impl FnOnce(SocketAddr)) -> Result<(), Error> {
+/// then stops accepting, ends the streams, flushes and returns.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     let started = std::time::Instant::now();
-    let (store, writer, loaded) = store::open(&config.db, config.durability()).await?;
+    let (store, writer, loaded) = store::open(&config.db, config.durability()).await.map_err(StartError::Store)?;
     let jobs = loaded.jobs.len();
-    let settings = dispatch::Settings {
-        limits: queue::Limits {
-            lease_ms: config.lease_seconds as u64 * 1_000,
-            max_lease_losses: config.max_lease_losses,
-            forget_worker_ms: queue::FORGET_WORKER_MS,
-        },
-        heartbeat_seconds: config.heartbeat_seconds(),
-    };
-    let (dispatcher, handle) = dispatch::Dispatcher::new(loaded, writer, settings).await?;
-    tracing::info!(
-        db = %config.db.display(),
-        jobs,
-        live_tasks = dispatcher.live_tasks(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "database loaded"
-    );
+    let (dispatcher, handle) =
+        dispatch::Dispatcher::new(loaded, writer, settings(&config)).await.map_err(StartError::Store)?;
+    let live_tasks = dispatcher.live_tasks();
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(db = %config.db.display(), jobs, live_tasks, elapsed_ms, "database loaded");
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
-    let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "serving plaintext without authentication on a non-loopback address");
     }
@@ -87,40 +97,66 @@ pub async fn run(config: Config, shutdown: CancellationToken, on_bound: impl FnO
     });
     let watchers = watch::Watchers::new(store.clone(), shutdown.clone());
     let svc = service::Services { handle, store: store.clone(), shutdown: shutdown.clone(), watchers };
+    if let Some(path) = &config.addr_file {
+        write_addr_file(path, addr)?;
+    }
+    tracing::info!(%addr, "serving");
+    let served = serve(&config, svc, listener, shutdown.clone()).await;
+    shutdown.cancel();
+    let dispatched = dispatcher_task.await?;
+    store.close().await;
+    served?;
+    dispatched.map_err(StartError::Dispatcher)?;
+    tracing::info!("stopped");
+    Ok(())
+}
 
+fn settings(config: &Config) -> dispatch::Settings {
+    dispatch::Settings {
+        limits: queue::Limits {
+            lease_ms: config.lease_seconds as u64 * 1_000,
+            max_lease_losses: config.max_lease_losses,
+            forget_worker_ms: queue::FORGET_WORKER_MS,
+        },
+        heartbeat_seconds: config.heartbeat_seconds(),
+    }
+}
+
+/// Writes the bound address, then renames, so a reader never sees a partial line.
+fn write_addr_file(path: &std::path::Path, addr: SocketAddr) -> Result<(), StartError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|source| StartError::AddrFile { path: path.display().to_string(), source })
+}
+
+/// Serves the services, health and reflection on the listener until `shutdown`.
+async fn serve(
+    config: &Config,
+    svc: service::Services,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
     let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_serving::<pb::orchestrator_server::OrchestratorServer<service::Services>>().await;
     health.set_serving::<pb::worker_gateway_server::WorkerGatewayServer<service::Services>>().await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(orca_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(orca_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
-
-    if let Some(path) = &config.addr_file {
-        // Write then rename, so a reader never sees a partial line.
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, format!("{addr}\n"))
-            .and_then(|_| std::fs::rename(&tmp, path))
-            .map_err(|e| Error::Unavailable(format!("cannot write --addr-file {}: {e}", path.display())))?;
-    }
-    tracing::info!(%addr, "serving");
-    on_bound(addr);
-
-    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(std::time::Duration::from_secs(60)));
-    let stop = shutdown.clone();
-    let health_on_stop = health.clone();
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(orca_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let max_connections = listener::max_connections(config.max_connections.map(|n| n as usize));
+    tracing::info!(max_connections, "accepting connections");
+    let incoming = listener::incoming(listener, max_connections, shutdown.clone());
     // HTTP/2 pings find connections that died without a FIN (a cut network): the worker's
     // Listen stream then closes and it counts as disconnected.
     let ping = std::time::Duration::from_secs(config.heartbeat_seconds() as u64);
-    let server = tonic::transport::Server::builder()
+    let on_stop = async move {
+        shutdown.cancelled().await;
+        health.set_not_serving::<pb::orchestrator_server::OrchestratorServer<service::Services>>().await;
+        tracing::info!("shutting down: no new calls accepted");
+    };
+    tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
         .http2_keepalive_interval(Some(ping))
         .http2_keepalive_timeout(Some(ping.min(std::time::Duration::from_secs(20))))
@@ -135,19 +171,9 @@ pub async fn run(config: Config, shutdown: CancellationToken, on_bound: impl FnO
                 .max_encoding_message_size(limits::MAX_MESSAGE_BYTES),
         )
         .add_service(health_svc)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming, async move {
-            stop.cancelled().await;
-            health_on_stop.set_not_serving::<pb::orchestrator_server::OrchestratorServer<service::Services>>().await;
-            tracing::info!("shutting down: no new calls accepted");
-        });
-    let served = server.await;
-    shutdown.cancel();
-    let dispatched = dispatcher_task.await.map_err(|e| Error::Internal(format!("dispatcher panicked: {e}")))?;
-    store.close().await;
-    served.map_err(|e| Error::Internal(format!("server: {e}")))?;
-    dispatched?;
-    tracing::info!("stopped");
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .serve_with_incoming_shutdown(incoming, on_stop)
+        .await?;
     Ok(())
 }

@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
         }
         on_signal.cancel();
     });
-    if let Err(e) = orca_coordinator::run(config, shutdown, |_| {}).await {
+    if let Err(e) = orca_coordinator::run(config, shutdown).await {
         tracing::error!(error = %e, "coordinator failed");
         eprintln!("orca-coordinator: {e}");
         std::process::exit(1);

@@ -275,3 +275,22 @@ async fn watchers_that_never_read_are_ended_and_do_not_hold_up_the_others() {
     assert!(ended && got < 3 * limits::MAX_BATCH, "a stalled watcher got {got} tasks");
     still_serves(&mut c).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_capped_so_callers_still_get_in() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(dir.path(), &["--max-connections", "16"]);
+    // Twice the cap of connections that never send a byte.
+    let silent: Vec<std::net::TcpStream> =
+        (0..32).map(|_| std::net::TcpStream::connect(coord.addr.as_str()).unwrap()).collect();
+    // A caller behind them is served: the silent ones are closed, making room.
+    let mut c = tokio::time::timeout(WAIT, coord.client()).await.expect("connect behind silent connections");
+    tokio::time::timeout(WAIT, create_job(&mut c, "behind the silent ones")).await.expect("served");
+    // And each silent connection was closed by the coordinator (EOF, not a timeout).
+    let mut byte = [0u8; 1];
+    for mut s in silent.into_iter().take(16) {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        assert_eq!(s.read(&mut byte).unwrap(), 0, "a silent connection is closed");
+    }
+}
