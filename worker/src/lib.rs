@@ -13,8 +13,8 @@
 //! - [`workspace`]: where a task runs, context files in, expected outputs out;
 //! - [`prompt`]: the prompt the agent gets (shared context, files, outputs, task);
 //! - [`agent`]: running a supervised process ([`agent::supervise`]: the per-task
-//!   supervisor that kills the group if the worker dies), the Claude Code parser, the command
-//!   template;
+//!   supervisor, a child subreaper that kills every descendant of the agent when its run ends
+//!   or the worker dies), the Claude Code parser, the command template;
 //! - [`verify`]: verification hooks after a successful run;
 //! - [`upkeep`]: in the background, kept workspaces removed by age and size, the free disk
 //!   space watched (a worker low on disk takes no work).
