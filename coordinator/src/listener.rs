@@ -45,7 +45,7 @@ pub fn max_connections(flag: Option<usize>) -> usize {
     if rc != 0 {
         return DEFAULT_MAX_CONNECTIONS;
     }
-    let room = (lim.rlim_cur as u64).saturating_sub(RESERVED_FDS).max(16);
+    let room = lim.rlim_cur.saturating_sub(RESERVED_FDS).max(16);
     room.min(DEFAULT_MAX_CONNECTIONS as u64) as usize
 }
 
