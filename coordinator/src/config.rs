@@ -54,6 +54,11 @@ pub struct Config {
     #[arg(long, env = "ORCA_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: Option<u64>,
 
+    /// MiB of task specs kept in memory for queued tasks; past it a spec is read from the
+    /// database when its task is dispatched (memory then follows the task count, not size).
+    #[arg(long, env = "ORCA_PAYLOAD_CACHE_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
+    pub payload_cache_mb: u64,
+
     /// Commit durability.
     #[arg(long, env = "ORCA_DURABILITY", value_enum, default_value_t = DurabilityArg::Full)]
     pub durability: DurabilityArg,

@@ -117,6 +117,7 @@ fn settings(config: &Config) -> dispatch::Settings {
             lease_ms: config.lease_seconds as u64 * 1_000,
             max_lease_losses: config.max_lease_losses,
             forget_worker_ms: queue::FORGET_WORKER_MS,
+            payload_cache_bytes: (config.payload_cache_mb as usize) << 20,
         },
         heartbeat_seconds: config.heartbeat_seconds(),
     }

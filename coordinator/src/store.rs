@@ -167,7 +167,7 @@ pub struct LiveTask {
     pub deps: Vec<i64>,
 }
 
-/// Tasks per page when the tasks that are not final are loaded at start.
+/// Tasks per page at most when the tasks that are not final are loaded at start.
 pub const LOAD_PAGE: usize = 10_000;
 
 /// What the coordinator loads at start (the tasks that are not final come page by page,
@@ -468,6 +468,23 @@ impl Writer {
         Ok(())
     }
 
+    /// The encoded specs of tasks, by id (for assignments whose spec is not cached).
+    pub async fn specs(&mut self, ids: &[i64]) -> Result<HashMap<i64, Vec<u8>>, Error> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let sql =
+                format!("SELECT task_id, spec FROM tasks WHERE task_id IN ({})", vec!["?"; chunk.len()].join(","));
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for row in q.fetch_all(&mut self.conn).await? {
+                out.insert(row.get(0), row.get(1));
+            }
+        }
+        Ok(out)
+    }
+
     /// The stored answer to an idempotency key, if the key was used (and not yet pruned).
     pub async fn request(&mut self, k: &RequestKey) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
         let row = sqlx::query(
@@ -485,7 +502,13 @@ impl Writer {
     /// A page of a job's tasks in one state with ids above `after`, in id order, for the
     /// start-up load. The page comes as one JSON document built by SQLite: far cheaper than
     /// a row at a time through the driver for a million tasks.
-    pub async fn live_page(&mut self, job: &str, state: State, after: i64) -> Result<Vec<LiveTask>, Error> {
+    pub async fn live_page(
+        &mut self,
+        job: &str,
+        state: State,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<LiveTask>, Error> {
         let json: String = sqlx::query_scalar(
             "SELECT json_group_array(json_array(task_id, attempt, retries_used, lost_leases, worker_id, \
              not_before_ms, reason, hex(spec))) FROM (SELECT * FROM tasks \
@@ -494,7 +517,7 @@ impl Writer {
         .bind(job)
         .bind(state.as_i32())
         .bind(after)
-        .bind(LOAD_PAGE as i64)
+        .bind(limit as i64)
         .fetch_one(&mut self.conn)
         .await?;
         type Row = (i64, u32, u32, u32, Option<String>, u64, String, String);

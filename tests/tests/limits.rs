@@ -294,3 +294,25 @@ async fn silent_connections_are_closed_and_capped_so_callers_still_get_in() {
         assert_eq!(s.read(&mut byte).unwrap(), 0, "a silent connection is closed");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn specs_outside_the_memory_budget_are_read_back_when_dispatched_also_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // No spec is cached: every assignment reads its spec from the database.
+    let mut coord = Coordinator::start(dir.path(), &["--payload-cache-mb", "0"]);
+    let mut c = coord.client().await;
+    let job = create_job(&mut c, "uncached").await;
+    let prompts: Vec<String> = (0..20).map(|i| format!("prompt {i} {}", "x".repeat(i * 1_000))).collect();
+    add(&mut c, &job, prompts.iter().map(|p| spec(p)).collect()).await;
+    // Queued across a restart, then dispatched.
+    coord.restart();
+    let mut c = coord.client().await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _w = TestWorker::start(&coord.url(), WorkerOpts::new("reader", 4), tx).await;
+    let mut seen: Vec<String> = recv_n(&mut rx, prompts.len()).await.into_iter().map(|s| s.prompt).collect();
+    seen.sort();
+    let mut want = prompts.clone();
+    want.sort();
+    assert_eq!(seen, want);
+    assert_eq!(wait_idle(&mut c, &job).await.completed, prompts.len() as u64);
+}

@@ -178,7 +178,8 @@ pub struct Settings {
 struct Batch {
     writes: WriteBatch,
     effects: Vec<Effect>,
-    created: HashSet<TaskId>,
+    /// Tasks added in this batch, with their encoded specs (for the insert).
+    created: HashMap<TaskId, Arc<[u8]>>,
     /// Encoded results of attempts that ended in this batch.
     results: HashMap<TaskId, Vec<u8>>,
     replies: Vec<Responder>,
@@ -233,7 +234,7 @@ fn labels_of(m: &std::collections::HashMap<String, String>) -> Labels {
 }
 
 /// The scheduler's view of a stored spec.
-fn new_task(id: TaskId, spec: &pb::TaskSpec, deps: Vec<TaskId>, payload: Arc<[u8]>) -> NewTask {
+fn new_task(id: TaskId, spec: &pb::TaskSpec, deps: Vec<TaskId>, payload: Option<Arc<[u8]>>) -> NewTask {
     let p = spec.retry_policy.unwrap_or_default();
     NewTask {
         id,
@@ -302,6 +303,64 @@ fn row_of(e: &Entry) -> TaskRow {
     }
 }
 
+/// Loads a job's tasks that are not final into the scheduler, page by page. Pages start
+/// small and grow while they stay under [`LOAD_PAGE_BYTES`], so a job of large specs never
+/// needs much more memory than one page (specs beyond the scheduler's payload budget are
+/// dropped after their scheduling fields are read).
+async fn restore_job(writer: &mut Writer, sched: &mut Scheduler, job_id: &str, now: u64) -> Result<(), Error> {
+    let job = JobId::from(job_id);
+    let mut deps = writer.live_deps(job_id).await?;
+    let mut limit = FIRST_LOAD_PAGE;
+    for state in [State::Waiting, State::Pending, State::InProgress] {
+        let mut after = 0;
+        loop {
+            let page = writer.live_page(job_id, state, after, limit).await?;
+            let full = page.len() == limit;
+            let bytes: usize = page.iter().map(|t| t.spec.len()).sum();
+            for t in page {
+                after = after.max(t.row.task_id);
+                let spec = decode_spec(&t.spec, t.row.task_id)?;
+                let task_deps = deps.remove(&t.row.task_id).unwrap_or_default().into_iter().map(TaskId).collect();
+                let task = new_task(TaskId(t.row.task_id), &spec, task_deps, Some(Arc::from(t.spec)));
+                let restored = Restored {
+                    job: job.clone(),
+                    task,
+                    state,
+                    attempt: t.row.attempt,
+                    retries_used: t.row.retries_used,
+                    lost_leases: t.row.lost_leases,
+                    worker: t.row.worker_id.map(WorkerId::from),
+                    not_before_ms: t.row.not_before_ms,
+                    reason: t.row.reason,
+                };
+                sched.restore_task(restored, now);
+            }
+            if !full {
+                break;
+            }
+            limit = next_page(limit, bytes);
+        }
+    }
+    Ok(())
+}
+
+/// Tasks in the first page of a start-up load.
+const FIRST_LOAD_PAGE: usize = 256;
+/// Bytes of specs a start-up page aims to stay under.
+pub const LOAD_PAGE_BYTES: usize = 16 << 20;
+
+/// The next page size: halved when the page was over the byte aim, doubled (up to
+/// `store::LOAD_PAGE`) when well under it.
+fn next_page(limit: usize, bytes: usize) -> usize {
+    if bytes > LOAD_PAGE_BYTES {
+        (limit / 2).max(1)
+    } else if bytes < LOAD_PAGE_BYTES / 4 {
+        (limit * 2).min(crate::store::LOAD_PAGE)
+    } else {
+        limit
+    }
+}
+
 impl Dispatcher {
     /// Builds the dispatcher from what the store loaded, loading the tasks that are not
     /// final page by page, and returns it with its handle.
@@ -313,41 +372,7 @@ impl Dispatcher {
         }
         // Only jobs whose counters show unfinished tasks have any to load.
         for j in loaded.jobs.iter().filter(|j| j.counts.waiting + j.counts.pending + j.counts.in_progress > 0) {
-            let job = JobId::from(j.job_id.as_str());
-            let mut deps = writer.live_deps(&j.job_id).await?;
-            for state in [State::Waiting, State::Pending, State::InProgress] {
-                let mut after = 0;
-                loop {
-                    let page = writer.live_page(&j.job_id, state, after).await?;
-                    let full = page.len() == crate::store::LOAD_PAGE;
-                    for t in page {
-                        after = after.max(t.row.task_id);
-                        let spec = decode_spec(&t.spec, t.row.task_id)?;
-                        let task_deps = deps.remove(&t.row.task_id).unwrap_or_default();
-                        let task = new_task(
-                            TaskId(t.row.task_id),
-                            &spec,
-                            task_deps.into_iter().map(TaskId).collect(),
-                            Arc::from(t.spec),
-                        );
-                        let restored = Restored {
-                            job: job.clone(),
-                            task,
-                            state,
-                            attempt: t.row.attempt,
-                            retries_used: t.row.retries_used,
-                            lost_leases: t.row.lost_leases,
-                            worker: t.row.worker_id.map(WorkerId::from),
-                            not_before_ms: t.row.not_before_ms,
-                            reason: t.row.reason,
-                        };
-                        sched.restore_task(restored, now);
-                    }
-                    if !full {
-                        break;
-                    }
-                }
-            }
+            restore_job(&mut writer, &mut sched, &j.job_id, now).await?;
         }
         sched.finish_restore();
         let context = Context::load(loaded.context);
@@ -450,7 +475,7 @@ impl Dispatcher {
         for r in b.replies {
             r(None);
         }
-        self.send_to_workers(&b.effects);
+        self.send_to_workers(&mut b.effects).await?;
         self.publish(events, now);
         self.sched.evict_final();
         Ok(())
@@ -704,7 +729,6 @@ impl Dispatcher {
         let ids: Vec<i64> = (0..tasks.len() as i64).map(|i| first + i).collect();
         let mut new = Vec::with_capacity(tasks.len());
         let mut external: Vec<i64> = Vec::new();
-        let mut specs = Vec::with_capacity(tasks.len());
         for (i, t) in tasks.into_iter().enumerate() {
             let resolve = |d: &DepRef| match d {
                 DepRef::Task(t) => *t,
@@ -724,8 +748,7 @@ impl Dispatcher {
                 }
             }
             let payload: Arc<[u8]> = Arc::from(spec.encode_to_vec());
-            new.push(new_task(TaskId(ids[i]), &spec, deps.into_iter().map(TaskId).collect(), payload));
-            specs.push(spec);
+            new.push(new_task(TaskId(ids[i]), &spec, deps.into_iter().map(TaskId).collect(), Some(payload)));
         }
         external.sort_unstable();
         external.dedup();
@@ -733,7 +756,9 @@ impl Dispatcher {
         self.sched.check_add(&jid, &new, &stored)?;
         self.next_task_id += ids.len() as i64;
         for t in &new {
-            b.created.insert(t.id);
+            if let Some(p) = &t.payload {
+                b.created.insert(t.id, p.clone());
+            }
             for d in &t.deps {
                 b.writes.deps.push((t.id.0, d.0));
             }
@@ -825,7 +850,7 @@ impl Dispatcher {
             }
             let deps = r.deps.iter().map(|d| TaskId(*d)).collect();
             revived.push(RevivedTask {
-                task: new_task(id, &spec, deps, Arc::from(r.spec)),
+                task: new_task(id, &spec, deps, Some(Arc::from(r.spec))),
                 job: JobId::from(r.job_id),
                 state,
                 attempt: r.row.attempt,
@@ -863,19 +888,15 @@ impl Dispatcher {
                 _ => {}
             }
         }
-        for id in b.created.iter() {
+        for id in b.created.keys() {
             dirty.insert(*id);
         }
         for id in dirty {
             let Some(e) = self.sched.task(id) else { continue };
             let row = row_of(e);
-            if b.created.contains(&id) {
-                b.writes.tasks.push(TaskInsert {
-                    row,
-                    job_id: e.job.to_string(),
-                    priority: e.priority,
-                    spec: e.payload.to_vec(),
-                });
+            if let Some(spec) = b.created.get(&id) {
+                let (job_id, priority, spec) = (e.job.to_string(), e.priority, spec.to_vec());
+                b.writes.tasks.push(TaskInsert { row, job_id, priority, spec });
             } else {
                 b.writes.updates.push((row, b.results.remove(&id)));
             }
@@ -967,8 +988,25 @@ impl Dispatcher {
         self.feeds.publish(events, now, idle);
     }
 
-    fn send_to_workers(&mut self, effects: &[Effect]) {
-        let per = streams::messages(effects, &self.sched, &mut self.sessions, &self.context);
+    /// Sends the batch's assignments and cancellations; specs not cached in memory are read
+    /// from the store first, in one query (they are durable: the batch committed).
+    async fn send_to_workers(&mut self, effects: &mut [Effect]) -> Result<(), Error> {
+        let missing: Vec<i64> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Assign { id, payload: None, .. } => Some(id.0),
+                _ => None,
+            })
+            .collect();
+        if !missing.is_empty() {
+            let mut specs = self.writer.specs(&missing).await?;
+            for e in effects.iter_mut() {
+                if let Effect::Assign { id, payload: p @ None, .. } = e {
+                    *p = specs.remove(&id.0).map(Arc::from);
+                }
+            }
+        }
+        let per = streams::messages(effects, &mut self.sessions, &self.context);
         for (worker, msgs) in per {
             let Some(s) = self.sessions.get(&worker) else { continue };
             if let Err(e) = msgs.into_iter().try_for_each(|m| s.tx.try_send(Ok(m))) {
@@ -981,5 +1019,20 @@ impl Dispatcher {
                 self.sched.disconnect(&worker, id, now_ms());
             }
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_up_pages_follow_the_byte_aim() {
+        assert_eq!(next_page(256, 1), 512);
+        assert_eq!(next_page(crate::store::LOAD_PAGE, 1), crate::store::LOAD_PAGE);
+        assert_eq!(next_page(256, LOAD_PAGE_BYTES + 1), 128);
+        assert_eq!(next_page(1, usize::MAX), 1);
+        assert_eq!(next_page(64, LOAD_PAGE_BYTES / 2), 64);
     }
 }

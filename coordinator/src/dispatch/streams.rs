@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::Error;
-use crate::queue::{Effect, JobId, Scheduler, WorkerId};
+use crate::queue::{Effect, JobId, WorkerId};
 
 /// Bytes of one Listen message the dispatcher builds; past it, the rest goes in the next.
 pub const MAX_LISTEN_MESSAGE_BYTES: usize = 16 << 20;
@@ -142,20 +142,19 @@ impl Outgoing {
 /// the context scopes each stream still needs before the assignments that need them.
 pub(super) fn messages(
     effects: &[Effect],
-    sched: &Scheduler,
     sessions: &mut HashMap<WorkerId, Session>,
     context: &Context,
 ) -> HashMap<WorkerId, Vec<pb::ListenResponse>> {
     let mut per: HashMap<WorkerId, Outgoing> = HashMap::new();
     for e in effects {
         match e {
-            Effect::Assign { worker, id, job, attempt, lease_expires_ms } => {
-                let (Some(entry), Some(session)) = (sched.task(*id), sessions.get_mut(worker)) else { continue };
+            Effect::Assign { worker, id, job, attempt, lease_expires_ms, payload } => {
+                let Some(session) = sessions.get_mut(worker) else { continue };
                 let mut a = pb::Assignment {
                     task_id: id.0,
                     job_id: job.to_string(),
                     attempt: *attempt,
-                    spec: pb::TaskSpec::decode(&entry.payload[..]).ok(),
+                    spec: payload.as_deref().and_then(|p| pb::TaskSpec::decode(p).ok()),
                     lease_expires_ms: *lease_expires_ms as i64,
                     context: Vec::new(),
                 };

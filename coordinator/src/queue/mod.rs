@@ -114,6 +114,10 @@ pub struct Limits {
     pub max_lease_losses: u32,
     /// A worker with no stream and no attempts is forgotten after this long.
     pub forget_worker_ms: u64,
+    /// Bytes of encoded specs kept in memory for tasks waiting to run; past it a task's spec
+    /// stays in the store until it is dispatched, so memory follows the number of live tasks,
+    /// not their size.
+    pub payload_cache_bytes: usize,
 }
 
 impl Default for Limits {
@@ -122,6 +126,7 @@ impl Default for Limits {
             lease_ms: defaults::LEASE_SECONDS as u64 * 1_000,
             max_lease_losses: defaults::MAX_LEASE_LOSSES,
             forget_worker_ms: FORGET_WORKER_MS,
+            payload_cache_bytes: PAYLOAD_CACHE_BYTES,
         }
     }
 }
@@ -129,6 +134,9 @@ impl Default for Limits {
 /// How long a worker with no stream and no attempts is remembered (its labels and slots),
 /// so that a reconnect within it finds it; past it the worker is forgotten.
 pub const FORGET_WORKER_MS: u64 = 10 * 60 * 1_000;
+
+/// Default of [`Limits::payload_cache_bytes`].
+pub const PAYLOAD_CACHE_BYTES: usize = 256 << 20;
 
 /// Required worker labels, sorted by key.
 pub type Labels = BTreeMap<String, String>;
@@ -143,8 +151,9 @@ pub struct NewTask {
     pub labels: Labels,
     pub max_retries: u32,
     pub retry: RetryPolicy,
-    /// The encoded spec, handed to the worker with the assignment.
-    pub payload: Arc<[u8]>,
+    /// The encoded spec, handed to the worker with the assignment; kept in memory while the
+    /// payload budget allows, otherwise read from the store when the task is dispatched.
+    pub payload: Option<Arc<[u8]>>,
 }
 
 /// What the scheduler must know of a task that is not in memory (a final task, read from
@@ -216,7 +225,8 @@ pub struct Entry {
     /// For a task cancelled because a dependency failed: the task at the root of it.
     pub cancel_cause: Option<TaskId>,
     pub reason: String,
-    pub payload: Arc<[u8]>,
+    /// The encoded spec while it is cached (see [`Limits::payload_cache_bytes`]).
+    pub payload: Option<Arc<[u8]>>,
     ready_gen: u32,
 }
 
@@ -319,8 +329,9 @@ pub enum Outcome {
 pub enum Effect {
     /// A task changed state (or was created: `from` is `None`).
     Changed { id: TaskId, job: JobId, from: Option<State>, to: State, attempt: u32, reason: String },
-    /// Send this attempt to the worker.
-    Assign { worker: WorkerId, id: TaskId, job: JobId, attempt: u32, lease_expires_ms: u64 },
+    /// Send this attempt to the worker; `payload` is its spec, or `None` when the caller must
+    /// read it from the store.
+    Assign { worker: WorkerId, id: TaskId, job: JobId, attempt: u32, lease_expires_ms: u64, payload: Option<Arc<[u8]>> },
     /// Tell the worker to stop this attempt.
     Revoke { worker: WorkerId, id: TaskId, attempt: u32, reason: String },
     /// Progress of a running attempt (not a state change).
@@ -362,6 +373,8 @@ pub struct Scheduler {
     cursor: Option<WorkerId>,
     /// When idle workers were last looked for (ms).
     swept_ms: u64,
+    /// Bytes of the payloads held by entries.
+    cached_bytes: usize,
 }
 
 impl Scheduler {
@@ -602,7 +615,7 @@ impl Scheduler {
                 continue;
             }
             let from = r.state;
-            self.tasks.remove(&id);
+            self.remove_entry(id);
             self.insert_entry(r.job.clone(), r.task, State::Waiting, r.attempt, None, Link::Revived);
             let info = self.jobs.entry(r.job.clone()).or_default();
             info.counts.sub(from);
@@ -865,10 +878,8 @@ impl Scheduler {
     /// Forgets the tasks that became final; call after their rows were persisted.
     pub fn evict_final(&mut self) {
         for id in std::mem::take(&mut self.finals) {
-            if let Some(e) = self.tasks.get(&id)
-                && e.state.is_final()
-            {
-                self.tasks.remove(&id);
+            if self.tasks.get(&id).is_some_and(|e| e.state.is_final()) {
+                self.remove_entry(id);
             }
         }
     }
@@ -904,6 +915,8 @@ impl Scheduler {
             }
         }
         self.jobs.entry(job.clone()).or_default();
+        let payload = t.payload.filter(|p| self.cached_bytes + p.len() <= self.limits.payload_cache_bytes);
+        self.cached_bytes += payload.as_ref().map_or(0, |p| p.len());
         self.tasks.insert(
             t.id,
             Box::new(Entry {
@@ -925,7 +938,7 @@ impl Scheduler {
                 last_worker: worker,
                 cancel_cause: None,
                 reason: String::new(),
-                payload: t.payload,
+                payload,
                 ready_gen: 0,
             }),
         );
@@ -999,13 +1012,16 @@ impl Scheduler {
         e.last_worker = Some(worker.clone());
         let attempt = e.attempt;
         let job = e.job.clone();
+        // The worker gets the spec now; a later attempt reads it from the store again.
+        let payload = e.payload.take();
+        self.cached_bytes -= payload.as_ref().map_or(0, |p| p.len());
         self.leases.insert((expires_ms, id, attempt));
         if let Some(w) = self.workers.get_mut(worker) {
             w.held.insert((id, attempt));
         }
         self.refresh_free(worker);
         self.transition(id, State::InProgress, String::new(), fx);
-        fx.push(Effect::Assign { worker: worker.clone(), id, job, attempt, lease_expires_ms: expires_ms });
+        fx.push(Effect::Assign { worker: worker.clone(), id, job, attempt, lease_expires_ms: expires_ms, payload });
     }
 
     /// An attempt was lost (lease expired, or its worker came back without it): the task is
@@ -1122,6 +1138,13 @@ impl Scheduler {
         }
     }
 
+    /// Takes an entry out of memory, with its cached payload.
+    fn remove_entry(&mut self, id: TaskId) {
+        if let Some(e) = self.tasks.remove(&id) {
+            self.cached_bytes -= e.payload.as_ref().map_or(0, |p| p.len());
+        }
+    }
+
     /// Forgets workers with no stream and no attempts, unseen for `forget_worker_ms`.
     fn forget_idle_workers(&mut self, now: u64) {
         let ttl = self.limits.forget_worker_ms;
@@ -1154,6 +1177,9 @@ impl Scheduler {
                 assert!(e.unmet > 0 || e.not_before_ms > 0, "task {id} waits on nothing");
             }
         }
+        let cached: usize = self.tasks.values().filter_map(|e| e.payload.as_ref()).map(|p| p.len()).sum();
+        assert_eq!(cached, self.cached_bytes, "cached payload bytes");
+        assert!(self.cached_bytes <= self.limits.payload_cache_bytes);
         // Every task that is not final is in memory, so the live counts match exactly.
         for (job, info) in &self.jobs {
             let c = counts.get(job).copied().unwrap_or_default();

@@ -18,12 +18,17 @@ fn task(id: i64) -> NewTask {
         labels: Labels::new(),
         max_retries: 0,
         retry: RetryPolicy { initial_ms: 100, multiplier: 2.0, max_ms: 1_000 },
-        payload: Arc::from(&b"spec"[..]),
+        payload: Some(Arc::from(&b"spec"[..])),
     }
 }
 
 fn sched() -> Scheduler {
-    let mut s = Scheduler::new(Limits { lease_ms: 1_000, max_lease_losses: 3, forget_worker_ms: 60_000 });
+    let mut s = Scheduler::new(Limits {
+        lease_ms: 1_000,
+        max_lease_losses: 3,
+        forget_worker_ms: 60_000,
+        payload_cache_bytes: 1 << 20,
+    });
     s.insert_job(job(), Counts::default(), false, 0);
     s
 }
@@ -153,6 +158,30 @@ fn a_new_label_set_reaches_workers_registered_before_it() {
     let fx = s.dispatch(0);
     assert_eq!(assigned(&fx), vec![("gpu".into(), 1, 1)]);
     assert!(s.worker(&plain).unwrap().held.is_empty());
+    s.check_invariants();
+}
+
+#[test]
+fn payloads_past_the_budget_stay_in_the_store_and_assignments_say_so() {
+    let mut s = Scheduler::new(Limits { payload_cache_bytes: 10, ..Limits::default() });
+    s.insert_job(job(), Counts::default(), false, 0);
+    let with = |id, bytes: usize| NewTask { payload: Some(Arc::from(vec![1u8; bytes])), ..task(id) };
+    add(&mut s, vec![with(1, 6), with(2, 6), with(3, 4)]);
+    let cached: Vec<bool> = (1..=3).map(|i| s.task(TaskId(i)).unwrap().payload.is_some()).collect();
+    assert_eq!(cached, vec![true, false, true], "the second would pass the budget");
+    s.check_invariants();
+    worker(&mut s, "w1", 3);
+    let fx = s.dispatch(0);
+    let payloads: Vec<(i64, Option<usize>)> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Assign { id, payload, .. } => Some((id.0, payload.as_ref().map(|p| p.len()))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(payloads, vec![(1, Some(6)), (2, None), (3, Some(4))]);
+    // Handed to the workers: nothing stays cached.
+    assert!((1..=3).all(|i| s.task(TaskId(i)).unwrap().payload.is_none()));
     s.check_invariants();
 }
 
