@@ -18,7 +18,7 @@
 //! client.add_subtask(&job, Subtask::new("Create fibonacci function").priority(5)).await?;
 //! let collected = client.wait_and_collect(&job, Some(Duration::from_secs(600))).await?;
 //! for (id, r) in &collected.results {
-//!     println!("task {id}: {} {}", r.state, r.output);
+//!     println!("task {id}: {} {}", r.state.short_name(), r.output);
 //! }
 //! assert!(collected.unfinished.is_empty());
 //! # Ok(())
@@ -115,8 +115,9 @@ impl From<tonic::Status> for Error {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskOutcome {
     pub task_id: i64,
-    /// `completed`, `failed`, `cancelled` (or a non-final state for unfinished tasks).
-    pub state: String,
+    /// Completed, failed or cancelled (or the state of a task not finished in time);
+    /// `state.short_name()` is the contract's lowercase name.
+    pub state: pb::TaskState,
     pub prompt: String,
     pub output: String,
     pub error: String,
@@ -132,7 +133,7 @@ impl TaskOutcome {
         let result = t.result.clone();
         TaskOutcome {
             task_id: t.task_id,
-            state: state.short_name().to_string(),
+            state,
             prompt: t.spec.as_ref().map(|s| s.prompt.clone()).unwrap_or_default(),
             output: result.as_ref().map(|r| r.output.clone()).unwrap_or_default(),
             error: result.as_ref().map(|r| r.error.clone()).unwrap_or_default(),
@@ -143,7 +144,7 @@ impl TaskOutcome {
     }
 
     pub fn is_completed(&self) -> bool {
-        self.state == "completed"
+        self.state == pb::TaskState::Completed
     }
 }
 
@@ -426,21 +427,16 @@ impl Client {
         let job = self.create_job("quick delegation").await?;
         let ids = self.add_subtasks(&job, prompts.iter().map(|p| Subtask::new(p)).collect()).await?;
         let mut collected = self.wait_and_collect(&job, timeout).await?;
-        Ok(ids
-            .iter()
-            .map(|id| {
-                collected.results.remove(id).unwrap_or_else(|| TaskOutcome {
-                    task_id: *id,
-                    state: "unfinished".into(),
-                    prompt: String::new(),
-                    output: String::new(),
-                    error: String::new(),
-                    reason: "not finished before the timeout".into(),
-                    attempts: 0,
-                    result: None,
-                })
-            })
-            .collect())
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let outcome = match collected.results.remove(&id) {
+                Some(o) => o,
+                // Not final before the timeout: its current state and reason.
+                None => TaskOutcome::of(&self.get_task(id).await?),
+            };
+            out.push(outcome);
+        }
+        Ok(out)
     }
 
     /// Runs a synthesis task after the others: its prompt is `synthesis_prompt` followed by the
@@ -477,7 +473,7 @@ pub fn synthesize_results(collected: &Collected) -> String {
         }
     );
     for r in collected.results.values() {
-        out.push_str(&format!("\n## Task {} ({})\nPrompt: {}\n", r.task_id, r.state, r.prompt));
+        out.push_str(&format!("\n## Task {} ({})\nPrompt: {}\n", r.task_id, r.state.short_name(), r.prompt));
         if !r.output.is_empty() {
             out.push_str(&format!("Output:\n{}\n", r.output.trim_end()));
         }

@@ -3,7 +3,6 @@
 //! disconnect is not counted as delivered, so the server sends the missed events or a fresh
 //! snapshot.
 
-use std::time::Duration;
 
 use orca_proto::pb;
 use pb::orchestrator_client::OrchestratorClient;
@@ -16,8 +15,6 @@ use crate::Error;
 
 /// Events buffered between the connection and the consumer.
 const BUFFER: usize = 256;
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Options of [`crate::Client::watch`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -47,7 +44,7 @@ async fn run(
     tx: mpsc::Sender<Result<pb::JobEvent, Error>>,
 ) {
     let mut delivered = options.after_seq;
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = orca_proto::contract::Backoff::default();
     let mut failures = 0u32;
     loop {
         let req = pb::WatchJobRequest { job_id: job.clone(), after_seq: delivered, follow: options.follow };
@@ -58,7 +55,7 @@ async fn run(
                     match stream.message().await {
                         Ok(Some(ev)) => {
                             failures = 0;
-                            backoff = FIRST_BACKOFF;
+                            backoff.reset();
                             // While a snapshot spans several messages, the resume point
                             // stays before it.
                             let partial = ev.kind == pb::JobEventKind::Snapshot as i32 && ev.snapshot_more;
@@ -90,13 +87,12 @@ async fn run(
             let _ = tx.send(Err(err)).await;
             return;
         }
-        tracing::debug!(job = %job, error = %err, delay_ms = backoff.as_millis() as u64, "watch reconnecting");
-        let jitter = Duration::from_millis(rand_ms(backoff.as_millis() as u64 / 2));
+        let delay = backoff.next(draw());
+        tracing::debug!(job = %job, error = %err, delay_ms = delay.as_millis() as u64, "watch reconnecting");
         tokio::select! {
-            _ = tokio::time::sleep(backoff + jitter) => {}
+            _ = tokio::time::sleep(delay) => {}
             _ = tx.closed() => return,
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -116,12 +112,9 @@ fn reconnectable(s: &tonic::Status) -> bool {
     )
 }
 
-/// A cheap jitter source (no rand dependency): the clock's sub-millisecond noise.
-fn rand_ms(max: u64) -> u64 {
-    if max == 0 {
-        return 0;
-    }
+/// A cheap jitter draw in `[0, 1)` (no rand dependency): the clock's sub-second noise.
+fn draw() -> f64 {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    nanos as u64 % max
+    f64::from(nanos) / 1e9
 }

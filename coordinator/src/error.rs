@@ -1,5 +1,7 @@
 //! The coordinator's error type. It is mapped to a gRPC status at one point, in `service`.
 
+use std::sync::Arc;
+
 use crate::queue::Refusal;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -14,10 +16,19 @@ pub enum Error {
     ResourceExhausted(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The database refused or failed a statement (shared: one failed commit answers every
+    /// caller of its batch).
+    #[error("database error: {0}")]
+    Database(#[source] Arc<sqlx::Error>),
+    /// What the database holds cannot be used (a newer schema, an unreadable row).
     #[error("storage error: {0}")]
     Storage(String),
-    #[error("internal error: {0}")]
-    Internal(String),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Database(Arc::new(e))
+    }
 }
 
 impl From<Refusal> for Error {

@@ -29,8 +29,8 @@ impl From<Error> for Status {
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::ResourceExhausted(m) => Status::resource_exhausted(m),
             Error::Unavailable(m) => Status::unavailable(m),
-            Error::Storage(m) | Error::Internal(m) => {
-                tracing::error!(error = %m, "internal error");
+            e @ (Error::Database(_) | Error::Storage(_)) => {
+                tracing::error!(error = %e, "internal error");
                 Status::internal("internal error; see the coordinator's log")
             }
         }

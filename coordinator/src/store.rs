@@ -31,12 +31,6 @@ const READERS: u32 = 4;
 /// Rows per multi-row statement (SQLite allows 32766 bound parameters).
 const ROWS_PER_STATEMENT: usize = 500;
 
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        Error::Storage(e.to_string())
-    }
-}
-
 /// How durable commits are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {

@@ -33,6 +33,34 @@ pub mod defaults {
     pub const TASK_CANCEL_REASON: &str = "cancelled";
     /// Reason of a cancelled job when the caller gives none.
     pub const JOB_CANCEL_REASON: &str = "job cancelled";
+    /// First delay before a worker or a watching client reconnects.
+    pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
+    /// Largest delay between reconnects.
+    pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+    use std::time::Duration;
+}
+
+/// Reconnect delays of workers and clients: doubling from [`defaults::RECONNECT_MIN`] to
+/// [`defaults::RECONNECT_MAX`], each drawn between half and all of its step so that a fleet
+/// does not reconnect in lockstep. The caller supplies the random draw, so this stays pure.
+#[derive(Clone, Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// The next delay; `draw` is a uniform number in `[0, 1)`.
+    pub fn next(&mut self, draw: f64) -> std::time::Duration {
+        let step = defaults::RECONNECT_MIN.saturating_mul(1 << self.failures.min(10)).min(defaults::RECONNECT_MAX);
+        self.failures = self.failures.saturating_add(1);
+        step.mul_f64(0.5 + draw.clamp(0.0, 1.0) * 0.5)
+    }
+
+    /// After a success: the next failure starts from the first delay again.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
 }
 
 /// Limits on what one request may carry. Past a field limit a call is INVALID_ARGUMENT
@@ -342,6 +370,18 @@ mod tests {
         assert_eq!(log_safe("w1", 64), "w1");
         assert_eq!(log_safe("a\nb\x1b[2J", 64), "a\\nb\\u{1b}[2J");
         assert_eq!(log_safe(&"x".repeat(10), 4), "xxxx…");
+    }
+
+    #[test]
+    fn reconnect_delays_double_up_to_the_cap_with_jitter() {
+        use std::time::Duration;
+        let mut b = Backoff::default();
+        let top: Vec<Duration> = (0..8).map(|_| b.next(1.0)).collect();
+        assert_eq!(top[0], defaults::RECONNECT_MIN);
+        assert_eq!(top[1], defaults::RECONNECT_MIN * 2);
+        assert_eq!(*top.last().unwrap(), defaults::RECONNECT_MAX);
+        b.reset();
+        assert_eq!(b.next(0.0), defaults::RECONNECT_MIN / 2);
     }
 
     #[test]

@@ -228,7 +228,7 @@ async fn client_wait_and_collect_returns_every_result() {
     assert!(ticks > 0);
     assert_eq!(got.results.len(), 3);
     assert_eq!(got.results[&api].output, "did: Implement REST API");
-    assert_eq!(got.results[&ids[1]].state, "failed");
+    assert_eq!(got.results[&ids[1]].state, pb::TaskState::Failed);
     assert_eq!(got.results[&ids[1]].error, "no docs tool");
     assert_eq!(client.get_failed_tasks(&job).await.unwrap().len(), 1);
     assert_eq!(client.get_completed_tasks(&job).await.unwrap().len(), 2);

@@ -368,7 +368,7 @@ fn collected_json(job: &str, got: &Collected) -> serde_json::Value {
         .results
         .values()
         .map(|r| {
-            json!({"task_id": r.task_id, "state": r.state, "prompt": r.prompt, "output": r.output,
+            json!({"task_id": r.task_id, "state": r.state.short_name(), "prompt": r.prompt, "output": r.output,
                    "error": r.error, "reason": r.reason, "attempts": r.attempts})
         })
         .collect();

@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use orca_proto::contract::limits;
+use orca_proto::contract::{self, limits};
 use orca_proto::pb;
 use prost::Message;
 
@@ -51,9 +51,9 @@ const _: () = assert!(MAX_BATCH_REPORTS <= limits::MAX_REPORTS);
 /// room for the envelope below the message limit (a larger request would be refused, and
 /// retried forever).
 pub const MAX_BATCH_BYTES: usize = limits::MAX_REPORT_BATCH_BYTES;
-/// Reconnect backoff: first and largest delay (jittered).
-pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
-pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Reconnect backoff: first and largest delay (jittered), the contract's.
+pub const BACKOFF_MIN: Duration = contract::defaults::RECONNECT_MIN;
+pub const BACKOFF_MAX: Duration = contract::defaults::RECONNECT_MAX;
 /// Pause before sending reports again after a failed report call.
 pub const REPORT_RETRY: Duration = Duration::from_millis(500);
 /// Bound on delivering the last reports at shutdown.
@@ -178,23 +178,20 @@ pub enum Effect {
     Stop { key: Key, stop: Stop },
 }
 
-/// Jittered exponential backoff.
+/// The contract's reconnect backoff, with this session's seeded jitter.
 #[derive(Debug)]
 struct Backoff {
-    n: u32,
+    steps: contract::Backoff,
     rng: fastrand::Rng,
 }
 
 impl Backoff {
     fn next(&mut self) -> Duration {
-        let base = BACKOFF_MIN.saturating_mul(1 << self.n.min(10)).min(BACKOFF_MAX);
-        self.n = self.n.saturating_add(1);
-        // Between half and all of it, so that a fleet does not reconnect in lockstep.
-        base.mul_f64(0.5 + self.rng.f64() * 0.5)
+        self.steps.next(self.rng.f64())
     }
 
     fn reset(&mut self) {
-        self.n = 0;
+        self.steps.reset();
     }
 }
 
@@ -284,7 +281,7 @@ impl State {
             outbox: VecDeque::new(),
             in_flight: None,
             link: Link::Down { retry_at: now },
-            backoff: Backoff { n: 0, rng: fastrand::Rng::with_seed(seed) },
+            backoff: Backoff { steps: contract::Backoff::default(), rng: fastrand::Rng::with_seed(seed) },
             heartbeat_every: DEFAULT_HEARTBEAT,
             next_heartbeat: None,
             heartbeat_in_flight: false,

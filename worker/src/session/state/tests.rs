@@ -270,12 +270,12 @@ fn a_lost_stream_reconnects_with_backoff_and_names_the_attempts_held() {
     // The coordinator says the attempt is no longer ours: its report is dropped.
     h.apply(Input::Connected(Some(register_response(&[(1, 1)]))));
     assert!(h.fx.is_empty() && h.s.held.is_empty() && h.s.outbox.is_empty());
-    assert_eq!(h.s.backoff.n, 0);
+    assert_eq!(h.s.backoff.steps.next(1.0), BACKOFF_MIN, "the backoff was reset");
 }
 
 #[test]
 fn backoff_grows_jittered_and_capped() {
-    let mut b = Backoff { n: 0, rng: fastrand::Rng::with_seed(1) };
+    let mut b = Backoff { steps: contract::Backoff::default(), rng: fastrand::Rng::with_seed(1) };
     let first = b.next();
     assert!(first >= BACKOFF_MIN / 2 && first <= BACKOFF_MIN, "{first:?}");
     let mut last = Duration::ZERO;
