@@ -70,9 +70,6 @@ fn stderr_note(stderr: &[u8]) -> String {
 pub async fn run(ctx: &Ctx, a: pb::Assignment, mut stop: StopRx, progress: &mut (dyn FnMut(String) + Send)) -> Final {
     let started = Instant::now();
     let spec = a.spec.clone().unwrap_or_default();
-    if ctx.config.agent == AgentKind::Noop {
-        return noop();
-    }
     let (ws, note) = match prepare(ctx, &a, &spec).await {
         Ok(p) => p,
         Err(fin) => return *fin,
