@@ -5,3 +5,4 @@
 
 pub mod chaos;
 pub mod rpc;
+pub mod soak;
