@@ -114,7 +114,12 @@ impl pb::orchestrator_server::Orchestrator for Services {
         let r = req.into_inner();
         validate::cancel_job(&r)?;
         self.handle.cancel_job(r.job_id.clone(), r.reason).await?;
-        Ok(Response::new(convert::job(&self.job(&r.job_id).await?)))
+        // Committed: a failed read afterwards must not report the cancellation as failed.
+        let job = self.job(&r.job_id).await.map(|j| convert::job(&j)).unwrap_or_else(|e| {
+            tracing::warn!(job = %r.job_id, error = %e, "job cancelled; reading it back failed");
+            pb::Job { job_id: r.job_id.clone(), state: pb::JobState::Cancelled as i32, ..Default::default() }
+        });
+        Ok(Response::new(job))
     }
 
     async fn add_tasks(&self, req: Request<pb::AddTasksRequest>) -> Result<Response<pb::AddTasksResponse>, Status> {
@@ -151,7 +156,12 @@ impl pb::orchestrator_server::Orchestrator for Services {
         let r = req.into_inner();
         validate::cancel_task(&r)?;
         self.handle.cancel_task(r.task_id, r.reason).await?;
-        Ok(Response::new(convert::task(self.task(r.task_id).await?)))
+        // Committed: a failed read afterwards must not report the cancellation as failed.
+        let task = self.task(r.task_id).await.map(convert::task).unwrap_or_else(|e| {
+            tracing::warn!(task = r.task_id, error = %e, "task cancelled; reading it back failed");
+            pb::Task { task_id: r.task_id, state: pb::TaskState::Cancelled as i32, ..Default::default() }
+        });
+        Ok(Response::new(task))
     }
 
     async fn retry_tasks(

@@ -8,10 +8,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::str::FromStr;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
+use tokio::sync::Semaphore;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -27,6 +29,8 @@ const MIGRATIONS: &[&str] =
 
 /// Read connections in the pool.
 const READERS: u32 = 4;
+/// Of those, the most that WatchJob snapshots use at once.
+const SNAPSHOT_READERS: usize = 2;
 
 /// Rows per multi-row statement (SQLite allows 32766 bound parameters).
 const ROWS_PER_STATEMENT: usize = 500;
@@ -177,6 +181,9 @@ pub struct Loaded {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// Snapshots (the only reads whose size grows with a job) may hold at most these read
+    /// connections at once, so the other reads always find one.
+    snapshot_readers: Arc<Semaphore>,
 }
 
 /// The write side: the one connection that writes.
@@ -209,7 +216,8 @@ pub async fn open(path: &Path, durability: Durability) -> Result<(Store, Writer,
     let loaded = load(&mut conn).await?;
     let pool =
         SqlitePoolOptions::new().max_connections(READERS).min_connections(1).connect_with(opts.read_only(true)).await?;
-    Ok((Store { pool }, Writer { conn }, loaded))
+    let snapshot_readers = Arc::new(Semaphore::new(SNAPSHOT_READERS));
+    Ok((Store { pool, snapshot_readers }, Writer { conn }, loaded))
 }
 
 async fn migrate(conn: &mut SqliteConnection) -> Result<(), Error> {
@@ -715,6 +723,7 @@ impl Store {
     /// A consistent view of a job: its record (with `last_seq`) and its tasks, read in one
     /// transaction so that the tasks are exactly those as of `last_seq`.
     pub async fn snapshot(&self, job_id: &str) -> Result<Option<(JobRecord, Vec<TaskRecord>)>, Error> {
+        let _reader = self.snapshot_readers.acquire().await.map_err(|_| Error::Unavailable("shutting down".into()))?;
         let mut tx = self.pool.begin().await?;
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?");
         let Some(job) = sqlx::query(AssertSqlSafe(sql)).bind(job_id).fetch_optional(&mut *tx).await? else {

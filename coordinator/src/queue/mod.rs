@@ -222,6 +222,9 @@ pub struct Entry {
     pub lease: Option<Lease>,
     /// The worker of the current or last attempt.
     pub last_worker: Option<WorkerId>,
+    /// The worker whose attempt was lost, failed or handed back: the next attempt goes to
+    /// another worker when one that can run it is free.
+    pub avoid: Option<WorkerId>,
     /// For a task cancelled because a dependency failed: the task at the root of it.
     pub cancel_cause: Option<TaskId>,
     pub reason: String,
@@ -301,6 +304,16 @@ impl Worker {
     fn free(&self) -> u32 {
         self.slots.saturating_sub(self.held.len() as u32)
     }
+}
+
+/// Whether a free worker other than `wid` may serve queue `label_set`.
+fn another_free(
+    free: &BTreeSet<WorkerId>,
+    workers: &HashMap<WorkerId, Worker>,
+    wid: &WorkerId,
+    label_set: usize,
+) -> bool {
+    free.iter().filter(|o| *o != wid).any(|o| workers.get(o).is_some_and(|w| w.eligible.contains(&label_set)))
 }
 
 /// How a task entering memory is linked into its dependencies' dependents lists.
@@ -852,7 +865,9 @@ impl Scheduler {
             let mut next_round = Vec::with_capacity(order.len());
             for wid in order {
                 let Some(w) = self.workers.get(&wid) else { continue };
-                let Some(id) = self.ready.pop_for(&w.eligible, &self.tasks) else { continue };
+                let (free, workers) = (&self.free_workers, &self.workers);
+                let skip = |e: &Entry| e.avoid.as_ref() == Some(&wid) && another_free(free, workers, &wid, e.label_set);
+                let Some(id) = self.ready.pop_for(&w.eligible, &self.tasks, skip) else { continue };
                 self.assign(id, &wid, now, &mut fx);
                 self.cursor = Some(wid.clone());
                 if self.workers.get(&wid).is_some_and(|w| w.free() > 0) {
@@ -936,6 +951,7 @@ impl Scheduler {
                 not_before_ms: 0,
                 lease: None,
                 last_worker: worker,
+                avoid: None,
                 cancel_cause: None,
                 reason: String::new(),
                 payload,
@@ -1010,6 +1026,7 @@ impl Scheduler {
         e.attempt += 1;
         e.lease = Some(Lease { worker: worker.clone(), expires_ms });
         e.last_worker = Some(worker.clone());
+        e.avoid = None;
         let attempt = e.attempt;
         let job = e.job.clone();
         // The worker gets the spec now; a later attempt reads it from the store again.
@@ -1044,6 +1061,7 @@ impl Scheduler {
         let e = self.tasks.get_mut(&id).expect("leased task is in memory");
         if let Some(lease) = e.lease.take() {
             self.leases.remove(&(lease.expires_ms, id, e.attempt));
+            e.avoid = Some(lease.worker.clone());
             if let Some(w) = self.workers.get_mut(&lease.worker) {
                 w.held.remove(&(id, e.attempt));
             }

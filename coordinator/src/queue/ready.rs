@@ -55,24 +55,31 @@ impl ReadyQueues {
         self.pending == 0
     }
 
-    /// Pops the best task among the given queues: highest priority, then oldest.
-    pub(super) fn pop_for(&mut self, eligible: &[usize], tasks: &HashMap<TaskId, Box<Entry>>) -> Option<TaskId> {
-        let mut best: Option<(usize, i32, TaskId)> = None;
+    /// Pops the best task among the given queues: highest priority, then oldest. A task for
+    /// which `skip` holds is passed over (it stays queued for others), looking at most
+    /// [`SKIP_SCAN`] entries into a level.
+    pub(super) fn pop_for(
+        &mut self,
+        eligible: &[usize],
+        tasks: &HashMap<TaskId, Box<Entry>>,
+        skip: impl Fn(&Entry) -> bool,
+    ) -> Option<TaskId> {
+        let mut best: Option<(usize, i32, TaskId, usize)> = None;
         for &q in eligible {
-            let Some((prio, id)) = self.head(q, tasks) else { continue };
+            let Some((prio, id, at)) = self.head(q, tasks, &skip) else { continue };
             let better = match best {
                 None => true,
                 // Same priority: the older task (smaller position) cannot be compared across
                 // queues exactly; the smaller id is the older submission.
-                Some((_, bp, bid)) => prio > bp || (prio == bp && id < bid),
+                Some((_, bp, bid, _)) => prio > bp || (prio == bp && id < bid),
             };
             if better {
-                best = Some((q, prio, id));
+                best = Some((q, prio, id, at));
             }
         }
-        let (q, prio, id) = best?;
+        let (q, prio, id, at) = best?;
         let level = self.queues[q].by_priority.get_mut(&Reverse(prio)).expect("head exists");
-        level.pop_front();
+        level.remove(at);
         if level.is_empty() {
             self.queues[q].by_priority.remove(&Reverse(prio));
         }
@@ -80,21 +87,46 @@ impl ReadyQueues {
         Some(id)
     }
 
-    /// The live head of a queue, dropping stale entries on the way.
-    fn head(&mut self, q: usize, tasks: &HashMap<TaskId, Box<Entry>>) -> Option<(i32, TaskId)> {
+    /// The first live entry of a queue that `skip` does not pass over, with its position in
+    /// its level; stale entries at the front are dropped on the way.
+    fn head(
+        &mut self,
+        q: usize,
+        tasks: &HashMap<TaskId, Box<Entry>>,
+        skip: &impl Fn(&Entry) -> bool,
+    ) -> Option<(i32, TaskId, usize)> {
+        let live = |id: &TaskId, gen_: u32| {
+            tasks.get(id).filter(|e| e.state == State::Pending && e.ready_gen == gen_).map(|e| &**e)
+        };
         let queue = &mut self.queues[q];
+        let mut levels_seen = 0;
         loop {
-            let (&Reverse(prio), level) = queue.by_priority.iter_mut().next()?;
+            let (&Reverse(prio), level) = queue.by_priority.iter_mut().nth(levels_seen)?;
             while let Some(&(id, gen_)) = level.front() {
-                let live = tasks.get(&id).is_some_and(|e| e.state == State::Pending && e.ready_gen == gen_);
-                if live {
-                    return Some((prio, id));
+                if live(&id, gen_).is_some() {
+                    break;
                 }
                 level.pop_front();
                 // A stale entry was counted when pushed; the task left pending without a pop.
                 self.pending = self.pending.saturating_sub(1);
             }
-            queue.by_priority.remove(&Reverse(prio));
+            if level.is_empty() {
+                queue.by_priority.remove(&Reverse(prio));
+                continue;
+            }
+            let found = level
+                .iter()
+                .take(SKIP_SCAN)
+                .enumerate()
+                .find_map(|(at, (id, gen_))| live(id, *gen_).filter(|e| !skip(e)).map(|_| (prio, *id, at)));
+            if found.is_some() {
+                return found;
+            }
+            // Every entry looked at is passed over: try the next priority level.
+            levels_seen += 1;
         }
     }
 }
+
+/// Entries of a priority level looked at past those a worker passes over.
+pub(super) const SKIP_SCAN: usize = 8;

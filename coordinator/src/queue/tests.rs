@@ -186,6 +186,44 @@ fn payloads_past_the_budget_stay_in_the_store_and_assignments_say_so() {
 }
 
 #[test]
+fn a_retry_goes_to_another_worker_when_one_is_free_and_to_the_same_one_otherwise() {
+    let mut s = sched();
+    add(&mut s, vec![NewTask { max_retries: 2, ..task(1) }]);
+    let w1 = worker(&mut s, "w1", 1);
+    assert_eq!(assigned(&s.dispatch(0)), vec![("w1".into(), 1, 1)]);
+    let failed = || Outcome::Failed { reason: "agent crashed".into(), retryable: true };
+    s.report(&w1, TaskId(1), 1, failed(), 10).unwrap();
+    // Both free after the backoff: w1 comes first in the round but passes it to w2.
+    let w2 = worker(&mut s, "w2", 1);
+    s.tick(10_000);
+    s.check_invariants();
+    assert_eq!(assigned(&s.dispatch(10_000)), vec![("w2".into(), 1, 2)]);
+    // Failed on w2 too, and w2 is the only free worker: it runs there again.
+    s.report(&w2, TaskId(1), 2, failed(), 10_001).unwrap();
+    s.disconnect(&w1, 1, 10_001);
+    s.tick(20_000);
+    assert_eq!(assigned(&s.dispatch(20_000)), vec![("w2".into(), 1, 3)]);
+    s.check_invariants();
+}
+
+#[test]
+fn a_passed_over_task_does_not_hold_back_the_tasks_behind_it() {
+    let mut s = sched();
+    add(&mut s, vec![task(1), task(2)]);
+    let w1 = worker(&mut s, "w1", 1);
+    s.dispatch(0);
+    s.report(&w1, TaskId(1), 1, Outcome::HandedBack { reason: "shutting down".into() }, 1).unwrap();
+    let w2 = worker(&mut s, "w2", 1);
+    s.disconnect(&w2, 1, 1);
+    s.connect(&w2, 2, 1).unwrap();
+    // w1 passes task 1 over (w2 is free) and takes task 2; w2 takes task 1.
+    let mut got = assigned(&s.dispatch(2));
+    got.sort();
+    assert_eq!(got, vec![("w1".into(), 2, 1), ("w2".into(), 1, 2)]);
+    s.check_invariants();
+}
+
+#[test]
 fn new_task_without_dependencies_is_pending_then_leased() {
     let mut s = sched();
     let fx = add(&mut s, vec![task(1)]);
