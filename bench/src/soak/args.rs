@@ -47,6 +47,10 @@ pub struct Args {
     /// Raw TCP connections that never speak.
     #[arg(long, default_value_t = 500)]
     pub idle_connections: usize,
+    /// Only these hostile kinds (numbers 1-10, comma-separated; default all), to find which
+    /// one costs what.
+    #[arg(long, value_delimiter = ',')]
+    pub kinds: Vec<u32>,
     /// Seconds the normal tasks get after the last submission to leave pending.
     #[arg(long, default_value_t = 30)]
     pub drain_seconds: u64,
@@ -67,6 +71,11 @@ impl Args {
             self.watch_job_tasks = self.watch_job_tasks.min(20_000);
         }
         self
+    }
+
+    /// Whether hostile kind `n` runs.
+    pub fn wants(&self, n: u32) -> bool {
+        self.kinds.is_empty() || self.kinds.contains(&n)
     }
 
     /// Length of each phase.

@@ -87,19 +87,25 @@ pub fn spec(prompt: String, depends_on: Vec<i64>) -> pb::TaskSpec {
 /// Runs every kind until `ctx.deadline`; a kind that has not returned [`FINISH_WITHIN`]
 /// after it is a finding (a call or stream stuck past its bounds).
 pub async fn run(ctx: Arc<Ctx>) {
-    let kinds: Vec<(&str, tokio::task::JoinHandle<()>)> = vec![
-        ("1 chain", tokio::spawn(graphs::chains(ctx.clone()))),
-        ("2 dense", tokio::spawn(graphs::dense(ctx.clone()))),
-        ("3 labels", tokio::spawn(graphs::label_sets(ctx.clone()))),
-        ("3 labels", tokio::spawn(graphs::registrations(ctx.clone()))),
-        ("4 context", tokio::spawn(payloads::context(ctx.clone()))),
-        ("5 reasons", tokio::spawn(payloads::reasons(ctx.clone()))),
-        ("6 watchers", tokio::spawn(streams::watchers(ctx.clone()))),
-        ("7 pages", tokio::spawn(payloads::pages(ctx.clone()))),
-        ("8 listen", tokio::spawn(streams::second_listen(ctx.clone()))),
-        ("9 idle tcp", tokio::spawn(streams::idle_tcp(ctx.clone()))),
-        ("10 idempotency", tokio::spawn(idem::requests(ctx.clone()))),
+    type Kind = fn(Arc<Ctx>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+    let all: [(u32, &str, Kind); 11] = [
+        (1, "1 chain", |c| Box::pin(graphs::chains(c))),
+        (2, "2 dense", |c| Box::pin(graphs::dense(c))),
+        (3, "3 labels", |c| Box::pin(graphs::label_sets(c))),
+        (3, "3 labels", |c| Box::pin(graphs::registrations(c))),
+        (4, "4 context", |c| Box::pin(payloads::context(c))),
+        (5, "5 reasons", |c| Box::pin(payloads::reasons(c))),
+        (6, "6 watchers", |c| Box::pin(streams::watchers(c))),
+        (7, "7 pages", |c| Box::pin(payloads::pages(c))),
+        (8, "8 listen", |c| Box::pin(streams::second_listen(c))),
+        (9, "9 idle tcp", |c| Box::pin(streams::idle_tcp(c))),
+        (10, "10 idempotency", |c| Box::pin(idem::requests(c))),
     ];
+    let kinds: Vec<(&str, tokio::task::JoinHandle<()>)> = all
+        .into_iter()
+        .filter(|(n, _, _)| ctx.args.wants(*n))
+        .map(|(_, name, kind)| (name, tokio::spawn(kind(ctx.clone()))))
+        .collect();
     let bound = ctx.deadline + FINISH_WITHIN;
     for (kind, h) in kinds {
         let abort = h.abort_handle();

@@ -64,16 +64,20 @@ pub async fn watchers(ctx: Arc<Ctx>) {
     }
 }
 
-/// Reads one message every [`SLOW_READ_EVERY`]; the stream must last the phase.
+/// Reads one message every [`SLOW_READ_EVERY`]; the stream must last the phase, and its
+/// first message (the snapshot) must come within it.
 async fn slow_reader(ctx: Arc<Ctx>, job: String) {
     const K: &str = "6 watchers";
     let Ok(mut c) = ctx.orchestrator() else { return };
     let req = pb::WatchJobRequest { job_id: job, after_seq: 0, follow: true };
+    let opened = std::time::Instant::now();
     let Ok(mut s) = ctx.tally.call(K, "WatchJob (slow reader)", OK, c.watch_job(req)).await else { return };
+    let mut read = 0u64;
     while ctx.pause(SLOW_READ_EVERY).await {
-        let Ok(m) = tokio::time::timeout_at(ctx.deadline.into(), s.message()).await else { return };
+        let Ok(m) = tokio::time::timeout_at(ctx.deadline.into(), s.message()).await else { break };
         match m {
             Ok(Some(ev)) => {
+                read += 1;
                 ctx.tally.add("6 watchers: messages read by slow readers", 1);
                 if ev.kind == pb::JobEventKind::Snapshot as i32 && !ev.snapshot_more {
                     ctx.tally.add("6 watchers: snapshots seen by slow readers", 1);
@@ -85,6 +89,10 @@ async fn slow_reader(ctx: Arc<Ctx>, job: String) {
                 return ctx.tally.record(K, "slow stream's end", code_name(st.code()), false, || msg);
             }
         }
+    }
+    if read == 0 {
+        let waited = opened.elapsed().as_secs_f64();
+        ctx.tally.finding(K, format!("a slow reader got no message, not even its snapshot, in {waited:.0} s"));
     }
 }
 
