@@ -27,7 +27,13 @@ pub enum Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        Error::Database(Arc::new(e))
+        match e {
+            // Not a fault: the read pool is closed at shutdown, or all its connections are
+            // busy; the caller may retry.
+            sqlx::Error::PoolClosed => Error::Unavailable("the coordinator is shutting down".into()),
+            sqlx::Error::PoolTimedOut => Error::Unavailable("the coordinator is busy; retry".into()),
+            e => Error::Database(Arc::new(e)),
+        }
     }
 }
 

@@ -6,7 +6,6 @@ use std::pin::Pin;
 
 use orca_proto::contract::limits;
 use orca_proto::pb;
-use prost::Message;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -46,27 +45,10 @@ pub struct Services {
     pub watchers: crate::watch::Watchers,
 }
 
-/// One ListTasks page from `rows` (at most `size + 1` read): at most `size` tasks and at
-/// most `MAX_PAGE_BYTES` encoded (but always one task, which fits the message limit), and the
-/// token of the next page when more remain.
-fn task_page(rows: Vec<TaskRecord>, size: usize) -> pb::ListTasksResponse {
-    let more = rows.len() > size;
-    let mut tasks = Vec::with_capacity(rows.len().min(size));
-    let mut bytes = 0usize;
-    let mut cut = false;
-    for r in rows.into_iter().take(size) {
-        let t = convert::task(r);
-        let n = t.encoded_len();
-        if !tasks.is_empty() && bytes + n > limits::MAX_PAGE_BYTES {
-            cut = true;
-            break;
-        }
-        bytes += n;
-        tasks.push(t);
-    }
-    let next =
-        if more || cut { tasks.last().map(|t| t.task_id.to_string()).unwrap_or_default() } else { String::new() };
-    pb::ListTasksResponse { tasks, next_page_token: next }
+/// One ListTasks page, with the token of the next one when more tasks follow.
+fn task_page(rows: Vec<TaskRecord>, more: bool) -> pb::ListTasksResponse {
+    let next = if more { rows.last().map(|t| t.row.task_id.to_string()).unwrap_or_default() } else { String::new() };
+    pb::ListTasksResponse { tasks: rows.into_iter().map(convert::task).collect(), next_page_token: next }
 }
 
 impl Services {
@@ -147,9 +129,11 @@ impl pb::orchestrator_server::Orchestrator for Services {
                 None => return Err(invalid(format!("states[{i}]"), format!("{s} is not a task state")).into()),
             }
         }
-        let q = TaskQuery { job_id: &r.job_id, states, after_id, limit: size + 1, with_payloads: !r.summary_only };
-        let rows = self.store.tasks(&q).await.map_err(Status::from)?;
-        Ok(Response::new(task_page(rows, size as usize)))
+        let max_bytes = limits::MAX_PAGE_BYTES;
+        let q =
+            TaskQuery { job_id: &r.job_id, states, after_id, limit: size, with_payloads: !r.summary_only, max_bytes };
+        let (rows, more) = self.store.tasks(&q).await.map_err(Status::from)?;
+        Ok(Response::new(task_page(rows, more)))
     }
 
     async fn cancel_task(&self, req: Request<pb::CancelTaskRequest>) -> Result<Response<pb::Task>, Status> {

@@ -8,17 +8,17 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
-use tokio::sync::Semaphore;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Connection, Row};
+use tokio::sync::Semaphore;
 
 use crate::Error;
 use crate::queue::{Counts, State};
@@ -666,6 +666,8 @@ pub struct TaskQuery<'a> {
     pub after_id: i64,
     pub limit: u32,
     pub with_payloads: bool,
+    /// Bytes of specs and results a page holds at most (but always one task).
+    pub max_bytes: usize,
 }
 
 impl Store {
@@ -690,7 +692,9 @@ impl Store {
         row.map(|r| task_record_of(&r, true)).transpose()
     }
 
-    pub async fn tasks(&self, q: &TaskQuery<'_>) -> Result<Vec<TaskRecord>, Error> {
+    /// A page of a job's tasks after `after_id`: at most `limit` tasks and about
+    /// `max_bytes` of specs and results (at least one task), and whether more follow.
+    pub async fn tasks(&self, q: &TaskQuery<'_>) -> Result<(Vec<TaskRecord>, bool), Error> {
         let payload = if q.with_payloads { "spec, result" } else { "NULL AS spec, NULL AS result" };
         let states = if q.states.is_empty() {
             String::new()
@@ -702,13 +706,21 @@ impl Store {
             "SELECT {ROW_COLUMNS}, job_id, priority, {payload}, created_at_ms, updated_at_ms FROM tasks \
              WHERE job_id = ? {states} AND task_id > ? ORDER BY task_id LIMIT ?"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(q.job_id)
-            .bind(q.after_id)
-            .bind(q.limit as i64)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| task_record_of(r, q.with_payloads)).collect()
+        let limit = q.limit as i64 + 1;
+        let mut rows = sqlx::query(AssertSqlSafe(sql)).bind(q.job_id).bind(q.after_id).bind(limit).fetch(&self.pool);
+        // Row by row, so that a page of large tasks never holds much more than the budget.
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while let Some(row) = rows.try_next().await? {
+            let t = task_record_of(&row, q.with_payloads)?;
+            let n = t.spec.as_ref().map_or(0, Vec::len) + t.result.as_ref().map_or(0, Vec::len);
+            if out.len() == q.limit as usize || (!out.is_empty() && bytes + n > q.max_bytes) {
+                return Ok((out, true));
+            }
+            bytes += n;
+            out.push(t);
+        }
+        Ok((out, false))
     }
 
     /// Key/values of a scope ('' global, else a job id).
@@ -720,9 +732,16 @@ impl Store {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    /// A consistent view of a job: its record (with `last_seq`) and its tasks, read in one
-    /// transaction so that the tasks are exactly those as of `last_seq`.
-    pub async fn snapshot(&self, job_id: &str) -> Result<Option<(JobRecord, Vec<TaskRecord>)>, Error> {
+    /// One page of a job's snapshot: its record (with `last_seq`) and up to `limit` of its
+    /// tasks after `after_id`, read in one short transaction, so that the page is exactly as
+    /// of that `last_seq`. A snapshot is read page by page (see `watch`), never holding a
+    /// connection while a watcher is slow.
+    pub async fn snapshot_page(
+        &self,
+        job_id: &str,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Option<(JobRecord, Vec<TaskRecord>)>, Error> {
         let _reader = self.snapshot_readers.acquire().await.map_err(|_| Error::Unavailable("shutting down".into()))?;
         let mut tx = self.pool.begin().await?;
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?");
@@ -731,9 +750,10 @@ impl Store {
         };
         let sql = format!(
             "SELECT {SUMMARY_COLUMNS}, job_id, priority, NULL AS spec, NULL AS result, created_at_ms, updated_at_ms \
-             FROM tasks WHERE job_id = ? ORDER BY task_id"
+             FROM tasks WHERE job_id = ? AND task_id > ? ORDER BY task_id LIMIT ?"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql)).bind(job_id).fetch_all(&mut *tx).await?;
+        let q = sqlx::query(AssertSqlSafe(sql)).bind(job_id).bind(after_id).bind(limit as i64);
+        let rows = q.fetch_all(&mut *tx).await?;
         tx.commit().await?;
         let tasks = rows.iter().map(|r| task_record_of(r, false)).collect::<Result<_, _>>()?;
         Ok(Some((job_of(&job), tasks)))

@@ -12,7 +12,7 @@
 mod feeds;
 mod streams;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +38,11 @@ use crate::validate::{CheckedTask, DepRef};
 pub const COMMAND_BUFFER: usize = 4_096;
 /// Commands applied in one batch at most.
 pub const MAX_BATCH_COMMANDS: usize = 2_048;
+/// Units of heavy work (tasks and edges added or retried) one batch takes on; a command
+/// larger than this still runs, alone among the heavy ones of its batch.
+pub const BATCH_WORK: usize = 20_000;
+/// Heavy commands set aside for later batches at most.
+pub const MAX_DEFERRED: usize = 256;
 /// Extra room in a worker's assignment stream beyond its slots (cancellations).
 pub const LISTEN_EXTRA: usize = 64;
 
@@ -92,6 +97,37 @@ enum Command {
     Heartbeat { req: pb::HeartbeatRequest, reply: Reply<pb::HeartbeatResponse> },
     Report { req: pb::ReportRequest, reply: Reply<pb::ReportResponse> },
     Subscribe { job: String, after_seq: u64, reply: Reply<Subscription> },
+}
+
+impl Command {
+    /// Units of heavy work (tasks and dependency edges touched); 0 for light commands.
+    fn cost(&self) -> usize {
+        match self {
+            Command::AddTasks { tasks, .. } => tasks.iter().map(|t| 1 + t.deps.len()).sum(),
+            Command::RetryTasks { tasks, .. } => tasks.len().max(1),
+            _ => 0,
+        }
+    }
+}
+
+/// The commands gathered for one batch, and the heavy ones left for later.
+#[derive(Default)]
+struct Gather {
+    cmds: Vec<Command>,
+    work: usize,
+    later: VecDeque<Command>,
+}
+
+impl Gather {
+    fn take(&mut self, c: Command) {
+        let cost = c.cost();
+        if cost > 0 && self.work > 0 && self.work + cost > BATCH_WORK {
+            self.later.push_back(c);
+        } else {
+            self.work += cost;
+            self.cmds.push(c);
+        }
+    }
 }
 
 /// A cheap, cloneable handle to the dispatcher.
@@ -225,6 +261,8 @@ pub struct Dispatcher {
     sessions: HashMap<WorkerId, Session>,
     feeds: Feeds,
     rx: mpsc::Receiver<Command>,
+    /// Heavy commands left for the next batches (see `next_batch`), in arrival order.
+    deferred: VecDeque<Command>,
     /// When idempotency keys past their retention were last pruned (ms).
     pruned_ms: u64,
 }
@@ -387,6 +425,7 @@ impl Dispatcher {
             sessions: HashMap::new(),
             feeds: Feeds::default(),
             rx,
+            deferred: VecDeque::new(),
             pruned_ms: 0,
         };
         Ok((d, Handle { tx }))
@@ -409,23 +448,23 @@ impl Dispatcher {
                     None => std::future::pending().await,
                 }
             };
-            let first = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                c = self.rx.recv() => match c {
-                    Some(c) => Some(c),
-                    None => break,
-                },
-                _ = sleep => None,
-            };
-            let mut cmds = Vec::new();
-            cmds.extend(first);
-            while cmds.len() < MAX_BATCH_COMMANDS {
-                match self.rx.try_recv() {
-                    Ok(c) => cmds.push(c),
-                    Err(_) => break,
+            // Deferred work runs next, without waiting for a new command.
+            let first = if self.deferred.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    c = self.rx.recv() => match c {
+                        Some(c) => Some(c),
+                        None => break,
+                    },
+                    _ = sleep => None,
                 }
-            }
+            } else if shutdown.is_cancelled() {
+                break;
+            } else {
+                None
+            };
+            let cmds = self.next_batch(first);
             self.process(cmds).await?;
         }
         tracing::info!("dispatcher stopping");
@@ -436,6 +475,29 @@ impl Dispatcher {
         self.feeds.clear();
         self.writer.close().await?;
         Ok(())
+    }
+
+    /// The commands of the next batch: deferred ones first, then what is queued, within
+    /// [`BATCH_WORK`] units of heavy work. A heavy command past the budget waits for the next
+    /// batch (at most [`MAX_DEFERRED`] of them; past that the channel holds the rest back),
+    /// while light commands keep coming in: one caller's large batches cannot hold up
+    /// everyone's small writes by more than one batch's work.
+    fn next_batch(&mut self, first: Option<Command>) -> Vec<Command> {
+        let mut b = Gather::default();
+        while let Some(c) = self.deferred.pop_front() {
+            b.take(c);
+        }
+        if let Some(c) = first {
+            b.take(c);
+        }
+        while b.later.len() < MAX_DEFERRED && b.cmds.len() < MAX_BATCH_COMMANDS {
+            match self.rx.try_recv() {
+                Ok(c) => b.take(c),
+                Err(_) => break,
+            }
+        }
+        self.deferred = b.later;
+        b.cmds
     }
 
     async fn process(&mut self, cmds: Vec<Command>) -> Result<(), Error> {
@@ -1012,7 +1074,14 @@ impl Dispatcher {
             if let Err(e) = msgs.into_iter().try_for_each(|m| s.tx.try_send(Ok(m))) {
                 // The worker does not read its stream (or it is gone): treat it as
                 // disconnected; its leases expire and its tasks run elsewhere.
-                tracing::warn!(worker = %worker, error = %e, "assignment stream blocked; disconnecting worker");
+                match e {
+                    mpsc::error::TrySendError::Full(_) => {
+                        tracing::warn!(worker = %worker, "assignment stream full; disconnecting the worker")
+                    }
+                    mpsc::error::TrySendError::Closed(_) => {
+                        tracing::debug!(worker = %worker, "assignment stream gone; disconnecting the worker")
+                    }
+                }
                 let id = s.id;
                 s.ended.cancel();
                 self.sessions.remove(&worker);
@@ -1026,6 +1095,31 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn add(tasks: usize) -> Command {
+        let task = CheckedTask { spec: pb::TaskSpec::default(), deps: vec![] };
+        Command::AddTasks { job: "j".into(), tasks: vec![task; tasks], idem: None, reply: oneshot::channel().0 }
+    }
+
+    fn light() -> Command {
+        Command::CancelTask { task: 1, reason: String::new(), reply: oneshot::channel().0 }
+    }
+
+    #[test]
+    fn heavy_commands_past_the_batch_budget_wait_while_light_ones_go_on() {
+        let mut g = Gather::default();
+        for c in [add(BATCH_WORK - 10), light(), add(100), light(), add(5), add(2 * BATCH_WORK)] {
+            g.take(c);
+        }
+        let kinds: Vec<usize> = g.cmds.iter().map(Command::cost).collect();
+        assert_eq!(kinds, vec![BATCH_WORK - 10, 0, 0, 5]);
+        assert_eq!(g.later.iter().map(Command::cost).collect::<Vec<_>>(), vec![100, 2 * BATCH_WORK]);
+        // A command over the budget on its own still runs, first of its batch.
+        let mut g = Gather::default();
+        g.take(add(2 * BATCH_WORK));
+        g.take(light());
+        assert_eq!(g.cmds.len(), 2);
+    }
 
     #[test]
     fn start_up_pages_follow_the_byte_aim() {
