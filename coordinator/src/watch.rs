@@ -188,11 +188,48 @@ async fn send_within(out: &Out, ev: pb::JobEvent) -> Result<bool, Error> {
     }
 }
 
+/// Where a watcher stands: the last event sent, the pages of its last snapshot, and (for a
+/// watcher that does not follow) the sequence number at which it ends.
+#[derive(Debug, Default)]
+struct Cursor {
+    last: u64,
+    pages: Option<Pages>,
+    end_at: Option<u64>,
+}
+
+impl Cursor {
+    /// After a snapshot: events up to its first read are in it; a finished job still gets the
+    /// events its earlier pages missed, then ends.
+    fn snapshot(&mut self, pages: Pages, end: bool) {
+        self.last = self.last.max(pages.first_seq);
+        self.end_at = end.then_some(pages.last_seq);
+        self.pages = Some(pages);
+    }
+
+    /// Whether the event goes to the watcher.
+    fn wants(&self, ev: &pb::JobEvent) -> bool {
+        ev.seq > self.last && !self.pages.as_ref().is_some_and(|p| p.reflects(ev))
+    }
+
+    /// Whether the stream is over once this event (sent or not) is behind.
+    fn passed(&mut self, seq: u64) -> bool {
+        if self.pages.as_ref().is_some_and(|p| p.done(seq)) {
+            self.pages = None;
+        }
+        self.end_at.is_some_and(|at| seq >= at)
+    }
+
+    /// A snapshot read all at one moment leaves nothing to catch up on.
+    fn finished(&self) -> bool {
+        self.end_at.is_some() && self.pages.as_ref().is_some_and(|p| p.first_seq == p.last_seq)
+    }
+}
+
 async fn feed(w: &Watchers, req: pb::WatchJobRequest, sub: Subscription, out: Out) -> Result<(), Error> {
     let job = req.job_id.as_str();
     let mut rx = sub.rx;
-    let mut pages: Option<Pages> = None;
-    let mut last = match sub.missed {
+    let mut at = Cursor::default();
+    match sub.missed {
         Some(events) if req.after_seq > 0 => {
             for ev in events {
                 if out.send(Ok((*ev).clone())).await.is_err() {
@@ -202,18 +239,14 @@ async fn feed(w: &Watchers, req: pb::WatchJobRequest, sub: Subscription, out: Ou
             if !req.follow && (sub.counts.all_final() || sub.cancelled) {
                 return Ok(());
             }
-            sub.last_seq
+            at.last = sub.last_seq;
         }
         _ => match snapshot(w, job, req.follow, &out).await? {
-            None | Some((_, true)) => return Ok(()),
-            Some((p, false)) => {
-                let first = p.first_seq;
-                pages = Some(p);
-                first
-            }
+            None => return Ok(()),
+            Some((pages, end)) => at.snapshot(pages, end),
         },
-    };
-    loop {
+    }
+    while !at.finished() {
         let r = tokio::select! {
             _ = w.shutdown.cancelled() => return Ok(()),
             _ = out.closed() => return Ok(()),
@@ -221,31 +254,28 @@ async fn feed(w: &Watchers, req: pb::WatchJobRequest, sub: Subscription, out: Ou
         };
         match r {
             Ok(ev) => {
-                if ev.seq <= last || pages.as_ref().is_some_and(|p| p.reflects(&ev)) {
-                    continue;
+                if at.wants(&ev) {
+                    at.last = ev.seq;
+                    let end = !req.follow && ends(&ev);
+                    if out.send(Ok((*ev).clone())).await.is_err() || end {
+                        return Ok(());
+                    }
                 }
-                last = ev.seq;
-                if pages.as_ref().is_some_and(|p| p.done(ev.seq)) {
-                    pages = None;
-                }
-                let end = !req.follow && ends(&ev);
-                if out.send(Ok((*ev).clone())).await.is_err() || end {
+                if at.passed(ev.seq) {
                     return Ok(());
                 }
             }
             Err(RecvError::Lagged(n)) => {
                 tracing::debug!(job = %job, missed = n, "watcher fell behind; sending a fresh snapshot");
                 match snapshot(w, job, req.follow, &out).await? {
-                    None | Some((_, true)) => return Ok(()),
-                    Some((p, false)) => {
-                        last = last.max(p.first_seq);
-                        pages = Some(p);
-                    }
+                    None => return Ok(()),
+                    Some((pages, end)) => at.snapshot(pages, end),
                 }
             }
             Err(RecvError::Closed) => return Ok(()),
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

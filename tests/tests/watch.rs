@@ -324,3 +324,45 @@ async fn cancelling_a_job_ends_its_watchers_with_a_cancelled_event() {
     let last = rest.last().unwrap().status.unwrap();
     assert_eq!((last.cancelled, last.progress_pct), (2, 100.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_read_in_pages_while_tasks_finish_ends_exact_and_never_goes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(dir.path(), &[]);
+    let mut c = coord.client().await;
+    let job = create_job(&mut c, "paged").await;
+    let n = 6_000;
+    add(&mut c, &job, vec![spec("t"); n]).await;
+    // Workers finish tasks while the watcher reads its snapshot, page after page.
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let _w = TestWorker::start(&coord.url(), WorkerOpts::new("busy", 64), tx).await;
+    let req = pb::WatchJobRequest { job_id: job.clone(), after_seq: 0, follow: false };
+    let mut stream = c.watch_job(req).await.unwrap().into_inner();
+    let mut state: HashMap<i64, i32> = HashMap::new();
+    let completed = pb::TaskState::Completed as i32;
+    while let Some(ev) = tokio::time::timeout(WAIT, stream.message()).await.expect("events").unwrap() {
+        // A snapshot (the first one, or a fresh one after falling behind) or a state change:
+        // either way no task goes back from completed.
+        let changes: Vec<(i64, i32)> = if ev.kind == pb::JobEventKind::Snapshot as i32 {
+            ev.tasks.iter().map(|t| (t.task_id, t.state)).collect()
+        } else if ev.kind == pb::JobEventKind::TaskState as i32 {
+            vec![(ev.task_id, ev.state)]
+        } else {
+            vec![]
+        };
+        for (task, to) in changes {
+            let before = state.insert(task, to);
+            assert!(before != Some(completed) || to == completed, "task {task} went back (seq {})", ev.seq);
+        }
+    }
+    assert_eq!(state.len(), n);
+    let mut not_done: Vec<(i64, i32)> =
+        state.iter().filter(|(_, s)| **s != pb::TaskState::Completed as i32).map(|(t, s)| (*t, *s)).collect();
+    not_done.sort();
+    assert!(
+        not_done.is_empty(),
+        "{} tasks not completed, first: {:?}",
+        not_done.len(),
+        &not_done[..not_done.len().min(5)]
+    );
+}
