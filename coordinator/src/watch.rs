@@ -35,7 +35,7 @@ pub const SLOW_WATCHER: Duration = Duration::from_secs(10);
 /// Tasks per snapshot message at most.
 pub const SNAPSHOT_CHUNK: usize = 2_000;
 /// Bytes of one snapshot message at most (a message of one task may pass it).
-pub const SNAPSHOT_CHUNK_BYTES: usize = 256 << 10;
+pub const SNAPSHOT_CHUNK_BYTES: usize = 64 << 10;
 
 /// Whether a watcher that does not follow stops after this event: every task is final (a
 /// cancelled job with no task at all also counts as final).
