@@ -3,7 +3,6 @@
 //! disconnect is not counted as delivered, so the server sends the missed events or a fresh
 //! snapshot.
 
-
 use orca_proto::pb;
 use pb::orchestrator_client::OrchestratorClient;
 use tokio::sync::mpsc;
