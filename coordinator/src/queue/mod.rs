@@ -131,9 +131,11 @@ impl Default for Limits {
     }
 }
 
-/// How long a worker with no stream and no attempts is remembered (its labels and slots),
-/// so that a reconnect within it finds it; past it the worker is forgotten.
-pub const FORGET_WORKER_MS: u64 = 10 * 60 * 1_000;
+/// How long a worker with no stream and no attempts is remembered (its labels and slots).
+/// Forgetting it costs nothing: a worker registers again before every Listen stream. It
+/// bounds what registrations that never listen (or workers long gone) cost every new label
+/// set.
+pub const FORGET_WORKER_MS: u64 = 60 * 1_000;
 
 /// Default of [`Limits::payload_cache_bytes`].
 pub const PAYLOAD_CACHE_BYTES: usize = 256 << 20;
