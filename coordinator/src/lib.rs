@@ -35,6 +35,10 @@ use orca_proto::contract::limits;
 use orca_proto::pb;
 use tokio_util::sync::CancellationToken;
 
+/// Calls and streams open at once on one connection (HTTP/2 concurrent streams); a client
+/// that wants more opens another connection, which counts against `--max-connections`.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1_024;
+
 /// A message over the size limit is RESOURCE_EXHAUSTED (the caller sent too much), where
 /// tonic's framing says OUT_OF_RANGE. No handler of ours answers OUT_OF_RANGE, so the code
 /// alone identifies it. (Undecodable input is INVALID_ARGUMENT through `orca_proto::codec`.)
@@ -159,6 +163,7 @@ async fn serve(
     };
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .http2_keepalive_interval(Some(ping))
         .http2_keepalive_timeout(Some(ping.min(std::time::Duration::from_secs(20))))
         .add_service(
