@@ -59,11 +59,6 @@ fn assigned(fx: &[Effect]) -> Vec<(String, i64, u32)> {
         .collect()
 }
 
-/// A chain of `n` tasks, each depending on the one before, starting at id 1.
-fn chain(n: i64) -> Vec<NewTask> {
-    (1..=n).map(|i| NewTask { deps: if i > 1 { vec![TaskId(i - 1)] } else { vec![] }, ..task(i) }).collect()
-}
-
 /// Runs `f` on a thread with a small stack: a graph walk that recursed per task would
 /// overflow it long before the contract's limits.
 fn on_small_stack(f: impl FnOnce() + Send + 'static) {
@@ -75,7 +70,7 @@ fn cancelling_the_head_of_a_chain_at_the_batch_limit_cancels_it_all() {
     on_small_stack(|| {
         let n = orca_proto::contract::limits::MAX_BATCH as i64;
         let mut s = sched();
-        add(&mut s, chain(n));
+        add(&mut s, chain_from(1, n));
         let fx = s.cancel_task(TaskId(1), "stop").unwrap();
         assert_eq!(fx.len(), n as usize);
         assert_eq!(s.job(&job()).unwrap().counts.cancelled, n as u64);
@@ -91,7 +86,7 @@ fn a_failed_head_cancels_a_long_chain_without_recursion() {
     on_small_stack(|| {
         let n = orca_proto::contract::limits::MAX_BATCH as i64;
         let mut s = sched();
-        add(&mut s, chain(n));
+        add(&mut s, chain_from(1, n));
         let w = worker(&mut s, "w1", 1);
         s.dispatch(0);
         let failed = Outcome::Failed { reason: "boom".into(), retryable: false };
@@ -783,4 +778,68 @@ proptest! {
         prop_assert_eq!(c.total(), all.len() as u64);
         prop_assert_eq!(c.completed, completed.len() as u64);
     }
+}
+
+/// How the head of a graph ends in [`graphs_at_the_limits_settle_exactly`].
+#[derive(Clone, Copy, Debug)]
+enum HeadEnd {
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Chains and fans up to the contract's limits (a batch of `MAX_BATCH` tasks, a task with
+    /// `MAX_DEPENDENCIES` dependencies): however the head ends, every task lands where the
+    /// dependency rules say, in one call, without recursion (run on a small stack).
+    #[test]
+    fn graphs_at_the_limits_settle_exactly(
+        chain in 1usize..=orca_proto::contract::limits::MAX_BATCH,
+        fan_in in 1usize..=orca_proto::contract::limits::MAX_DEPENDENCIES,
+        end in prop_oneof![Just(HeadEnd::Completed), Just(HeadEnd::Failed), Just(HeadEnd::Cancelled)],
+    ) {
+        on_small_stack(move || {
+            let mut s = sched();
+            // 1 is the head; 2..=chain+1 a chain hanging from it; then `fan_in` roots and one
+            // task depending on all of them and on the head.
+            let mut tasks = chain_from(1, chain as i64 + 1);
+            let roots: Vec<i64> = (0..fan_in as i64).map(|i| chain as i64 + 2 + i).collect();
+            tasks.extend(roots.iter().map(|&r| task(r)));
+            let sink = chain as i64 + 2 + fan_in as i64;
+            let mut deps: Vec<TaskId> = roots.iter().map(|&r| TaskId(r)).collect();
+            deps.push(TaskId(1));
+            tasks.push(NewTask { deps, ..task(sink) });
+            add(&mut s, tasks);
+            let w = worker(&mut s, "w", (fan_in + 1) as u32);
+            s.dispatch(0);
+            match end {
+                HeadEnd::Completed => { s.report(&w, TaskId(1), 1, Outcome::Completed, 1).unwrap(); }
+                HeadEnd::Failed => {
+                    let failed = Outcome::Failed { reason: "x".into(), retryable: false };
+                    s.report(&w, TaskId(1), 1, failed, 1).unwrap();
+                }
+                HeadEnd::Cancelled => { s.cancel_task(TaskId(1), "stop").unwrap(); }
+            }
+            s.check_invariants();
+            let state_of = |id: i64| s.task(TaskId(id)).map(|e| e.state);
+            let blocked = !matches!(end, HeadEnd::Completed);
+            // The chain: cancelled to its end with the head as cause, or its first link ready.
+            if blocked {
+                let last = s.task(TaskId(chain as i64 + 1)).unwrap();
+                assert_eq!((last.state, last.cancel_cause), (State::Cancelled, Some(TaskId(1))));
+                assert_eq!(state_of(sink), Some(State::Cancelled));
+            } else {
+                assert!(matches!(state_of(2), Some(State::Pending | State::InProgress)));
+                // The sink still waits for its roots.
+                assert_eq!(s.task(TaskId(sink)).unwrap().unmet, fan_in as u32);
+            }
+        });
+    }
+}
+
+/// A chain of tasks `first..=last`, each depending on the one before (the first on none).
+fn chain_from(first: i64, last: i64) -> Vec<NewTask> {
+    (first..=last).map(|i| NewTask { deps: if i > first { vec![TaskId(i - 1)] } else { vec![] }, ..task(i) }).collect()
 }
