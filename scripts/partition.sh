@@ -13,7 +13,7 @@
 #
 #   sudo scripts/partition.sh            # debug build (what CI runs)
 #   sudo scripts/partition.sh --release
-# Needs root: without it the script fails (exit 2) and says so; it never passes by skipping.
+# Needs root: without it the script fails (exit 2) and says so; a check that cannot run never passes.
 # Installs what is missing with apt-get (nftables, iproute2, python3; scripts/lib/need.sh).
 # Environment: PARTITION_LEASE_SECONDS (default 4),
 # PARTITION_TASK_SECONDS (how long the cut-off task runs, default 8),
