@@ -25,6 +25,10 @@ pub enum DurabilityArg {
 #[derive(Clone, Debug, Parser)]
 #[command(name = "orca-coordinator", version, about, args_override_self = true)]
 pub struct Config {
+    /// TOML file whose `[coordinator]` section sets any flag (flag > environment > file).
+    #[arg(long, env = "ORCA_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Address to serve gRPC on (port 0 picks a free port; see --addr-file).
     #[arg(long, env = "ORCA_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -74,5 +78,27 @@ impl Config {
 
     pub fn heartbeat_seconds(&self) -> u32 {
         self.heartbeat_seconds.unwrap_or_else(|| (self.lease_seconds / 3).clamp(1, defaults::HEARTBEAT_SECONDS))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use orca_proto::config_file;
+
+    const EXAMPLE: &str = include_str!("../../deploy/orca.toml.example");
+
+    #[test]
+    fn the_example_file_documents_every_flag_and_loads() {
+        let documented = config_file::documented_keys(EXAMPLE, "coordinator");
+        assert_eq!(documented, config_file::file_keys(&Config::command()));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orca.toml");
+        std::fs::write(&path, EXAMPLE).unwrap();
+        let args = vec!["orca-coordinator".into(), "--config".into(), path.into_os_string()];
+        let args = config_file::with_file(&Config::command(), "coordinator", args).unwrap();
+        let c = Config::try_parse_from(args).unwrap();
+        assert_eq!((c.lease_seconds, c.payload_cache_mb, c.durability), (30, 256, DurabilityArg::Full));
     }
 }

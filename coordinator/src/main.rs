@@ -1,11 +1,22 @@
 //! `orca-coordinator`: parses flags, sets up logging, runs until SIGTERM or SIGINT.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = orca_coordinator::Config::parse();
+    let args = orca_proto::config_file::with_file(
+        &orca_coordinator::Config::command(),
+        "coordinator",
+        std::env::args_os().collect(),
+    );
+    let config = match args {
+        Ok(args) => orca_coordinator::Config::parse_from(args),
+        Err(e) => {
+            eprintln!("orca-coordinator: {e}");
+            std::process::exit(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ORCA_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

@@ -14,6 +14,7 @@ pub mod pb {
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("orca_descriptor");
 
 pub mod codec;
+pub mod config_file;
 pub mod contract;
 
 /// The contract's defaults, also reachable as `orca_proto::defaults`.

@@ -81,3 +81,48 @@ async fn submit_status_and_wait_follow_the_contract() {
     assert_eq!(w["progress_pct"], 100.0);
     assert_eq!(w["tasks"][0]["output"], "ok");
 }
+
+#[test]
+fn a_config_file_sets_each_binarys_flags_and_flags_and_unknown_keys_behave() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let addr_file = d.join("addr");
+    let coordinator_toml = d.join("coordinator.toml");
+    std::fs::write(
+        &coordinator_toml,
+        format!(
+            "[coordinator]\nlisten = \"127.0.0.1:0\"\ndb = {:?}\naddr_file = {:?}\nlease_seconds = 5\n",
+            d.join("orca.db"),
+            addr_file
+        ),
+    )
+    .unwrap();
+    let mut coord = Command::new(binary("orca-coordinator"))
+        .env("ORCA_CONFIG", &coordinator_toml)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The file's listen address and addr_file were used: the address appears there.
+    let addr = wait_for_file(&addr_file, &mut coord);
+    let client_toml = d.join("client.toml");
+    std::fs::write(&client_toml, format!("[client]\ncoordinator = \"http://{addr}\"\n")).unwrap();
+    let cli = |extra: &[&str]| {
+        let mut args = vec!["--config", client_toml.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Command::new(binary("orca")).env_remove("ORCA_COORDINATOR").args(args).output().unwrap()
+    };
+    let out = cli(&["jobs", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A flag beats the file.
+    let out = cli(&["--coordinator", "http://127.0.0.1:1", "jobs"]);
+    assert!(!out.status.success());
+    signal(coord.id(), libc::SIGTERM);
+    assert!(wait_exit(&mut coord).success());
+    // An unknown key is refused, naming the key and the file.
+    let bad = d.join("bad.toml");
+    std::fs::write(&bad, "[coordinator]\nlease_secs = 5\n").unwrap();
+    let out = Command::new(binary("orca-coordinator")).arg("--config").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lease_secs") && err.contains(bad.to_str().unwrap()), "{err}");
+}

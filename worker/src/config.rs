@@ -37,6 +37,10 @@ impl AgentKind {
 #[derive(Clone, Debug, Parser)]
 #[command(name = "orca-worker", version, about)]
 pub struct Args {
+    /// TOML file whose `[worker]` section sets any flag (flag > environment > file).
+    #[arg(long, env = "ORCA_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Coordinator URL.
     #[arg(long, env = "ORCA_COORDINATOR", default_value = orca_proto::defaults::COORDINATOR_URL)]
     pub coordinator: String,
@@ -253,6 +257,21 @@ impl Config {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn the_example_file_documents_every_flag_and_loads() {
+        use clap::CommandFactory;
+        use orca_proto::config_file;
+        let example = include_str!("../../deploy/orca.toml.example");
+        assert_eq!(config_file::documented_keys(example, "worker"), config_file::file_keys(&Args::command()));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orca.toml");
+        std::fs::write(&path, example).unwrap();
+        let args = vec!["orca-worker".into(), "--config".into(), path.into_os_string()];
+        let args = config_file::with_file(&Args::command(), "worker", args).unwrap();
+        let a = Args::try_parse_from(args).unwrap();
+        assert_eq!((a.agent, a.grace_seconds), (AgentKind::Claude, 30));
+    }
 
     /// A valid configuration with its work dir in `dir` (the noop agent).
     pub(crate) fn config(dir: &std::path::Path) -> Config {

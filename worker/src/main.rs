@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use orca_worker::agent::supervise;
 
 fn main() -> ExitCode {
@@ -12,7 +12,14 @@ fn main() -> ExitCode {
     if argv.get(1).is_some_and(|a| a == supervise::SUBCOMMAND) {
         std::process::exit(supervise::main(&argv[2..]));
     }
-    let config = match orca_worker::Args::parse().validate() {
+    let args = match orca_proto::config_file::with_file(&orca_worker::Args::command(), "worker", argv) {
+        Ok(args) => orca_worker::Args::parse_from(args),
+        Err(e) => {
+            eprintln!("orca-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match args.validate() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("orca-worker: {e}");

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use orca_client::{Client, Collected, Subtask, WatchOptions, pb};
 use serde_json::json;
 use tokio_stream::StreamExt;
@@ -19,6 +19,9 @@ use tokio_stream::StreamExt;
 #[derive(Parser)]
 #[command(name = "orca", version, about = "Orca's command line: submit, watch and collect jobs")]
 struct Cli {
+    /// TOML file whose `[client]` section sets the global flags (flag > environment > file).
+    #[arg(long, env = "ORCA_CONFIG", global = true)]
+    config: Option<std::path::PathBuf>,
     /// Coordinator address.
     #[arg(long, env = "ORCA_COORDINATOR", default_value = orca_proto::defaults::COORDINATOR_URL, global = true)]
     coordinator: String,
@@ -141,7 +144,13 @@ enum Failure {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match orca_proto::config_file::with_file(&Cli::command(), "client", std::env::args_os().collect()) {
+        Ok(args) => Cli::parse_from(args),
+        Err(e) => {
+            eprintln!("orca: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
