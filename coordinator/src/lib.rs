@@ -99,8 +99,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         on_exit.cancel();
         r
     });
-    let watchers = watch::Watchers::new(store.clone(), shutdown.clone());
-    let svc = service::Services { handle, store: store.clone(), shutdown: shutdown.clone(), watchers };
+    let svc = service::Services { handle, store: store.clone(), shutdown: shutdown.clone() };
     if let Some(path) = &config.addr_file {
         write_addr_file(path, addr)?;
     }

@@ -42,7 +42,6 @@ pub struct Services {
     pub handle: Handle,
     pub store: Store,
     pub shutdown: CancellationToken,
-    pub watchers: crate::watch::Watchers,
 }
 
 /// One ListTasks page, with the token of the next one when more tasks follow.
@@ -188,7 +187,7 @@ impl pb::orchestrator_server::Orchestrator for Services {
     async fn watch_job(&self, req: Request<pb::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
         let r = req.into_inner();
         validate::id("job_id", &r.job_id)?;
-        let stream = crate::watch::start(self.handle.clone(), self.watchers.clone(), r).await?;
+        let stream = crate::watch::start(self.handle.clone(), self.store.clone(), self.shutdown.clone(), r).await?;
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -47,29 +47,17 @@ fn ends(ev: &pb::JobEvent) -> bool {
 
 /// Subscribes (so a job that does not exist is an error of the call) and starts the task
 /// that feeds the stream.
-/// What every watcher shares: the read side of the store and the shutdown token.
-#[derive(Clone, Debug)]
-pub struct Watchers {
-    pub store: Store,
-    pub shutdown: CancellationToken,
-}
-
-impl Watchers {
-    pub fn new(store: Store, shutdown: CancellationToken) -> Watchers {
-        Watchers { store, shutdown }
-    }
-}
-
 pub async fn start(
     handle: Handle,
-    watchers: Watchers,
+    store: Store,
+    shutdown: CancellationToken,
     req: pb::WatchJobRequest,
 ) -> Result<impl Stream<Item = Result<pb::JobEvent, Status>>, Error> {
     let sub = handle.subscribe(req.job_id.clone(), req.after_seq).await?;
     let (out, rx) = mpsc::channel(WATCH_OUT_BUFFER);
     tokio::spawn(async move {
         let job = req.job_id.clone();
-        if let Err(e) = feed(&watchers, req, sub, out.clone()).await {
+        if let Err(e) = feed(&store, &shutdown, req, sub, out.clone()).await {
             tracing::debug!(job = %job, error = %e, "watch ended with an error");
             // Never wait on a watcher that does not read: the stream just ends.
             let _ = out.try_send(Err(e.into()));
@@ -115,11 +103,11 @@ impl Pages {
 /// Sends a fresh snapshot, page by page (each page one short read, sent before the next is
 /// read, so a watcher costs one page of memory and holds no connection while it is slow).
 /// Returns what it covered and whether the stream should end.
-async fn snapshot(w: &Watchers, job: &str, follow: bool, out: &Out) -> Result<Option<(Pages, bool)>, Error> {
+async fn snapshot(store: &Store, job: &str, follow: bool, out: &Out) -> Result<Option<(Pages, bool)>, Error> {
     let mut pages = Pages::default();
     let mut after = 0;
     loop {
-        let Some((rec, tasks)) = w.store.snapshot_page(job, after, SNAPSHOT_CHUNK).await? else {
+        let Some((rec, tasks)) = store.snapshot_page(job, after, SNAPSHOT_CHUNK).await? else {
             return Err(Error::NotFound(format!("job {job} not found")));
         };
         if pages.bounds.is_empty() {
@@ -225,7 +213,13 @@ impl Cursor {
     }
 }
 
-async fn feed(w: &Watchers, req: pb::WatchJobRequest, sub: Subscription, out: Out) -> Result<(), Error> {
+async fn feed(
+    store: &Store,
+    shutdown: &CancellationToken,
+    req: pb::WatchJobRequest,
+    sub: Subscription,
+    out: Out,
+) -> Result<(), Error> {
     let job = req.job_id.as_str();
     let mut rx = sub.rx;
     let mut at = Cursor::default();
@@ -241,14 +235,14 @@ async fn feed(w: &Watchers, req: pb::WatchJobRequest, sub: Subscription, out: Ou
             }
             at.last = sub.last_seq;
         }
-        _ => match snapshot(w, job, req.follow, &out).await? {
+        _ => match snapshot(store, job, req.follow, &out).await? {
             None => return Ok(()),
             Some((pages, end)) => at.snapshot(pages, end),
         },
     }
     while !at.finished() {
         let r = tokio::select! {
-            _ = w.shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return Ok(()),
             _ = out.closed() => return Ok(()),
             r = rx.recv() => r,
         };
@@ -267,7 +261,7 @@ async fn feed(w: &Watchers, req: pb::WatchJobRequest, sub: Subscription, out: Ou
             }
             Err(RecvError::Lagged(n)) => {
                 tracing::debug!(job = %job, missed = n, "watcher fell behind; sending a fresh snapshot");
-                match snapshot(w, job, req.follow, &out).await? {
+                match snapshot(store, job, req.follow, &out).await? {
                     None => return Ok(()),
                     Some((pages, end)) => at.snapshot(pages, end),
                 }

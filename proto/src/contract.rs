@@ -150,7 +150,7 @@ fn violation(msg: impl Into<String>) -> Violation {
 }
 
 /// At most `max` bytes.
-pub fn max_len(s: &str, max: usize) -> Result<(), Violation> {
+fn max_len(s: &str, max: usize) -> Result<(), Violation> {
     if s.len() > max {
         return Err(violation(format!("is {} bytes, at most {max} allowed", s.len())));
     }
@@ -158,7 +158,7 @@ pub fn max_len(s: &str, max: usize) -> Result<(), Violation> {
 }
 
 /// No NUL byte (SQLite and C strings stop at it; process arguments cannot carry it).
-pub fn no_nul(s: &str) -> Result<(), Violation> {
+fn no_nul(s: &str) -> Result<(), Violation> {
     if s.contains('\0') {
         return Err(violation("must not contain NUL characters"));
     }
@@ -278,6 +278,18 @@ pub fn slots(n: u32) -> Result<(), Violation> {
     Ok(())
 }
 
+/// The first `max` bytes of `s`, cut at a character boundary (how text is cut to a limit).
+pub fn head_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut i = max;
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    &s[..i]
+}
+
 /// Escapes a string for a log line: control characters and non-ASCII shown as escapes, cut
 /// to `max` bytes, so a name cannot forge log lines or terminal escapes.
 pub fn log_safe(s: &str, max: usize) -> String {
@@ -363,6 +375,13 @@ mod tests {
         text("fine", 10).unwrap();
         assert!(text("toolong", 3).unwrap_err().0.contains("at most 3"));
         assert!(text("a\0", 10).is_err());
+    }
+
+    #[test]
+    fn text_is_cut_at_a_character_boundary() {
+        assert_eq!(head_str("abc", 5), "abc");
+        assert_eq!(head_str("aé", 2), "a");
+        assert_eq!(head_str("aéb", 3), "aé");
     }
 
     #[test]

@@ -312,11 +312,7 @@ fn cut(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
-    let mut end = max.saturating_sub(3);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
+    format!("{}...", contract::head_str(s, max.saturating_sub(3)))
 }
 
 fn decode_answer<M: Message + Default>(bytes: &[u8]) -> Result<M, Error> {

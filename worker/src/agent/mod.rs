@@ -14,6 +14,7 @@ pub mod claude;
 pub mod command;
 pub mod supervise;
 
+pub use orca_proto::contract::head_str;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -178,18 +179,6 @@ pub fn tail_str(s: &str, max: usize) -> &str {
         i += 1;
     }
     &s[i..]
-}
-
-/// The first `max` bytes of `s`, cut at a character boundary.
-pub fn head_str(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut i = max;
-    while !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    &s[..i]
 }
 
 /// Whether `program` can be run: a path to an executable file, or a name found in PATH.

@@ -51,9 +51,6 @@ const _: () = assert!(MAX_BATCH_REPORTS <= limits::MAX_REPORTS);
 /// room for the envelope below the message limit (a larger request would be refused, and
 /// retried forever).
 pub const MAX_BATCH_BYTES: usize = limits::MAX_REPORT_BATCH_BYTES;
-/// Reconnect backoff: first and largest delay (jittered), the contract's.
-pub const BACKOFF_MIN: Duration = contract::defaults::RECONNECT_MIN;
-pub const BACKOFF_MAX: Duration = contract::defaults::RECONNECT_MAX;
 /// Pause before sending reports again after a failed report call.
 pub const REPORT_RETRY: Duration = Duration::from_millis(500);
 /// Bound on delivering the last reports at shutdown.

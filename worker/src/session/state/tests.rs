@@ -261,31 +261,34 @@ fn a_lost_stream_reconnects_with_backoff_and_names_the_attempts_held() {
     let before = h.now;
     assert_eq!(h.fire(), Timer::Reconnect);
     let waited = h.now - before;
-    assert!(waited >= BACKOFF_MIN / 2 && waited <= BACKOFF_MIN, "{waited:?}");
+    assert!(
+        waited >= contract::defaults::RECONNECT_MIN / 2 && waited <= contract::defaults::RECONNECT_MIN,
+        "{waited:?}"
+    );
     assert_eq!(h.fx, vec![Effect::Connect { register: Some(Registration { slots: 2, running: refs(&[(1, 1)]) }) }]);
     h.apply(Input::ConnectFailed("refused".into()));
     let before = h.now;
     assert_eq!(h.fire(), Timer::Reconnect);
-    assert!(h.now - before >= BACKOFF_MIN, "the second wait is longer");
+    assert!(h.now - before >= contract::defaults::RECONNECT_MIN, "the second wait is longer");
     // The coordinator says the attempt is no longer ours: its report is dropped.
     h.apply(Input::Connected(Some(register_response(&[(1, 1)]))));
     assert!(h.fx.is_empty() && h.s.held.is_empty() && h.s.outbox.is_empty());
-    assert_eq!(h.s.backoff.steps.next(1.0), BACKOFF_MIN, "the backoff was reset");
+    assert_eq!(h.s.backoff.steps.next(1.0), contract::defaults::RECONNECT_MIN, "the backoff was reset");
 }
 
 #[test]
 fn backoff_grows_jittered_and_capped() {
     let mut b = Backoff { steps: contract::Backoff::default(), rng: fastrand::Rng::with_seed(1) };
     let first = b.next();
-    assert!(first >= BACKOFF_MIN / 2 && first <= BACKOFF_MIN, "{first:?}");
+    assert!(first >= contract::defaults::RECONNECT_MIN / 2 && first <= contract::defaults::RECONNECT_MIN, "{first:?}");
     let mut last = Duration::ZERO;
     for _ in 0..20 {
         last = b.next();
-        assert!(last <= BACKOFF_MAX);
+        assert!(last <= contract::defaults::RECONNECT_MAX);
     }
-    assert!(last >= BACKOFF_MAX / 2, "{last:?}");
+    assert!(last >= contract::defaults::RECONNECT_MAX / 2, "{last:?}");
     b.reset();
-    assert!(b.next() <= BACKOFF_MIN);
+    assert!(b.next() <= contract::defaults::RECONNECT_MIN);
 }
 
 #[test]
