@@ -24,6 +24,8 @@ for unit in "${units[@]}"; do
     fail=1
     continue
   fi
+  # A template (name@.service) is checked as one instance of it.
+  case "$name" in *@.service) name="${name%@.service}@check.service" ;; esac
   sed "s|^ExecStart=/usr/local/bin/|ExecStart=$(pwd)/target/debug/|" "$unit" >"$work/$name"
   rc=0
   out=$(systemd-analyze verify "$work/$name" 2>&1) || rc=$?

@@ -23,7 +23,13 @@ pub enum DurabilityArg {
 
 /// Orca's coordinator: the durable task queue and gRPC server.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "orca-coordinator", version, about, args_override_self = true)]
+#[command(
+    name = "orca-coordinator",
+    version,
+    about,
+    args_override_self = true,
+    after_help = "Online backup: orca-coordinator backup --db PATH --to FILE (see `orca-coordinator backup --help`)."
+)]
 pub struct Config {
     /// TOML file whose `[coordinator]` section sets any flag (flag > environment > file).
     #[arg(long, env = "ORCA_CONFIG")]
@@ -40,6 +46,14 @@ pub struct Config {
     /// After binding, write the bound host:port on one line to this file.
     #[arg(long, env = "ORCA_ADDR_FILE")]
     pub addr_file: Option<PathBuf>,
+
+    /// Serve /metrics (Prometheus) and /healthz over HTTP on this address (off by default).
+    #[arg(long, env = "ORCA_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+
+    /// After binding --http-listen, write its bound host:port on one line to this file.
+    #[arg(long, env = "ORCA_HTTP_ADDR_FILE", requires = "http_listen")]
+    pub http_addr_file: Option<PathBuf>,
 
     /// Lease of an assignment in seconds; a worker must heartbeat within it.
     #[arg(long, env = "ORCA_LEASE_SECONDS", default_value_t = defaults::LEASE_SECONDS, value_parser = clap::value_parser!(u32).range(1..=86_400))]
@@ -63,12 +77,31 @@ pub struct Config {
     #[arg(long, env = "ORCA_PAYLOAD_CACHE_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
     pub payload_cache_mb: u64,
 
+    /// Days a finished job (every task final) is kept after its last change; then it is
+    /// removed with its tasks, results and context. Fractions are fine (0.5 = 12 hours);
+    /// 0 keeps jobs forever.
+    #[arg(long, env = "ORCA_RETAIN_DAYS", default_value_t = 30.0, value_parser = retain_days)]
+    pub retain_days: f64,
+
     /// Commit durability.
     #[arg(long, env = "ORCA_DURABILITY", value_enum, default_value_t = DurabilityArg::Full)]
     pub durability: DurabilityArg,
 }
 
+fn retain_days(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(d) if d.is_finite() && (0.0..=36_500.0).contains(&d) => Ok(d),
+        _ => Err(format!("{s:?} is not a number of days from 0 to 36500")),
+    }
+}
+
 impl Config {
+    /// How long finished jobs are kept, in ms (`None`: forever).
+    pub fn retain_ms(&self) -> Option<u64> {
+        let ms = (self.retain_days * 86_400_000.0) as u64;
+        (ms > 0).then_some(ms)
+    }
+
     pub fn durability(&self) -> Durability {
         match self.durability {
             DurabilityArg::Full => Durability::Full,

@@ -14,17 +14,21 @@
 //!
 //! [`run`] wires them together and serves until the shutdown token is cancelled.
 
+pub mod backup;
 pub mod config;
 pub mod convert;
 pub mod dispatch;
 mod error;
 pub mod idempotency;
 pub mod listener;
+pub mod metrics;
+pub mod notify;
 pub mod queue;
 pub mod service;
 pub mod store;
 pub mod validate;
 pub mod watch;
+pub mod web;
 
 pub use config::Config;
 pub use error::Error;
@@ -58,7 +62,11 @@ pub enum StartError {
     Store(#[source] Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("cannot write --addr-file {path}: {source}")]
+    #[error("cannot listen on {addr} (--http-listen): {source}")]
+    HttpBind { addr: SocketAddr, source: std::io::Error },
+    #[error("HTTP server: {0}")]
+    Http(#[source] std::io::Error),
+    #[error("cannot write {path}: {source}")]
     AddrFile { path: String, source: std::io::Error },
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -74,6 +82,8 @@ pub enum StartError {
 /// then stops accepting, ends the streams, flushes and returns.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     let started = std::time::Instant::now();
+    metrics::install();
+    notify::status("loading the database");
     let (store, writer, loaded) = store::open(&config.db, config.durability()).await.map_err(StartError::Store)?;
     let jobs = loaded.jobs.len();
     let (dispatcher, handle) =
@@ -99,14 +109,34 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         on_exit.cancel();
         r
     });
+    let http = match config.http_listen {
+        Some(at) => {
+            let (l, bound) = web::bind(at).await.map_err(|source| StartError::HttpBind { addr: at, source })?;
+            if let Some(path) = &config.http_addr_file {
+                write_addr_file(path, bound)?;
+            }
+            tracing::info!(addr = %bound, "serving /metrics and /healthz");
+            Some(tokio::spawn(web::serve(l, handle.clone(), config.db.clone(), shutdown.clone())))
+        }
+        None => None,
+    };
+    let watchdog = tokio::spawn(notify::watchdog(handle.clone(), shutdown.clone()));
     let svc = service::Services { handle, store: store.clone(), shutdown: shutdown.clone() };
     if let Some(path) = &config.addr_file {
         write_addr_file(path, addr)?;
     }
     tracing::info!(%addr, "serving");
+    metrics::set_up(true);
+    notify::ready();
     let served = serve(&config, svc, listener, shutdown.clone()).await;
+    metrics::set_up(false);
+    notify::stopping();
     shutdown.cancel();
+    let _ = watchdog.await;
     let dispatched = dispatcher_task.await?;
+    if let Some(h) = http {
+        h.await?.map_err(StartError::Http)?;
+    }
     store.close().await;
     served?;
     dispatched.map_err(StartError::Dispatcher)?;
@@ -123,6 +153,7 @@ fn settings(config: &Config) -> dispatch::Settings {
             payload_cache_bytes: (config.payload_cache_mb as usize) << 20,
         },
         heartbeat_seconds: config.heartbeat_seconds(),
+        retain_ms: config.retain_ms(),
     }
 }
 
@@ -131,7 +162,7 @@ fn write_addr_file(path: &std::path::Path, addr: SocketAddr) -> Result<(), Start
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, format!("{addr}\n"))
         .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|source| StartError::AddrFile { path: path.display().to_string(), source })
+        .map_err(|source| StartError::AddrFile { path: format!("address file {}", path.display()), source })
 }
 
 /// Serves the services, health and reflection on the listener until `shutdown`.
@@ -161,6 +192,7 @@ async fn serve(
         tracing::info!("shutting down: no new calls accepted");
     };
     tonic::transport::Server::builder()
+        .layer(metrics::RpcLayer)
         .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .http2_keepalive_interval(Some(ping))

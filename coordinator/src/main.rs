@@ -1,15 +1,16 @@
 //! `orca-coordinator`: parses flags, sets up logging, runs until SIGTERM or SIGINT.
+//! `orca-coordinator backup --db PATH --to FILE` instead takes an online backup.
 
 use clap::{CommandFactory, Parser};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = orca_proto::config_file::with_file(
-        &orca_coordinator::Config::command(),
-        "coordinator",
-        std::env::args_os().collect(),
-    );
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "backup") {
+        std::process::exit(orca_coordinator::backup::main(argv.split_off(2)).await);
+    }
+    let args = orca_proto::config_file::with_file(&orca_coordinator::Config::command(), "coordinator", argv);
     let config = match args {
         Ok(args) => orca_coordinator::Config::parse_from(args),
         Err(e) => {

@@ -103,6 +103,13 @@ impl pb::orchestrator_server::Orchestrator for Services {
         Ok(Response::new(job))
     }
 
+    async fn delete_job(&self, req: Request<pb::DeleteJobRequest>) -> Result<Response<pb::DeleteJobResponse>, Status> {
+        let r = req.into_inner();
+        validate::delete_job(&r)?;
+        self.handle.delete_job(r.job_id).await?;
+        Ok(Response::new(pb::DeleteJobResponse {}))
+    }
+
     async fn add_tasks(&self, req: Request<pb::AddTasksRequest>) -> Result<Response<pb::AddTasksResponse>, Status> {
         let mut r = req.into_inner();
         let job_id = r.job_id.clone();

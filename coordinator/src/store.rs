@@ -24,8 +24,11 @@ use crate::Error;
 use crate::queue::{Counts, State};
 
 /// Migrations, applied in order; `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/0001_init.sql"), include_str!("../migrations/0002_requests.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_requests.sql"),
+    include_str!("../migrations/0003_retention.sql"),
+];
 
 /// Read connections in the pool.
 const READERS: u32 = 4;
@@ -99,6 +102,8 @@ pub struct WriteBatch {
     pub requests: Vec<RequestRecord>,
     /// Forget idempotency keys stored before this time (ms).
     pub prune_requests_before: Option<i64>,
+    /// Jobs to remove: marked now, purged later (see [`Writer::purge_step`]).
+    pub delete_jobs: Vec<String>,
 }
 
 /// An idempotency key and the answer it gets (see migration 0002).
@@ -128,6 +133,7 @@ impl WriteBatch {
             && self.context.is_empty()
             && self.requests.is_empty()
             && self.prune_requests_before.is_none()
+            && self.delete_jobs.is_empty()
     }
 }
 
@@ -175,6 +181,21 @@ pub struct Loaded {
     pub jobs: Vec<JobRecord>,
     pub context: Vec<(String, String, String)>,
     pub max_task_id: i64,
+    /// Some jobs are marked deleted and not purged yet.
+    pub purge_pending: bool,
+}
+
+/// What one [`Writer::purge_step`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Purge {
+    /// Nothing to delete and no free page to give back.
+    Idle,
+    /// Deleted some rows of a job; more follow.
+    Rows,
+    /// Deleted the last of this job.
+    Job(String),
+    /// Gave free pages back to the file system.
+    Vacuumed,
 }
 
 /// The read side: a pool of read-only connections.
@@ -211,7 +232,10 @@ fn options(path: &Path, durability: Durability) -> Result<SqliteConnectOptions, 
 /// Opens (creating if needed) and migrates the database, then loads what the scheduler needs.
 pub async fn open(path: &Path, durability: Durability) -> Result<(Store, Writer, Loaded), Error> {
     let opts = options(path, durability)?;
-    let mut conn = SqliteConnection::connect_with(&opts).await?;
+    // Takes effect in a new database only (before its first table); an older one keeps its
+    // free pages for reuse instead of giving them back.
+    let writer_opts = opts.clone().auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental);
+    let mut conn = SqliteConnection::connect_with(&writer_opts).await?;
     migrate(&mut conn).await?;
     let loaded = load(&mut conn).await?;
     let pool =
@@ -297,19 +321,31 @@ fn task_row_of(row: &SqliteRow) -> Result<TaskRow, Error> {
 
 async fn load(conn: &mut SqliteConnection) -> Result<Loaded, Error> {
     let mut loaded = Loaded::default();
-    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs");
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE deleted_at_ms IS NULL");
     let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *conn);
     while let Some(row) = rows.try_next().await? {
         loaded.jobs.push(job_of(&row));
     }
     drop(rows);
 
-    let rows = sqlx::query("SELECT scope, key, value FROM context").fetch_all(&mut *conn).await?;
+    let rows = sqlx::query(
+        "SELECT scope, key, value FROM context \
+         WHERE scope NOT IN (SELECT job_id FROM jobs WHERE deleted_at_ms IS NOT NULL)",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     loaded.context = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
-    loaded.max_task_id = sqlx::query_scalar::<_, Option<i64>>("SELECT max(task_id) FROM tasks")
+    loaded.max_task_id = sqlx::query_scalar::<_, Option<i64>>(
+        "SELECT max(coalesce((SELECT max(task_id) FROM tasks), 0), \
+         coalesce((SELECT value FROM meta WHERE key = 'max_task_id'), 0))",
+    )
+    .fetch_one(&mut *conn)
+    .await?
+    .unwrap_or(0);
+    loaded.purge_pending = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs WHERE deleted_at_ms IS NOT NULL")
         .fetch_one(&mut *conn)
         .await?
-        .unwrap_or(0);
+        > 0;
     Ok(loaded)
 }
 
@@ -466,8 +502,83 @@ impl Writer {
         update_jobs(&mut tx, &b.job_updates, now).await?;
         write_context(&mut tx, &b.context).await?;
         write_requests(&mut tx, &b.requests, b.prune_requests_before, now).await?;
+        for job in &b.delete_jobs {
+            sqlx::query("UPDATE jobs SET deleted_at_ms = ? WHERE job_id = ?")
+                .bind(now)
+                .bind(job)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Jobs whose tasks are all final (or that have none) and that have not changed since
+    /// `before_ms`: what retention removes. At most `limit`.
+    pub async fn expired_jobs(&mut self, before_ms: i64, limit: u32) -> Result<Vec<String>, Error> {
+        Ok(sqlx::query_scalar(
+            "SELECT job_id FROM jobs WHERE deleted_at_ms IS NULL AND n_waiting + n_pending + n_in_progress = 0 \
+             AND updated_at_ms < ? LIMIT ?",
+        )
+        .bind(before_ms)
+        .bind(limit as i64)
+        .fetch_all(&mut self.conn)
+        .await?)
+    }
+
+    /// One small step of removing the jobs marked deleted, in its own transaction: up to
+    /// `limit` dependency edges, else up to `limit` tasks, else the job's context and row.
+    /// Then, with nothing left to delete, up to `limit` free pages are given back to the file
+    /// system (incremental vacuum). Returns what it did.
+    pub async fn purge_step(&mut self, limit: u32) -> Result<Purge, Error> {
+        let job: Option<String> = sqlx::query_scalar("SELECT job_id FROM jobs WHERE deleted_at_ms IS NOT NULL LIMIT 1")
+            .fetch_optional(&mut self.conn)
+            .await?;
+        let Some(job) = job else {
+            let free: i64 = sqlx::query_scalar("PRAGMA freelist_count").fetch_one(&mut self.conn).await?;
+            let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum").fetch_one(&mut self.conn).await?;
+            if free == 0 || mode != 2 {
+                return Ok(Purge::Idle);
+            }
+            sqlx::raw_sql(AssertSqlSafe(format!("PRAGMA incremental_vacuum({limit})"))).execute(&mut self.conn).await?;
+            return Ok(Purge::Vacuumed);
+        };
+        let mut tx = self.conn.begin().await?;
+        let edges = sqlx::query(
+            "DELETE FROM task_deps WHERE (task_id, depends_on) IN (SELECT d.task_id, d.depends_on \
+             FROM tasks t JOIN task_deps d ON d.task_id = t.task_id WHERE t.job_id = ? LIMIT ?)",
+        )
+        .bind(&job)
+        .bind(limit as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let step = if edges > 0 {
+            Purge::Rows
+        } else {
+            sqlx::query(
+                "INSERT INTO meta (key, value) SELECT 'max_task_id', max(task_id) FROM tasks WHERE true \
+                 ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+            )
+            .execute(&mut *tx)
+            .await?;
+            let tasks =
+                sqlx::query("DELETE FROM tasks WHERE task_id IN (SELECT task_id FROM tasks WHERE job_id = ? LIMIT ?)")
+                    .bind(&job)
+                    .bind(limit as i64)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            if tasks > 0 {
+                Purge::Rows
+            } else {
+                sqlx::query("DELETE FROM context WHERE scope = ?").bind(&job).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM jobs WHERE job_id = ?").bind(&job).execute(&mut *tx).await?;
+                Purge::Job(job)
+            }
+        };
+        tx.commit().await?;
+        Ok(step)
     }
 
     /// The encoded specs of tasks, by id (for assignments whose spec is not cached).
@@ -672,21 +783,24 @@ pub struct TaskQuery<'a> {
 
 impl Store {
     pub async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, Error> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?");
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ? AND deleted_at_ms IS NULL");
         let row = sqlx::query(AssertSqlSafe(sql)).bind(job_id).fetch_optional(&self.pool).await?;
         Ok(row.as_ref().map(job_of))
     }
 
     /// Jobs in id order (UUIDv7 ids: creation order), after `after`.
     pub async fn jobs(&self, after: &str, limit: u32) -> Result<Vec<JobRecord>, Error> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id > ? ORDER BY job_id LIMIT ?");
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE job_id > ? AND deleted_at_ms IS NULL ORDER BY job_id LIMIT ?"
+        );
         let rows = sqlx::query(AssertSqlSafe(sql)).bind(after).bind(limit as i64).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(job_of).collect())
     }
 
     pub async fn task(&self, task_id: i64) -> Result<Option<TaskRecord>, Error> {
         let sql = format!(
-            "SELECT {ROW_COLUMNS}, job_id, priority, spec, result, created_at_ms, updated_at_ms FROM tasks WHERE task_id = ?"
+            "SELECT {ROW_COLUMNS}, job_id, priority, spec, result, created_at_ms, updated_at_ms FROM tasks \
+             WHERE task_id = ? AND job_id IN (SELECT job_id FROM jobs WHERE deleted_at_ms IS NULL)"
         );
         let row = sqlx::query(AssertSqlSafe(sql)).bind(task_id).fetch_optional(&self.pool).await?;
         row.map(|r| task_record_of(&r, true)).transpose()
@@ -744,7 +858,7 @@ impl Store {
     ) -> Result<Option<(JobRecord, Vec<TaskRecord>)>, Error> {
         let _reader = self.snapshot_readers.acquire().await.map_err(|_| Error::Unavailable("shutting down".into()))?;
         let mut tx = self.pool.begin().await?;
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?");
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ? AND deleted_at_ms IS NULL");
         let Some(job) = sqlx::query(AssertSqlSafe(sql)).bind(job_id).fetch_optional(&mut *tx).await? else {
             return Ok(None);
         };

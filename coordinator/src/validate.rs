@@ -64,6 +64,10 @@ pub fn cancel_job(r: &pb::CancelJobRequest) -> Result<(), Error> {
     text("reason", &r.reason, limits::MAX_REASON_BYTES)
 }
 
+pub fn delete_job(r: &pb::DeleteJobRequest) -> Result<(), Error> {
+    id("job_id", &r.job_id)
+}
+
 pub fn cancel_task(r: &pb::CancelTaskRequest) -> Result<(), Error> {
     text("reason", &r.reason, limits::MAX_REASON_BYTES)
 }
@@ -326,6 +330,11 @@ pub fn context_key(r: &pb::SetContextRequest) -> Result<(), Error> {
 
 pub fn register(r: &pb::RegisterRequest) -> Result<(), Error> {
     rule("slots", contract::slots(r.slots))?;
+    text("version", &r.version, limits::MAX_NAME_BYTES)?;
+    if !r.version.is_empty() {
+        rule("version", contract::parse_version(&r.version).map(|_| ()))?;
+    }
+    contract::compatible(&r.version, contract::VERSION).map_err(|v| Error::FailedPrecondition(v.0))?;
     if !r.worker_id.is_empty() {
         rule("worker_id", contract::worker_id(&r.worker_id))?;
     }

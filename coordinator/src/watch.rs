@@ -56,6 +56,7 @@ pub async fn start(
     let sub = handle.subscribe(req.job_id.clone(), req.after_seq).await?;
     let (out, rx) = mpsc::channel(WATCH_OUT_BUFFER);
     tokio::spawn(async move {
+        let _open = crate::metrics::WatchStream::open();
         let job = req.job_id.clone();
         if let Err(e) = feed(&store, &shutdown, req, sub, out.clone()).await {
             tracing::debug!(job = %job, error = %e, "watch ended with an error");

@@ -278,6 +278,43 @@ pub fn slots(n: u32) -> Result<(), Violation> {
     Ok(())
 }
 
+/// This release (every binary of a build shares it).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What a worker that sends no version is: the last release before Register carried one.
+pub const UNVERSIONED_WORKER: &str = "0.1.0";
+
+/// `major.minor.patch` (a pre-release or build suffix after `-` or `+` is ignored).
+pub fn parse_version(v: &str) -> Result<(u64, u64, u64), Violation> {
+    let core = v.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<&str> = core.split('.').collect();
+    let num = |s: &str| s.parse::<u64>().ok().filter(|_| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+    match parts.as_slice() {
+        [a, b, c] => match (num(a), num(b), num(c)) {
+            (Some(a), Some(b), Some(c)) => Ok((a, b, c)),
+            _ => Err(violation(format!("{v:?} is not a version like 1.2.3"))),
+        },
+        _ => Err(violation(format!("{v:?} is not a version like 1.2.3"))),
+    }
+}
+
+/// The version-skew rule: a worker runs with a coordinator of the same major version and of
+/// the same minor version or one above (a worker may be one minor release behind, never
+/// ahead), so coordinators are upgraded first and workers after, machine by machine.
+pub fn compatible(worker: &str, coordinator: &str) -> Result<(), Violation> {
+    let w = parse_version(if worker.is_empty() { UNVERSIONED_WORKER } else { worker })?;
+    let c = parse_version(coordinator)?;
+    if w.0 == c.0 && (w.1 == c.1 || w.1 + 1 == c.1) {
+        return Ok(());
+    }
+    let fix = if (w.0, w.1) > (c.0, c.1) { "upgrade the coordinator first" } else { "upgrade the worker" };
+    Err(violation(format!(
+        "worker {} cannot run with coordinator {coordinator}: a worker may be at most one minor \
+         version behind its coordinator and never ahead; {fix}",
+        if worker.is_empty() { UNVERSIONED_WORKER } else { worker }
+    )))
+}
+
 /// The first `max` bytes of `s`, cut at a character boundary (how text is cut to a limit).
 pub fn head_str(s: &str, max: usize) -> &str {
     if s.len() <= max {
@@ -410,5 +447,27 @@ mod tests {
             let s = TaskState::try_from(i as i32 + 1).unwrap();
             assert_eq!(s.short_name(), *name);
         }
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn workers_may_be_one_minor_version_behind_never_ahead() {
+        assert!(compatible("0.2.0", "0.2.0").is_ok());
+        assert!(compatible("0.2.7", "0.2.1").is_ok(), "patch releases mix freely");
+        assert!(compatible("0.1.3", "0.2.0").is_ok(), "one minor behind");
+        assert!(compatible("", "0.2.0").is_ok(), "an unversioned worker is 0.1.0");
+        assert!(compatible("1.4.0-rc.1", "1.5.2").is_ok());
+        let behind = compatible("0.1.0", "0.3.0").unwrap_err().0;
+        assert!(behind.contains("upgrade the worker") && behind.contains("0.3.0"), "{behind}");
+        let ahead = compatible("0.3.0", "0.2.0").unwrap_err().0;
+        assert!(ahead.contains("upgrade the coordinator first"), "{ahead}");
+        assert!(compatible("1.2.0", "2.2.0").is_err(), "majors differ");
+        assert!(compatible("x.y", "0.2.0").unwrap_err().0.contains("not a version"));
+        assert!(parse_version("1.2").is_err() && parse_version("1.2.+3").is_err());
+        assert_eq!(parse_version("10.20.30+build").unwrap(), (10, 20, 30));
     }
 }

@@ -16,6 +16,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("orca
 pub mod codec;
 pub mod config_file;
 pub mod contract;
+pub mod systemd;
 
 /// The contract's defaults, also reachable as `orca_proto::defaults`.
 pub use contract::defaults;

@@ -221,6 +221,7 @@ impl TestWorker {
                 slots: opts.slots,
                 agent_kinds: vec!["test".into()],
                 running: vec![],
+                version: orca_proto::contract::VERSION.into(),
             })
             .await
             .expect("register")

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use orca_proto::contract::limits;
 use orca_proto::pb;
+use orca_proto::systemd;
 use pb::worker_gateway_client::WorkerGatewayClient;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -200,13 +201,29 @@ pub async fn run(ctx: Arc<Ctx>, mut signals: mpsc::Receiver<Signal>) {
         Some(_) => state.apply(Input::Disk(low_disk), Instant::now()),
         None => state.step(Instant::now()),
     };
+    // Ready once configured: the link comes later (STATUS says so), so a worker started
+    // while the coordinator is down is not killed by a start timeout.
+    systemd::ready("connecting");
+    let mut status = String::new();
+    let watchdog = systemd::watchdog_interval();
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3_600)));
     loop {
         shell.perform(effects);
         if state.done() {
             break;
         }
+        let now_status = state.status();
+        if now_status != status {
+            systemd::status(&now_status);
+            status = now_status;
+        }
         let timer = state.next_timer();
         let input = tokio::select! {
+            // Fed from this loop: if it hangs, systemd restarts the worker.
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                systemd::watchdog();
+                None
+            }
             ev = rx.recv() => match ev {
                 Some(ev) => shell.input(ev),
                 None => break,
@@ -216,7 +233,10 @@ pub async fn run(ctx: Arc<Ctx>, mut signals: mpsc::Receiver<Signal>) {
                 input
             }
             sig = signals.recv(), if signals_open => match sig {
-                Some(sig) => Some(Input::Signal(sig)),
+                Some(sig) => {
+                    systemd::stopping();
+                    Some(Input::Signal(sig))
+                }
                 None => {
                     signals_open = false;
                     None
@@ -308,6 +328,7 @@ impl Shell {
             slots: reg.slots,
             agent_kinds: vec![c.agent.name().to_string()],
             running: reg.running,
+            version: orca_proto::contract::VERSION.to_string(),
         }
     }
 

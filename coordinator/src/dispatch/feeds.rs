@@ -143,6 +143,13 @@ impl Feeds {
         }
     }
 
+    /// Forgets a deleted job's feed: its watchers' streams end.
+    pub fn remove(&mut self, job: &JobId) {
+        if let Some(f) = self.feeds.remove(job) {
+            self.bytes -= f.bytes;
+        }
+    }
+
     pub fn clear(&mut self) {
         self.feeds.clear();
         self.bytes = 0;

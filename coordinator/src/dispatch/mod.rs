@@ -31,7 +31,7 @@ use crate::queue::{
     Counts, Effect, Entry, JobId, Labels, NewTask, Outcome, Restored, RetryPolicy, RevivedTask, Scheduler, State,
     StoredTask, TaskId, WorkerId,
 };
-use crate::store::{JobInsert, JobUpdate, Loaded, RequestRecord, TaskInsert, TaskRow, WriteBatch, Writer};
+use crate::store::{JobInsert, JobUpdate, Loaded, Purge, RequestRecord, TaskInsert, TaskRow, WriteBatch, Writer};
 use crate::validate::{CheckedTask, DepRef};
 
 /// Commands waiting for the dispatcher.
@@ -88,6 +88,7 @@ enum Command {
     CreateJob { description: String, metadata: Option<prost_types::Struct>, idem: Option<Idem>, reply: Reply<pb::Job> },
     AddTasks { job: String, tasks: Vec<CheckedTask>, idem: Option<Idem>, reply: Reply<Vec<i64>> },
     CancelJob { job: String, reason: String, reply: Reply<()> },
+    DeleteJob { job: String, reply: Reply<()> },
     CancelTask { task: i64, reason: String, reply: Reply<()> },
     RetryTasks { job: String, tasks: Vec<i64>, reply: Reply<Vec<i64>> },
     SetContext { job: String, key: String, value: String, reply: Reply<()> },
@@ -97,6 +98,20 @@ enum Command {
     Heartbeat { req: pb::HeartbeatRequest, reply: Reply<pb::HeartbeatResponse> },
     Report { req: pb::ReportRequest, reply: Reply<pb::ReportResponse> },
     Subscribe { job: String, after_seq: u64, reply: Reply<Subscription> },
+    Stats { reply: oneshot::Sender<Stats> },
+}
+
+/// The queue's state at one moment, for metrics and health checks.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Tasks by state over every job in the database.
+    pub counts: Counts,
+    pub jobs: usize,
+    pub workers_connected: usize,
+    /// Slots of the connected workers, and how many are free.
+    pub slots: u64,
+    pub slots_free: u64,
+    pub totals: crate::queue::Totals,
 }
 
 impl Command {
@@ -164,6 +179,10 @@ impl Handle {
         self.call(|reply| Command::CancelJob { job, reason, reply }).await
     }
 
+    pub async fn delete_job(&self, job: String) -> Result<(), Error> {
+        self.call(|reply| Command::DeleteJob { job, reply }).await
+    }
+
     pub async fn cancel_task(&self, task: i64, reason: String) -> Result<(), Error> {
         self.call(|reply| Command::CancelTask { task, reason, reply }).await
     }
@@ -200,6 +219,14 @@ impl Handle {
     pub async fn subscribe(&self, job: String, after_seq: u64) -> Result<Subscription, Error> {
         self.call(|reply| Command::Subscribe { job, after_seq, reply }).await
     }
+
+    /// The queue's state; answered within the dispatcher's next batch, so a timely answer
+    /// also shows the dispatcher is not stuck.
+    pub async fn stats(&self) -> Result<Stats, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Stats { reply }).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
 }
 
 /// Settings of the dispatcher.
@@ -207,7 +234,16 @@ impl Handle {
 pub struct Settings {
     pub limits: crate::queue::Limits,
     pub heartbeat_seconds: u32,
+    /// Finished jobs unchanged for this long are removed (`None`: kept forever).
+    pub retain_ms: Option<u64>,
 }
+
+/// How often retention looks for finished jobs past `--retain-days`.
+pub const RETENTION_SCAN_MS: u64 = 60_000;
+/// Jobs retention marks per scan at most.
+pub const RETENTION_BATCH: u32 = 100;
+/// Rows (or free pages) one purge step deletes at most, in its own short transaction.
+pub const PURGE_STEP_ROWS: u32 = 500;
 
 /// What a batch collects while its commands are applied.
 #[derive(Default)]
@@ -265,6 +301,10 @@ pub struct Dispatcher {
     deferred: VecDeque<Command>,
     /// When idempotency keys past their retention were last pruned (ms).
     pruned_ms: u64,
+    /// Jobs are marked deleted and not purged yet, or free pages may be left to give back.
+    purge_pending: bool,
+    /// When retention looks for expired jobs next (ms).
+    retention_due_ms: u64,
 }
 
 fn labels_of(m: &std::collections::HashMap<String, String>) -> Labels {
@@ -281,9 +321,9 @@ fn new_task(id: TaskId, spec: &pb::TaskSpec, deps: Vec<TaskId>, payload: Option<
         labels: labels_of(&spec.required_labels),
         max_retries: spec.max_retries.unwrap_or(0),
         retry: RetryPolicy {
-            initial_ms: p.initial_backoff_ms as u64,
-            multiplier: if p.multiplier > 0.0 { p.multiplier } else { 2.0 },
-            max_ms: p.max_backoff_ms as u64,
+            initial_ms: p.initial_backoff_ms,
+            multiplier: if p.multiplier > 0.0 { p.multiplier as f32 } else { 2.0 },
+            max_ms: p.max_backoff_ms,
         },
         payload,
     }
@@ -401,6 +441,7 @@ impl Dispatcher {
     pub async fn new(loaded: Loaded, mut writer: Writer, settings: Settings) -> Result<(Dispatcher, Handle), Error> {
         let now = now_ms();
         let mut sched = Scheduler::new(settings.limits);
+        sched.set_clock(now);
         for j in &loaded.jobs {
             sched.insert_job(JobId::from(j.job_id.as_str()), j.counts, j.cancelled, j.last_seq);
         }
@@ -423,6 +464,8 @@ impl Dispatcher {
             rx,
             deferred: VecDeque::new(),
             pruned_ms: 0,
+            purge_pending: loaded.purge_pending,
+            retention_due_ms: now,
         };
         Ok((d, Handle { tx }))
     }
@@ -437,7 +480,14 @@ impl Dispatcher {
     /// memory is then ahead of the database and the process must restart from the database.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), Error> {
         loop {
-            let deadline = self.sched.next_deadline();
+            let mut deadline = self.sched.next_deadline();
+            if self.settings.retain_ms.is_some() {
+                deadline = Some(deadline.map_or(self.retention_due_ms, |d| d.min(self.retention_due_ms)));
+            }
+            if self.purge_pending {
+                // Purge steps run whenever no command waits.
+                deadline = Some(0);
+            }
             let sleep = async {
                 match deadline {
                     Some(at) => tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await,
@@ -462,6 +512,9 @@ impl Dispatcher {
             };
             let cmds = self.next_batch(first);
             self.process(cmds).await?;
+            if self.rx.is_empty() && self.deferred.is_empty() {
+                self.housekeeping().await?;
+            }
         }
         tracing::info!("dispatcher stopping");
         self.rx.close();
@@ -498,6 +551,8 @@ impl Dispatcher {
 
     async fn process(&mut self, cmds: Vec<Command>) -> Result<(), Error> {
         let now = now_ms();
+        self.sched.set_clock(now);
+        let commands = cmds.len();
         let mut b = Batch::default();
         if now.saturating_sub(self.pruned_ms) >= idempotency::PRUNE_EVERY_MS {
             self.pruned_ms = now;
@@ -520,22 +575,80 @@ impl Dispatcher {
                 });
             }
         }
-        if !b.writes.is_empty()
-            && let Err(e) = self.writer.commit(&b.writes, now as i64).await
-        {
-            tracing::error!(error = %e, "commit failed; stopping so that a restart reloads the database");
-            let err = Error::Unavailable("the coordinator could not commit; retry after it restarts".into());
-            for r in b.replies {
-                r(Some(&err));
+        let mut commit_seconds = None;
+        if !b.writes.is_empty() {
+            let started = std::time::Instant::now();
+            if let Err(e) = self.writer.commit(&b.writes, now as i64).await {
+                tracing::error!(error = %e, "commit failed; stopping so that a restart reloads the database");
+                let err = Error::Unavailable("the coordinator could not commit; retry after it restarts".into());
+                for r in b.replies {
+                    r(Some(&err));
+                }
+                return Err(e);
             }
-            return Err(e);
+            commit_seconds = Some(started.elapsed().as_secs_f64());
         }
+        crate::metrics::record_batch(commands, commit_seconds, &b.effects);
         for r in b.replies {
             r(None);
         }
         self.send_to_workers(&mut b.effects).await?;
         self.publish(events, now);
         self.sched.evict_final();
+        Ok(())
+    }
+
+    /// Retention and purging, between batches when no command waits. Each call does one
+    /// small step (one transaction of at most [`PURGE_STEP_ROWS`] rows), so removing a job of
+    /// any size never holds up calls for long.
+    async fn housekeeping(&mut self) -> Result<(), Error> {
+        let now = now_ms();
+        if let Some(retain) = self.settings.retain_ms
+            && now >= self.retention_due_ms
+        {
+            // A short retention (tests, fractions of a day) is looked at more often.
+            self.retention_due_ms = now + RETENTION_SCAN_MS.min(retain / 2).max(50);
+            self.expire(now.saturating_sub(retain)).await?;
+        }
+        if !self.purge_pending {
+            return Ok(());
+        }
+        match self.writer.purge_step(PURGE_STEP_ROWS).await {
+            Ok(Purge::Idle) => self.purge_pending = false,
+            Ok(Purge::Job(job)) => {
+                crate::metrics::record_purged(1);
+                tracing::info!(job = %job, "deleted job purged");
+            }
+            Ok(Purge::Rows | Purge::Vacuumed) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "purging deleted jobs failed; trying again at the next scan");
+                self.purge_pending = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the finished jobs unchanged since `before_ms` deleted (a batch of them).
+    async fn expire(&mut self, before_ms: u64) -> Result<(), Error> {
+        let jobs = match self.writer.expired_jobs(before_ms as i64, RETENTION_BATCH).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::warn!(error = %e, "retention could not look for expired jobs");
+                return Ok(());
+            }
+        };
+        let mut b = Batch::default();
+        for job in jobs {
+            // Memory is the authority: a job retried since its row was read stays.
+            let _ = self.delete_job(&JobId::from(job), &mut b);
+        }
+        if b.writes.delete_jobs.is_empty() {
+            return Ok(());
+        }
+        // As for any batch: memory is ahead of the database if this fails, so the dispatcher
+        // stops and the restart reloads from the database.
+        self.writer.commit(&b.writes, now_ms() as i64).await?;
+        tracing::info!(jobs = b.writes.delete_jobs.len(), "retention: finished jobs removed");
         Ok(())
     }
 
@@ -567,6 +680,10 @@ impl Dispatcher {
             }
             Command::CancelJob { job, reason, reply } => {
                 let r = self.cancel_job(job, reason, b);
+                b.answer(reply, r);
+            }
+            Command::DeleteJob { job, reply } => {
+                let r = self.delete_job(&JobId::from(job), b);
                 b.answer(reply, r);
             }
             Command::CancelTask { task, reason, reply } => {
@@ -601,7 +718,21 @@ impl Dispatcher {
                 let r = self.subscribe(job, after_seq, now);
                 b.answer(reply, r);
             }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.stats());
+            }
         }
+    }
+
+    fn stats(&self) -> Stats {
+        let (counts, jobs) = self.sched.counts();
+        let mut s = Stats { counts, jobs, totals: self.sched.totals(), ..Stats::default() };
+        for (_, w) in self.sched.workers().filter(|(_, w)| w.session.is_some()) {
+            s.workers_connected += 1;
+            s.slots += w.slots as u64;
+            s.slots_free += w.slots.saturating_sub(w.held.len() as u32) as u64;
+        }
+        s
     }
 
     /// The first answer to a repeated idempotency key: from this batch, or from the store.
@@ -654,6 +785,18 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Takes a finished job out of memory and marks it deleted with the batch; its rows are
+    /// purged later, between batches (see `housekeeping`).
+    fn delete_job(&mut self, job: &JobId, b: &mut Batch) -> Result<(), Error> {
+        self.sched.remove_job(job)?;
+        self.feeds.remove(job);
+        self.context.remove_scope(job.as_str());
+        b.touched_jobs.remove(job);
+        b.writes.delete_jobs.push(job.to_string());
+        self.purge_pending = true;
+        Ok(())
+    }
+
     async fn cancel_task(&mut self, task: i64, reason: String, b: &mut Batch) -> Result<(), Error> {
         let reason = if reason.is_empty() { defaults::TASK_CANCEL_REASON.to_string() } else { reason };
         if self.sched.task(TaskId(task)).is_none() {
@@ -698,6 +841,7 @@ impl Dispatcher {
             lease_seconds: (self.settings.limits.lease_ms / 1_000) as u32,
             heartbeat_interval_seconds: self.settings.heartbeat_seconds,
             stale: stale.into_iter().map(|(t, a)| pb::TaskRef { task_id: t.0, attempt: a }).collect(),
+            coordinator_version: contract::VERSION.to_string(),
         }
     }
 
@@ -999,7 +1143,7 @@ impl Dispatcher {
         for e in &b.effects {
             // (job, task, kind, new state, previous state, attempt, message)
             let (job, id, kind, to, from, attempt, message) = match e {
-                Effect::Changed { id, job, from, to, attempt, reason } => {
+                Effect::Changed { id, job, from, to, attempt, reason, .. } => {
                     (job, *id, pb::JobEventKind::TaskState, Some(*to), *from, *attempt, reason)
                 }
                 Effect::Progress { id, job, attempt, message } => {

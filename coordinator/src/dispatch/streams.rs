@@ -65,6 +65,11 @@ impl Context {
         c
     }
 
+    /// Forgets a deleted job's scope.
+    pub fn remove_scope(&mut self, scope: &str) {
+        self.scopes.remove(scope);
+    }
+
     /// Sets (or with an empty value, removes) a key, within the per-scope limits.
     pub fn set(&mut self, scope: &str, key: &str, value: &str) -> Result<(), Error> {
         let s = self.scopes.entry(scope.to_string()).or_default();

@@ -41,6 +41,10 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in the contract's order.
+    pub const ALL: [State; 6] =
+        [State::Waiting, State::Pending, State::InProgress, State::Completed, State::Failed, State::Cancelled];
+
     /// Completed, failed and cancelled are final.
     pub fn is_final(self) -> bool {
         matches!(self, State::Completed | State::Failed | State::Cancelled)
@@ -81,17 +85,18 @@ impl State {
 /// Backoff between retries.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RetryPolicy {
-    pub initial_ms: u64,
-    pub multiplier: f64,
-    pub max_ms: u64,
+    pub initial_ms: u32,
+    /// f32 keeps the entry small; a multiplier needs no more precision.
+    pub multiplier: f32,
+    pub max_ms: u32,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            initial_ms: defaults::INITIAL_BACKOFF_MS as u64,
-            multiplier: defaults::BACKOFF_MULTIPLIER,
-            max_ms: defaults::MAX_BACKOFF_MS as u64,
+            initial_ms: defaults::INITIAL_BACKOFF_MS,
+            multiplier: defaults::BACKOFF_MULTIPLIER as f32,
+            max_ms: defaults::MAX_BACKOFF_MS,
         }
     }
 }
@@ -100,8 +105,9 @@ impl RetryPolicy {
     /// The wait before retry number `retry` (1-based).
     pub fn backoff_ms(&self, retry: u32) -> u64 {
         let exp = retry.saturating_sub(1).min(64) as i32;
-        let ms = self.initial_ms as f64 * self.multiplier.powi(exp);
-        if ms.is_finite() { (ms as u64).min(self.max_ms) } else { self.max_ms }
+        let ms = self.initial_ms as f64 * (self.multiplier as f64).powi(exp);
+        let max = self.max_ms as u64;
+        if ms.is_finite() { (ms as u64).min(max) } else { max }
     }
 }
 
@@ -230,6 +236,10 @@ pub struct Entry {
     /// For a task cancelled because a dependency failed: the task at the root of it.
     pub cancel_cause: Option<TaskId>,
     pub reason: String,
+    /// When it entered its state, and when it was added (or restored): the clock's low 32
+    /// bits, so durations are right up to 49 days (wrapping differences; the entry stays small).
+    pub since: u32,
+    pub added: u32,
     /// The encoded spec while it is cached (see [`Limits::payload_cache_bytes`]).
     pub payload: Option<Arc<[u8]>>,
     ready_gen: u32,
@@ -253,6 +263,24 @@ impl Counts {
 
     pub fn all_final(&self) -> bool {
         self.total() > 0 && self.waiting + self.pending + self.in_progress == 0
+    }
+
+    pub fn get(&self, s: State) -> u64 {
+        match s {
+            State::Waiting => self.waiting,
+            State::Pending => self.pending,
+            State::InProgress => self.in_progress,
+            State::Completed => self.completed,
+            State::Failed => self.failed,
+            State::Cancelled => self.cancelled,
+        }
+    }
+
+    /// Adds another job's counts.
+    pub fn merge(&mut self, o: &Counts) {
+        for s in State::ALL {
+            *self.slot(s) += o.get(s);
+        }
     }
 
     fn slot(&mut self, s: State) -> &mut u64 {
@@ -342,8 +370,19 @@ pub enum Outcome {
 /// What happened, for the caller to persist and perform.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
-    /// A task changed state (or was created: `from` is `None`).
-    Changed { id: TaskId, job: JobId, from: Option<State>, to: State, attempt: u32, reason: String },
+    /// A task changed state (or was created: `from` is `None`). `held_ms`: how long it was
+    /// in `from`; `age_ms`: since it was added (both by the scheduler's clock, see
+    /// [`Scheduler::set_clock`]; a task restored at start-up counts from the restart).
+    Changed {
+        id: TaskId,
+        job: JobId,
+        from: Option<State>,
+        to: State,
+        attempt: u32,
+        reason: String,
+        held_ms: u64,
+        age_ms: u64,
+    },
     /// Send this attempt to the worker; `payload` is its spec, or `None` when the caller must
     /// read it from the store.
     Assign { worker: WorkerId, id: TaskId, job: JobId, attempt: u32, lease_expires_ms: u64, payload: Option<Arc<[u8]>> },
@@ -390,11 +429,43 @@ pub struct Scheduler {
     swept_ms: u64,
     /// Bytes of the payloads held by entries.
     cached_bytes: usize,
+    /// The time of the batch being applied (ms), for the timings of `Effect::Changed`.
+    clock_ms: u64,
+    totals: Totals,
+}
+
+/// Running totals since start-up, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Attempts lost to an expired lease or a worker that came back without them.
+    pub lease_losses: u64,
+    /// Failed attempts queued again after a backoff.
+    pub retries: u64,
+    /// Tasks failed for good.
+    pub dead_lettered: u64,
 }
 
 impl Scheduler {
     pub fn new(limits: Limits) -> Self {
         Scheduler { limits, ..Default::default() }
+    }
+
+    /// Sets the time the next changes happen at (the dispatcher calls it once per batch).
+    pub fn set_clock(&mut self, now: u64) {
+        self.clock_ms = now;
+    }
+
+    pub fn totals(&self) -> Totals {
+        self.totals
+    }
+
+    /// Every job's counts added up, and the number of jobs.
+    pub fn counts(&self) -> (Counts, usize) {
+        let mut c = Counts::default();
+        for info in self.jobs.values() {
+            c.merge(&info.counts);
+        }
+        (c, self.jobs.len())
     }
 
     // ----- reads -----
@@ -420,8 +491,9 @@ impl Scheduler {
     }
 
     /// Allocates the job's next event sequence number.
+    /// The job's next event sequence number (0 for a job no longer known: deleted).
     pub fn next_seq(&mut self, job: &JobId) -> u64 {
-        let info = self.jobs.entry(job.clone()).or_default();
+        let Some(info) = self.jobs.get_mut(job) else { return 0 };
         info.last_seq += 1;
         info.last_seq
     }
@@ -525,6 +597,8 @@ impl Scheduler {
                 to: State::Waiting,
                 attempt: 0,
                 reason: String::new(),
+                held_ms: 0,
+                age_ms: 0,
             });
             self.settle(id, stored, &mut fx);
         }
@@ -607,6 +681,21 @@ impl Scheduler {
         }
     }
 
+    /// Forgets a job whose tasks are all final (or that has none), for DeleteJob and
+    /// retention; returns its counts. Its final tasks are no longer in memory.
+    pub fn remove_job(&mut self, job: &JobId) -> Result<Counts, Refusal> {
+        let info = self.jobs.get(job).ok_or_else(|| Refusal::NotFound(format!("job {job} not found")))?;
+        let c = info.counts;
+        let live = c.waiting + c.pending + c.in_progress;
+        if live > 0 {
+            return Err(Refusal::FailedPrecondition(format!(
+                "job {job} has {live} tasks that are not final; cancel it or wait for them first"
+            )));
+        }
+        self.jobs.remove(job);
+        Ok(c)
+    }
+
     /// Cancels one task that is not final (and, through the cascade, its dependents).
     pub fn cancel_task(&mut self, id: TaskId, reason: &str) -> Result<Vec<Effect>, Refusal> {
         let e = self.tasks.get(&id).ok_or_else(|| Refusal::NotFound(format!("task {id} not found")))?;
@@ -642,6 +731,8 @@ impl Scheduler {
                 to: State::Waiting,
                 attempt: r.attempt,
                 reason: "retried".to_string(),
+                held_ms: 0,
+                age_ms: 0,
             });
             self.settle(id, stored, &mut fx);
         }
@@ -956,6 +1047,8 @@ impl Scheduler {
                 avoid: None,
                 cancel_cause: None,
                 reason: String::new(),
+                since: self.clock_ms as u32,
+                added: self.clock_ms as u32,
                 payload,
                 ready_gen: 0,
             }),
@@ -1006,6 +1099,15 @@ impl Scheduler {
         let e = self.tasks.get_mut(&id).expect("transition of a task in memory");
         let from = e.state;
         e.state = to;
+        let now = self.clock_ms as u32;
+        let held_ms = now.wrapping_sub(e.since) as u64;
+        let age_ms = now.wrapping_sub(e.added) as u64;
+        e.since = now;
+        match to {
+            State::Failed => self.totals.dead_lettered += 1,
+            State::Waiting if from == State::InProgress => self.totals.retries += 1,
+            _ => {}
+        }
         if !reason.is_empty() || to == State::Pending {
             e.reason = reason.clone();
         }
@@ -1013,7 +1115,16 @@ impl Scheduler {
             info.counts.sub(from);
             info.counts.add(to);
         }
-        fx.push(Effect::Changed { id, job: e.job.clone(), from: Some(from), to, attempt: e.attempt, reason });
+        fx.push(Effect::Changed {
+            id,
+            job: e.job.clone(),
+            from: Some(from),
+            to,
+            attempt: e.attempt,
+            reason,
+            held_ms,
+            age_ms,
+        });
     }
 
     fn push_ready(&mut self, id: TaskId) {
@@ -1048,6 +1159,7 @@ impl Scheduler {
     fn lose_attempt(&mut self, id: TaskId, reason: String, fx: &mut Vec<Effect>) {
         let e = self.tasks.get_mut(&id).expect("lost attempt of a task in memory");
         e.lost_leases += 1;
+        self.totals.lease_losses += 1;
         let lost = e.lost_leases;
         if lost >= self.limits.max_lease_losses {
             let reason = format!("{reason}; {lost} attempts lost, giving up");

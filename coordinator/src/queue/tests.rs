@@ -843,3 +843,75 @@ proptest! {
 fn chain_from(first: i64, last: i64) -> Vec<NewTask> {
     (first..=last).map(|i| NewTask { deps: if i > first { vec![TaskId(i - 1)] } else { vec![] }, ..task(i) }).collect()
 }
+
+// ----- timings and totals (for metrics), job removal -----
+
+/// (from, to, held_ms, age_ms) of every state change in `fx`.
+fn timings(fx: &[Effect]) -> Vec<(Option<State>, State, u64, u64)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Changed { from, to, held_ms, age_ms, .. } => Some((*from, *to, *held_ms, *age_ms)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn state_changes_carry_how_long_the_task_was_in_the_old_state() {
+    let mut s = sched();
+    s.set_clock(1_000);
+    add(&mut s, vec![task(1)]);
+    let w = worker(&mut s, "w", 1);
+    s.set_clock(1_250);
+    let fx = s.dispatch(1_250);
+    assert_eq!(timings(&fx), vec![(Some(State::Pending), State::InProgress, 250, 250)]);
+    s.set_clock(2_000);
+    let fx = s.report(&w, TaskId(1), 1, Outcome::Completed, 2_000).unwrap();
+    assert_eq!(timings(&fx), vec![(Some(State::InProgress), State::Completed, 750, 1_000)]);
+    // The low 32 bits of the clock wrap: differences stay right.
+    let mut s = sched();
+    s.set_clock(u32::MAX as u64 - 10);
+    add(&mut s, vec![task(2)]);
+    worker(&mut s, "w", 1);
+    s.set_clock(u32::MAX as u64 + 90);
+    assert_eq!(timings(&s.dispatch(0))[0].2, 100);
+}
+
+#[test]
+fn totals_count_lost_leases_retries_and_dead_letters() {
+    let mut s = sched();
+    let retried = NewTask { max_retries: 1, ..task(1) };
+    add(&mut s, vec![retried, task(2)]);
+    let w = worker(&mut s, "w", 2);
+    s.dispatch(0);
+    let failed = || Outcome::Failed { reason: "boom".into(), retryable: true };
+    s.report(&w, TaskId(1), 1, failed(), 1).unwrap();
+    s.report(&w, TaskId(2), 1, failed(), 1).unwrap();
+    assert_eq!(s.totals(), Totals { lease_losses: 0, retries: 1, dead_lettered: 1 });
+    // Task 1 runs again after its backoff; its lease expires three times.
+    for round in 0..3u64 {
+        let t = 10_000 + round * 10_000;
+        s.tick(t);
+        s.heartbeat(&w, &[], t).ok();
+        s.dispatch(t);
+        s.tick(t + 5_000);
+    }
+    let t = s.totals();
+    assert_eq!((t.lease_losses, t.retries, t.dead_lettered), (3, 1, 2), "{t:?}");
+    assert_eq!(state(&s, 1), State::Failed);
+}
+
+#[test]
+fn only_a_finished_job_is_removed() {
+    let mut s = sched();
+    add(&mut s, vec![task(1)]);
+    let refused = s.remove_job(&job()).unwrap_err();
+    assert!(matches!(&refused, Refusal::FailedPrecondition(m) if m.contains("1 tasks that are not final")));
+    s.cancel_task(TaskId(1), "stop").unwrap();
+    s.evict_final();
+    assert_eq!(s.remove_job(&job()).unwrap().cancelled, 1);
+    assert!(s.job(&job()).is_none());
+    assert!(matches!(s.remove_job(&job()), Err(Refusal::NotFound(_))));
+    assert_eq!(s.next_seq(&job()), 0, "a removed job gets no events");
+    assert_eq!(s.counts().1, 0);
+}

@@ -124,6 +124,10 @@ pub fn spawn(exe: &Path, inv: &Invocation) -> io::Result<Supervised> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false);
+    // Agents and hooks must not speak to systemd for the worker.
+    for v in orca_proto::systemd::VARIABLES {
+        cmd.env_remove(v);
+    }
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe calls (setsid, fcntl).
     unsafe {

@@ -378,6 +378,23 @@ impl State {
         .min_by_key(|(at, _)| *at)
     }
 
+    /// One line for the service manager (`systemctl status`): what the worker is doing.
+    pub fn status(&self) -> String {
+        let running = self.running();
+        if self.exiting() {
+            return format!("draining: {running} running");
+        }
+        if let Some(why) = self.paused() {
+            return format!("paused ({why}): {running} running");
+        }
+        match self.link {
+            Link::Up if self.closing.is_none() => {
+                format!("connected: {} of {} slots busy", self.busy(), self.settings.slots)
+            }
+            _ => format!("connecting: {running} running"),
+        }
+    }
+
     /// Agents running, including those being stopped.
     pub fn running(&self) -> usize {
         self.held.values().filter(|h| h.running).count()

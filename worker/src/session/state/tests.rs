@@ -16,6 +16,7 @@ fn register_response(stale: &[Key]) -> pb::RegisterResponse {
         lease_seconds: 30,
         heartbeat_interval_seconds: 10,
         stale: stale.iter().map(task_ref).collect(),
+        coordinator_version: "0.2.0".into(),
     }
 }
 
@@ -801,4 +802,20 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn the_status_line_follows_the_link_the_slots_and_the_drain() {
+    let mut h = Harness::new(settings(2));
+    assert_eq!(h.s.status(), "connecting: 0 running");
+    h.fire();
+    assert_eq!(h.s.status(), "connecting: 0 running", "connecting until the stream is open");
+    h.apply(Input::Connected(Some(register_response(&[]))));
+    assert_eq!(h.s.status(), "connected: 0 of 2 slots busy");
+    h.apply(assign(&[(1, 1)]));
+    assert_eq!(h.s.status(), "connected: 1 of 2 slots busy");
+    h.apply(Input::StreamEnded("reset".into()));
+    assert_eq!(h.s.status(), "connecting: 1 running");
+    h.apply(Input::Signal(Signal::Terminate));
+    assert_eq!(h.s.status(), "draining: 1 running");
 }

@@ -1,0 +1,85 @@
+//! The coordinator's HTTP side (`--http-listen`, off by default): `/metrics` (Prometheus
+//! text exposition) and `/healthz`. It runs beside gRPC on its own listener and stops with it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::dispatch::Handle;
+
+/// How long a scrape or health check waits for the dispatcher's answer.
+pub const STATS_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+struct Ctx {
+    handle: Handle,
+    metrics: PrometheusHandle,
+    db: PathBuf,
+    shutdown: CancellationToken,
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    handle: Handle,
+    db: PathBuf,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let ctx = Ctx { handle, metrics: crate::metrics::install(), db, shutdown: shutdown.clone() };
+    let app = Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz)).with_state(ctx);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+/// Bytes of the database: the main file and its write-ahead log.
+pub fn db_bytes(db: &std::path::Path) -> u64 {
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    size(db) + size(std::path::Path::new(&wal))
+}
+
+async fn metrics(State(ctx): State<Ctx>) -> impl IntoResponse {
+    // A dispatcher that does not answer leaves the gauges as they were; /healthz says why.
+    if let Ok(Ok(stats)) = tokio::time::timeout(STATS_TIMEOUT, ctx.handle.stats()).await {
+        crate::metrics::set_stats(&stats, db_bytes(&ctx.db));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], ctx.metrics.render())
+}
+
+/// 200 `serving` while the dispatcher answers; 503 with the reason otherwise.
+async fn healthz(State(ctx): State<Ctx>) -> impl IntoResponse {
+    if ctx.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".to_string());
+    }
+    match tokio::time::timeout(STATS_TIMEOUT, ctx.handle.stats()).await {
+        Ok(Ok(s)) => (
+            StatusCode::OK,
+            format!(
+                "serving\njobs {}\nlive_tasks {}\nworkers_connected {}\n",
+                s.jobs,
+                s.counts.waiting + s.counts.pending + s.counts.in_progress,
+                s.workers_connected
+            ),
+        ),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("unavailable: {e}\n")),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the dispatcher did not answer within {} s\n", STATS_TIMEOUT.as_secs()),
+        ),
+    }
+}
+
+/// Binds `addr` (port 0 picks one) and returns the listener with its bound address.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let l = tokio::net::TcpListener::bind(addr).await?;
+    let bound = l.local_addr()?;
+    Ok((l, bound))
+}
