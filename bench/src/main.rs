@@ -244,6 +244,7 @@ async fn latency(args: &Args, dir: &Path) -> Result<(f64, f64, f64, usize)> {
                         task_id: asg.task_id,
                         attempt: asg.attempt,
                         body: Some(pb::report::Body::Completed(pb::Completed::default())),
+                        ..Default::default()
                     });
                 }
             }

@@ -218,7 +218,7 @@ impl Client {
     ) -> Result<pb::Job, Error> {
         let metadata = metadata.map(json_to_struct).transpose()?;
         let req = pb::CreateJobRequest { description: description.to_string(), metadata, ..Default::default() };
-        Ok(self.inner.clone().create_job(req).await?.into_inner())
+        Ok(self.inner.clone().create_job(orca_telemetry::request(req)).await?.into_inner())
     }
 
     /// Adds one task; returns its id.
@@ -240,12 +240,17 @@ impl Client {
     pub async fn add_subtasks(&self, job: &str, tasks: Vec<Subtask>) -> Result<Vec<i64>, Error> {
         let tasks = tasks.into_iter().map(Subtask::into_spec).collect::<Result<Vec<_>, _>>()?;
         let req = pb::AddTasksRequest { job_id: job.to_string(), tasks, ..Default::default() };
-        Ok(self.inner.clone().add_tasks(req).await?.into_inner().task_ids)
+        Ok(self.inner.clone().add_tasks(orca_telemetry::request(req)).await?.into_inner().task_ids)
     }
 
     /// The job, with its state and counts.
     pub async fn get_job(&self, job: &str) -> Result<pb::Job, Error> {
-        Ok(self.inner.clone().get_job(pb::GetJobRequest { job_id: job.to_string() }).await?.into_inner())
+        Ok(self
+            .inner
+            .clone()
+            .get_job(orca_telemetry::request(pb::GetJobRequest { job_id: job.to_string() }))
+            .await?
+            .into_inner())
     }
 
     /// The job's counts: `total_tasks`, `waiting`, `pending`, `in_progress`, `completed`,
@@ -260,7 +265,7 @@ impl Client {
         let mut token = String::new();
         loop {
             let req = pb::ListJobsRequest { page_size: PAGE, page_token: token };
-            let page = self.inner.clone().list_jobs(req).await?.into_inner();
+            let page = self.inner.clone().list_jobs(orca_telemetry::request(req)).await?.into_inner();
             out.extend(page.jobs);
             if page.next_page_token.is_empty() {
                 return Ok(out);
@@ -271,7 +276,7 @@ impl Client {
 
     /// One task, with its spec and result.
     pub async fn get_task(&self, task_id: i64) -> Result<pb::Task, Error> {
-        Ok(self.inner.clone().get_task(pb::GetTaskRequest { task_id }).await?.into_inner())
+        Ok(self.inner.clone().get_task(orca_telemetry::request(pb::GetTaskRequest { task_id })).await?.into_inner())
     }
 
     /// The job's tasks in the given states (all when empty), every page.
@@ -286,7 +291,7 @@ impl Client {
                 page_token: token,
                 summary_only: false,
             };
-            let page = self.inner.clone().list_tasks(req).await?.into_inner();
+            let page = self.inner.clone().list_tasks(orca_telemetry::request(req)).await?.into_inner();
             out.extend(page.tasks);
             if page.next_page_token.is_empty() {
                 return Ok(out);
@@ -309,25 +314,25 @@ impl Client {
     /// returns the ids brought back.
     pub async fn retry_failed_tasks(&self, job: &str) -> Result<Vec<i64>, Error> {
         let req = pb::RetryTasksRequest { job_id: job.to_string(), task_ids: vec![] };
-        Ok(self.inner.clone().retry_tasks(req).await?.into_inner().task_ids)
+        Ok(self.inner.clone().retry_tasks(orca_telemetry::request(req)).await?.into_inner().task_ids)
     }
 
     /// Retries the given failed or cancelled tasks.
     pub async fn retry_tasks(&self, task_ids: &[i64]) -> Result<Vec<i64>, Error> {
         let req = pb::RetryTasksRequest { job_id: String::new(), task_ids: task_ids.to_vec() };
-        Ok(self.inner.clone().retry_tasks(req).await?.into_inner().task_ids)
+        Ok(self.inner.clone().retry_tasks(orca_telemetry::request(req)).await?.into_inner().task_ids)
     }
 
     /// Cancels every unfinished task of the job; running agents are stopped.
     pub async fn cancel_job(&self, job: &str, reason: &str) -> Result<pb::Job, Error> {
         let req = pb::CancelJobRequest { job_id: job.to_string(), reason: reason.to_string() };
-        Ok(self.inner.clone().cancel_job(req).await?.into_inner())
+        Ok(self.inner.clone().cancel_job(orca_telemetry::request(req)).await?.into_inner())
     }
 
     /// Cancels one task (and the tasks that depend on it).
     pub async fn cancel_task(&self, task_id: i64, reason: &str) -> Result<pb::Task, Error> {
         let req = pb::CancelTaskRequest { task_id, reason: reason.to_string() };
-        Ok(self.inner.clone().cancel_task(req).await?.into_inner())
+        Ok(self.inner.clone().cancel_task(orca_telemetry::request(req)).await?.into_inner())
     }
 
     /// Sets a shared-context key (`job` None: global); workers put shared context into every
@@ -338,14 +343,14 @@ impl Client {
             key: key.to_string(),
             value: value.to_string(),
         };
-        self.inner.clone().set_context(req).await?;
+        self.inner.clone().set_context(orca_telemetry::request(req)).await?;
         Ok(())
     }
 
     /// The shared context of a job (`None`: the global one).
     pub async fn get_shared_context(&self, job: Option<&str>) -> Result<HashMap<String, String>, Error> {
         let req = pb::GetContextRequest { job_id: job.unwrap_or("").to_string() };
-        Ok(self.inner.clone().get_context(req).await?.into_inner().values)
+        Ok(self.inner.clone().get_context(orca_telemetry::request(req)).await?.into_inner().values)
     }
 
     /// A stream of the job's events: a snapshot, then every state change and progress chunk.

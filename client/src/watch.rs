@@ -47,7 +47,7 @@ async fn run(
     let mut failures = 0u32;
     loop {
         let req = pb::WatchJobRequest { job_id: job.clone(), after_seq: delivered, follow: options.follow };
-        let err = match client.watch_job(req).await {
+        let err = match client.watch_job(orca_telemetry::request(req)).await {
             Ok(resp) => {
                 let mut stream = resp.into_inner();
                 loop {

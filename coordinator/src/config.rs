@@ -83,6 +83,10 @@ pub struct Config {
     #[arg(long, env = "ORCA_RETAIN_DAYS", default_value_t = 30.0, value_parser = retain_days)]
     pub retain_days: f64,
 
+    /// Log lines: human-readable, or JSON objects with the trace id of the span they are in.
+    #[arg(long, env = "ORCA_LOG_FORMAT", value_enum, default_value_t = orca_telemetry::LogFormat::Human)]
+    pub log_format: orca_telemetry::LogFormat,
+
     /// Commit durability.
     #[arg(long, env = "ORCA_DURABILITY", value_enum, default_value_t = DurabilityArg::Full)]
     pub durability: DurabilityArg,

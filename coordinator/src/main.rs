@@ -18,10 +18,7 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ORCA_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let telemetry = orca_telemetry::init("orca-coordinator", config.log_format, "info");
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
@@ -34,7 +31,9 @@ async fn main() -> anyhow::Result<()> {
         }
         on_signal.cancel();
     });
-    if let Err(e) = orca_coordinator::run(config, shutdown).await {
+    let result = orca_coordinator::run(config, shutdown).await;
+    telemetry.shutdown().await;
+    if let Err(e) = result {
         tracing::error!(error = %e, "coordinator failed");
         eprintln!("orca-coordinator: {e}");
         std::process::exit(1);

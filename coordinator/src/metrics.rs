@@ -293,7 +293,12 @@ where
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         let (service, method) = labels_of(req.uri().path());
-        let call = self.inner.call(req);
+        // Without export, `Span::none()`: instrumenting with it costs next to nothing.
+        let span = match orca_telemetry::enabled() {
+            true => rpc_span(service, method, req.headers()),
+            false => tracing::Span::none(),
+        };
+        let call = tracing::Instrument::instrument(self.inner.call(req), span);
         Box::pin(async move {
             let mut rec = Recording { service, method, start: Instant::now(), code: None };
             let res = call.await?;
@@ -303,6 +308,28 @@ where
             Ok(res.map(|inner| Observed { inner, rec: Some(Arc::new(rec)) }))
         })
     }
+}
+
+/// The span of one call, child of the caller's `traceparent` when it sent one. The workers'
+/// calls (heartbeats, reports, streams), health checks and reflection get none unless their
+/// caller traces: they would each start a trace of their own. Final reports get their own
+/// spans in their task's trace (see `service::report_spans`).
+fn rpc_span(service: &str, method: &str, headers: &http::HeaderMap) -> tracing::Span {
+    let parent = headers.get(orca_telemetry::TRACEPARENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if parent.is_empty() && service != "orca.v1.Orchestrator" {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "rpc",
+        otel.name = %format_args!("{service}/{method}"),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        trace_id = tracing::field::Empty
+    );
+    orca_telemetry::set_parent(&span, parent);
+    span
 }
 
 struct Recording {

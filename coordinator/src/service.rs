@@ -45,6 +45,41 @@ pub struct Services {
 }
 
 /// One ListTasks page, with the token of the next one when more tasks follow.
+/// The trace context stored with new tasks: this call's span when spans are exported, else
+/// the caller's `traceparent` as it came (so the worker still joins the caller's trace).
+fn task_trace_parent(md: &tonic::metadata::MetadataMap) -> String {
+    if orca_telemetry::enabled() {
+        return orca_telemetry::traceparent(&tracing::Span::current()).unwrap_or_default();
+    }
+    orca_telemetry::from_metadata(md).filter(|tp| orca_telemetry::is_traceparent(tp)).unwrap_or_default().to_string()
+}
+
+fn report_spans(r: &pb::ReportRequest) -> Vec<tracing::Span> {
+    use pb::report::Body;
+    r.reports
+        .iter()
+        .filter(|rep| !rep.trace_parent.is_empty())
+        .filter_map(|rep| {
+            let outcome = match rep.body.as_ref()? {
+                Body::Completed(_) => "completed",
+                Body::Failed(_) => "failed",
+                Body::HandedBack(_) => "handed_back",
+                Body::Started(_) | Body::Progress(_) => return None,
+            };
+            let span = tracing::info_span!(
+                "report",
+                task_id = rep.task_id,
+                attempt = rep.attempt,
+                worker = %r.worker_id,
+                outcome,
+                trace_id = tracing::field::Empty
+            );
+            orca_telemetry::set_parent(&span, &rep.trace_parent);
+            Some(span)
+        })
+        .collect()
+}
+
 fn task_page(rows: Vec<TaskRecord>, more: bool) -> pb::ListTasksResponse {
     let next = if more { rows.last().map(|t| t.row.task_id.to_string()).unwrap_or_default() } else { String::new() };
     pb::ListTasksResponse { tasks: rows.into_iter().map(convert::task).collect(), next_page_token: next }
@@ -111,10 +146,14 @@ impl pb::orchestrator_server::Orchestrator for Services {
     }
 
     async fn add_tasks(&self, req: Request<pb::AddTasksRequest>) -> Result<Response<pb::AddTasksResponse>, Status> {
+        let trace_parent = task_trace_parent(req.metadata());
         let mut r = req.into_inner();
         let job_id = r.job_id.clone();
         let idem = idempotency::take(&mut r, |r| &mut r.request_id, "AddTasks", &job_id)?;
-        let (job, tasks) = validate::add_tasks(r)?;
+        let (job, mut tasks) = validate::add_tasks(r)?;
+        for t in &mut tasks {
+            t.spec.trace_parent.clone_from(&trace_parent);
+        }
         let task_ids = self.handle.add_tasks(job, tasks, idem).await?;
         Ok(Response::new(pb::AddTasksResponse { task_ids }))
     }
@@ -239,6 +278,10 @@ impl pb::worker_gateway_server::WorkerGateway for Services {
     async fn report(&self, req: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
         let r = req.into_inner();
         validate::report(&r)?;
-        Ok(Response::new(self.handle.report(r).await?))
+        // One span per final report in a trace, open until the reports are committed.
+        let spans = if orca_telemetry::enabled() { report_spans(&r) } else { Vec::new() };
+        let answer = self.handle.report(r).await?;
+        drop(spans);
+        Ok(Response::new(answer))
     }
 }

@@ -524,8 +524,12 @@ mod tests {
         assert!(e.to_string().starts_with("reason: is"), "{e}");
         let e = id("job_id", &"j".repeat(limits::MAX_ID_BYTES + 1)).unwrap_err();
         assert!(e.to_string().starts_with("job_id: is"), "{e}");
-        let handed =
-            pb::Report { task_id: 1, attempt: 1, body: Some(pb::report::Body::HandedBack(pb::HandedBack { reason })) };
+        let handed = pb::Report {
+            task_id: 1,
+            attempt: 1,
+            body: Some(pb::report::Body::HandedBack(pb::HandedBack { reason })),
+            ..Default::default()
+        };
         let e = report(&pb::ReportRequest { worker_id: "w".into(), reports: vec![handed] }).unwrap_err();
         assert!(e.to_string().starts_with("reports[0].handed_back.reason"), "{e}");
         let kinds = vec!["k".to_string(); limits::MAX_AGENT_KINDS + 1];

@@ -269,7 +269,12 @@ impl TestWorker {
                         Seen { worker: wid.clone(), task_id: a.task_id, attempt: a.attempt, prompt, accepted: None };
                     match body {
                         Some(body) => {
-                            reports.push(pb::Report { task_id: a.task_id, attempt: a.attempt, body: Some(body) });
+                            reports.push(pb::Report {
+                                task_id: a.task_id,
+                                attempt: a.attempt,
+                                body: Some(body),
+                                ..Default::default()
+                            });
                             pending_seen.push(seen_one);
                         }
                         None => {

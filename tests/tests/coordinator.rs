@@ -139,6 +139,7 @@ async fn silent_worker_loses_its_task_and_its_late_report_is_rejected() {
                 body: Some(pb::report::Body::Completed(pb::Completed {
                     result: Some(pb::TaskResult { output: "late".into(), ..Default::default() }),
                 })),
+                ..Default::default()
             }],
         })
         .await
@@ -339,6 +340,7 @@ async fn restart_keeps_acknowledged_work_and_honours_leases() {
                 task_id: kept.task_id,
                 attempt: kept.attempt,
                 body: Some(pb::report::Body::Completed(pb::Completed::default())),
+                ..Default::default()
             }],
         })
         .await

@@ -287,7 +287,7 @@ async fn every_rpc_refuses_bad_input_and_changes_nothing() {
     let r = gw
         .report(pb::ReportRequest {
             worker_id: "w".into(),
-            reports: vec![pb::Report { task_id: ids[0], attempt: 1, body: None }],
+            reports: vec![pb::Report { task_id: ids[0], attempt: 1, body: None, ..Default::default() }],
         })
         .await
         .map(|_| ());
@@ -300,6 +300,7 @@ async fn every_rpc_refuses_bad_input_and_changes_nothing() {
                 task_id: ids[0],
                 attempt: 1,
                 body: Some(pb::report::Body::Completed(pb::Completed::default())),
+                ..Default::default()
             }],
         })
         .await

@@ -93,6 +93,10 @@ pub struct Args {
     /// work until space is back (0: no check).
     #[arg(long, env = "ORCA_MIN_FREE_DISK_MB", default_value_t = 1024, value_name = "MB")]
     pub min_free_disk_mb: u64,
+
+    /// Log lines: human-readable, or JSON objects with the trace id of the span they are in.
+    #[arg(long, env = "ORCA_LOG_FORMAT", value_enum, default_value_t = orca_telemetry::LogFormat::Human)]
+    pub log_format: orca_telemetry::LogFormat,
 }
 
 /// A checked configuration.

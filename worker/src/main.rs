@@ -19,6 +19,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let log_format = args.log_format;
     let config = match args.validate() {
         Ok(c) => c,
         Err(e) => {
@@ -26,10 +27,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ORCA_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -37,7 +34,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(orca_worker::run(config)) {
+    // The trace exporter's connection lives on the runtime.
+    let telemetry = {
+        let _in_runtime = runtime.enter();
+        orca_telemetry::init("orca-worker", log_format, "info")
+    };
+    let result = runtime.block_on(orca_worker::run(config));
+    runtime.block_on(telemetry.shutdown());
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("orca-worker: {e}");

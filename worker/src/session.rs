@@ -75,6 +75,8 @@ enum Event {
     Finished {
         key: Key,
         fin: Final,
+        /// The attempt span's traceparent, for its final report.
+        traceparent: Option<String>,
     },
     ReportDone {
         result: Result<pb::ReportResponse, tonic::Status>,
@@ -195,7 +197,7 @@ pub async fn run(ctx: Arc<Ctx>, mut signals: mpsc::Receiver<Signal>) {
     let low_disk = upkeep::check_disk(&ctx.config, false);
     let (upkeep_tx, mut upkeep_rx) = mpsc::channel(UPKEEP_BUFFER);
     tokio::spawn(upkeep::run(ctx.clone(), upkeep_tx, low_disk.is_some()));
-    let mut shell = Shell { ctx, tx, epoch: 0, conn: None, stops: HashMap::new() };
+    let mut shell = Shell { ctx, tx, epoch: 0, conn: None, stops: HashMap::new(), traces: HashMap::new() };
     let (mut signals_open, mut upkeep_open) = (true, true);
     let mut effects = match low_disk {
         Some(_) => state.apply(Input::Disk(low_disk), Instant::now()),
@@ -254,6 +256,9 @@ pub async fn run(ctx: Arc<Ctx>, mut signals: mpsc::Receiver<Signal>) {
     tracing::info!("worker stopped");
 }
 
+/// Traceparents kept for final reports at most.
+const MAX_TRACES: usize = 10_000;
+
 /// What the state must not own.
 struct Shell {
     ctx: Arc<Ctx>,
@@ -263,6 +268,9 @@ struct Shell {
     conn: Option<Conn>,
     /// Of the attempts whose agents run.
     stops: HashMap<Key, watch::Sender<Option<Stop>>>,
+    /// Traceparents of finished attempts until their final report is first sent (a resent
+    /// report goes without: its span is best effort).
+    traces: HashMap<Key, String>,
 }
 
 impl Shell {
@@ -282,7 +290,14 @@ impl Shell {
             Event::ConnectFailed { .. } | Event::StreamEnded { .. } => return None,
             Event::Listen { msg } => Input::Listen(msg),
             Event::Progress { key, message } => Input::Progress { key, message },
-            Event::Finished { key, fin } => {
+            Event::Finished { key, fin, traceparent } => {
+                if let Some(tp) = traceparent.filter(|_| !matches!(fin, Final::Silent)) {
+                    // Reports the state drops (stale attempts) leave theirs: bound the map.
+                    if self.traces.len() >= MAX_TRACES {
+                        self.traces.clear();
+                    }
+                    self.traces.insert(key, tp);
+                }
                 self.stops.remove(&key);
                 Input::Finished { key, fin }
             }
@@ -305,7 +320,14 @@ impl Shell {
                     }
                 }
                 Effect::Register(reg) => self.register(reg),
-                Effect::Report { register, reports } => self.report(register, reports),
+                Effect::Report { register, mut reports } => {
+                    for r in reports.iter_mut().filter(|r| state::is_final(r)) {
+                        if let Some(tp) = self.traces.remove(&(r.task_id, r.attempt)) {
+                            r.trace_parent = tp;
+                        }
+                    }
+                    self.report(register, reports)
+                }
                 Effect::Heartbeat { running } => self.heartbeat(running),
                 Effect::Probe => self.probe(),
                 Effect::Start(a) => self.start(*a),
@@ -429,14 +451,14 @@ impl Shell {
                 };
                 task::run(&ctx, a, stop_rx, &mut progress).await
             });
-            let fin = match inner.await {
-                Ok(fin) => fin,
+            let (fin, traceparent) = match inner.await {
+                Ok(done) => done,
                 Err(e) => {
                     tracing::error!(task = key.0, attempt = key.1, error = %e, "attempt panicked");
-                    task::failed(pb::TaskResult::default(), format!("worker error: {e}"), true)
+                    (task::failed(pb::TaskResult::default(), format!("worker error: {e}"), true), None)
                 }
             };
-            let _ = tx.send(Event::Finished { key, fin }).await;
+            let _ = tx.send(Event::Finished { key, fin, traceparent }).await;
         });
     }
 }

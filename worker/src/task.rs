@@ -67,7 +67,61 @@ fn stderr_note(stderr: &[u8]) -> String {
 }
 
 /// Runs one attempt. `progress` receives text to forward as progress reports.
-pub async fn run(ctx: &Ctx, a: pb::Assignment, mut stop: StopRx, progress: &mut (dyn FnMut(String) + Send)) -> Final {
+/// Runs one attempt in its span (a child of the task's trace when it has one); returns how
+/// it ended and the attempt span's `traceparent`, for the final report.
+pub async fn run(
+    ctx: &Ctx,
+    a: pb::Assignment,
+    stop: StopRx,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> (Final, Option<String>) {
+    let span = tracing::info_span!(
+        "attempt",
+        task_id = a.task_id,
+        job_id = %a.job_id,
+        attempt = a.attempt,
+        worker = %ctx.config.name,
+        trace_id = tracing::field::Empty
+    );
+    let parent = a.spec.as_ref().map(|s| s.trace_parent.as_str()).unwrap_or_default();
+    orca_telemetry::set_parent(&span, parent);
+    // Without export, the caller's context still reaches the agent as it came.
+    let traceparent = orca_telemetry::traceparent(&span).or_else(|| (!parent.is_empty()).then(|| parent.to_string()));
+    let fin =
+        tracing::Instrument::instrument(run_attempt(ctx, a, stop, progress, traceparent.clone()), span.clone()).await;
+    let (outcome, result) = match &fin {
+        Final::Report(Body::Completed(c)) => ("completed", c.result.as_ref()),
+        Final::Report(Body::Failed(f)) => ("failed", f.result.as_ref()),
+        Final::Report(_) => ("handed_back", None),
+        Final::Silent => ("revoked", None),
+        Final::NotStarted(_) => ("not_started", None),
+    };
+    let r = result.cloned().unwrap_or_default();
+    span.in_scope(|| {
+        tracing::info!(
+            outcome,
+            exit_code = r.exit_code,
+            duration_ms = r.duration_ms,
+            cost_usd = r.cost_usd,
+            "attempt finished"
+        )
+    });
+    orca_telemetry::attribute(&span, "outcome", outcome);
+    if result.is_some() {
+        orca_telemetry::attribute(&span, "exit_code", r.exit_code as i64);
+        orca_telemetry::attribute(&span, "cost_usd", r.cost_usd);
+        orca_telemetry::attribute(&span, "duration_ms", r.duration_ms as i64);
+    }
+    (fin, traceparent)
+}
+
+async fn run_attempt(
+    ctx: &Ctx,
+    a: pb::Assignment,
+    mut stop: StopRx,
+    progress: &mut (dyn FnMut(String) + Send),
+    traceparent: Option<String>,
+) -> Final {
     let started = Instant::now();
     let spec = a.spec.clone().unwrap_or_default();
     let (ws, note) = match prepare(ctx, &a, &spec).await {
@@ -78,7 +132,7 @@ pub async fn run(ctx: &Ctx, a: pb::Assignment, mut stop: StopRx, progress: &mut 
         tracing::info!(task = a.task_id, attempt = a.attempt, "{note}");
         progress(note);
     }
-    let fin = attempt_in(ctx, &a, &spec, &ws, &mut stop, progress, started).await;
+    let fin = attempt_in(ctx, &a, &spec, &ws, &mut stop, progress, (started, traceparent)).await;
     let keep = matches!(fin, Final::Report(Body::Failed(_)));
     if ws.fresh {
         let _ =
@@ -125,7 +179,7 @@ async fn attempt_in(
     ws: &Workspace,
     stop: &mut StopRx,
     progress: &mut (dyn FnMut(String) + Send),
-    started: Instant,
+    (started, traceparent): (Instant, Option<String>),
 ) -> Final {
     let prompt = prompt::compose(spec, &a.context);
     let values = command::Values {
@@ -135,7 +189,12 @@ async fn attempt_in(
         workspace: &ws.path,
         attempt: a.attempt,
     };
-    let mut at = Attempt { ctx, spec, ws, env: command::env(&values), started, result: pb::TaskResult::default() };
+    let mut env = command::env(&values);
+    if let Some(tp) = traceparent {
+        // W3C's name for it in the environment: tools that trace join the task's trace.
+        env.push(("TRACEPARENT".into(), tp));
+    }
+    let mut at = Attempt { ctx, spec, ws, env, started, result: pb::TaskResult::default() };
     match at.steps(&values, stop, progress).await {
         Ok(()) => at.completed(),
         Err(fin) => *fin,

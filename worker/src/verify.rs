@@ -72,7 +72,8 @@ pub async fn run_hooks(
             stdin: Vec::new(),
             timeout: Some(Duration::from_secs(secs as u64)),
         };
-        let out = agent::run(exe, inv, stop, None).await;
+        let span = tracing::info_span!("verify", command = %h.command);
+        let out = tracing::Instrument::instrument(agent::run(exe, inv, stop, None), span.clone()).await;
         let mut output = agent::text(&out.stdout);
         let err = agent::text(&out.stderr);
         if !err.is_empty() {
@@ -93,6 +94,8 @@ pub async fn run_hooks(
             }
             Ending::Stopped(r) => return Err(*r),
         };
+        orca_telemetry::attribute(&span, "exit_code", exit_code as i64);
+        orca_telemetry::attribute(&span, "passed", passed);
         results.push(pb::VerificationResult {
             command: h.command.clone(),
             description: h.description.clone(),

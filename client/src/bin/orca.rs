@@ -151,11 +151,37 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(cli).await {
+    // Logs only say something when they must (ORCA_LOG raises it); with an OTLP endpoint set
+    // the command is a span whose context goes with every call.
+    let telemetry = orca_telemetry::init("orca", orca_telemetry::LogFormat::Human, "warn");
+    let span = tracing::info_span!(
+        "command",
+        otel.name = %format_args!("orca {}", cli.command.name()),
+        trace_id = tracing::field::Empty
+    );
+    orca_telemetry::record_trace_id(&span);
+    let result = tracing::Instrument::instrument(run(cli), span).await;
+    telemetry.shutdown().await;
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("orca: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+impl Cmd {
+    fn name(&self) -> &'static str {
+        match self {
+            Cmd::Submit(_) => "submit",
+            Cmd::Status { .. } => "status",
+            Cmd::Wait { .. } => "wait",
+            Cmd::Watch { .. } => "watch",
+            Cmd::Jobs { .. } => "jobs",
+            Cmd::Task { .. } => "task",
+            Cmd::Retry { .. } => "retry",
+            Cmd::Cancel { .. } => "cancel",
         }
     }
 }

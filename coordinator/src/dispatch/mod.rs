@@ -418,6 +418,39 @@ async fn restore_job(writer: &mut Writer, sched: &mut Scheduler, job_id: &str, n
     Ok(())
 }
 
+/// Spans of the attempts being dispatched, in their task's trace: `queued` (the time the
+/// task was pending before this attempt) and `dispatch` (sent to its worker). Only while
+/// spans are exported: it decodes each spec for its `trace_parent`.
+fn trace_assignments(effects: &[Effect]) {
+    use orca_telemetry::Attribute;
+    let now = SystemTime::now();
+    let waited: HashMap<TaskId, u64> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Changed { id, from: Some(State::Pending), to: State::InProgress, held_ms, .. } => {
+                Some((*id, *held_ms))
+            }
+            _ => None,
+        })
+        .collect();
+    for e in effects {
+        let Effect::Assign { worker, id, job, attempt, payload: Some(p), .. } = e else { continue };
+        let Ok(spec) = pb::TaskSpec::decode(&p[..]) else { continue };
+        if spec.trace_parent.is_empty() {
+            continue;
+        }
+        let attrs = vec![
+            Attribute::new("task_id", id.0),
+            Attribute::new("job_id", job.to_string()),
+            Attribute::new("attempt", *attempt as i64),
+            Attribute::new("worker", worker.to_string()),
+        ];
+        let queued_at = now - Duration::from_millis(waited.get(id).copied().unwrap_or(0));
+        orca_telemetry::interval("queued", &spec.trace_parent, queued_at, now, attrs.clone());
+        orca_telemetry::interval("dispatch", &spec.trace_parent, now, SystemTime::now(), attrs);
+    }
+}
+
 /// Tasks in the first page of a start-up load.
 const FIRST_LOAD_PAGE: usize = 256;
 /// Bytes of specs a start-up page aims to stay under.
@@ -1207,6 +1240,9 @@ impl Dispatcher {
                     *p = specs.remove(&id.0).map(Arc::from);
                 }
             }
+        }
+        if orca_telemetry::enabled() {
+            trace_assignments(effects);
         }
         let per = streams::messages(effects, &mut self.sessions, &self.context);
         for (worker, msgs) in per {

@@ -260,7 +260,7 @@ fn key_of(r: &pb::Report) -> Key {
 }
 
 fn report(key: Key, body: pb::report::Body) -> pb::Report {
-    pb::Report { task_id: key.0, attempt: key.1, body: Some(body) }
+    pb::Report { task_id: key.0, attempt: key.1, body: Some(body), trace_parent: String::new() }
 }
 
 /// Completed, failed and handed back end an attempt; progress does not.

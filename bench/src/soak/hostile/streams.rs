@@ -152,7 +152,7 @@ async fn serve(
                 let reports = m
                     .assignments
                     .iter()
-                    .map(|a| pb::Report { task_id: a.task_id, attempt: a.attempt, body: done() })
+                    .map(|a| pb::Report { task_id: a.task_id, attempt: a.attempt, body: done(), ..Default::default() })
                     .collect();
                 let req = pb::ReportRequest { worker_id: id.clone(), reports };
                 if let Ok(r) = ctx.tally.call("8 listen", "Report", OK, gw.report(req)).await {
