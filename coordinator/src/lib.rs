@@ -82,7 +82,10 @@ pub enum StartError {
 /// then stops accepting, ends the streams, flushes and returns.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     let started = std::time::Instant::now();
-    metrics::install();
+    if config.http_listen.is_some() {
+        // Without a /metrics to serve, no recorder: every metric call is then a no-op.
+        metrics::install();
+    }
     notify::status("loading the database");
     let (store, writer, loaded) = store::open(&config.db, config.durability()).await.map_err(StartError::Store)?;
     let jobs = loaded.jobs.len();

@@ -164,25 +164,54 @@ pub fn set_stats(s: &Stats, db_bytes: u64) {
     counter!(DEAD_LETTERED).absolute(s.totals.dead_lettered);
 }
 
-/// Records what a committed batch did.
+/// Handles of the metrics every batch records, looked up once (a lookup hashes the name and
+/// labels; a batch records one per state change).
+struct BatchHandles {
+    transitions: [metrics::Counter; 6],
+    attempts: metrics::Counter,
+    batch: metrics::Histogram,
+    commit: metrics::Histogram,
+    queue_wait: metrics::Histogram,
+    submit_to_start: metrics::Histogram,
+    run: metrics::Histogram,
+}
+
+fn batch_handles() -> &'static BatchHandles {
+    static H: OnceLock<BatchHandles> = OnceLock::new();
+    H.get_or_init(|| BatchHandles {
+        transitions: State::ALL.map(|s| counter!(TRANSITIONS, "state" => s.name())),
+        attempts: counter!(ATTEMPTS),
+        batch: histogram!(BATCH_COMMANDS),
+        commit: histogram!(COMMIT_SECONDS),
+        queue_wait: histogram!(QUEUE_WAIT),
+        submit_to_start: histogram!(SUBMIT_TO_START),
+        run: histogram!(RUN_DURATION),
+    })
+}
+
+/// Records what a committed batch did (a batch without commands, a timer's, only its
+/// effects).
 pub fn record_batch(commands: usize, commit_seconds: Option<f64>, effects: &[Effect]) {
-    histogram!(BATCH_COMMANDS).record(commands as f64);
+    let h = batch_handles();
+    if commands > 0 {
+        h.batch.record(commands as f64);
+    }
     if let Some(s) = commit_seconds {
-        histogram!(COMMIT_SECONDS).record(s);
+        h.commit.record(s);
     }
     let mut attempts = 0u64;
     for e in effects {
         match e {
             Effect::Changed { from, to, held_ms, age_ms, attempt, .. } => {
-                counter!(TRANSITIONS, "state" => to.name()).increment(1);
+                h.transitions[*to as usize].increment(1);
                 match (from, to) {
                     (Some(State::Pending), State::InProgress) => {
-                        histogram!(QUEUE_WAIT).record(*held_ms as f64 / 1e3);
+                        h.queue_wait.record(*held_ms as f64 / 1e3);
                         if *attempt == 1 {
-                            histogram!(SUBMIT_TO_START).record(*age_ms as f64 / 1e3);
+                            h.submit_to_start.record(*age_ms as f64 / 1e3);
                         }
                     }
-                    (Some(State::InProgress), _) => histogram!(RUN_DURATION).record(*held_ms as f64 / 1e3),
+                    (Some(State::InProgress), _) => h.run.record(*held_ms as f64 / 1e3),
                     _ => {}
                 }
             }
@@ -191,7 +220,7 @@ pub fn record_batch(commands: usize, commit_seconds: Option<f64>, effects: &[Eff
         }
     }
     if attempts > 0 {
-        counter!(ATTEMPTS).increment(attempts);
+        h.attempts.increment(attempts);
     }
 }
 

@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Handle;
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// How long a scrape or health check waits for the dispatcher's answer.
 pub const STATS_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -34,6 +37,18 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let ctx = Ctx { handle, metrics: crate::metrics::install(), db, shutdown: shutdown.clone() };
+    // Histogram samples wait in the recorder until folded into their buckets: fold them
+    // every few seconds, scraped or not, so memory stays flat.
+    let (upkeep, stop) = (ctx.metrics.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(UPKEEP_EVERY);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => upkeep.run_upkeep(),
+            }
+        }
+    });
     let app = Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz)).with_state(ctx);
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }

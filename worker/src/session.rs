@@ -206,6 +206,8 @@ pub async fn run(ctx: Arc<Ctx>, mut signals: mpsc::Receiver<Signal>) {
     // Ready once configured: the link comes later (STATUS says so), so a worker started
     // while the coordinator is down is not killed by a start timeout.
     systemd::ready("connecting");
+    // The status line is built only for a service manager that listens.
+    let notify = std::env::var_os("NOTIFY_SOCKET").is_some();
     let mut status = String::new();
     let watchdog = systemd::watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3_600)));
@@ -214,10 +216,12 @@ pub async fn run(ctx: Arc<Ctx>, mut signals: mpsc::Receiver<Signal>) {
         if state.done() {
             break;
         }
-        let now_status = state.status();
-        if now_status != status {
-            systemd::status(&now_status);
-            status = now_status;
+        if notify {
+            let now_status = state.status();
+            if now_status != status {
+                systemd::status(&now_status);
+                status = now_status;
+            }
         }
         let timer = state.next_timer();
         let input = tokio::select! {
