@@ -85,6 +85,15 @@ pub enum Error {
     /// What the caller waited for (named here) was not final when its timeout passed.
     #[error("{0} did not finish before the timeout")]
     Timeout(String),
+    /// No token, or one the coordinator does not know (UNAUTHENTICATED).
+    #[error("unauthenticated: {0} (set ORCA_TOKEN_FILE or ORCA_TOKEN)")]
+    Unauthenticated(String),
+    /// The token's role or ownership does not allow the call (PERMISSION_DENIED).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The token could not be read or is not usable.
+    #[error("token: {0}")]
+    Token(String),
     /// Any other gRPC status (INTERNAL, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ...).
     #[error("{:?}: {}", .0.code(), .0.message())]
     Rpc(#[source] tonic::Status),
@@ -106,6 +115,8 @@ impl From<tonic::Status> for Error {
             tonic::Code::NotFound => Error::NotFound(s.message().to_string()),
             tonic::Code::FailedPrecondition => Error::FailedPrecondition(s.message().to_string()),
             tonic::Code::Unavailable | tonic::Code::Cancelled => Error::Unavailable(s),
+            tonic::Code::Unauthenticated => Error::Unauthenticated(s.message().to_string()),
+            tonic::Code::PermissionDenied => Error::PermissionDenied(s.message().to_string()),
             _ => Error::Rpc(s),
         }
     }
@@ -166,6 +177,8 @@ pub struct Collected {
 pub struct Client {
     inner: OrchestratorClient<Channel>,
     url: String,
+    /// `Bearer <token>`, sent with every call when set.
+    bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl Client {
@@ -180,11 +193,36 @@ impl Client {
         Ok(Client::from_channel(channel, url))
     }
 
-    /// Connects to `ORCA_COORDINATOR`, or to the default `http://127.0.0.1:50051`.
+    /// Connects to `ORCA_COORDINATOR`, or to the default `http://127.0.0.1:50051`, with the
+    /// token of `ORCA_TOKEN_FILE` or `ORCA_TOKEN` when one is set.
     pub async fn from_env() -> Result<Client, Error> {
         let url =
             std::env::var("ORCA_COORDINATOR").unwrap_or_else(|_| orca_proto::defaults::COORDINATOR_URL.to_string());
-        Client::connect(&url).await
+        let token = orca_proto::contract::token_from(None).map_err(Error::Token)?;
+        let client = Client::connect(&url).await?;
+        match token {
+            Some(t) => client.with_token(&t),
+            None => Ok(client),
+        }
+    }
+
+    /// Sends `authorization: Bearer <token>` with every call (see the coordinator's
+    /// `--auth-file`).
+    pub fn with_token(mut self, token: &str) -> Result<Client, Error> {
+        let value = format!("Bearer {}", token.trim())
+            .parse()
+            .map_err(|_| Error::Token("the token must be printable ASCII".into()))?;
+        self.bearer = Some(value);
+        Ok(self)
+    }
+
+    /// A request carrying the token and the current span's trace context.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut req = orca_telemetry::request(message);
+        if let Some(b) = &self.bearer {
+            req.metadata_mut().insert("authorization", b.clone());
+        }
+        req
     }
 
     /// Wraps an existing channel.
@@ -192,7 +230,7 @@ impl Client {
         let inner = OrchestratorClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Client { inner, url: url.to_string() }
+        Client { inner, url: url.to_string(), bearer: None }
     }
 
     /// The coordinator's address.
@@ -218,7 +256,7 @@ impl Client {
     ) -> Result<pb::Job, Error> {
         let metadata = metadata.map(json_to_struct).transpose()?;
         let req = pb::CreateJobRequest { description: description.to_string(), metadata, ..Default::default() };
-        Ok(self.inner.clone().create_job(orca_telemetry::request(req)).await?.into_inner())
+        Ok(self.inner.clone().create_job(self.request(req)).await?.into_inner())
     }
 
     /// Adds one task; returns its id.
@@ -240,17 +278,12 @@ impl Client {
     pub async fn add_subtasks(&self, job: &str, tasks: Vec<Subtask>) -> Result<Vec<i64>, Error> {
         let tasks = tasks.into_iter().map(Subtask::into_spec).collect::<Result<Vec<_>, _>>()?;
         let req = pb::AddTasksRequest { job_id: job.to_string(), tasks, ..Default::default() };
-        Ok(self.inner.clone().add_tasks(orca_telemetry::request(req)).await?.into_inner().task_ids)
+        Ok(self.inner.clone().add_tasks(self.request(req)).await?.into_inner().task_ids)
     }
 
     /// The job, with its state and counts.
     pub async fn get_job(&self, job: &str) -> Result<pb::Job, Error> {
-        Ok(self
-            .inner
-            .clone()
-            .get_job(orca_telemetry::request(pb::GetJobRequest { job_id: job.to_string() }))
-            .await?
-            .into_inner())
+        Ok(self.inner.clone().get_job(self.request(pb::GetJobRequest { job_id: job.to_string() })).await?.into_inner())
     }
 
     /// The job's counts: `total_tasks`, `waiting`, `pending`, `in_progress`, `completed`,
@@ -265,7 +298,7 @@ impl Client {
         let mut token = String::new();
         loop {
             let req = pb::ListJobsRequest { page_size: PAGE, page_token: token };
-            let page = self.inner.clone().list_jobs(orca_telemetry::request(req)).await?.into_inner();
+            let page = self.inner.clone().list_jobs(self.request(req)).await?.into_inner();
             out.extend(page.jobs);
             if page.next_page_token.is_empty() {
                 return Ok(out);
@@ -276,7 +309,7 @@ impl Client {
 
     /// One task, with its spec and result.
     pub async fn get_task(&self, task_id: i64) -> Result<pb::Task, Error> {
-        Ok(self.inner.clone().get_task(orca_telemetry::request(pb::GetTaskRequest { task_id })).await?.into_inner())
+        Ok(self.inner.clone().get_task(self.request(pb::GetTaskRequest { task_id })).await?.into_inner())
     }
 
     /// The job's tasks in the given states (all when empty), every page.
@@ -291,7 +324,7 @@ impl Client {
                 page_token: token,
                 summary_only: false,
             };
-            let page = self.inner.clone().list_tasks(orca_telemetry::request(req)).await?.into_inner();
+            let page = self.inner.clone().list_tasks(self.request(req)).await?.into_inner();
             out.extend(page.tasks);
             if page.next_page_token.is_empty() {
                 return Ok(out);
@@ -314,25 +347,25 @@ impl Client {
     /// returns the ids brought back.
     pub async fn retry_failed_tasks(&self, job: &str) -> Result<Vec<i64>, Error> {
         let req = pb::RetryTasksRequest { job_id: job.to_string(), task_ids: vec![] };
-        Ok(self.inner.clone().retry_tasks(orca_telemetry::request(req)).await?.into_inner().task_ids)
+        Ok(self.inner.clone().retry_tasks(self.request(req)).await?.into_inner().task_ids)
     }
 
     /// Retries the given failed or cancelled tasks.
     pub async fn retry_tasks(&self, task_ids: &[i64]) -> Result<Vec<i64>, Error> {
         let req = pb::RetryTasksRequest { job_id: String::new(), task_ids: task_ids.to_vec() };
-        Ok(self.inner.clone().retry_tasks(orca_telemetry::request(req)).await?.into_inner().task_ids)
+        Ok(self.inner.clone().retry_tasks(self.request(req)).await?.into_inner().task_ids)
     }
 
     /// Cancels every unfinished task of the job; running agents are stopped.
     pub async fn cancel_job(&self, job: &str, reason: &str) -> Result<pb::Job, Error> {
         let req = pb::CancelJobRequest { job_id: job.to_string(), reason: reason.to_string() };
-        Ok(self.inner.clone().cancel_job(orca_telemetry::request(req)).await?.into_inner())
+        Ok(self.inner.clone().cancel_job(self.request(req)).await?.into_inner())
     }
 
     /// Cancels one task (and the tasks that depend on it).
     pub async fn cancel_task(&self, task_id: i64, reason: &str) -> Result<pb::Task, Error> {
         let req = pb::CancelTaskRequest { task_id, reason: reason.to_string() };
-        Ok(self.inner.clone().cancel_task(orca_telemetry::request(req)).await?.into_inner())
+        Ok(self.inner.clone().cancel_task(self.request(req)).await?.into_inner())
     }
 
     /// Sets a shared-context key (`job` None: global); workers put shared context into every
@@ -343,14 +376,14 @@ impl Client {
             key: key.to_string(),
             value: value.to_string(),
         };
-        self.inner.clone().set_context(orca_telemetry::request(req)).await?;
+        self.inner.clone().set_context(self.request(req)).await?;
         Ok(())
     }
 
     /// The shared context of a job (`None`: the global one).
     pub async fn get_shared_context(&self, job: Option<&str>) -> Result<HashMap<String, String>, Error> {
         let req = pb::GetContextRequest { job_id: job.unwrap_or("").to_string() };
-        Ok(self.inner.clone().get_context(orca_telemetry::request(req)).await?.into_inner().values)
+        Ok(self.inner.clone().get_context(self.request(req)).await?.into_inner().values)
     }
 
     /// A stream of the job's events: a snapshot, then every state change and progress chunk.
@@ -372,7 +405,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub fn watch(&self, job: &str, options: WatchOptions) -> impl Stream<Item = Result<pb::JobEvent, Error>> + use<> {
-        watch::start(self.inner.clone(), job.to_string(), options)
+        watch::start(self.clone(), job.to_string(), options)
     }
 
     /// Waits until every task of the job is final (through WatchJob), then collects every

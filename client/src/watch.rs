@@ -4,11 +4,9 @@
 //! snapshot.
 
 use orca_proto::pb;
-use pb::orchestrator_client::OrchestratorClient;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 use crate::Error;
 
@@ -27,7 +25,7 @@ pub struct WatchOptions {
 }
 
 pub(crate) fn start(
-    client: OrchestratorClient<Channel>,
+    client: crate::Client,
     job: String,
     options: WatchOptions,
 ) -> impl Stream<Item = Result<pb::JobEvent, Error>> {
@@ -36,18 +34,13 @@ pub(crate) fn start(
     ReceiverStream::new(rx)
 }
 
-async fn run(
-    mut client: OrchestratorClient<Channel>,
-    job: String,
-    options: WatchOptions,
-    tx: mpsc::Sender<Result<pb::JobEvent, Error>>,
-) {
+async fn run(client: crate::Client, job: String, options: WatchOptions, tx: mpsc::Sender<Result<pb::JobEvent, Error>>) {
     let mut delivered = options.after_seq;
     let mut backoff = orca_proto::contract::Backoff::default();
     let mut failures = 0u32;
     loop {
         let req = pb::WatchJobRequest { job_id: job.clone(), after_seq: delivered, follow: options.follow };
-        let err = match client.watch_job(orca_telemetry::request(req)).await {
+        let err = match client.raw().watch_job(client.request(req)).await {
             Ok(resp) => {
                 let mut stream = resp.into_inner();
                 loop {

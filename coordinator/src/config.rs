@@ -55,6 +55,11 @@ pub struct Config {
     #[arg(long, env = "ORCA_HTTP_ADDR_FILE", requires = "http_listen")]
     pub http_addr_file: Option<PathBuf>,
 
+    /// TOML file of bearer tokens and their roles (`[[tokens]]` with name, role, sha256);
+    /// SIGHUP reloads it. Without it every caller may do everything.
+    #[arg(long, env = "ORCA_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+
     /// Lease of an assignment in seconds; a worker must heartbeat within it.
     #[arg(long, env = "ORCA_LEASE_SECONDS", default_value_t = defaults::LEASE_SECONDS, value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub lease_seconds: u32,

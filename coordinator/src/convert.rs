@@ -50,6 +50,7 @@ pub fn job(r: &JobRecord) -> pb::Job {
         metadata: r.metadata.as_deref().and_then(|m| prost_types::Struct::decode(m).ok()),
         created_at_ms: r.created_at_ms,
         updated_at_ms: r.updated_at_ms,
+        owner: r.owner.clone().unwrap_or_default(),
     }
 }
 

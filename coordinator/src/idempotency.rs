@@ -1,7 +1,7 @@
 //! Idempotency keys of CreateJob and AddTasks (`request_id`). A caller that timed out may
 //! repeat a write: the same key returns the first call's answer and changes nothing, and the
 //! same key with another request is refused. The key is scoped to the caller (its token's
-//! name once auth exists; anonymous today), the method and the job; the key and the first
+//! name with `--auth-file`; empty without), the method and the job; the key and the first
 //! answer are committed in the same transaction as the write, so a committed write is never
 //! done twice, even across a restart. Keys are kept at least [`RETENTION_MS`].
 
@@ -31,6 +31,7 @@ pub fn take<M: Message>(
     request_id: impl FnOnce(&mut M) -> &mut String,
     method: &'static str,
     job_id: &str,
+    caller: &str,
 ) -> Result<Option<Idem>, Error> {
     let id = std::mem::take(request_id(msg));
     if id.is_empty() {
@@ -38,7 +39,7 @@ pub fn take<M: Message>(
     }
     orca_proto::contract::text(&id, limits::MAX_ID_BYTES).map_err(|v| invalid("request_id", v))?;
     let digest = Sha256::digest(msg.encode_to_vec()).to_vec();
-    let key = RequestKey { caller: String::new(), method, job_id: job_id.to_string(), request_id: id };
+    let key = RequestKey { caller: caller.to_string(), method, job_id: job_id.to_string(), request_id: id };
     Ok(Some(Idem { key, digest }))
 }
 
@@ -66,13 +67,13 @@ mod tests {
     #[test]
     fn the_key_is_taken_out_and_the_rest_hashed() {
         let mut a = req("same", "k1");
-        let ia = take(&mut a, |r| &mut r.request_id, "CreateJob", "").unwrap().unwrap();
+        let ia = take(&mut a, |r| &mut r.request_id, "CreateJob", "", "").unwrap().unwrap();
         assert!(a.request_id.is_empty());
         let mut b = req("same", "k2");
-        let ib = take(&mut b, |r| &mut r.request_id, "CreateJob", "").unwrap().unwrap();
+        let ib = take(&mut b, |r| &mut r.request_id, "CreateJob", "", "").unwrap().unwrap();
         assert_eq!(ia.digest, ib.digest, "the key itself is not part of the digest");
         let mut c = req("other", "k1");
-        let ic = take(&mut c, |r| &mut r.request_id, "CreateJob", "").unwrap().unwrap();
+        let ic = take(&mut c, |r| &mut r.request_id, "CreateJob", "", "").unwrap().unwrap();
         assert_ne!(ia.digest, ic.digest);
         assert_eq!(replay(&ia, &ia.digest, vec![1]).unwrap(), vec![1]);
         let e = replay(&ic, &ia.digest, vec![1]).unwrap_err();
@@ -82,10 +83,10 @@ mod tests {
     #[test]
     fn no_key_no_idempotency_and_long_keys_are_refused() {
         let mut a = req("x", "");
-        assert!(take(&mut a, |r| &mut r.request_id, "CreateJob", "").unwrap().is_none());
+        assert!(take(&mut a, |r| &mut r.request_id, "CreateJob", "", "").unwrap().is_none());
         let mut b = req("x", &"k".repeat(limits::MAX_ID_BYTES + 1));
         assert!(
-            take(&mut b, |r| &mut r.request_id, "CreateJob", "").unwrap_err().to_string().starts_with("request_id")
+            take(&mut b, |r| &mut r.request_id, "CreateJob", "", "").unwrap_err().to_string().starts_with("request_id")
         );
     }
 }

@@ -14,6 +14,7 @@
 //!
 //! [`run`] wires them together and serves until the shutdown token is cancelled.
 
+pub mod auth;
 pub mod backup;
 pub mod config;
 pub mod convert;
@@ -62,6 +63,8 @@ pub enum StartError {
     Store(#[source] Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("--auth-file: {0}")]
+    Auth(String),
     #[error("cannot listen on {addr} (--http-listen): {source}")]
     HttpBind { addr: SocketAddr, source: std::io::Error },
     #[error("HTTP server: {0}")]
@@ -82,6 +85,10 @@ pub enum StartError {
 /// then stops accepting, ends the streams, flushes and returns.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     let started = std::time::Instant::now();
+    let auth = match &config.auth_file {
+        Some(path) => auth::Auth::load(path).map_err(StartError::Auth)?,
+        None => auth::Auth::off(),
+    };
     if config.http_listen.is_some() {
         // Without a /metrics to serve, no recorder: every metric call is then a no-op.
         metrics::install();
@@ -99,9 +106,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         .await
         .map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "serving plaintext without authentication on a non-loopback address");
+    if !addr.ip().is_loopback() && !auth.enabled() {
+        tracing::warn!(%addr, "serving without authentication on a non-loopback address (see --auth-file)");
     }
+    tokio::spawn(reload_on_sighup(auth.clone(), shutdown.clone()));
 
     // If the dispatcher stops on its own (a failed commit), the server stops too: the process
     // exits non-zero and its supervisor restarts it from the database.
@@ -119,12 +127,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
                 write_addr_file(path, bound)?;
             }
             tracing::info!(addr = %bound, "serving /metrics and /healthz");
-            Some(tokio::spawn(web::serve(l, handle.clone(), config.db.clone(), shutdown.clone())))
+            Some(tokio::spawn(web::serve(l, handle.clone(), config.db.clone(), auth.clone(), shutdown.clone())))
         }
         None => None,
     };
     let watchdog = tokio::spawn(notify::watchdog(handle.clone(), shutdown.clone()));
-    let svc = service::Services { handle, store: store.clone(), shutdown: shutdown.clone() };
+    let svc = service::Services {
+        handle,
+        store: store.clone(),
+        shutdown: shutdown.clone(),
+        auth: auth.clone(),
+        workers: Default::default(),
+    };
     if let Some(path) = &config.addr_file {
         write_addr_file(path, addr)?;
     }
@@ -145,6 +159,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     dispatched.map_err(StartError::Dispatcher)?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP reads the auth file again: tokens added, changed or revoked take effect for the
+/// next call; a broken file is logged and the previous tokens stay.
+async fn reload_on_sighup(auth: auth::Auth, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            got = hup.recv() => if got.is_none() { return },
+        }
+        match auth.reload() {
+            Ok(n) if auth.enabled() => tracing::info!(tokens = n, "SIGHUP: auth file reloaded"),
+            Ok(_) => tracing::info!("SIGHUP: no auth file to reload"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: auth file not reloaded; the previous tokens stay"),
+        }
+    }
 }
 
 fn settings(config: &Config) -> dispatch::Settings {
@@ -197,6 +229,7 @@ async fn serve(
     tonic::transport::Server::builder()
         .layer(metrics::RpcLayer)
         .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
+        .layer(auth::AuthLayer(svc.auth.clone()))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .http2_keepalive_interval(Some(ping))
         .http2_keepalive_timeout(Some(ping.min(std::time::Duration::from_secs(20))))

@@ -2,7 +2,9 @@
 //! or the store for reads, convert to `pb::` types. [`Error`] becomes a [`Status`] here and
 //! only here.
 
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use orca_proto::contract::limits;
 use orca_proto::pb;
@@ -12,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::Error;
+use crate::auth::{self, Auth, Caller, Role};
 use crate::convert;
 use crate::dispatch::{Handle, Listening};
 use crate::error::invalid;
@@ -42,6 +45,17 @@ pub struct Services {
     pub handle: Handle,
     pub store: Store,
     pub shutdown: CancellationToken,
+    pub auth: Auth,
+    /// With auth: worker id -> the name of the token that first used it. Another token
+    /// cannot register, stream, heartbeat or report as that worker (until a restart).
+    pub workers: Arc<Mutex<HashMap<String, Arc<str>>>>,
+}
+
+/// Worker ids bound to tokens at most (a worker token cannot grow the map without bound).
+pub const MAX_WORKER_BINDINGS: usize = 100_000;
+
+fn not_owner(what: impl std::fmt::Display, caller: &Caller) -> Status {
+    Status::permission_denied(format!("{what} does not belong to token {:?}", &*caller.name))
 }
 
 /// One ListTasks page, with the token of the next one when more tasks follow.
@@ -91,6 +105,58 @@ impl Services {
         self.store.job(job_id).await?.ok_or_else(|| Error::NotFound(format!("job {job_id} not found")))
     }
 
+    /// A submitter acts on its own jobs only (readers and admins reach every job, and the
+    /// role table keeps readers to reads). The job is read first: an unknown one is NOT_FOUND.
+    async fn owned_job(&self, caller: &Caller, job_id: &str) -> Result<JobRecord, Status> {
+        let job = self.job(job_id).await?;
+        if caller.role == Role::Submitter && !caller.owns(job.owner.as_deref()) {
+            return Err(not_owner(format_args!("job {job_id}"), caller));
+        }
+        Ok(job)
+    }
+
+    /// [`Services::owned_job`] without the read when the caller's role reaches every job.
+    async fn check_job(&self, caller: &Caller, job_id: &str) -> Result<(), Status> {
+        if caller.role == Role::Submitter {
+            self.owned_job(caller, job_id).await?;
+        }
+        Ok(())
+    }
+
+    /// The same for the job of a task.
+    async fn check_task(&self, caller: &Caller, task_id: i64) -> Result<(), Status> {
+        if caller.role == Role::Submitter {
+            let t = self.task(task_id).await?;
+            self.owned_job(caller, &t.job_id).await.map_err(|e| match e.code() {
+                tonic::Code::PermissionDenied => not_owner(format_args!("task {task_id}"), caller),
+                _ => e,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Binds a worker id to the caller's token on first use; refuses another token's id.
+    fn bind_worker(&self, caller: &Caller, worker_id: &str) -> Result<(), Status> {
+        if !self.auth.enabled() || caller.role == Role::Admin || worker_id.is_empty() {
+            return Ok(());
+        }
+        let mut bound = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        match bound.get(worker_id) {
+            Some(owner) if **owner != *caller.name => {
+                tracing::info!(caller = %caller.name, worker = worker_id, owner = %owner, "worker id of another token refused");
+                Err(not_owner(format_args!("worker id {worker_id:?}"), caller))
+            }
+            Some(_) => Ok(()),
+            None if bound.len() >= MAX_WORKER_BINDINGS => Err(Status::resource_exhausted(format!(
+                "{MAX_WORKER_BINDINGS} worker ids are in use; reuse a worker id"
+            ))),
+            None => {
+                bound.insert(worker_id.to_string(), caller.name.clone());
+                Ok(())
+            }
+        }
+    }
+
     async fn task(&self, task_id: i64) -> Result<TaskRecord, Error> {
         self.store.task(task_id).await?.ok_or_else(|| Error::NotFound(format!("task {task_id} not found")))
     }
@@ -102,21 +168,27 @@ type ListenStream = ReceiverStream<Result<pb::ListenResponse, Status>>;
 #[tonic::async_trait]
 impl pb::orchestrator_server::Orchestrator for Services {
     async fn create_job(&self, req: Request<pb::CreateJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let caller = auth::caller(&req);
         let mut r = req.into_inner();
         validate::create_job(&r)?;
-        let idem = idempotency::take(&mut r, |r| &mut r.request_id, "CreateJob", "")?;
+        let idem = idempotency::take(&mut r, |r| &mut r.request_id, "CreateJob", "", &caller.name)?;
+        let owner = self.auth.enabled().then(|| caller.name.to_string());
         // Built by the dispatcher: a committed job is never reported as failed by a read.
-        Ok(Response::new(self.handle.create_job(r.description, r.metadata, idem).await?))
+        Ok(Response::new(self.handle.create_job(r.description, r.metadata, owner, idem).await?))
     }
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
-        Ok(Response::new(convert::job(&self.job(&req.into_inner().job_id).await?)))
+        let caller = auth::caller(&req);
+        Ok(Response::new(convert::job(&self.owned_job(&caller, &req.into_inner().job_id).await?)))
     }
 
     async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let caller = auth::caller(&req);
         let r = req.into_inner();
         let size = validate::page_size("page_size", r.page_size)?;
-        let mut jobs = self.store.jobs(&r.page_token, size + 1).await.map_err(Status::from)?;
+        // A submitter lists its own jobs.
+        let owner = (caller.role == Role::Submitter).then_some(&*caller.name);
+        let mut jobs = self.store.jobs(&r.page_token, size + 1, owner).await.map_err(Status::from)?;
         let next = if jobs.len() > size as usize {
             jobs.truncate(size as usize);
             jobs.last().map(|j| j.job_id.clone()).unwrap_or_default()
@@ -127,8 +199,10 @@ impl pb::orchestrator_server::Orchestrator for Services {
     }
 
     async fn cancel_job(&self, req: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let caller = auth::caller(&req);
         let r = req.into_inner();
         validate::cancel_job(&r)?;
+        self.check_job(&caller, &r.job_id).await?;
         self.handle.cancel_job(r.job_id.clone(), r.reason).await?;
         // Committed: a failed read afterwards must not report the cancellation as failed.
         let job = self.job(&r.job_id).await.map(|j| convert::job(&j)).unwrap_or_else(|e| {
@@ -139,18 +213,22 @@ impl pb::orchestrator_server::Orchestrator for Services {
     }
 
     async fn delete_job(&self, req: Request<pb::DeleteJobRequest>) -> Result<Response<pb::DeleteJobResponse>, Status> {
+        let caller = auth::caller(&req);
         let r = req.into_inner();
         validate::delete_job(&r)?;
+        self.check_job(&caller, &r.job_id).await?;
         self.handle.delete_job(r.job_id).await?;
         Ok(Response::new(pb::DeleteJobResponse {}))
     }
 
     async fn add_tasks(&self, req: Request<pb::AddTasksRequest>) -> Result<Response<pb::AddTasksResponse>, Status> {
         let trace_parent = task_trace_parent(req.metadata());
+        let caller = auth::caller(&req);
         let mut r = req.into_inner();
         let job_id = r.job_id.clone();
-        let idem = idempotency::take(&mut r, |r| &mut r.request_id, "AddTasks", &job_id)?;
+        let idem = idempotency::take(&mut r, |r| &mut r.request_id, "AddTasks", &job_id, &caller.name)?;
         let (job, mut tasks) = validate::add_tasks(r)?;
+        self.check_job(&caller, &job).await?;
         for t in &mut tasks {
             t.spec.trace_parent.clone_from(&trace_parent);
         }
@@ -159,12 +237,22 @@ impl pb::orchestrator_server::Orchestrator for Services {
     }
 
     async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {
-        Ok(Response::new(convert::task(self.task(req.into_inner().task_id).await?)))
+        let caller = auth::caller(&req);
+        let task = self.task(req.into_inner().task_id).await?;
+        if caller.role == Role::Submitter {
+            let id = task.row.task_id;
+            self.owned_job(&caller, &task.job_id).await.map_err(|e| match e.code() {
+                tonic::Code::PermissionDenied => not_owner(format_args!("task {id}"), &caller),
+                _ => e,
+            })?;
+        }
+        Ok(Response::new(convert::task(task)))
     }
 
     async fn list_tasks(&self, req: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let caller = auth::caller(&req);
         let r = req.into_inner();
-        self.job(&r.job_id).await?;
+        self.owned_job(&caller, &r.job_id).await?;
         let size = validate::page_size("page_size", r.page_size)?;
         let after_id = validate::task_page_token(&r.page_token)?;
         let mut states = Vec::new();
@@ -182,8 +270,10 @@ impl pb::orchestrator_server::Orchestrator for Services {
     }
 
     async fn cancel_task(&self, req: Request<pb::CancelTaskRequest>) -> Result<Response<pb::Task>, Status> {
+        let caller = auth::caller(&req);
         let r = req.into_inner();
         validate::cancel_task(&r)?;
+        self.check_task(&caller, r.task_id).await?;
         self.handle.cancel_task(r.task_id, r.reason).await?;
         // Committed: a failed read afterwards must not report the cancellation as failed.
         let task = self.task(r.task_id).await.map(convert::task).unwrap_or_else(|e| {
@@ -197,10 +287,16 @@ impl pb::orchestrator_server::Orchestrator for Services {
         &self,
         req: Request<pb::RetryTasksRequest>,
     ) -> Result<Response<pb::RetryTasksResponse>, Status> {
+        let caller = auth::caller(&req);
         let r = req.into_inner();
         validate::retry_tasks(&r)?;
         if !r.job_id.is_empty() {
-            self.job(&r.job_id).await?;
+            self.owned_job(&caller, &r.job_id).await?;
+        } else if caller.role == Role::Submitter {
+            // Without a job, tasks of any job: check each one's.
+            for id in &r.task_ids {
+                self.check_task(&caller, *id).await?;
+            }
         }
         let task_ids = self.handle.retry_tasks(r.job_id, r.task_ids).await?;
         Ok(Response::new(pb::RetryTasksResponse { task_ids }))
@@ -210,8 +306,18 @@ impl pb::orchestrator_server::Orchestrator for Services {
         &self,
         req: Request<pb::SetContextRequest>,
     ) -> Result<Response<pb::SetContextResponse>, Status> {
+        let caller = auth::caller(&req);
         let r = req.into_inner();
         validate::context_key(&r)?;
+        if r.job_id.is_empty() && caller.role != Role::Admin {
+            return Err(Status::permission_denied(format!(
+                "token {:?} may not set the global context (admin only); set a job's",
+                &*caller.name
+            )));
+        }
+        if !r.job_id.is_empty() {
+            self.check_job(&caller, &r.job_id).await?;
+        }
         self.handle.set_context(r.job_id, r.key, r.value).await?;
         Ok(Response::new(pb::SetContextResponse {}))
     }
@@ -220,9 +326,10 @@ impl pb::orchestrator_server::Orchestrator for Services {
         &self,
         req: Request<pb::GetContextRequest>,
     ) -> Result<Response<pb::GetContextResponse>, Status> {
+        let caller = auth::caller(&req);
         let r = req.into_inner();
         if !r.job_id.is_empty() {
-            self.job(&r.job_id).await?;
+            self.owned_job(&caller, &r.job_id).await?;
         }
         let values = self.store.context(&r.job_id).await.map_err(Status::from)?.into_iter().collect();
         Ok(Response::new(pb::GetContextResponse { values }))
@@ -231,8 +338,10 @@ impl pb::orchestrator_server::Orchestrator for Services {
     type WatchJobStream = EventStream;
 
     async fn watch_job(&self, req: Request<pb::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
+        let caller = auth::caller(&req);
         let r = req.into_inner();
         validate::id("job_id", &r.job_id)?;
+        self.check_job(&caller, &r.job_id).await?;
         let stream = crate::watch::start(self.handle.clone(), self.store.clone(), self.shutdown.clone(), r).await?;
         Ok(Response::new(Box::pin(stream)))
     }
@@ -241,17 +350,24 @@ impl pb::orchestrator_server::Orchestrator for Services {
 #[tonic::async_trait]
 impl pb::worker_gateway_server::WorkerGateway for Services {
     async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        let caller = auth::caller(&req);
         let r = req.into_inner();
         validate::register(&r)?;
-        Ok(Response::new(self.handle.register(r).await?))
+        self.bind_worker(&caller, &r.worker_id)?;
+        let answer = self.handle.register(r).await?;
+        // An id the coordinator made is the caller's too.
+        self.bind_worker(&caller, &answer.worker_id)?;
+        Ok(Response::new(answer))
     }
 
     type ListenStream = ListenStream;
 
     async fn listen(&self, req: Request<pb::ListenRequest>) -> Result<Response<Self::ListenStream>, Status> {
+        let caller = auth::caller(&req);
         let r = req.into_inner();
         let worker = r.worker_id;
         validate::id("worker_id", &worker)?;
+        self.bind_worker(&caller, &worker)?;
         let Listening { session, rx, tx, ended } = self.handle.listen(worker.clone(), r.context_by_stream).await?;
         let handle = self.handle.clone();
         let shutdown = self.shutdown.clone();
@@ -270,14 +386,18 @@ impl pb::worker_gateway_server::WorkerGateway for Services {
     }
 
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let caller = auth::caller(&req);
         let r = req.into_inner();
         validate::heartbeat(&r)?;
+        self.bind_worker(&caller, &r.worker_id)?;
         Ok(Response::new(self.handle.heartbeat(r).await?))
     }
 
     async fn report(&self, req: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
+        let caller = auth::caller(&req);
         let r = req.into_inner();
         validate::report(&r)?;
+        self.bind_worker(&caller, &r.worker_id)?;
         // One span per final report in a trace, open until the reports are committed.
         let spans = if orca_telemetry::enabled() { report_spans(&r) } else { Vec::new() };
         let answer = self.handle.report(r).await?;

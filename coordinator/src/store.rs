@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_requests.sql"),
     include_str!("../migrations/0003_retention.sql"),
+    include_str!("../migrations/0004_owners.sql"),
 ];
 
 /// Read connections in the pool.
@@ -76,6 +77,8 @@ pub struct JobInsert {
     pub job_id: String,
     pub description: String,
     pub metadata: Option<Vec<u8>>,
+    /// The name of the token that created it (with auth).
+    pub owner: Option<String>,
 }
 
 /// A job's counters after a batch.
@@ -148,6 +151,7 @@ pub struct JobRecord {
     pub counts: Counts,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    pub owner: Option<String>,
 }
 
 /// A task as stored.
@@ -280,7 +284,7 @@ fn counts_of(row: &SqliteRow) -> Counts {
 }
 
 const JOB_COLUMNS: &str = "job_id, description, metadata, cancelled, last_seq, n_waiting, n_pending, \
-    n_in_progress, n_completed, n_failed, n_cancelled, created_at_ms, updated_at_ms";
+    n_in_progress, n_completed, n_failed, n_cancelled, created_at_ms, updated_at_ms, owner";
 
 fn job_of(row: &SqliteRow) -> JobRecord {
     JobRecord {
@@ -292,6 +296,7 @@ fn job_of(row: &SqliteRow) -> JobRecord {
         counts: counts_of(row),
         created_at_ms: row.get("created_at_ms"),
         updated_at_ms: row.get("updated_at_ms"),
+        owner: row.get("owner"),
     }
 }
 
@@ -362,11 +367,13 @@ fn placeholders(rows: usize, cols: usize) -> String {
 async fn insert_jobs(tx: &mut SqliteConnection, jobs: &[JobInsert], now: i64) -> Result<(), Error> {
     for j in jobs {
         sqlx::query(
-            "INSERT INTO jobs (job_id, description, metadata, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (job_id, description, metadata, owner, created_at_ms, updated_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(&j.job_id)
         .bind(&j.description)
         .bind(&j.metadata)
+        .bind(&j.owner)
         .bind(now)
         .bind(now)
         .execute(&mut *tx)
@@ -788,12 +795,17 @@ impl Store {
         Ok(row.as_ref().map(job_of))
     }
 
-    /// Jobs in id order (UUIDv7 ids: creation order), after `after`.
-    pub async fn jobs(&self, after: &str, limit: u32) -> Result<Vec<JobRecord>, Error> {
+    /// Jobs in id order (UUIDv7 ids: creation order), after `after`; only `owner`'s when set.
+    pub async fn jobs(&self, after: &str, limit: u32, owner: Option<&str>) -> Result<Vec<JobRecord>, Error> {
+        let mine = if owner.is_some() { "AND owner = ?" } else { "" };
         let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE job_id > ? AND deleted_at_ms IS NULL ORDER BY job_id LIMIT ?"
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE job_id > ? AND deleted_at_ms IS NULL {mine} ORDER BY job_id LIMIT ?"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql)).bind(after).bind(limit as i64).fetch_all(&self.pool).await?;
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(after);
+        if let Some(o) = owner {
+            q = q.bind(o);
+        }
+        let rows = q.bind(limit as i64).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(job_of).collect())
     }
 

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{self, Auth};
 use crate::dispatch::Handle;
 
 /// How often histogram samples are folded into their buckets.
@@ -23,6 +24,7 @@ pub const STATS_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 struct Ctx {
+    auth: Auth,
     handle: Handle,
     metrics: PrometheusHandle,
     db: PathBuf,
@@ -34,9 +36,10 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     handle: Handle,
     db: PathBuf,
+    auth: Auth,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let ctx = Ctx { handle, metrics: crate::metrics::install(), db, shutdown: shutdown.clone() };
+    let ctx = Ctx { auth, handle, metrics: crate::metrics::install(), db, shutdown: shutdown.clone() };
     // Histogram samples wait in the recorder until folded into their buckets: fold them
     // every few seconds, scraped or not, so memory stays flat.
     let (upkeep, stop) = (ctx.metrics.clone(), shutdown.clone());
@@ -61,12 +64,30 @@ pub fn db_bytes(db: &std::path::Path) -> u64 {
     size(db) + size(std::path::Path::new(&wal))
 }
 
-async fn metrics(State(ctx): State<Ctx>) -> impl IntoResponse {
+/// With an auth file, a reader token or higher (`authorization: Bearer <token>`).
+fn readable(ctx: &Ctx, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
+    let caller = ctx
+        .auth
+        .authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+        .map_err(|s| (StatusCode::UNAUTHORIZED, format!("{}\n", s.message())))?;
+    if !auth::allowed(caller.role, auth::Access::Read) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!("token {:?} has role {}; /metrics needs reader\n", &*caller.name, caller.role.name()),
+        ));
+    }
+    Ok(())
+}
+
+async fn metrics(State(ctx): State<Ctx>, headers: HeaderMap) -> axum::response::Response {
+    if let Err(refused) = readable(&ctx, &headers) {
+        return refused.into_response();
+    }
     // A dispatcher that does not answer leaves the gauges as they were; /healthz says why.
     if let Ok(Ok(stats)) = tokio::time::timeout(STATS_TIMEOUT, ctx.handle.stats()).await {
         crate::metrics::set_stats(&stats, db_bytes(&ctx.db));
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], ctx.metrics.render())
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], ctx.metrics.render()).into_response()
 }
 
 /// 200 `serving` while the dispatcher answers; 503 with the reason otherwise.

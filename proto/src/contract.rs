@@ -278,6 +278,22 @@ pub fn slots(n: u32) -> Result<(), Violation> {
     Ok(())
 }
 
+/// A client's bearer token: the file `token_file` (a flag), else the file named by
+/// `ORCA_TOKEN_FILE`, else `ORCA_TOKEN` itself; `None` when none is set. A token is never
+/// taken from a flag's value, which `ps` would show. Surrounding whitespace is dropped.
+pub fn token_from(token_file: Option<&std::path::Path>) -> Result<Option<String>, String> {
+    let from_env = std::env::var_os("ORCA_TOKEN_FILE").filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    if let Some(path) = token_file.map(std::path::Path::to_path_buf).or(from_env) {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(format!("{} is empty", path.display()));
+        }
+        return Ok(Some(token.to_string()));
+    }
+    Ok(std::env::var("ORCA_TOKEN").ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
+}
+
 /// This release (every binary of a build shares it).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

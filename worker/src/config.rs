@@ -97,6 +97,11 @@ pub struct Args {
     /// Log lines: human-readable, or JSON objects with the trace id of the span they are in.
     #[arg(long, env = "ORCA_LOG_FORMAT", value_enum, default_value_t = orca_telemetry::LogFormat::Human)]
     pub log_format: orca_telemetry::LogFormat,
+
+    /// File holding the bearer token (or set ORCA_TOKEN to the token itself; never a flag's
+    /// value, which `ps` shows).
+    #[arg(long, env = "ORCA_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// A checked configuration.
@@ -120,6 +125,25 @@ pub struct Config {
     pub max_work_dir_bytes: Option<u64>,
     /// Free space under which no new work is taken; 0 for no check.
     pub min_free_disk_bytes: u64,
+    /// The bearer token sent with every call (see the coordinator's `--auth-file`).
+    pub token: Option<Token>,
+}
+
+/// A bearer token; never printed.
+#[derive(Clone)]
+pub struct Token(pub String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl std::ops::Deref for Token {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A configuration error, naming the flag.
@@ -220,6 +244,9 @@ impl Args {
             keep_workspaces,
             max_work_dir_bytes,
             min_free_disk_bytes,
+            token: orca_proto::contract::token_from(self.token_file.as_deref())
+                .map_err(|e| err("--token-file", e))?
+                .map(Token),
         })
     }
 

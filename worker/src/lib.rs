@@ -45,6 +45,8 @@ pub struct Ctx {
     pub workspaces: Arc<workspace::InUse>,
     /// Asks the upkeep for a sweep soon (an attempt kept its workspace).
     pub sweep: tokio::sync::Notify,
+    /// The token sent with every call, if any.
+    pub bearer: session::Bearer,
 }
 
 /// A deadline for `tokio::time::sleep_until`: `at`, or a year from now for none (the select
@@ -76,7 +78,9 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         work_dir = %config.work_dir.display(),
         "worker starting"
     );
-    let ctx = Arc::new(Ctx { config, exe, worker_id, workspaces: Arc::default(), sweep: tokio::sync::Notify::new() });
+    let bearer = session::Bearer::new(config.token.as_deref()).map_err(std::io::Error::other)?;
+    let ctx =
+        Arc::new(Ctx { config, exe, worker_id, workspaces: Arc::default(), sweep: tokio::sync::Notify::new(), bearer });
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let (sig_tx, sig_rx) = tokio::sync::mpsc::channel(4);

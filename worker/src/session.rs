@@ -27,6 +27,7 @@ use orca_proto::systemd;
 use pb::worker_gateway_client::WorkerGatewayClient;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::Ctx;
@@ -46,7 +47,33 @@ pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on connecting.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Client = WorkerGatewayClient<Channel>;
+type Client = WorkerGatewayClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <token>` to every call when the worker has a token.
+#[derive(Clone, Debug, Default)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    /// From the worker's token (`--token-file`, `ORCA_TOKEN_FILE` or `ORCA_TOKEN`).
+    pub fn new(token: Option<&str>) -> Result<Bearer, String> {
+        match token {
+            None => Ok(Bearer(None)),
+            Some(t) => format!("Bearer {t}")
+                .parse()
+                .map(|v| Bearer(Some(v)))
+                .map_err(|_| "the token must be printable ASCII".to_string()),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
 
 /// What the spawned tasks tell the loop.
 enum Event {
@@ -110,7 +137,7 @@ async fn unary<T>(fut: impl Future<Output = Result<tonic::Response<T>, tonic::St
     }
 }
 
-async fn channel(url: &str) -> Result<Client, String> {
+async fn channel(url: &str, bearer: Bearer) -> Result<Client, String> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|e| e.to_string())?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -119,7 +146,7 @@ async fn channel(url: &str) -> Result<Client, String> {
         .keep_alive_timeout(Duration::from_secs(20))
         .keep_alive_while_idle(true);
     let ch = endpoint.connect().await.map_err(|e| format!("cannot connect to {url}: {e}"))?;
-    Ok(WorkerGatewayClient::new(ch)
+    Ok(WorkerGatewayClient::with_interceptor(ch, bearer)
         .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(limits::MAX_MESSAGE_BYTES))
 }
@@ -128,6 +155,7 @@ async fn channel(url: &str) -> Result<Client, String> {
 /// `stream` is cancelled.
 async fn connect(
     url: String,
+    bearer: Bearer,
     reg: pb::RegisterRequest,
     epoch: u64,
     tx: mpsc::Sender<Event>,
@@ -135,7 +163,7 @@ async fn connect(
 ) {
     let worker_id = reg.worker_id.clone();
     let opened = async {
-        let mut client = channel(&url).await?;
+        let mut client = channel(&url, bearer).await?;
         let resp = unary(client.register(reg)).await.map_err(|s| format!("register: {}", s.message()))?;
         let listen = pb::ListenRequest { worker_id, context_by_stream: true };
         let stream = tokio::time::timeout(RPC_TIMEOUT, client.listen(listen))
@@ -367,15 +395,16 @@ impl Shell {
         self.epoch += 1;
         let epoch = self.epoch;
         let url = self.ctx.config.coordinator.clone();
+        let bearer = self.ctx.bearer.clone();
         let tx = self.tx.clone();
         match register {
             Some(reg) => {
                 let reg = self.register_request(reg);
-                tokio::spawn(connect(url, reg, epoch, tx, CancellationToken::new()));
+                tokio::spawn(connect(url, bearer, reg, epoch, tx, CancellationToken::new()));
             }
             None => {
                 tokio::spawn(async move {
-                    let ev = match channel(&url).await {
+                    let ev = match channel(&url, bearer).await {
                         Ok(client) => Event::Connected { epoch, client, resp: None, stream: CancellationToken::new() },
                         Err(error) => Event::ConnectFailed { epoch, error },
                     };

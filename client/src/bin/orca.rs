@@ -25,6 +25,9 @@ struct Cli {
     /// Coordinator address.
     #[arg(long, env = "ORCA_COORDINATOR", default_value = orca_proto::defaults::COORDINATOR_URL, global = true)]
     coordinator: String,
+    /// File holding the bearer token (or set ORCA_TOKEN to the token itself).
+    #[arg(long, env = "ORCA_TOKEN_FILE", global = true)]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -187,7 +190,11 @@ impl Cmd {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
-    let client = Client::connect(&cli.coordinator).await?;
+    let token = orca_proto::contract::token_from(cli.token_file.as_deref()).map_err(orca_client::Error::Token)?;
+    let mut client = Client::connect(&cli.coordinator).await?;
+    if let Some(t) = token {
+        client = client.with_token(&t)?;
+    }
     match cli.command {
         Cmd::Submit(args) => submit(&client, args).await,
         Cmd::Status { job, json } => status(&client, &job, json).await,

@@ -85,20 +85,73 @@ pub struct Listening {
 type Responder = Box<dyn FnOnce(Option<&Error>) + Send>;
 
 enum Command {
-    CreateJob { description: String, metadata: Option<prost_types::Struct>, idem: Option<Idem>, reply: Reply<pb::Job> },
-    AddTasks { job: String, tasks: Vec<CheckedTask>, idem: Option<Idem>, reply: Reply<Vec<i64>> },
-    CancelJob { job: String, reason: String, reply: Reply<()> },
-    DeleteJob { job: String, reply: Reply<()> },
-    CancelTask { task: i64, reason: String, reply: Reply<()> },
-    RetryTasks { job: String, tasks: Vec<i64>, reply: Reply<Vec<i64>> },
-    SetContext { job: String, key: String, value: String, reply: Reply<()> },
-    Register { req: pb::RegisterRequest, reply: Reply<pb::RegisterResponse> },
-    Listen { worker: String, context_by_stream: bool, reply: Reply<Listening> },
-    Disconnect { worker: String, session: u64 },
-    Heartbeat { req: pb::HeartbeatRequest, reply: Reply<pb::HeartbeatResponse> },
-    Report { req: pb::ReportRequest, reply: Reply<pb::ReportResponse> },
-    Subscribe { job: String, after_seq: u64, reply: Reply<Subscription> },
-    Stats { reply: oneshot::Sender<Stats> },
+    CreateJob {
+        description: String,
+        metadata: Option<prost_types::Struct>,
+        owner: Option<String>,
+        idem: Option<Idem>,
+        reply: Reply<pb::Job>,
+    },
+    AddTasks {
+        job: String,
+        tasks: Vec<CheckedTask>,
+        idem: Option<Idem>,
+        reply: Reply<Vec<i64>>,
+    },
+    CancelJob {
+        job: String,
+        reason: String,
+        reply: Reply<()>,
+    },
+    DeleteJob {
+        job: String,
+        reply: Reply<()>,
+    },
+    CancelTask {
+        task: i64,
+        reason: String,
+        reply: Reply<()>,
+    },
+    RetryTasks {
+        job: String,
+        tasks: Vec<i64>,
+        reply: Reply<Vec<i64>>,
+    },
+    SetContext {
+        job: String,
+        key: String,
+        value: String,
+        reply: Reply<()>,
+    },
+    Register {
+        req: pb::RegisterRequest,
+        reply: Reply<pb::RegisterResponse>,
+    },
+    Listen {
+        worker: String,
+        context_by_stream: bool,
+        reply: Reply<Listening>,
+    },
+    Disconnect {
+        worker: String,
+        session: u64,
+    },
+    Heartbeat {
+        req: pb::HeartbeatRequest,
+        reply: Reply<pb::HeartbeatResponse>,
+    },
+    Report {
+        req: pb::ReportRequest,
+        reply: Reply<pb::ReportResponse>,
+    },
+    Subscribe {
+        job: String,
+        after_seq: u64,
+        reply: Reply<Subscription>,
+    },
+    Stats {
+        reply: oneshot::Sender<Stats>,
+    },
 }
 
 /// The queue's state at one moment, for metrics and health checks.
@@ -166,9 +219,10 @@ impl Handle {
         &self,
         description: String,
         metadata: Option<prost_types::Struct>,
+        owner: Option<String>,
         idem: Option<Idem>,
     ) -> Result<pb::Job, Error> {
-        self.call(|reply| Command::CreateJob { description, metadata, idem, reply }).await
+        self.call(|reply| Command::CreateJob { description, metadata, owner, idem, reply }).await
     }
 
     pub async fn add_tasks(&self, job: String, tasks: Vec<CheckedTask>, idem: Option<Idem>) -> Result<Vec<i64>, Error> {
@@ -689,11 +743,11 @@ impl Dispatcher {
     /// it is a refusal (nothing to commit) or a stream being opened.
     async fn apply(&mut self, cmd: Command, now: u64, b: &mut Batch) {
         match cmd {
-            Command::CreateJob { description, metadata, idem, reply } => {
+            Command::CreateJob { description, metadata, owner, idem, reply } => {
                 let r = match self.replay(idem.as_ref(), b).await {
                     Ok(Some(bytes)) => decode_answer::<pb::Job>(&bytes),
                     Ok(None) => {
-                        let job = self.create_job(description, metadata, now, b);
+                        let job = self.create_job(description, metadata, owner, now, b);
                         b.remember(idem, job.encode_to_vec());
                         Ok(job)
                     }
@@ -785,6 +839,7 @@ impl Dispatcher {
         &mut self,
         description: String,
         metadata: Option<prost_types::Struct>,
+        owner: Option<String>,
         now: u64,
         b: &mut Batch,
     ) -> pb::Job {
@@ -795,6 +850,7 @@ impl Dispatcher {
             job_id: id.clone(),
             description: description.clone(),
             metadata: metadata.as_ref().map(|m| m.encode_to_vec()),
+            owner: owner.clone(),
         });
         b.touched_jobs.insert(job);
         let counts = Counts::default();
@@ -806,6 +862,7 @@ impl Dispatcher {
             metadata,
             created_at_ms: now as i64,
             updated_at_ms: now as i64,
+            owner: owner.unwrap_or_default(),
         }
     }
 
