@@ -485,7 +485,7 @@ async fn claude_agent_results_carry_cost_usage_session_and_errors() {
     let args = std::fs::read_to_string(d.join(format!("args-{}", ids[0]))).unwrap();
     assert_eq!(
         args.trim(),
-        "-p --output-format stream-json --verbose --model claude-test --max-turns 7 --permission-mode acceptEdits --max-budget-usd 0.5 --allowedTools Read,Bash(ls:*)"
+        "-p --output-format stream-json --verbose --permission-mode acceptEdits --model claude-test --max-turns 7 --max-budget-usd 0.5 --allowedTools Read,Bash(ls:*)"
     );
     let r = task(&mut c, ids[0]).await.result.unwrap();
     assert_eq!((r.output.as_str(), r.session_id.as_str(), r.num_turns, r.cost_usd), ("All done.", "sess-1", 4, 0.0421));

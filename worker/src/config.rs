@@ -98,6 +98,20 @@ pub struct Args {
     #[arg(long, env = "ORCA_LOG_FORMAT", value_enum, default_value_t = orca_telemetry::LogFormat::Human)]
     pub log_format: orca_telemetry::LogFormat,
 
+    /// The widest permission mode a task's Claude agent may run with (a task may ask for a
+    /// narrower one): plan < default, dontAsk < acceptEdits < bypassPermissions.
+    #[arg(long, env = "ORCA_PERMISSION_MODE", default_value = "bypassPermissions", value_parser = clap::builder::PossibleValuesParser::new(orca_proto::contract::PERMISSION_MODES))]
+    pub permission_mode: String,
+
+    /// Which verification hooks run: any, listed (matching an --allow-hook), or none.
+    #[arg(long, env = "ORCA_HOOKS", value_enum, default_value_t = crate::policy::Hooks::Any)]
+    pub hooks: crate::policy::Hooks,
+
+    /// A hook command allowed with `--hooks listed` (repeatable; `*` matches any run of
+    /// characters, the whole command must match).
+    #[arg(long = "allow-hook", env = "ORCA_ALLOW_HOOKS", value_delimiter = ',')]
+    pub allow_hooks: Vec<String>,
+
     /// File holding the bearer token (or set ORCA_TOKEN to the token itself; never a flag's
     /// value, which `ps` shows).
     #[arg(long, env = "ORCA_TOKEN_FILE")]
@@ -127,6 +141,8 @@ pub struct Config {
     pub min_free_disk_bytes: u64,
     /// The bearer token sent with every call (see the coordinator's `--auth-file`).
     pub token: Option<Token>,
+    /// What a task may make this worker run.
+    pub policy: crate::policy::Policy,
 }
 
 /// A bearer token; never printed.
@@ -244,6 +260,11 @@ impl Args {
             keep_workspaces,
             max_work_dir_bytes,
             min_free_disk_bytes,
+            policy: crate::policy::Policy {
+                permission_mode: self.permission_mode.clone(),
+                hooks: self.hooks,
+                allow_hooks: self.allow_hooks.clone(),
+            },
             token: orca_proto::contract::token_from(self.token_file.as_deref())
                 .map_err(|e| err("--token-file", e))?
                 .map(Token),

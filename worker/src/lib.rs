@@ -21,6 +21,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod policy;
 pub mod prompt;
 pub mod session;
 pub mod task;

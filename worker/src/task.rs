@@ -124,6 +124,10 @@ async fn run_attempt(
 ) -> Final {
     let started = Instant::now();
     let spec = a.spec.clone().unwrap_or_default();
+    // The worker decides what runs: a task beyond its policy fails before anything starts.
+    if let Err(why) = ctx.config.policy.check(&spec, ctx.config.agent == AgentKind::Claude) {
+        return failed(pb::TaskResult::default(), format!("worker policy: {why}"), false);
+    }
     let (ws, note) = match prepare(ctx, &a, &spec).await {
         Ok(p) => p,
         Err(fin) => return *fin,
@@ -266,7 +270,13 @@ impl Attempt<'_> {
             }
             _ => {
                 let bin = agent::claude_binary(config.agent_command.as_deref());
-                (bin.into(), claude::args(self.spec.agent.as_ref()).into_iter().map(Into::into).collect())
+                // Checked before the workspace was made; the worker's own mode when none asked.
+                let mode = config
+                    .policy
+                    .permission_mode(self.spec)
+                    .map_err(|e| self.fail(format!("worker policy: {e}"), false))?;
+                let args = claude::args(self.spec.agent.as_ref(), &mode);
+                (bin.into(), args.into_iter().map(Into::into).collect())
             }
         };
         let timeout =
@@ -362,7 +372,7 @@ impl Attempt<'_> {
     /// The task's hooks, or with `auto_verify` and none, those picked from marker files.
     async fn verify(&mut self, stop: &mut StopRx) -> Step {
         let hooks = if self.spec.verification.is_empty() && self.spec.auto_verify {
-            verify::auto_hooks(&self.ws.path)
+            self.ctx.config.policy.filter_auto(verify::auto_hooks(&self.ws.path))
         } else {
             self.spec.verification.clone()
         };

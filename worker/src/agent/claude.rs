@@ -12,18 +12,19 @@
 use orca_proto::pb;
 use serde_json::Value;
 
-/// The arguments after the binary.
-pub fn args(opts: Option<&pb::AgentOptions>) -> Vec<String> {
+/// The arguments after the binary; `permission_mode` is the one the worker's policy settled
+/// on (see `policy::Policy::permission_mode`), always passed.
+pub fn args(opts: Option<&pb::AgentOptions>, permission_mode: &str) -> Vec<String> {
     let mut a: Vec<String> = ["-p", "--output-format", "stream-json", "--verbose"].map(String::from).to_vec();
+    if !permission_mode.is_empty() {
+        a.extend(["--permission-mode".into(), permission_mode.to_string()]);
+    }
     let Some(o) = opts else { return a };
     if !o.model.is_empty() {
         a.extend(["--model".into(), o.model.clone()]);
     }
     if o.max_turns > 0 {
         a.extend(["--max-turns".into(), o.max_turns.to_string()]);
-    }
-    if !o.permission_mode.is_empty() {
-        a.extend(["--permission-mode".into(), o.permission_mode.clone()]);
     }
     if o.max_budget_usd > 0.0 {
         a.extend(["--max-budget-usd".into(), o.max_budget_usd.to_string()]);
@@ -259,7 +260,7 @@ mod tests {
 
     #[test]
     fn options_become_flags() {
-        assert_eq!(args(None), vec!["-p", "--output-format", "stream-json", "--verbose"]);
+        assert_eq!(args(None, ""), vec!["-p", "--output-format", "stream-json", "--verbose"]);
         let o = pb::AgentOptions {
             model: "opus".into(),
             max_turns: 5,
@@ -268,14 +269,14 @@ mod tests {
             max_budget_usd: 1.5,
         };
         assert_eq!(
-            args(Some(&o))[4..],
+            args(Some(&o), "acceptEdits")[4..],
             [
+                "--permission-mode",
+                "acceptEdits",
                 "--model",
                 "opus",
                 "--max-turns",
                 "5",
-                "--permission-mode",
-                "acceptEdits",
                 "--max-budget-usd",
                 "1.5",
                 "--allowedTools",
