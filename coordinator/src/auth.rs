@@ -13,8 +13,10 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -44,18 +46,111 @@ impl Role {
     }
 }
 
+/// Tasks per second a token may add (AddTasks), on average, by default.
+pub const DEFAULT_TASKS_PER_SECOND: u32 = 1_000;
+/// Open WatchJob streams a token may hold by default.
+pub const DEFAULT_WATCH_STREAMS: u32 = 64;
+
+/// A token's limits (see the `[[tokens]]` keys `tasks_per_second`, `burst`, `watch_streams`).
+#[derive(Debug)]
+pub struct Limits {
+    /// AddTasks: tasks per second on average, up to `burst` at once.
+    pub tasks: Mutex<Bucket>,
+    pub watch_streams: u32,
+    /// WatchJob streams open now.
+    pub watching: AtomicU32,
+}
+
+/// A token bucket: `rate` per second, holding at most `burst`. Pure: the caller gives the time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bucket {
+    rate: f64,
+    burst: f64,
+    level: f64,
+    at: Option<Instant>,
+}
+
+impl Bucket {
+    pub fn new(rate: u32, burst: u32) -> Bucket {
+        Bucket { rate: rate as f64, burst: burst.max(1) as f64, level: burst.max(1) as f64, at: None }
+    }
+
+    /// Takes `n` at `now` if the bucket holds them; else how long until it would.
+    pub fn take(&mut self, n: u32, now: Instant) -> Result<(), Duration> {
+        if let Some(at) = self.at {
+            self.level = (self.level + now.saturating_duration_since(at).as_secs_f64() * self.rate).min(self.burst);
+        }
+        self.at = Some(now);
+        // A request larger than the burst passes with a full bucket and leaves it in debt, so
+        // no batch is refused for ever and the average rate still holds.
+        let n = n as f64;
+        let need = n.min(self.burst);
+        if self.level >= need {
+            self.level -= n;
+            return Ok(());
+        }
+        Err(Duration::from_secs_f64(((need - self.level) / self.rate.max(f64::MIN_POSITIVE)).min(86_400.0)))
+    }
+}
+
+/// Counts one open WatchJob stream of a token until dropped.
+#[derive(Debug)]
+pub struct Watching(Arc<Limits>);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.watching.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Limits {
+    /// One more WatchJob stream, or RESOURCE_EXHAUSTED naming the limit.
+    pub fn open_watch(self: &Arc<Limits>, name: &str) -> Result<Watching, tonic::Status> {
+        let now = self.watching.fetch_add(1, Ordering::Relaxed);
+        if now >= self.watch_streams {
+            self.watching.fetch_sub(1, Ordering::Relaxed);
+            return Err(tonic::Status::resource_exhausted(format!(
+                "token {name:?} has {now} WatchJob streams open, its limit (watch_streams = {}); close one first",
+                self.watch_streams
+            )));
+        }
+        Ok(Watching(self.clone()))
+    }
+
+    /// Admits `n` new tasks, or RESOURCE_EXHAUSTED naming the limit and when to retry.
+    pub fn add_tasks(&self, name: &str, n: u32) -> Result<(), tonic::Status> {
+        let mut b = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        b.take(n, Instant::now()).map_err(|wait| {
+            tonic::Status::resource_exhausted(format!(
+                "token {name:?} is over its AddTasks rate (tasks_per_second = {}, burst = {}); retry in {} ms",
+                b.rate,
+                b.burst,
+                wait.as_millis().max(1)
+            ))
+        })
+    }
+}
+
 /// The authenticated caller of a call.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Caller {
     /// The token's name (a job's owner, the scope of idempotency keys, what logs show).
     pub name: Arc<str>,
     pub role: Role,
+    /// `None` for the anonymous caller (no auth file): no limits.
+    pub limits: Option<Arc<Limits>>,
+}
+
+impl PartialEq for Caller {
+    fn eq(&self, o: &Caller) -> bool {
+        self.name == o.name && self.role == o.role
+    }
 }
 
 impl Caller {
     /// Every caller when no auth file is set.
     pub fn anonymous() -> Caller {
-        Caller { name: Arc::from(""), role: Role::Admin }
+        Caller { name: Arc::from(""), role: Role::Admin, limits: None }
     }
 
     /// Whether this caller may act on a job owned by `owner` (`None`: a job from before
@@ -110,6 +205,9 @@ struct FileEntry {
     name: String,
     role: Role,
     sha256: String,
+    tasks_per_second: Option<u32>,
+    burst: Option<u32>,
+    watch_streams: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,7 +260,16 @@ impl Tokens {
             if !digests.insert(digest) {
                 return Err(format!("{at}.sha256: the same token is listed twice"));
             }
-            entries.push((digest, Caller { name: Arc::from(e.name), role: e.role }));
+            let rate = e.tasks_per_second.unwrap_or(DEFAULT_TASKS_PER_SECOND);
+            if rate == 0 {
+                return Err(format!("{at}.tasks_per_second: must be at least 1"));
+            }
+            let limits = Limits {
+                tasks: Mutex::new(Bucket::new(rate, e.burst.unwrap_or(rate.saturating_mul(10)))),
+                watch_streams: e.watch_streams.unwrap_or(DEFAULT_WATCH_STREAMS),
+                watching: AtomicU32::new(0),
+            };
+            entries.push((digest, Caller { name: Arc::from(e.name), role: e.role, limits: Some(Arc::new(limits)) }));
         }
         Ok(Tokens { entries })
     }
@@ -375,7 +482,7 @@ mod tests {
             assert_eq!(allowed(role, Read), role != Role::Worker, "{role:?}");
             assert_eq!(allowed(role, Write), matches!(role, Role::Submitter | Role::Admin), "{role:?}");
         }
-        let me = Caller { name: Arc::from("ci"), role: Role::Submitter };
+        let me = Caller { name: Arc::from("ci"), role: Role::Submitter, limits: None };
         assert!(me.owns(Some("ci")) && !me.owns(Some("other")) && !me.owns(None));
         assert!(Caller::anonymous().owns(None));
     }
@@ -400,5 +507,43 @@ mod tests {
         assert!(auth.reload().is_err());
         assert!(auth.authenticate(Some(b"Bearer t2")).is_ok());
         assert_eq!(Auth::off().authenticate(None).unwrap(), Caller::anonymous());
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_refills_at_its_rate_up_to_its_burst() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(100, 200);
+        assert!(b.take(200, t0).is_ok(), "a full bucket at first");
+        let wait = b.take(50, t0).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(500));
+        assert!(b.take(50, t0 + Duration::from_millis(500)).is_ok());
+        assert!(b.take(1, t0 + Duration::from_millis(500)).is_err());
+        // Idle for long: back to the burst, never above.
+        assert!(b.take(200, t0 + Duration::from_secs(60)).is_ok());
+        assert!(b.take(1, t0 + Duration::from_secs(60)).is_err());
+        // More than the burst passes with a full bucket and leaves a debt.
+        let mut big = Bucket::new(10, 5);
+        assert!(big.take(8, t0).is_ok());
+        assert_eq!(big.take(1, t0).unwrap_err(), Duration::from_millis(400));
+    }
+
+    #[test]
+    fn streams_are_capped_and_given_back() {
+        let l =
+            Arc::new(Limits { tasks: Mutex::new(Bucket::new(1, 1)), watch_streams: 2, watching: AtomicU32::new(0) });
+        let a = l.open_watch("t").unwrap();
+        let _b = l.open_watch("t").unwrap();
+        let refused = l.open_watch("t").unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(refused.message().contains("watch_streams = 2"), "{}", refused.message());
+        drop(a);
+        assert!(l.open_watch("t").is_ok());
+        let over = l.add_tasks("t", 1).and_then(|_| l.add_tasks("t", 1)).unwrap_err();
+        assert!(over.message().contains("tasks_per_second = 1"), "{}", over.message());
     }
 }

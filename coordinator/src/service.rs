@@ -229,6 +229,9 @@ impl pb::orchestrator_server::Orchestrator for Services {
         let idem = idempotency::take(&mut r, |r| &mut r.request_id, "AddTasks", &job_id, &caller.name)?;
         let (job, mut tasks) = validate::add_tasks(r)?;
         self.check_job(&caller, &job).await?;
+        if let Some(l) = &caller.limits {
+            l.add_tasks(&caller.name, tasks.len() as u32)?;
+        }
         for t in &mut tasks {
             t.spec.trace_parent.clone_from(&trace_parent);
         }
@@ -342,7 +345,9 @@ impl pb::orchestrator_server::Orchestrator for Services {
         let r = req.into_inner();
         validate::id("job_id", &r.job_id)?;
         self.check_job(&caller, &r.job_id).await?;
-        let stream = crate::watch::start(self.handle.clone(), self.store.clone(), self.shutdown.clone(), r).await?;
+        let watching = caller.limits.as_ref().map(|l| l.open_watch(&caller.name)).transpose()?;
+        let stream =
+            crate::watch::start(self.handle.clone(), self.store.clone(), self.shutdown.clone(), r, watching).await?;
         Ok(Response::new(Box::pin(stream)))
     }
 }

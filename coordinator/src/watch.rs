@@ -52,11 +52,13 @@ pub async fn start(
     store: Store,
     shutdown: CancellationToken,
     req: pb::WatchJobRequest,
+    watching: Option<crate::auth::Watching>,
 ) -> Result<impl Stream<Item = Result<pb::JobEvent, Status>>, Error> {
     let sub = handle.subscribe(req.job_id.clone(), req.after_seq).await?;
     let (out, rx) = mpsc::channel(WATCH_OUT_BUFFER);
     tokio::spawn(async move {
-        let _open = crate::metrics::WatchStream::open();
+        // Both count this stream until its feed ends.
+        let _open = (crate::metrics::WatchStream::open(), watching);
         let job = req.job_id.clone();
         if let Err(e) = feed(&store, &shutdown, req, sub, out.clone()).await {
             tracing::debug!(job = %job, error = %e, "watch ended with an error");

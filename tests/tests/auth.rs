@@ -353,3 +353,48 @@ async fn the_worker_and_the_cli_use_their_tokens_and_metrics_need_a_reader() {
     assert!(err.contains("unauthenticated") && err.contains("ORCA_TOKEN"), "{err}");
     worker.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_token_limits_refuse_with_resource_exhausted_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = dir.path().join("auth.toml");
+    std::fs::write(
+        &auth,
+        format!(
+            "[[tokens]]\nname = \"slow\"\nrole = \"submitter\"\nsha256 = \"{}\"\ntasks_per_second = 1\nburst = 2\nwatch_streams = 1\n",
+            sha("slow-token")
+        ),
+    )
+    .unwrap();
+    let coord = Coordinator::start(dir.path(), &["--auth-file", auth.to_str().unwrap()]);
+    let mut c = coord.client().await;
+    let t = Some("slow-token");
+    let job = c.create_job(with(pb::CreateJobRequest::default(), t)).await.unwrap().into_inner().job_id;
+    let add = |n: usize| pb::AddTasksRequest {
+        job_id: job.clone(),
+        tasks: (0..n).map(|i| spec(&format!("t{i}"))).collect(),
+        ..Default::default()
+    };
+    c.add_tasks(with(add(2), t)).await.unwrap();
+    let over = c.add_tasks(with(add(1), t)).await.unwrap_err();
+    assert_eq!(over.code(), Code::ResourceExhausted);
+    assert!(over.message().contains("tasks_per_second = 1"), "{}", over.message());
+    let s = c.get_job(with(pb::GetJobRequest { job_id: job.clone() }, t)).await.unwrap().into_inner();
+    assert_eq!(s.status.unwrap().total_tasks, 2, "what was accepted stays; nothing else was added");
+
+    let watch = |c: &mut OrchestratorClient<Channel>| {
+        let mut c = c.clone();
+        let job = job.clone();
+        async move { c.watch_job(with(pb::WatchJobRequest { job_id: job, after_seq: 0, follow: true }, t)).await }
+    };
+    let first = watch(&mut c).await.unwrap();
+    let second = watch(&mut c).await.unwrap_err();
+    assert_eq!(second.code(), Code::ResourceExhausted);
+    assert!(second.message().contains("watch_streams = 1"), "{}", second.message());
+    drop(first);
+    let start = std::time::Instant::now();
+    while watch(&mut c).await.is_err() {
+        assert!(start.elapsed() < WAIT, "the closed stream was never given back");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
