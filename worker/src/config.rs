@@ -191,6 +191,7 @@ impl Args {
     /// Checks every value; creates the work directory.
     pub fn validate(self) -> Result<Config, Error> {
         let (keep_workspaces, max_work_dir_bytes, min_free_disk_bytes) = self.disk_limits()?;
+        let (policy, token) = self.trust()?;
         let url = self.coordinator.trim().to_string();
         let uri: tonic::transport::Uri =
             url.parse().map_err(|e| err("--coordinator", format!("{url:?} is not a URL: {e}")))?;
@@ -260,15 +261,22 @@ impl Args {
             keep_workspaces,
             max_work_dir_bytes,
             min_free_disk_bytes,
-            policy: crate::policy::Policy {
-                permission_mode: self.permission_mode.clone(),
-                hooks: self.hooks,
-                allow_hooks: self.allow_hooks.clone(),
-            },
-            token: orca_proto::contract::token_from(self.token_file.as_deref())
-                .map_err(|e| err("--token-file", e))?
-                .map(Token),
+            policy,
+            token,
         })
+    }
+
+    /// What tasks may make this worker run, and the token it presents.
+    fn trust(&self) -> Result<(crate::policy::Policy, Option<Token>), Error> {
+        let policy = crate::policy::Policy {
+            permission_mode: self.permission_mode.clone(),
+            hooks: self.hooks,
+            allow_hooks: self.allow_hooks.clone(),
+        };
+        let token = orca_proto::contract::token_from(self.token_file.as_deref())
+            .map_err(|e| err("--token-file", e))?
+            .map(Token);
+        Ok((policy, token))
     }
 
     /// The workspace and disk flags, checked and in the units the worker uses.
