@@ -61,8 +61,9 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
-    /// The coordinator cannot be reached (refused, unreachable, connect timeout).
-    #[error("cannot connect to {url}: {source}")]
+    /// The coordinator cannot be reached (refused, unreachable, connect timeout, a failed
+    /// TLS handshake); the message carries the causes.
+    #[error("cannot connect to {url}: {}", orca_proto::tls::chain(source))]
     Connect {
         url: String,
         #[source]
@@ -80,7 +81,7 @@ pub enum Error {
     FailedPrecondition(String),
     /// The coordinator is down, restarting or shutting down, or the connection broke (gRPC
     /// UNAVAILABLE or CANCELLED); retrying may help. The status keeps the transport cause.
-    #[error("coordinator unavailable: {}", .0.message())]
+    #[error("coordinator unavailable: {}", with_causes(.0))]
     Unavailable(#[source] tonic::Status),
     /// What the caller waited for (named here) was not final when its timeout passed.
     #[error("{0} did not finish before the timeout")]
@@ -94,9 +95,22 @@ pub enum Error {
     /// The token could not be read or is not usable.
     #[error("token: {0}")]
     Token(String),
+    /// The TLS settings cannot be used (a file that cannot be read, a key without its
+    /// certificate, TLS files with an http:// URL).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Any other gRPC status (INTERNAL, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ...).
-    #[error("{:?}: {}", .0.code(), .0.message())]
+    #[error("{:?}: {}", .0.code(), with_causes(.0))]
     Rpc(#[source] tonic::Status),
+}
+
+/// A status's message and the causes under it (a refused TLS handshake says why only there).
+fn with_causes(s: &tonic::Status) -> String {
+    use std::error::Error as _;
+    match s.source() {
+        Some(cause) => format!("{}: {}", s.message(), orca_proto::tls::chain(cause)),
+        None => s.message().to_string(),
+    }
 }
 
 impl Error {
@@ -185,10 +199,17 @@ impl Client {
     /// Connects to a coordinator (`http://host:port`): [`Error::InvalidAddress`] for a
     /// malformed address, [`Error::Connect`] when nothing answers within 10 s.
     pub async fn connect(url: &str) -> Result<Client, Error> {
+        Client::connect_tls(url, &orca_proto::tls::ClientTls::default()).await
+    }
+
+    /// Connects with TLS settings: an `https://` URL is TLS, verified against `tls.ca` (or the
+    /// system's roots), presenting `tls.cert` and `tls.key` when set (mutual TLS).
+    pub async fn connect_tls(url: &str, tls: &orca_proto::tls::ClientTls) -> Result<Client, Error> {
         let endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|source| Error::InvalidAddress { url: url.to_string(), source })?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10));
+        let endpoint = tls.apply(url, endpoint).map_err(Error::Tls)?;
         let channel = endpoint.connect().await.map_err(|source| Error::Connect { url: url.to_string(), source })?;
         Ok(Client::from_channel(channel, url))
     }
@@ -199,7 +220,7 @@ impl Client {
         let url =
             std::env::var("ORCA_COORDINATOR").unwrap_or_else(|_| orca_proto::defaults::COORDINATOR_URL.to_string());
         let token = orca_proto::contract::token_from(None).map_err(Error::Token)?;
-        let client = Client::connect(&url).await?;
+        let client = Client::connect_tls(&url, &orca_proto::tls::ClientTls::from_env()).await?;
         match token {
             Some(t) => client.with_token(&t),
             None => Ok(client),

@@ -55,6 +55,18 @@ pub struct Config {
     #[arg(long, env = "ORCA_HTTP_ADDR_FILE", requires = "http_listen")]
     pub http_addr_file: Option<PathBuf>,
 
+    /// PEM certificate chain: serve gRPC over TLS (with --tls-key). SIGHUP reloads it.
+    #[arg(long, env = "ORCA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "ORCA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates: clients must present a certificate signed by one (mutual TLS).
+    #[arg(long, env = "ORCA_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// TOML file of bearer tokens and their roles (`[[tokens]]` with name, role, sha256);
     /// SIGHUP reloads it. Without it every caller may do everything.
     #[arg(long, env = "ORCA_AUTH_FILE")]

@@ -27,6 +27,7 @@ pub mod notify;
 pub mod queue;
 pub mod service;
 pub mod store;
+pub mod tls;
 pub mod validate;
 pub mod watch;
 pub mod web;
@@ -65,6 +66,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("--auth-file: {0}")]
     Auth(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("cannot listen on {addr} (--http-listen): {source}")]
     HttpBind { addr: SocketAddr, source: std::io::Error },
     #[error("HTTP server: {0}")]
@@ -89,6 +92,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         Some(path) => auth::Auth::load(path).map_err(StartError::Auth)?,
         None => auth::Auth::off(),
     };
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            tls::Tls::load(tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: config.tls_client_ca.clone(),
+            })
+            .map_err(StartError::Tls)?,
+        ),
+        _ => None,
+    };
     if config.http_listen.is_some() {
         // Without a /metrics to serve, no recorder: every metric call is then a no-op.
         metrics::install();
@@ -109,7 +123,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     if !addr.ip().is_loopback() && !auth.enabled() {
         tracing::warn!(%addr, "serving without authentication on a non-loopback address (see --auth-file)");
     }
-    tokio::spawn(reload_on_sighup(auth.clone(), shutdown.clone()));
+    if !addr.ip().is_loopback() && tls.is_none() {
+        tracing::warn!(%addr, "serving plaintext on a non-loopback address (see --tls-cert)");
+    }
+    tokio::spawn(reload_on_sighup(auth.clone(), tls.clone(), shutdown.clone()));
 
     // If the dispatcher stops on its own (a failed commit), the server stops too: the process
     // exits non-zero and its supervisor restarts it from the database.
@@ -145,7 +162,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     tracing::info!(%addr, "serving");
     metrics::set_up(true);
     notify::ready();
-    let served = serve(&config, svc, listener, shutdown.clone()).await;
+    let served = serve(&config, svc, listener, tls, shutdown.clone()).await;
     metrics::set_up(false);
     notify::stopping();
     shutdown.cancel();
@@ -163,7 +180,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
 
 /// SIGHUP reads the auth file again: tokens added, changed or revoked take effect for the
 /// next call; a broken file is logged and the previous tokens stay.
-async fn reload_on_sighup(auth: auth::Auth, shutdown: CancellationToken) {
+async fn reload_on_sighup(auth: auth::Auth, tls: Option<tls::Tls>, shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
     loop {
@@ -175,6 +192,11 @@ async fn reload_on_sighup(auth: auth::Auth, shutdown: CancellationToken) {
             Ok(n) if auth.enabled() => tracing::info!(tokens = n, "SIGHUP: auth file reloaded"),
             Ok(_) => tracing::info!("SIGHUP: no auth file to reload"),
             Err(e) => tracing::error!(error = %e, "SIGHUP: auth file not reloaded; the previous tokens stay"),
+        }
+        match tls.as_ref().map(tls::Tls::reload) {
+            Some(Ok(())) => tracing::info!("SIGHUP: TLS certificates reloaded (new connections use them)"),
+            Some(Err(e)) => tracing::error!(error = %e, "SIGHUP: TLS not reloaded; the previous certificates stay"),
+            None => {}
         }
     }
 }
@@ -205,6 +227,7 @@ async fn serve(
     config: &Config,
     svc: service::Services,
     listener: tokio::net::TcpListener,
+    tls: Option<tls::Tls>,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     let (health, health_svc) = tonic_health::server::health_reporter();
@@ -216,8 +239,13 @@ async fn serve(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let max_connections = listener::max_connections(config.max_connections.map(|n| n as usize));
-    tracing::info!(max_connections, "accepting connections");
-    let incoming = listener::incoming(listener, max_connections, shutdown.clone());
+    tracing::info!(
+        max_connections,
+        tls = tls.is_some(),
+        mutual = tls.as_ref().is_some_and(tls::Tls::mutual),
+        "accepting connections"
+    );
+    let incoming = listener::incoming(listener, max_connections, tls, shutdown.clone());
     // HTTP/2 pings find connections that died without a FIN (a cut network): the worker's
     // Listen stream then closes and it counts as disconnected.
     let ping = std::time::Duration::from_secs(config.heartbeat_seconds() as u64);

@@ -95,22 +95,73 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// A connection as the server sees it: plain TCP, or TLS over it (`--tls-cert`).
+pub enum Io {
+    Plain(Conn),
+    Tls(Box<tokio_rustls::server::TlsStream<Conn>>),
+}
+
+impl Connected for Io {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        match self {
+            Io::Plain(c) => c.connect_info(),
+            Io::Tls(t) => t.get_ref().0.connect_info(),
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(c) => Pin::new(c).poll_read(cx, buf),
+            Io::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(c) => Pin::new(c).poll_write(cx, buf),
+            Io::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(c) => Pin::new(c).poll_flush(cx),
+            Io::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(c) => Pin::new(c).poll_shutdown(cx),
+            Io::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// The connections for the server, accepted until `shutdown`.
 pub fn incoming(
     listener: TcpListener,
     max_connections: usize,
+    tls: Option<crate::tls::Tls>,
     shutdown: CancellationToken,
-) -> ReceiverStream<io::Result<Conn>> {
+) -> ReceiverStream<io::Result<Io>> {
     let (tx, rx) = mpsc::channel(ACCEPTED_BUFFER);
     let permits = Arc::new(Semaphore::new(max_connections));
-    tokio::spawn(accept_loop(listener, permits, tx, shutdown));
+    tokio::spawn(accept_loop(listener, permits, tls, tx, shutdown));
     ReceiverStream::new(rx)
 }
 
 async fn accept_loop(
     listener: TcpListener,
     permits: Arc<Semaphore>,
-    tx: mpsc::Sender<io::Result<Conn>>,
+    tls: Option<crate::tls::Tls>,
+    tx: mpsc::Sender<io::Result<Io>>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(10);
@@ -129,7 +180,8 @@ async fn accept_loop(
         match accepted {
             Ok((stream, _)) => {
                 backoff = Duration::from_millis(10);
-                tokio::spawn(admit(stream, permit, tx.clone()));
+                let acceptor = tls.as_ref().map(crate::tls::Tls::acceptor);
+                tokio::spawn(admit(stream, permit, acceptor, tx.clone()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
@@ -140,15 +192,40 @@ async fn accept_loop(
     }
 }
 
-/// Hands the connection to the server once it sent its first byte; closes it otherwise.
-async fn admit(stream: TcpStream, permit: OwnedSemaphorePermit, tx: mpsc::Sender<io::Result<Conn>>) {
+/// Hands the connection to the server once it sent its first byte (and, with TLS, finished
+/// its handshake within the same bound); closes it otherwise.
+async fn admit(
+    stream: TcpStream,
+    permit: OwnedSemaphorePermit,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    tx: mpsc::Sender<io::Result<Io>>,
+) {
     let _ = stream.set_nodelay(true);
     let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     let mut byte = [0u8; 1];
     match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut byte)).await {
         Ok(Ok(n)) if n > 0 => {
-            let _ = tx.send(Ok(Conn { stream, _permit: permit })).await;
+            let conn = Conn { stream, _permit: permit };
+            let io = match tls {
+                None => Io::Plain(conn),
+                Some(acceptor) => {
+                    let peer = conn.stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, acceptor.accept(conn)).await {
+                        Ok(Ok(t)) => Io::Tls(Box::new(t)),
+                        Ok(Err(e)) => {
+                            // A plaintext client, an unknown CA, no or a bad client certificate.
+                            tracing::info!(%peer, error = %e, "TLS handshake failed; connection closed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake not finished in time; connection closed");
+                            return;
+                        }
+                    }
+                }
+            };
+            let _ = tx.send(Ok(io)).await;
         }
         Ok(_) => {}
         Err(_) => {

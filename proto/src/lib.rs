@@ -17,6 +17,7 @@ pub mod codec;
 pub mod config_file;
 pub mod contract;
 pub mod systemd;
+pub mod tls;
 
 /// The contract's defaults, also reachable as `orca_proto::defaults`.
 pub use contract::defaults;

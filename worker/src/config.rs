@@ -116,6 +116,19 @@ pub struct Args {
     /// value, which `ps` shows).
     #[arg(long, env = "ORCA_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// PEM CA certificates that sign the coordinator's certificate (for an https:// URL;
+    /// default: the system's roots).
+    #[arg(long, env = "ORCA_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS (with --tls-key).
+    #[arg(long, env = "ORCA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "ORCA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A checked configuration.
@@ -143,6 +156,8 @@ pub struct Config {
     pub token: Option<Token>,
     /// What a task may make this worker run.
     pub policy: crate::policy::Policy,
+    /// TLS towards an https:// coordinator.
+    pub tls: orca_proto::tls::ClientTls,
 }
 
 /// A bearer token; never printed.
@@ -263,6 +278,11 @@ impl Args {
             min_free_disk_bytes,
             policy,
             token,
+            tls: orca_proto::tls::ClientTls {
+                ca: self.tls_ca.clone(),
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+            },
         })
     }
 

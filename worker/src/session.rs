@@ -137,15 +137,17 @@ async fn unary<T>(fut: impl Future<Output = Result<tonic::Response<T>, tonic::St
     }
 }
 
-async fn channel(url: &str, bearer: Bearer) -> Result<Client, String> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| e.to_string())?
+async fn channel(url: &str, tls: &orca_proto::tls::ClientTls, bearer: Bearer) -> Result<Client, String> {
+    let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| e.to_string())?;
+    let endpoint = tls
+        .apply(url, endpoint)?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))
         .keep_alive_while_idle(true);
-    let ch = endpoint.connect().await.map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    let ch =
+        endpoint.connect().await.map_err(|e| format!("cannot connect to {url}: {}", orca_proto::tls::chain(&e)))?;
     Ok(WorkerGatewayClient::with_interceptor(ch, bearer)
         .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(limits::MAX_MESSAGE_BYTES))
@@ -155,6 +157,7 @@ async fn channel(url: &str, bearer: Bearer) -> Result<Client, String> {
 /// `stream` is cancelled.
 async fn connect(
     url: String,
+    tls: orca_proto::tls::ClientTls,
     bearer: Bearer,
     reg: pb::RegisterRequest,
     epoch: u64,
@@ -163,7 +166,7 @@ async fn connect(
 ) {
     let worker_id = reg.worker_id.clone();
     let opened = async {
-        let mut client = channel(&url, bearer).await?;
+        let mut client = channel(&url, &tls, bearer).await?;
         let resp = unary(client.register(reg)).await.map_err(|s| format!("register: {}", s.message()))?;
         let listen = pb::ListenRequest { worker_id, context_by_stream: true };
         let stream = tokio::time::timeout(RPC_TIMEOUT, client.listen(listen))
@@ -396,15 +399,16 @@ impl Shell {
         let epoch = self.epoch;
         let url = self.ctx.config.coordinator.clone();
         let bearer = self.ctx.bearer.clone();
+        let tls = self.ctx.config.tls.clone();
         let tx = self.tx.clone();
         match register {
             Some(reg) => {
                 let reg = self.register_request(reg);
-                tokio::spawn(connect(url, bearer, reg, epoch, tx, CancellationToken::new()));
+                tokio::spawn(connect(url, tls, bearer, reg, epoch, tx, CancellationToken::new()));
             }
             None => {
                 tokio::spawn(async move {
-                    let ev = match channel(&url, bearer).await {
+                    let ev = match channel(&url, &tls, bearer).await {
                         Ok(client) => Event::Connected { epoch, client, resp: None, stream: CancellationToken::new() },
                         Err(error) => Event::ConnectFailed { epoch, error },
                     };

@@ -28,6 +28,15 @@ struct Cli {
     /// File holding the bearer token (or set ORCA_TOKEN to the token itself).
     #[arg(long, env = "ORCA_TOKEN_FILE", global = true)]
     token_file: Option<std::path::PathBuf>,
+    /// PEM CA certificates of an https:// coordinator (default: the system's roots).
+    #[arg(long, env = "ORCA_TLS_CA", global = true)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate for mutual TLS (with --tls-key).
+    #[arg(long, env = "ORCA_TLS_CERT", global = true)]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "ORCA_TLS_KEY", global = true)]
+    tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -157,6 +166,7 @@ async fn main() -> ExitCode {
     // Logs only say something when they must (ORCA_LOG raises it); with an OTLP endpoint set
     // the command is a span whose context goes with every call.
     let telemetry = orca_telemetry::init("orca", orca_telemetry::LogFormat::Human, "warn");
+    let hint = TlsHint { url: cli.coordinator.clone(), client_cert: cli.tls_cert.is_some() };
     let span = tracing::info_span!(
         "command",
         otel.name = %format_args!("orca {}", cli.command.name()),
@@ -168,8 +178,36 @@ async fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("orca: {e}");
+            let text = e.to_string();
+            eprintln!("orca: {text}{}", hint.for_error(&text));
             ExitCode::from(2)
+        }
+    }
+}
+
+/// What a closed connection most likely means, since TLS peers close without saying why.
+struct TlsHint {
+    url: String,
+    client_cert: bool,
+}
+
+impl TlsHint {
+    fn for_error(&self, text: &str) -> &'static str {
+        // A TLS server's alert read as HTTP/2 is a frame of invalid size.
+        let closed = [
+            "connection closed",
+            "connection reset",
+            "broken pipe",
+            "operation was canceled",
+            "frame with invalid size",
+        ]
+        .iter()
+        .any(|t| text.contains(t));
+        match (closed, self.url.starts_with("https://"), self.client_cert) {
+            (true, false, _) => " (if the coordinator serves TLS, use an https:// URL and --tls-ca)",
+            (true, true, false) => " (if the coordinator requires client certificates, give --tls-cert and --tls-key)",
+            (true, true, true) => " (the coordinator may not accept this client certificate: see its log)",
+            _ => "",
         }
     }
 }
@@ -191,7 +229,9 @@ impl Cmd {
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let token = orca_proto::contract::token_from(cli.token_file.as_deref()).map_err(orca_client::Error::Token)?;
-    let mut client = Client::connect(&cli.coordinator).await?;
+    let tls =
+        orca_proto::tls::ClientTls { ca: cli.tls_ca.clone(), cert: cli.tls_cert.clone(), key: cli.tls_key.clone() };
+    let mut client = Client::connect_tls(&cli.coordinator, &tls).await?;
     if let Some(t) = token {
         client = client.with_token(&t)?;
     }
