@@ -88,21 +88,7 @@ pub enum StartError {
 /// then stops accepting, ends the streams, flushes and returns.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     let started = std::time::Instant::now();
-    let auth = match &config.auth_file {
-        Some(path) => auth::Auth::load(path).map_err(StartError::Auth)?,
-        None => auth::Auth::off(),
-    };
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(
-            tls::Tls::load(tls::TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: config.tls_client_ca.clone(),
-            })
-            .map_err(StartError::Tls)?,
-        ),
-        _ => None,
-    };
+    let (auth, tls) = security(&config)?;
     if config.http_listen.is_some() {
         // Without a /metrics to serve, no recorder: every metric call is then a no-op.
         metrics::install();
@@ -199,6 +185,26 @@ async fn reload_on_sighup(auth: auth::Auth, tls: Option<tls::Tls>, shutdown: Can
             None => {}
         }
     }
+}
+
+/// The auth file and the TLS files, read before anything is opened or bound.
+fn security(config: &Config) -> Result<(auth::Auth, Option<tls::Tls>), StartError> {
+    let auth = match &config.auth_file {
+        Some(path) => auth::Auth::load(path).map_err(StartError::Auth)?,
+        None => auth::Auth::off(),
+    };
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            tls::Tls::load(tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: config.tls_client_ca.clone(),
+            })
+            .map_err(StartError::Tls)?,
+        ),
+        _ => None,
+    };
+    Ok((auth, tls))
 }
 
 fn settings(config: &Config) -> dispatch::Settings {

@@ -206,7 +206,7 @@ impl Args {
     /// Checks every value; creates the work directory.
     pub fn validate(self) -> Result<Config, Error> {
         let (keep_workspaces, max_work_dir_bytes, min_free_disk_bytes) = self.disk_limits()?;
-        let (policy, token) = self.trust()?;
+        let (policy, token, tls) = self.trust()?;
         let url = self.coordinator.trim().to_string();
         let uri: tonic::transport::Uri =
             url.parse().map_err(|e| err("--coordinator", format!("{url:?} is not a URL: {e}")))?;
@@ -278,16 +278,12 @@ impl Args {
             min_free_disk_bytes,
             policy,
             token,
-            tls: orca_proto::tls::ClientTls {
-                ca: self.tls_ca.clone(),
-                cert: self.tls_cert.clone(),
-                key: self.tls_key.clone(),
-            },
+            tls,
         })
     }
 
-    /// What tasks may make this worker run, and the token it presents.
-    fn trust(&self) -> Result<(crate::policy::Policy, Option<Token>), Error> {
+    /// What tasks may make this worker run, and the token and TLS files it presents.
+    fn trust(&self) -> Result<(crate::policy::Policy, Option<Token>, orca_proto::tls::ClientTls), Error> {
         let policy = crate::policy::Policy {
             permission_mode: self.permission_mode.clone(),
             hooks: self.hooks,
@@ -296,7 +292,12 @@ impl Args {
         let token = orca_proto::contract::token_from(self.token_file.as_deref())
             .map_err(|e| err("--token-file", e))?
             .map(Token);
-        Ok((policy, token))
+        let tls = orca_proto::tls::ClientTls {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+        };
+        Ok((policy, token, tls))
     }
 
     /// The workspace and disk flags, checked and in the units the worker uses.
