@@ -387,6 +387,9 @@ pub fn report(r: &pb::ReportRequest) -> Result<(), Error> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
