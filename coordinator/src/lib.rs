@@ -130,7 +130,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
                 write_addr_file(path, bound)?;
             }
             tracing::info!(addr = %bound, "serving /metrics and /healthz");
-            Some(tokio::spawn(web::serve(l, handle.clone(), config.db.clone(), auth.clone(), shutdown.clone())))
+            let (db, auth, tls, stop) = (config.db.clone(), auth.clone(), tls.clone(), shutdown.clone());
+            Some(tokio::spawn(web::serve(l, handle.clone(), db, auth, tls, stop)))
         }
         None => None,
     };

@@ -20,11 +20,11 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
-/// The current server configuration.
+/// The current server configurations: gRPC (HTTP/2) and the HTTP listener (HTTP/1.1).
 #[derive(Clone)]
 pub struct Tls {
     files: TlsFiles,
-    config: Arc<RwLock<Arc<rustls::ServerConfig>>>,
+    config: Arc<RwLock<(Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>)>>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -42,6 +42,14 @@ fn certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String
         return Err(format!("{what} {}: no PEM certificate in it", path.display()));
     }
     Ok(certs)
+}
+
+/// The gRPC configuration (ALPN h2) and the HTTP listener's (ALPN http/1.1).
+fn configs(files: &TlsFiles) -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>), String> {
+    let grpc = server_config(files)?;
+    let mut http = grpc.clone();
+    http.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((Arc::new(grpc), Arc::new(http)))
 }
 
 fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
@@ -76,20 +84,25 @@ fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
 impl Tls {
     /// Reads the files; an error names the flag and the file.
     pub fn load(files: TlsFiles) -> Result<Tls, String> {
-        let config = server_config(&files)?;
-        Ok(Tls { files, config: Arc::new(RwLock::new(Arc::new(config))) })
+        let config = configs(&files)?;
+        Ok(Tls { files, config: Arc::new(RwLock::new(config)) })
     }
 
     /// Reads the files again (SIGHUP); on error the configuration stays as it was.
     pub fn reload(&self) -> Result<(), String> {
-        let config = server_config(&self.files)?;
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        let config = configs(&self.files)?;
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
         Ok(())
     }
 
-    /// An acceptor with the current configuration.
+    /// An acceptor for gRPC with the current configuration.
     pub fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.config.read().unwrap_or_else(|e| e.into_inner()).clone())
+        TlsAcceptor::from(self.config.read().unwrap_or_else(|e| e.into_inner()).0.clone())
+    }
+
+    /// An acceptor for the HTTP listener (HTTPS, HTTP/1.1) with the current configuration.
+    pub fn http_acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.config.read().unwrap_or_else(|e| e.into_inner()).1.clone())
     }
 
     pub fn mutual(&self) -> bool {

@@ -37,6 +37,7 @@ pub async fn serve(
     handle: Handle,
     db: PathBuf,
     auth: Auth,
+    tls: Option<crate::tls::Tls>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let ctx = Ctx { auth, handle, metrics: crate::metrics::install(), db, shutdown: shutdown.clone() };
@@ -53,7 +54,47 @@ pub async fn serve(
         }
     });
     let app = Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz)).with_state(ctx);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    match tls {
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await,
+        Some(tls) => serve_https(listener, app, tls, shutdown).await,
+    }
+}
+
+/// HTTPS with the coordinator's certificate (and client CA, when set), HTTP/1.1.
+async fn serve_https(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: crate::tls::Tls,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    loop {
+        let tcp = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTP accept failed; backing off");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (acceptor, app, stop) = (tls.http_acceptor(), app.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(crate::listener::FIRST_BYTE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return tracing::debug!(error = %e, "HTTPS handshake failed"),
+                Err(_) => return,
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
 }
 
 /// Bytes of the database: the main file and its write-ahead log.

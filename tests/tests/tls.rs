@@ -61,10 +61,23 @@ async fn mutual_tls_admits_certified_clients_only_and_sighup_rotates() {
     let live_key = d.join("live.key");
     std::fs::copy(&server_cert, &live_cert).unwrap();
     std::fs::copy(&server_key, &live_key).unwrap();
-    let coord = Coordinator::start(
+    let http_file = d.join("http.addr");
+    let mut coord = Coordinator::start(
         d,
-        &["--tls-cert", s(&live_cert), "--tls-key", s(&live_key), "--tls-client-ca", s(&ours.pem)],
+        &[
+            "--tls-cert",
+            s(&live_cert),
+            "--tls-key",
+            s(&live_key),
+            "--tls-client-ca",
+            s(&ours.pem),
+            "--http-listen",
+            "127.0.0.1:0",
+            "--http-addr-file",
+            s(&http_file),
+        ],
     );
+    let http = wait_for_file(&http_file, &mut coord.child);
     let https = format!("https://{}", coord.addr);
     let orca = |url: &str, tls: &[&str], args: &[&str]| {
         std::process::Command::new(binary("orca")).args(["--coordinator", url]).args(tls).args(args).output().unwrap()
@@ -91,6 +104,25 @@ async fn mutual_tls_admits_certified_clients_only_and_sighup_rotates() {
     .unwrap();
     let waited = orca(&https, &with_cert, &["wait", &job]);
     assert!(waited.status.success(), "{}", String::from_utf8_lossy(&waited.stderr));
+
+    // The HTTP listener serves HTTPS with the same certificate and client CA.
+    let get = |scheme: &str, cert: bool| {
+        let load = if cert {
+            format!("ctx.load_cert_chain({:?}, {:?})\n", s(&client_cert), s(&client_key))
+        } else {
+            String::new()
+        };
+        let py = format!(
+            "import ssl, urllib.request\nctx = ssl.create_default_context(cafile={:?})\n{load}\
+             try:\n    print(urllib.request.urlopen('{scheme}://{http}/healthz', context=ctx, timeout=30).status)\n\
+             except Exception as e:\n    print('refused', e)\n",
+            s(&ours.pem)
+        );
+        let out = std::process::Command::new("python3").arg("-c").arg(py).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(get("https", true), "200");
+    assert!(get("https", false).starts_with("refused"), "no client certificate on HTTPS");
 
     // Refused, each with its cause in the message.
     let refused = |out: std::process::Output| {
