@@ -230,10 +230,7 @@ impl Client {
     /// Sends `authorization: Bearer <token>` with every call (see the coordinator's
     /// `--auth-file`).
     pub fn with_token(mut self, token: &str) -> Result<Client, Error> {
-        let value = format!("Bearer {}", token.trim())
-            .parse()
-            .map_err(|_| Error::Token("the token must be printable ASCII".into()))?;
-        self.bearer = Some(value);
+        self.bearer = Some(orca_proto::contract::bearer(token).map_err(Error::Token)?);
         Ok(self)
     }
 

@@ -224,15 +224,7 @@ pub struct Tokens {
 }
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in s.as_bytes().chunks(2).enumerate() {
-        let d = |c: u8| (c as char).to_digit(16);
-        out[i] = (d(pair[0])? * 16 + d(pair[1])?) as u8;
-    }
-    Some(out)
+    crate::store::unhex(s)?.try_into().ok()
 }
 
 /// Equal in time that depends on the length only.

@@ -127,8 +127,16 @@ impl Services {
     async fn check_task(&self, caller: &Caller, task_id: i64) -> Result<(), Status> {
         if caller.role == Role::Submitter {
             let t = self.task(task_id).await?;
+            self.check_task_record(caller, &t).await?;
+        }
+        Ok(())
+    }
+
+    /// [`Services::check_task`] for a task already read.
+    async fn check_task_record(&self, caller: &Caller, t: &TaskRecord) -> Result<(), Status> {
+        if caller.role == Role::Submitter {
             self.owned_job(caller, &t.job_id).await.map_err(|e| match e.code() {
-                tonic::Code::PermissionDenied => not_owner(format_args!("task {task_id}"), caller),
+                tonic::Code::PermissionDenied => not_owner(format_args!("task {}", t.row.task_id), caller),
                 _ => e,
             })?;
         }
@@ -242,13 +250,7 @@ impl pb::orchestrator_server::Orchestrator for Services {
     async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {
         let caller = auth::caller(&req);
         let task = self.task(req.into_inner().task_id).await?;
-        if caller.role == Role::Submitter {
-            let id = task.row.task_id;
-            self.owned_job(&caller, &task.job_id).await.map_err(|e| match e.code() {
-                tonic::Code::PermissionDenied => not_owner(format_args!("task {id}"), &caller),
-                _ => e,
-            })?;
-        }
+        self.check_task_record(&caller, &task).await?;
         Ok(Response::new(convert::task(task)))
     }
 

@@ -354,7 +354,8 @@ async fn load(conn: &mut SqliteConnection) -> Result<Loaded, Error> {
     Ok(loaded)
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+/// Hex text to bytes (`None` for an odd length or a non-hex digit).
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     s.as_bytes().chunks(2).map(|p| Some(digit(*p.first()?)? << 4 | digit(*p.get(1)?)?)).collect()
 }

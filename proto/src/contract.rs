@@ -294,6 +294,11 @@ pub fn token_from(token_file: Option<&std::path::Path>) -> Result<Option<String>
     Ok(std::env::var("ORCA_TOKEN").ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
 }
 
+/// The `authorization` metadata value of a token: `Bearer <token>`.
+pub fn bearer(token: &str) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, String> {
+    format!("Bearer {}", token.trim()).parse().map_err(|_| "the token must be printable ASCII".to_string())
+}
+
 /// This release (every binary of a build shares it).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -40,6 +40,13 @@ impl WorkerProc {
     /// Starts `orca-worker --coordinator URL --name NAME --work-dir DIR/work-NAME ARGS...`,
     /// logging to `DIR/worker-NAME.log`.
     pub fn start(url: &str, dir: &Path, name: &str, args: &[&str]) -> WorkerProc {
+        WorkerProc::start_with_env(url, dir, name, args, &[])
+    }
+
+    /// [`WorkerProc::start`] with more environment variables.
+    pub fn start_with_env(url: &str, dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> WorkerProc {
+        let mut vars = vec![("WORKER_NAME".to_string(), name.to_string())];
+        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = WorkerConfig {
             binary: binary("orca-worker"),
             coordinator: url.to_string(),
@@ -48,7 +55,7 @@ impl WorkerProc {
             log: dir.join(format!("worker-{name}.log")),
             args: args.iter().map(|s| s.to_string()).collect(),
             log_filter: "info,orca_worker=debug".into(),
-            env: vec![("WORKER_NAME".into(), name.into())],
+            env: vars,
         };
         WorkerProc(Worker::start(config).unwrap_or_else(|e| panic!("start orca-worker {name}: {e}")))
     }
@@ -73,6 +80,29 @@ impl WorkerProc {
 /// Writes an executable `sh` script `dir/name` with `body` and returns its path.
 pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     orca_harness::shell::write_script(dir, name, body).unwrap_or_else(|e| panic!("write script {name}: {e}"))
+}
+
+/// Polls the async `f` every 20 ms until it holds; fails the test after [`WAIT`].
+pub async fn until_async<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < WAIT, "timed out after {WAIT:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// GET over HTTP/1.1, with `Authorization: Bearer <token>` when given: (status, body).
+pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, body.to_string())
 }
 
 /// Polls `f` every 10 ms until it holds; fails the test after [`WAIT`].

@@ -2,9 +2,9 @@
 //! role, job ownership, worker ids bound to their token, revocation by SIGHUP, /metrics, and
 //! the real worker and CLI with their tokens.
 
-use std::io::{Read, Write};
 use std::path::Path;
 
+use orca_e2e::workers::{WorkerProc, http_get, until_async};
 use orca_e2e::*;
 use orca_proto::pb;
 use pb::orchestrator_client::OrchestratorClient;
@@ -248,15 +248,14 @@ async fn a_worker_id_belongs_to_its_token_and_sighup_revokes() {
     c.create_job(with(pb::CreateJobRequest::default(), Some("submitter-token"))).await.unwrap();
     write_auth(&auth, &["ci"]);
     signal(coord.child.id(), libc::SIGHUP);
-    let start = std::time::Instant::now();
-    loop {
-        let r = c.create_job(with(pb::CreateJobRequest::default(), Some("submitter-token"))).await;
-        if code(r) == Code::Unauthenticated {
-            break;
+    until_async("the revoked token to be refused", || {
+        let mut c = c.clone();
+        async move {
+            let r = c.create_job(with(pb::CreateJobRequest::default(), Some("submitter-token"))).await;
+            code(r) == Code::Unauthenticated
         }
-        assert!(start.elapsed() < WAIT, "the revoked token still works");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     c.create_job(with(pb::CreateJobRequest::default(), Some("other-submitter-token"))).await.unwrap();
     // A broken file on SIGHUP keeps the tokens as they were.
     std::fs::write(&auth, "[[tokens]\nbroken").unwrap();
@@ -266,29 +265,18 @@ async fn a_worker_id_belongs_to_its_token_and_sighup_revokes() {
 }
 
 async fn until_code(gw: &mut WorkerGatewayClient<Channel>, token: &str, want: Code) {
-    let start = std::time::Instant::now();
-    loop {
-        let r = gw
-            .register(with(
-                pb::RegisterRequest { worker_id: "probe".into(), slots: 1, ..Default::default() },
-                Some(token),
-            ))
-            .await;
-        if code(r) == want {
-            return;
+    until_async(&format!("register with {token} to give {want:?}"), || {
+        let mut gw = gw.clone();
+        async move {
+            let reg = pb::RegisterRequest { worker_id: "probe".into(), slots: 1, ..Default::default() };
+            code(gw.register(with(reg, Some(token))).await) == want
         }
-        assert!(start.elapsed() < WAIT, "register with {token} never gave {want:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 fn http_status(addr: &str, path: &str, token: Option<&str>) -> u16 {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    http_get(addr, path, token).0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,17 +302,13 @@ async fn the_worker_and_the_cli_use_their_tokens_and_metrics_need_a_reader() {
     assert_eq!(http_status(&http, "/metrics", Some("worker-token")), 403);
     assert_eq!(http_status(&http, "/metrics", Some("reader-token")), 200);
 
-    let worker = orca_harness::Worker::start(orca_harness::WorkerConfig {
-        binary: binary("orca-worker"),
-        coordinator: coord.url(),
-        name: "tokened".into(),
-        work_dir: dir.path().join("work"),
-        log: dir.path().join("worker.log"),
-        args: vec!["--agent".into(), "noop".into()],
-        log_filter: "info".into(),
-        env: vec![("ORCA_TOKEN".into(), "worker-token".into())],
-    })
-    .unwrap();
+    let worker = WorkerProc::start_with_env(
+        &coord.url(),
+        dir.path(),
+        "tokened",
+        &["--agent", "noop"],
+        &[("ORCA_TOKEN", "worker-token")],
+    );
     let token_file = dir.path().join("ci.token");
     std::fs::write(&token_file, "submitter-token\n").unwrap();
     let orca = |args: &[&str]| {
@@ -392,9 +376,9 @@ async fn per_token_limits_refuse_with_resource_exhausted_and_lose_nothing() {
     assert_eq!(second.code(), Code::ResourceExhausted);
     assert!(second.message().contains("watch_streams = 1"), "{}", second.message());
     drop(first);
-    let start = std::time::Instant::now();
-    while watch(&mut c).await.is_err() {
-        assert!(start.elapsed() < WAIT, "the closed stream was never given back");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    until_async("the closed stream to be given back", || {
+        let opened = watch(&mut c);
+        async move { opened.await.is_ok() }
+    })
+    .await;
 }

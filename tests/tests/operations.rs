@@ -2,28 +2,15 @@
 //! the version-skew rule, upgrades from the previous release's database, and the systemd
 //! notification protocol of both binaries.
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use orca_e2e::workers::{script, until};
+use orca_e2e::workers::{WorkerProc, http_get, script, until, until_async};
 use orca_e2e::*;
 use orca_proto::pb;
 use tokio::sync::mpsc;
 use tonic::Code;
-
-/// GET over HTTP/1.1: (status, body).
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, body.to_string())
-}
 
 /// The value of the sample `series` (name and labels exactly as rendered), if present.
 fn sample(metrics: &str, series: &str) -> Option<f64> {
@@ -39,22 +26,14 @@ fn start_with_http(dir: &Path, extra: &[&str]) -> (Coordinator, String) {
     (coord, http)
 }
 
-async fn until_async<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < WAIT, "timed out after {WAIT:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_all_present_from_start_and_move_as_tasks_run() {
     let dir = tempfile::tempdir().unwrap();
     let (coord, http) = start_with_http(dir.path(), &[]);
-    let (status, health) = http_get(&http, "/healthz");
+    let (status, health) = http_get(&http, "/healthz", None);
     assert_eq!((status, health.lines().next()), (200, Some("serving")), "{health}");
 
-    let (status, m) = http_get(&http, "/metrics");
+    let (status, m) = http_get(&http, "/metrics", None);
     assert_eq!(status, 200);
     for (name, help) in orca_coordinator::metrics::DESCRIBED {
         assert!(m.contains(&format!("# HELP {name} {help}")), "{name} is not described:\n{m}");
@@ -74,7 +53,7 @@ async fn metrics_are_all_present_from_start_and_move_as_tasks_run() {
     let err = c.add_tasks(pb::AddTasksRequest { job_id: job.clone(), ..Default::default() }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
-    let (_, m) = http_get(&http, "/metrics");
+    let (_, m) = http_get(&http, "/metrics", None);
     assert_eq!(sample(&m, "orca_tasks{state=\"completed\"}"), Some(3.0), "{m}");
     assert_eq!(sample(&m, "orca_task_transitions_total{state=\"completed\"}"), Some(3.0));
     assert_eq!(sample(&m, "orca_task_attempts_total"), Some(3.0));
@@ -89,7 +68,7 @@ async fn metrics_are_all_present_from_start_and_move_as_tasks_run() {
     assert_eq!(sample(&m, bad), Some(1.0), "{m}");
     assert!(sample(&m, "orca_database_size_bytes").unwrap() > 0.0);
     assert!(sample(&m, "orca_writer_commit_seconds_count").unwrap() > 0.0);
-    let (status, _) = http_get(&http, "/nope");
+    let (status, _) = http_get(&http, "/nope", None);
     assert_eq!(status, 404);
 }
 
@@ -138,8 +117,10 @@ async fn delete_job_removes_a_finished_job_and_refuses_a_running_one() {
     let listed = c.list_jobs(pb::ListJobsRequest::default()).await.unwrap().into_inner();
     assert!(listed.jobs.iter().all(|j| j.job_id != done));
     assert_eq!(job_status(&mut c, &running).await.in_progress, 1, "the other job is untouched");
-    until("the purge to finish", || sample(&http_get(&http, "/metrics").1, "orca_jobs_purged_total") == Some(1.0))
-        .await;
+    until("the purge to finish", || {
+        sample(&http_get(&http, "/metrics", None).1, "orca_jobs_purged_total") == Some(1.0)
+    })
+    .await;
 
     // Across a restart: still gone, and task ids are never given twice.
     coord.restart();
@@ -315,21 +296,13 @@ async fn both_binaries_speak_the_systemd_notify_protocol() {
     let (wsock, wpath) = notify_socket(dir.path(), "worker.sock");
     let agent = script(dir.path(), "agent.sh", "env > \"$ORCA_TEST_ENV_OUT\"\necho done\n");
     let env_out = dir.path().join("agent.env");
-    let worker = orca_harness::Worker::start(orca_harness::WorkerConfig {
-        binary: binary("orca-worker"),
-        coordinator: coord.url(),
-        name: "notify".into(),
-        work_dir: dir.path().join("work"),
-        log: dir.path().join("worker.log"),
-        args: ["--agent", "command", "--agent-command", agent.to_str().unwrap()].map(String::from).to_vec(),
-        log_filter: "info".into(),
-        env: vec![
-            ("NOTIFY_SOCKET".into(), wpath.clone()),
-            ("WATCHDOG_USEC".into(), "200000".into()),
-            ("ORCA_TEST_ENV_OUT".into(), env_out.to_str().unwrap().into()),
-        ],
-    })
-    .unwrap();
+    let worker = WorkerProc::start_with_env(
+        &coord.url(),
+        dir.path(),
+        "notify",
+        &["--agent", "command", "--agent-command", agent.to_str().unwrap()],
+        &[("NOTIFY_SOCKET", &wpath), ("WATCHDOG_USEC", "200000"), ("ORCA_TEST_ENV_OUT", env_out.to_str().unwrap())],
+    );
     let mut wseen = String::new();
     until("the worker's READY=1, connected status and WATCHDOG=1", || {
         notifications(&wsock, &mut wseen);

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use orca_e2e::workers::WorkerProc;
 use orca_e2e::*;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -89,19 +90,9 @@ async fn mutual_tls_admits_certified_clients_only_and_sighup_rotates() {
     let job = job["job_id"].as_str().unwrap().to_string();
 
     // A real worker over mutual TLS runs it.
-    let worker = orca_harness::Worker::start(orca_harness::WorkerConfig {
-        binary: binary("orca-worker"),
-        coordinator: https.clone(),
-        name: "tls".into(),
-        work_dir: d.join("work"),
-        log: d.join("worker.log"),
-        args: ["--agent", "noop", "--tls-ca", s(&ours.pem), "--tls-cert", s(&client_cert), "--tls-key", s(&client_key)]
-            .map(String::from)
-            .to_vec(),
-        log_filter: "info".into(),
-        env: vec![],
-    })
-    .unwrap();
+    let args =
+        ["--agent", "noop", "--tls-ca", s(&ours.pem), "--tls-cert", s(&client_cert), "--tls-key", s(&client_key)];
+    let worker = WorkerProc::start(&https, d, "tls", &args);
     let waited = orca(&https, &with_cert, &["wait", &job]);
     assert!(waited.status.success(), "{}", String::from_utf8_lossy(&waited.stderr));
 

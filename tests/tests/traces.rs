@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use orca_e2e::workers::script;
+use orca_e2e::workers::{WorkerProc, script};
 use orca_e2e::*;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -87,19 +87,13 @@ async fn one_trace_runs_from_the_cli_through_the_coordinator_and_the_worker_to_t
     let seen = dir.path().join("traceparent");
     let agent =
         script(dir.path(), "agent.sh", &format!("printf '%s' \"$TRACEPARENT\" > {}\necho done\n", seen.display()));
-    let worker = orca_harness::Worker::start(orca_harness::WorkerConfig {
-        binary: binary("orca-worker"),
-        coordinator: coord.url(),
-        name: "traced".into(),
-        work_dir: dir.path().join("work"),
-        log: dir.path().join("worker.log"),
-        args: ["--agent", "command", "--agent-command", agent.to_str().unwrap(), "--log-format", "json"]
-            .map(String::from)
-            .to_vec(),
-        log_filter: "info".into(),
-        env: otel.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-    })
-    .unwrap();
+    let worker = WorkerProc::start_with_env(
+        &coord.url(),
+        dir.path(),
+        "traced",
+        &["--agent", "command", "--agent-command", agent.to_str().unwrap(), "--log-format", "json"],
+        &otel,
+    );
 
     let submit = tokio::process::Command::new(binary("orca"))
         .args(["--coordinator", &coord.url(), "submit", "--json", "trace me"])
@@ -155,7 +149,7 @@ async fn one_trace_runs_from_the_cli_through_the_coordinator_and_the_worker_to_t
     assert_eq!(queued.attributes.get("job_id"), Some(&job));
 
     // JSON logs: every line an object; the attempt's lines carry its trace id.
-    let log = std::fs::read_to_string(dir.path().join("worker.log")).unwrap();
+    let log = worker.logs();
     let lines: Vec<serde_json::Value> =
         log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}"))).collect();
     let finished = lines.iter().find(|l| l["fields"]["message"] == "attempt finished").expect("an attempt log line");

@@ -58,10 +58,7 @@ impl Bearer {
     pub fn new(token: Option<&str>) -> Result<Bearer, String> {
         match token {
             None => Ok(Bearer(None)),
-            Some(t) => format!("Bearer {t}")
-                .parse()
-                .map(|v| Bearer(Some(v)))
-                .map_err(|_| "the token must be printable ASCII".to_string()),
+            Some(t) => orca_proto::contract::bearer(t).map(|v| Bearer(Some(v))),
         }
     }
 }
