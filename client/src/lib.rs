@@ -25,10 +25,12 @@
 //! # }
 //! ```
 
+mod artifacts;
 mod json;
 mod subtask;
 mod watch;
 
+pub use artifacts::{Destination, Skipped, Written};
 pub use json::{json_to_struct, struct_to_json};
 pub use orca_proto::pb;
 pub use subtask::Subtask;
@@ -99,6 +101,13 @@ pub enum Error {
     /// certificate, TLS files with an http:// URL).
     #[error("TLS: {0}")]
     Tls(String),
+    /// An artifact could not be written (the path names the file or directory).
+    #[error("cannot write {path}: {source}")]
+    Artifacts {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// Any other gRPC status (INTERNAL, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ...).
     #[error("{:?}: {}", .0.code(), with_causes(.0))]
     Rpc(#[source] tonic::Status),
@@ -149,6 +158,10 @@ pub struct TaskOutcome {
     /// Why it failed or was cancelled.
     pub reason: String,
     pub attempts: u32,
+    /// The task's `working_dir` and expected outputs, where its artifacts belong
+    /// ([`TaskOutcome::write_artifacts`]).
+    pub working_dir: String,
+    pub expected_outputs: Vec<String>,
     pub result: Option<pb::TaskResult>,
 }
 
@@ -156,10 +169,13 @@ impl TaskOutcome {
     fn of(t: &pb::Task) -> TaskOutcome {
         let state = pb::TaskState::try_from(t.state).unwrap_or(pb::TaskState::Unspecified);
         let result = t.result.clone();
+        let spec = t.spec.clone().unwrap_or_default();
         TaskOutcome {
             task_id: t.task_id,
             state,
-            prompt: t.spec.as_ref().map(|s| s.prompt.clone()).unwrap_or_default(),
+            prompt: spec.prompt,
+            working_dir: spec.working_dir,
+            expected_outputs: spec.expected_outputs,
             output: result.as_ref().map(|r| r.output.clone()).unwrap_or_default(),
             error: result.as_ref().map(|r| r.error.clone()).unwrap_or_default(),
             reason: t.reason.clone(),
@@ -463,8 +479,16 @@ impl Client {
                 false
             }
         };
+        let mut out = self.collect(job).await?;
+        out.timed_out = timed_out;
+        Ok(out)
+    }
+
+    /// The job's results now, without waiting: the final tasks' outcomes, the others as
+    /// unfinished. [`TaskOutcome::write_artifacts`] puts each one's files where they belong.
+    pub async fn collect(&self, job: &str) -> Result<Collected, Error> {
         let tasks = self.list_tasks(job, &[]).await?;
-        let mut out = Collected { timed_out, ..Default::default() };
+        let mut out = Collected::default();
         for t in &tasks {
             let final_ = pb::TaskState::try_from(t.state).map(|s| s.is_final()).unwrap_or(false);
             if final_ {

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use orca_e2e::*;
+use orca_proto::pb;
 use tokio::sync::mpsc;
 
 fn orca(coord: &Coordinator, args: &[&str], stdin: Option<&str>) -> (i32, serde_json::Value, String) {
@@ -125,4 +126,52 @@ fn a_config_file_sets_each_binarys_flags_and_flags_and_unknown_keys_behave() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lease_secs") && err.contains(bad.to_str().unwrap()), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_writes_outputs_into_working_dirs_or_an_out_dir_and_leaves_in_place_tasks_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (project, shared) = (d.join("project"), d.join("shared"));
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::create_dir_all(&shared).unwrap();
+    let coord = Coordinator::start(d, &[]);
+    let mut c = coord.client().await;
+    // The worker shares `shared` with the caller (--allow-dir) but not `project`.
+    let agent = workers::script(d, "agent.sh", "mkdir -p src && echo \"made by $ORCA_TASK_ID\" > src/out.txt");
+    let args =
+        ["--agent", "command", "--agent-command", agent.to_str().unwrap(), "--allow-dir", shared.to_str().unwrap()];
+    let _w = workers::WorkerProc::start(&coord.url(), d, "w", &args);
+    let job = create_job(&mut c, "collect").await;
+    let task_in = |wd: &std::path::Path| pb::TaskSpec {
+        working_dir: wd.to_str().unwrap().into(),
+        expected_outputs: vec!["src/out.txt".into()],
+        ..spec("write src/out.txt")
+    };
+    let ids = add(&mut c, &job, vec![task_in(&project), task_in(&shared)]).await;
+    assert_eq!(wait_idle(&mut c, &job).await.completed, 2);
+    assert!(!task(&mut c, ids[0]).await.result.unwrap().in_place, "project is not shared");
+    assert!(task(&mut c, ids[1]).await.result.unwrap().in_place, "shared is used in place");
+    assert!(!project.join("src/out.txt").exists(), "nothing lands before collect");
+
+    let (code, got, err) = orca(&coord, &["collect", &job, "--json"], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(got["files"], 1, "{got}");
+    let made = std::fs::read_to_string(project.join("src/out.txt")).unwrap();
+    assert_eq!(made.trim(), format!("made by {}", ids[0]));
+    let skipped = got["tasks"].as_array().unwrap().iter().find(|t| t["task_id"] == ids[1]).unwrap();
+    assert!(skipped["skipped"][0]["reason"].as_str().unwrap().contains("ran in its working directory"), "{got}");
+
+    // With --out every task's files go to OUT/<task_id>/<path>, in place or not.
+    let out = d.join("out");
+    let (code, got, err) = orca(&coord, &["collect", &job, "--out", out.to_str().unwrap(), "--json"], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(got["files"], 2, "{got}");
+    for id in &ids {
+        let f = std::fs::read_to_string(out.join(id.to_string()).join("src/out.txt")).unwrap();
+        assert_eq!(f.trim(), format!("made by {id}"));
+    }
+    let (code, _, err) = orca(&coord, &["collect", "no-such-job"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("not found"), "{err}");
 }

@@ -514,3 +514,44 @@ async fn claude_agent_results_carry_cost_usage_session_and_errors() {
     let r = task(&mut c, ids[2]).await.result.unwrap();
     assert_eq!((r.output.as_str(), r.session_id.as_str(), r.cost_usd), ("from json", "sess-3", 0.5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_prompt_quotes_the_previous_attempts_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let coord = Coordinator::start(d, &[]);
+    let mut c = coord.client().await;
+    // Every first attempt fails with a message on stderr; later ones succeed.
+    let agent = script(
+        d,
+        "agent.sh",
+        &format!(
+            "cat > \"{d}/prompt-$ORCA_TASK_ID-$ORCA_ATTEMPT\"\nif [ \"$ORCA_ATTEMPT\" = 1 ]; then echo 'disk on fire' >&2; exit 3; fi\necho ok",
+            d = p(d)
+        ),
+    );
+    let _w = WorkerProc::start(&coord.url(), d, "w", &["--agent", "command", "--agent-command", p(&agent)]);
+    let job = create_job(&mut c, "retry prompts").await;
+    let fast = pb::RetryPolicy { initial_backoff_ms: 10, multiplier: 1.0, max_backoff_ms: 10 };
+    let ids = add(
+        &mut c,
+        &job,
+        vec![
+            pb::TaskSpec { max_retries: Some(1), retry_policy: Some(fast), ..spec("retried by the coordinator") },
+            spec("retried by the caller"),
+        ],
+    )
+    .await;
+    let s = wait_idle(&mut c, &job).await;
+    assert_eq!((s.completed, s.failed), (1, 1), "{s:?}");
+    c.retry_tasks(pb::RetryTasksRequest { job_id: job.clone(), task_ids: vec![] }).await.unwrap();
+    assert_eq!(wait_idle(&mut c, &job).await.completed, 2);
+    for id in ids {
+        let first = std::fs::read_to_string(d.join(format!("prompt-{id}-1"))).unwrap();
+        assert!(!first.contains("## Previous attempt"), "{first}");
+        let second = std::fs::read_to_string(d.join(format!("prompt-{id}-2"))).unwrap();
+        assert!(second.starts_with("## Previous attempt\nThe previous attempt failed with: "), "{second}");
+        assert!(second.contains("disk on fire"), "{second}");
+        assert!(second.contains("\n\n## Task\nretried by the"), "{second}");
+    }
+}

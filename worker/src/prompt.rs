@@ -14,6 +14,9 @@
 //! Create these files, relative to your working directory:
 //! - PATH
 //!
+//! ## Previous attempt
+//! The previous attempt failed with: ERROR
+//!
 //! ## Task
 //! PROMPT
 //! ```
@@ -34,9 +37,13 @@ fn push_item(out: &mut String, head: &str, value: &str) {
     }
 }
 
+/// Bytes of a previous attempt's error quoted in the prompt at most (its tail is cut).
+pub const MAX_PREVIOUS_ERROR_BYTES: usize = 4 << 10;
+
 /// The agent's prompt for a task: the shared context (global entries, then the job's, as the
-/// coordinator sends them), the context files, the expected outputs, then the task prompt.
-pub fn compose(spec: &pb::TaskSpec, context: &[pb::ContextEntry]) -> String {
+/// coordinator sends them), the context files, the expected outputs, the error of the
+/// previous attempt when this one retries it, then the task prompt.
+pub fn compose(spec: &pb::TaskSpec, context: &[pb::ContextEntry], previous_error: &str) -> String {
     let mut out = String::new();
     if !context.is_empty() {
         out.push_str("## Shared context\n");
@@ -59,6 +66,20 @@ pub fn compose(spec: &pb::TaskSpec, context: &[pb::ContextEntry]) -> String {
         }
         out.push('\n');
     }
+    if !previous_error.is_empty() {
+        let mut end = previous_error.len().min(MAX_PREVIOUS_ERROR_BYTES);
+        while !previous_error.is_char_boundary(end) {
+            end -= 1;
+        }
+        let cut = if end < previous_error.len() { " [...]" } else { "" };
+        out.push_str("## Previous attempt\n");
+        let mut lines = previous_error[..end].lines();
+        let _ = write!(out, "The previous attempt failed with: {}", lines.next().unwrap_or(""));
+        for l in lines {
+            let _ = write!(out, "\n  {l}");
+        }
+        let _ = writeln!(out, "{cut}\n");
+    }
     if out.is_empty() {
         return spec.prompt.clone();
     }
@@ -74,7 +95,7 @@ mod tests {
     #[test]
     fn a_bare_task_is_its_prompt() {
         let spec = pb::TaskSpec { prompt: "say hi".into(), ..Default::default() };
-        assert_eq!(compose(&spec, &[]), "say hi");
+        assert_eq!(compose(&spec, &[], ""), "say hi");
     }
 
     #[test]
@@ -106,14 +127,27 @@ Create these files, relative to your working directory:
 
 ## Task
 Summarize the notes.";
-        assert_eq!(compose(&spec, &ctx), expected);
+        assert_eq!(compose(&spec, &ctx, ""), expected);
+    }
+
+    #[test]
+    fn a_retry_quotes_the_previous_error_before_the_task() {
+        let spec = pb::TaskSpec { prompt: "fix it".into(), ..Default::default() };
+        assert_eq!(
+            compose(&spec, &[], "exit 1: tests failed\nassert x == 2"),
+            "## Previous attempt\nThe previous attempt failed with: exit 1: tests failed\n  assert x == 2\n\n## Task\nfix it"
+        );
+        let long = "é".repeat(MAX_PREVIOUS_ERROR_BYTES);
+        let got = compose(&spec, &[], &long);
+        assert!(got.contains(" [...]\n\n## Task\nfix it"));
+        assert!(got.len() < MAX_PREVIOUS_ERROR_BYTES + 200);
     }
 
     #[test]
     fn only_outputs() {
         let spec = pb::TaskSpec { prompt: "p".into(), expected_outputs: vec!["x".into()], ..Default::default() };
         assert_eq!(
-            compose(&spec, &[]),
+            compose(&spec, &[], ""),
             "## Expected outputs\nCreate these files, relative to your working directory:\n- x\n\n## Task\np"
         );
     }

@@ -185,7 +185,7 @@ async fn attempt_in(
     progress: &mut (dyn FnMut(String) + Send),
     (started, traceparent): (Instant, Option<String>),
 ) -> Final {
-    let prompt = prompt::compose(spec, &a.context);
+    let prompt = prompt::compose(spec, &a.context, &a.previous_error);
     let values = command::Values {
         prompt: &prompt,
         task_id: a.task_id,
@@ -198,7 +198,9 @@ async fn attempt_in(
         // W3C's name for it in the environment: tools that trace join the task's trace.
         env.push(("TRACEPARENT".into(), tp));
     }
-    let mut at = Attempt { ctx, spec, ws, env, started, result: pb::TaskResult::default() };
+    // A task that ran in place (a filesystem shared with the caller) left its files there.
+    let result = pb::TaskResult { in_place: !ws.fresh, ..Default::default() };
+    let mut at = Attempt { ctx, spec, ws, env, started, result };
     match at.steps(&values, stop, progress).await {
         Ok(()) => at.completed(),
         Err(fin) => *fin,

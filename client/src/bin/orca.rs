@@ -81,6 +81,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write the files the job's finished tasks produced (their expected outputs) into each
+    /// task's working_dir, or under --out DIR as DIR/<task_id>/<path>.
+    Collect {
+        job: String,
+        /// Write under this directory instead of the tasks' working directories.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Retry the failed tasks of a job.
     Retry {
         job: String,
@@ -221,6 +231,7 @@ impl Cmd {
             Cmd::Watch { .. } => "watch",
             Cmd::Jobs { .. } => "jobs",
             Cmd::Task { .. } => "task",
+            Cmd::Collect { .. } => "collect",
             Cmd::Retry { .. } => "retry",
             Cmd::Cancel { .. } => "cancel",
         }
@@ -242,6 +253,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Cmd::Watch { job, follow, json } => watch(&client, &job, follow, json).await,
         Cmd::Jobs { json } => jobs(&client, json).await,
         Cmd::Task { id, json } => task(&client, id, json).await,
+        Cmd::Collect { job, out, json } => collect(&client, &job, out.as_deref(), json).await,
         Cmd::Retry { job, json } => retry(&client, &job, json).await,
         Cmd::Cancel { job, reason } => cancel(&client, &job, &reason).await,
     }
@@ -368,6 +380,47 @@ async fn task(client: &Client, id: i64, json: bool) -> Result<ExitCode, Failure>
         for (k, val) in v.as_object().into_iter().flatten() {
             println!("{k}: {}", val.as_str().map(str::to_string).unwrap_or_else(|| val.to_string()));
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `orca collect`: writes the finished tasks' artifacts where they belong (see
+/// [`orca_client::TaskOutcome::write_artifacts`]) and says what it wrote and skipped.
+async fn collect(client: &Client, job: &str, out: Option<&Path>, json: bool) -> Result<ExitCode, Failure> {
+    let got = client.collect(job).await?;
+    let dest = out.map_or(orca_client::Destination::WorkingDir, orca_client::Destination::Under);
+    let mut tasks = Vec::new();
+    let mut files = 0;
+    for r in got.results.values() {
+        let w = r.write_artifacts(dest)?;
+        files += w.files.len();
+        if !json {
+            for f in &w.files {
+                println!("task {}: wrote {}", r.task_id, f.display());
+            }
+            for s in &w.skipped {
+                let what = if s.path.is_empty() { String::new() } else { format!(" {}", s.path) };
+                println!("task {}: skipped{what}: {}", r.task_id, s.reason);
+            }
+        }
+        if !w.files.is_empty() || !w.skipped.is_empty() {
+            tasks.push(json!({
+                "task_id": r.task_id,
+                "state": r.state.short_name(),
+                "files": w.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+                "skipped": w.skipped.iter().map(|s| json!({"path": s.path, "reason": s.reason})).collect::<Vec<_>>(),
+            }));
+        }
+    }
+    if json {
+        print_json(&json!({"job_id": job, "files": files, "tasks": tasks, "unfinished": got.unfinished}));
+    } else {
+        let pending = if got.unfinished.is_empty() {
+            String::new()
+        } else {
+            format!("; {} tasks not finished yet", got.unfinished.len())
+        };
+        println!("job {job}: {files} files written{pending}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1147,6 +1147,8 @@ impl Dispatcher {
                 state,
                 attempt: r.row.attempt,
                 cancel_cause: cause,
+                previous_error: (state == State::Failed && !r.row.reason.is_empty())
+                    .then(|| Arc::from(r.row.reason.as_str())),
             });
         }
         external.sort_unstable();

@@ -153,7 +153,7 @@ pub(super) fn messages(
     let mut per: HashMap<WorkerId, Outgoing> = HashMap::new();
     for e in effects {
         match e {
-            Effect::Assign { worker, id, job, attempt, lease_expires_ms, payload } => {
+            Effect::Assign { worker, id, job, attempt, lease_expires_ms, payload, previous_error } => {
                 let Some(session) = sessions.get_mut(worker) else { continue };
                 let mut a = pb::Assignment {
                     task_id: id.0,
@@ -162,6 +162,7 @@ pub(super) fn messages(
                     spec: payload.as_deref().and_then(|p| pb::TaskSpec::decode(p).ok()),
                     lease_expires_ms: *lease_expires_ms as i64,
                     context: Vec::new(),
+                    previous_error: previous_error.as_deref().unwrap_or_default().to_string(),
                 };
                 let mut scopes = Vec::new();
                 if session.context_by_stream {

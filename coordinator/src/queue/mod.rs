@@ -196,6 +196,8 @@ pub struct RevivedTask {
     pub state: State,
     pub attempt: u32,
     pub cancel_cause: Option<TaskId>,
+    /// Why it failed (a failed task's reason), for the next attempt's prompt.
+    pub previous_error: Option<Arc<str>>,
 }
 
 /// The lease of an in-progress attempt.
@@ -385,7 +387,16 @@ pub enum Effect {
     },
     /// Send this attempt to the worker; `payload` is its spec, or `None` when the caller must
     /// read it from the store.
-    Assign { worker: WorkerId, id: TaskId, job: JobId, attempt: u32, lease_expires_ms: u64, payload: Option<Arc<[u8]>> },
+    Assign {
+        worker: WorkerId,
+        id: TaskId,
+        job: JobId,
+        attempt: u32,
+        lease_expires_ms: u64,
+        payload: Option<Arc<[u8]>>,
+        /// The error of the task's last failed attempt, when this one retries it.
+        previous_error: Option<Arc<str>>,
+    },
     /// Tell the worker to stop this attempt.
     Revoke { worker: WorkerId, id: TaskId, attempt: u32, reason: String },
     /// Progress of a running attempt (not a state change).
@@ -429,6 +440,9 @@ pub struct Scheduler {
     swept_ms: u64,
     /// Bytes of the payloads held by entries.
     cached_bytes: usize,
+    /// The error of each live task's last failed attempt, given to the attempts after it
+    /// (only tasks that failed an attempt and are not final are here).
+    previous_errors: HashMap<TaskId, Arc<str>>,
     /// The time of the batch being applied (ms), for the timings of `Effect::Changed`.
     clock_ms: u64,
     totals: Totals,
@@ -615,6 +629,10 @@ impl Scheduler {
         let e = self.tasks.get_mut(&id).expect("just inserted");
         e.retries_used = r.retries_used;
         e.lost_leases = r.lost_leases;
+        if state == State::Waiting && r.not_before_ms > 0 && !r.reason.is_empty() {
+            // Waiting on a retry backoff: the reason says which attempt failed and why.
+            self.previous_errors.insert(id, Arc::from(r.reason.as_str()));
+        }
         e.reason = r.reason;
         match state {
             State::Pending => self.push_ready(id),
@@ -720,6 +738,9 @@ impl Scheduler {
             }
             let from = r.state;
             self.remove_entry(id);
+            if let Some(err) = r.previous_error {
+                self.previous_errors.insert(id, err);
+            }
             self.insert_entry(r.job.clone(), r.task, State::Waiting, r.attempt, None, Link::Revived);
             let info = self.jobs.entry(r.job.clone()).or_default();
             info.counts.sub(from);
@@ -1151,7 +1172,16 @@ impl Scheduler {
         }
         self.refresh_free(worker);
         self.transition(id, State::InProgress, String::new(), fx);
-        fx.push(Effect::Assign { worker: worker.clone(), id, job, attempt, lease_expires_ms: expires_ms, payload });
+        let previous_error = self.previous_errors.get(&id).cloned();
+        fx.push(Effect::Assign {
+            worker: worker.clone(),
+            id,
+            job,
+            attempt,
+            lease_expires_ms: expires_ms,
+            payload,
+            previous_error,
+        });
     }
 
     /// An attempt was lost (lease expired, or its worker came back without it): the task is
@@ -1192,6 +1222,7 @@ impl Scheduler {
             let wait = e.retry.backoff_ms(e.retries_used);
             let at = now + wait;
             e.not_before_ms = at;
+            self.previous_errors.insert(id, Arc::from(reason.as_str()));
             let reason = format!(
                 "attempt {} failed: {reason}; retry {} of {} in {wait} ms",
                 e.attempt, e.retries_used, e.max_retries
@@ -1250,6 +1281,7 @@ impl Scheduler {
             e.not_before_ms = 0;
         }
         e.cancel_cause = cause;
+        self.previous_errors.remove(&id);
         self.transition(id, to, reason, fx);
         self.finals.push(id);
     }
@@ -1272,6 +1304,7 @@ impl Scheduler {
 
     /// Takes an entry out of memory, with its cached payload.
     fn remove_entry(&mut self, id: TaskId) {
+        self.previous_errors.remove(&id);
         if let Some(e) = self.tasks.remove(&id) {
             self.cached_bytes -= e.payload.as_ref().map_or(0, |p| p.len());
         }
@@ -1318,6 +1351,9 @@ impl Scheduler {
             let live = |c: &Counts| (c.waiting, c.pending, c.in_progress);
             assert_eq!(live(&info.counts), live(&c), "job {job}: counts of live tasks");
             assert!(info.counts.completed >= c.completed, "job {job}: completed count");
+        }
+        for id in self.previous_errors.keys() {
+            assert!(self.tasks.get(id).is_some_and(|e| !e.state.is_final()), "previous error kept for task {id}");
         }
         for (wid, w) in &self.workers {
             if w.slots > 0 {

@@ -387,6 +387,77 @@ fn retries_wait_out_their_backoff() {
     assert_eq!(e.reason, "boom");
 }
 
+/// The attempts of `fx` with the previous error each carries.
+fn previous_errors(fx: &[Effect]) -> Vec<(i64, u32, Option<String>)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Assign { id, attempt, previous_error, .. } => {
+                Some((id.0, *attempt, previous_error.as_deref().map(str::to_string)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_retry_carries_the_previous_attempts_error_until_the_task_is_final() {
+    let mut s = sched();
+    let mut t = task(1);
+    t.max_retries = 2;
+    add(&mut s, vec![t]);
+    let w = worker(&mut s, "w1", 1);
+    assert_eq!(previous_errors(&s.dispatch(0)), vec![(1, 1, None)]);
+    s.report(&w, TaskId(1), 1, Outcome::Failed { reason: "exit 1: boom".into(), retryable: true }, 10).unwrap();
+    s.tick(110);
+    assert_eq!(previous_errors(&s.dispatch(110)), vec![(1, 2, Some("exit 1: boom".into()))]);
+    // A lost attempt keeps the last failure for the attempt after it.
+    s.tick(2_000);
+    assert_eq!(state(&s, 1), State::Pending, "the lease of attempt 2 expired");
+    s.heartbeat(&w, &[], 2_000).ok();
+    assert_eq!(previous_errors(&s.dispatch(2_000)), vec![(1, 3, Some("exit 1: boom".into()))]);
+    s.check_invariants();
+    s.report(&w, TaskId(1), 3, Outcome::Completed, 1_120).unwrap();
+    s.check_invariants();
+    assert!(s.previous_errors.is_empty());
+}
+
+#[test]
+fn a_revived_task_and_a_restored_backoff_carry_the_failure() {
+    let mut s = sched();
+    let revived = RevivedTask {
+        task: task(1),
+        job: job(),
+        state: State::Failed,
+        attempt: 1,
+        cancel_cause: None,
+        previous_error: Some(Arc::from("tests failed")),
+    };
+    s.revive(vec![revived], &HashMap::new());
+    s.restore_task(
+        Restored {
+            job: job(),
+            task: task(2),
+            state: State::Waiting,
+            attempt: 1,
+            retries_used: 1,
+            lost_leases: 0,
+            worker: None,
+            not_before_ms: 5,
+            reason: "attempt 1 failed: timeout".into(),
+        },
+        0,
+    );
+    s.finish_restore();
+    let w = worker(&mut s, "w1", 2);
+    s.tick(5);
+    let mut got = previous_errors(&s.dispatch(5));
+    got.sort();
+    assert_eq!(got, vec![(1, 2, Some("tests failed".into())), (2, 2, Some("attempt 1 failed: timeout".into()))]);
+    s.report(&w, TaskId(1), 2, Outcome::Completed, 6).unwrap();
+    s.report(&w, TaskId(2), 2, Outcome::Completed, 6).unwrap();
+    assert!(s.previous_errors.is_empty());
+}
+
 #[test]
 fn backoff_is_capped() {
     let p = RetryPolicy { initial_ms: 1_000, multiplier: 2.0, max_ms: 60_000 };
@@ -420,7 +491,14 @@ fn failure_cancels_dependents_and_retry_brings_them_back() {
             let e = s.task(TaskId(i)).unwrap();
             let mut t = task(i);
             t.deps = e.deps.clone();
-            RevivedTask { task: t, job: job(), state: e.state, attempt: e.attempt, cancel_cause: e.cancel_cause }
+            RevivedTask {
+                task: t,
+                job: job(),
+                state: e.state,
+                attempt: e.attempt,
+                cancel_cause: e.cancel_cause,
+                previous_error: None,
+            }
         })
         .collect();
     s.evict_final();
