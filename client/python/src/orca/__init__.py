@@ -1,0 +1,128 @@
+"""Python client of Orca, the distributed task orchestrator.
+
+- `Client` (synchronous) and `AsyncClient` (asyncio) cover every call of the
+  ``orca.v1.Orchestrator`` gRPC service and return the generated messages of `orca.v1`.
+- `Client.watch_job` is a resumable event stream, `Client.wait` waits on it.
+- `write_artifacts` puts a task's returned files into a directory, safely.
+- Refusals raise `OrcaError` subclasses (`NotFound`, `InvalidArgument`, ...).
+
+The orchestrator guide's API (``ClaudeOrchestrator``, ``quick_delegate``) is the separate
+top-level module ``orchestrator`` of the same distribution.
+
+    import orca
+    with orca.Client() as c:                       # ORCA_COORDINATOR or http://127.0.0.1:50051
+        job = c.create_job("Generate utility functions")
+        c.add_tasks(job.job_id, ["Create factorial function", "Create fibonacci function"])
+        status = c.wait(job.job_id)
+        for t in c.list_tasks(job.job_id, states=["completed"]):
+            print(t.task_id, t.result.output)
+"""
+
+from orca._config import DEFAULT_COORDINATOR, MAX_MESSAGE_BYTES, Settings, resolve
+from orca._specs import (
+    FINAL_STATES,
+    JOB_STATES,
+    TASK_STATES,
+    from_struct,
+    is_final,
+    job_state_name,
+    state_name,
+    task_spec,
+    to_struct,
+)
+from orca.aio import AsyncClient
+from orca.artifacts import ArtifactSkipped, write_artifacts
+from orca.client import Client
+from orca.errors import (
+    Aborted,
+    AlreadyExists,
+    Cancelled,
+    ConfigError,
+    DataLoss,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    OrcaError,
+    OutOfRange,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+    Unknown,
+    WaitTimeout,
+)
+from orca.v1 import orchestrator_pb2, types_pb2
+
+__version__ = "0.2.0"
+
+# The generated messages most callers touch, under short names.
+Job = types_pb2.Job
+JobStatus = types_pb2.JobStatus
+Task = types_pb2.Task
+TaskSpec = types_pb2.TaskSpec
+TaskResult = types_pb2.TaskResult
+Artifact = types_pb2.Artifact
+ContextFile = types_pb2.ContextFile
+RetryPolicy = types_pb2.RetryPolicy
+VerificationHook = types_pb2.VerificationHook
+AgentOptions = types_pb2.AgentOptions
+JobEvent = orchestrator_pb2.JobEvent
+TaskState = types_pb2.TaskState
+JobState = types_pb2.JobState
+JobEventKind = orchestrator_pb2.JobEventKind
+
+__all__ = [
+    "Client",
+    "AsyncClient",
+    "Settings",
+    "resolve",
+    "DEFAULT_COORDINATOR",
+    "MAX_MESSAGE_BYTES",
+    "task_spec",
+    "write_artifacts",
+    "ArtifactSkipped",
+    "state_name",
+    "job_state_name",
+    "is_final",
+    "TASK_STATES",
+    "JOB_STATES",
+    "FINAL_STATES",
+    "to_struct",
+    "from_struct",
+    "OrcaError",
+    "Cancelled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+    "ConfigError",
+    "WaitTimeout",
+    "Job",
+    "JobStatus",
+    "Task",
+    "TaskSpec",
+    "TaskResult",
+    "Artifact",
+    "ContextFile",
+    "RetryPolicy",
+    "VerificationHook",
+    "AgentOptions",
+    "JobEvent",
+    "TaskState",
+    "JobState",
+    "JobEventKind",
+]

@@ -1,0 +1,224 @@
+"""`AsyncClient`: the asyncio twin of `orca.Client` (grpc.aio), with the same methods as
+coroutines; `AsyncClient.watch_job` and `AsyncClient.list_jobs` / `list_tasks` are async
+iterators. The channel is opened on the first call, inside the running event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator, Dict, Iterable, List, Mapping, Optional, Sequence
+
+import grpc
+import grpc.aio
+
+from orca import _config
+from orca._specs import TaskLike, task_specs
+from orca._watch import WatchState
+from orca.artifacts import write_artifacts
+from orca.client import (
+    PAGE_SIZE,
+    ProgressCallback,
+    StateLike,
+    create_job_request,
+    list_tasks_request,
+    remaining,
+)
+from orca.errors import OrcaError, WaitTimeout, error_from_rpc
+from orca.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
+
+__all__ = ["AsyncClient"]
+
+
+class AsyncClient:
+    """A connection to a coordinator for asyncio code. Settings as for `orca.Client`
+    (arguments, then ``ORCA_COORDINATOR``, ``ORCA_TOKEN_FILE``/``ORCA_TOKEN``,
+    ``ORCA_TLS_CA``/``ORCA_TLS_CERT``/``ORCA_TLS_KEY``; of a comma-separated coordinator
+    list only the first URL is used for now). Use ``async with`` or await `close`.
+    """
+
+    def __init__(
+        self,
+        coordinator: Optional[str] = None,
+        *,
+        token: Optional[str] = None,
+        token_file: Optional[_config.PathLike] = None,
+        tls_ca: Optional[_config.PathLike] = None,
+        tls_cert: Optional[_config.PathLike] = None,
+        tls_key: Optional[_config.PathLike] = None,
+    ) -> None:
+        self.settings = _config.resolve(
+            coordinator, token=token, token_file=token_file, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key
+        )
+        self._metadata = self.settings.metadata()
+        self._channel: Optional[grpc.aio.Channel] = None
+        self._stub_: Optional[orchestrator_pb2_grpc.OrchestratorStub] = None
+
+    @property
+    def coordinator(self) -> str:
+        return self.settings.url
+
+    @property
+    def _stub(self) -> orchestrator_pb2_grpc.OrchestratorStub:
+        if self._stub_ is None:
+            options = self.settings.channel_options()
+            if self.settings.tls:
+                self._channel = grpc.aio.secure_channel(
+                    self.settings.target, self.settings.credentials(), options=options
+                )
+            else:
+                self._channel = grpc.aio.insecure_channel(self.settings.target, options=options)
+            self._stub_ = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
+        return self._stub_
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+            self._stub_ = None
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, method: str, request: object, timeout: Optional[float] = None):  # type: ignore[no-untyped-def]
+        try:
+            return await getattr(self._stub, method)(request, metadata=self._metadata, timeout=timeout)
+        except grpc.RpcError as e:
+            raise error_from_rpc(e) from None
+
+    # Jobs
+
+    async def create_job(
+        self, description: str = "", metadata: Optional[Mapping[str, object]] = None, *, request_id: str = ""
+    ) -> types_pb2.Job:
+        return await self._call("CreateJob", create_job_request(description, metadata, request_id))
+
+    async def get_job(self, job_id: str) -> types_pb2.Job:
+        return await self._call("GetJob", orchestrator_pb2.GetJobRequest(job_id=job_id))
+
+    async def list_jobs_page(self, page_size: int = 0, page_token: str = "") -> orchestrator_pb2.ListJobsResponse:
+        return await self._call(
+            "ListJobs", orchestrator_pb2.ListJobsRequest(page_size=page_size, page_token=page_token)
+        )
+
+    async def list_jobs(self, page_size: int = PAGE_SIZE) -> AsyncIterator[types_pb2.Job]:
+        token = ""
+        while True:
+            page = await self.list_jobs_page(page_size, token)
+            for job in page.jobs:
+                yield job
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    async def cancel_job(self, job_id: str, reason: str = "") -> types_pb2.Job:
+        return await self._call("CancelJob", orchestrator_pb2.CancelJobRequest(job_id=job_id, reason=reason))
+
+    async def delete_job(self, job_id: str) -> None:
+        await self._call("DeleteJob", orchestrator_pb2.DeleteJobRequest(job_id=job_id))
+
+    # Tasks
+
+    async def add_tasks(self, job_id: str, tasks: Iterable[TaskLike], *, request_id: str = "") -> List[int]:
+        req = orchestrator_pb2.AddTasksRequest(job_id=job_id, tasks=task_specs(tasks), request_id=request_id)
+        return list((await self._call("AddTasks", req)).task_ids)
+
+    async def add_task(self, job_id: str, task: TaskLike) -> int:
+        return (await self.add_tasks(job_id, [task]))[0]
+
+    async def get_task(self, task_id: int) -> types_pb2.Task:
+        return await self._call("GetTask", orchestrator_pb2.GetTaskRequest(task_id=task_id))
+
+    async def list_tasks_page(
+        self,
+        job_id: str,
+        states: Iterable[StateLike] = (),
+        page_size: int = 0,
+        page_token: str = "",
+        summary_only: bool = False,
+    ) -> orchestrator_pb2.ListTasksResponse:
+        return await self._call("ListTasks", list_tasks_request(job_id, states, page_size, page_token, summary_only))
+
+    async def list_tasks(
+        self,
+        job_id: str,
+        states: Iterable[StateLike] = (),
+        summary_only: bool = False,
+        page_size: int = PAGE_SIZE,
+    ) -> AsyncIterator[types_pb2.Task]:
+        states = list([states] if isinstance(states, (str, int)) else states)
+        token = ""
+        while True:
+            page = await self.list_tasks_page(job_id, states, page_size, token, summary_only)
+            for task in page.tasks:
+                yield task
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    async def cancel_task(self, task_id: int, reason: str = "") -> types_pb2.Task:
+        return await self._call("CancelTask", orchestrator_pb2.CancelTaskRequest(task_id=task_id, reason=reason))
+
+    async def retry_tasks(self, job_id: str = "", task_ids: Sequence[int] = ()) -> List[int]:
+        req = orchestrator_pb2.RetryTasksRequest(job_id=job_id, task_ids=list(task_ids))
+        return list((await self._call("RetryTasks", req)).task_ids)
+
+    # Shared context
+
+    async def set_context(self, key: str, value: str, job_id: str = "") -> None:
+        await self._call("SetContext", orchestrator_pb2.SetContextRequest(job_id=job_id, key=key, value=value))
+
+    async def get_context(self, job_id: str = "") -> Dict[str, str]:
+        return dict((await self._call("GetContext", orchestrator_pb2.GetContextRequest(job_id=job_id))).values)
+
+    # Watching and waiting
+
+    def watch_job(
+        self, job_id: str, after_seq: int = 0, follow: bool = False, max_reconnects: int = 0
+    ) -> AsyncIterator[orchestrator_pb2.JobEvent]:
+        """As `orca.Client.watch_job`, as an async iterator."""
+        return self._watch(WatchState(job_id, after_seq, follow, max_reconnects), None, 0.0)
+
+    async def _watch(
+        self, w: WatchState, deadline: Optional[float], timeout: float
+    ) -> AsyncIterator[orchestrator_pb2.JobEvent]:
+        while True:
+            err: Optional[OrcaError] = None
+            call = None
+            try:
+                call = self._stub.WatchJob(w.request(), metadata=self._metadata, timeout=remaining(deadline))
+                async for ev in call:
+                    if w.accept(ev):
+                        yield ev
+                if w.ended_normally():
+                    return
+            except grpc.RpcError as e:
+                err = error_from_rpc(e)
+            finally:
+                if call is not None:
+                    call.cancel()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(w.job_id, timeout, w.status)
+            delay = w.retry_delay(err)
+            left = remaining(deadline)
+            await asyncio.sleep(delay if left is None else min(delay, left))
+
+    async def wait(
+        self, job_id: str, timeout: Optional[float] = None, on_progress: Optional[ProgressCallback] = None
+    ) -> types_pb2.JobStatus:
+        """As `orca.Client.wait`."""
+        w = WatchState(job_id, 0, False, 0)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        async for ev in self._watch(w, deadline, timeout or 0.0):
+            if on_progress is not None and ev.HasField("status"):
+                on_progress(ev.status)
+        assert w.status is not None
+        return w.status
+
+    @staticmethod
+    def write_artifacts(task: types_pb2.Task, dest: Optional[_config.PathLike] = None) -> List[str]:
+        """`orca.write_artifacts` (plain file writes; call it from a thread for huge files)."""
+        return write_artifacts(task, dest)
