@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 echo "building (the first build takes a few minutes)..." >&2
-cargo build --quiet -p orca-coordinator -p orca-worker -p orca-client --bins --examples
+cargo build --quiet -p orca-coordinator -p orca-worker -p orca-cli -p orca-client --bins --examples
 work=$(mktemp -d "${TMPDIR:-/tmp}/orca-demo.XXXXXX")
 pids=()
 cleanup() {

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/need.sh
 need promtool prometheus
-cargo build --quiet -p orca-coordinator -p orca-worker -p orca-client
+cargo build --quiet -p orca-coordinator -p orca-worker -p orca-cli
 bin=target/debug
 work=$(mktemp -d)
 pids=()

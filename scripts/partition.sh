@@ -56,7 +56,7 @@ need ip iproute2
 need nft nftables
 need python3 python3
 
-build=(cargo build --quiet -p orca-coordinator -p orca-worker -p orca-client)
+build=(cargo build --quiet -p orca-coordinator -p orca-worker -p orca-cli)
 if [ "$profile" = release ]; then build+=(--release); fi
 echo "== partition: building ($profile)" >&2
 "${build[@]}"

@@ -230,6 +230,18 @@ impl Client {
         Ok(Client::from_channel(channel, url))
     }
 
+    /// A client that connects on its first call (and reconnects after a broken connection),
+    /// for long-lived callers that must start while the coordinator is down: a call then
+    /// fails with [`Error::Unavailable`] instead.
+    pub fn connect_lazy(url: &str, tls: &orca_proto::tls::ClientTls) -> Result<Client, Error> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|source| Error::InvalidAddress { url: url.to_string(), source })?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10));
+        let endpoint = tls.apply(url, endpoint).map_err(Error::Tls)?;
+        Ok(Client::from_channel(endpoint.connect_lazy(), url))
+    }
+
     /// Connects to `ORCA_COORDINATOR`, or to the default `http://127.0.0.1:50051`, with the
     /// token of `ORCA_TOKEN_FILE` or `ORCA_TOKEN` when one is set.
     pub async fn from_env() -> Result<Client, Error> {

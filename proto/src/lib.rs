@@ -35,6 +35,12 @@ impl pb::TaskState {
     pub fn is_final(self) -> bool {
         matches!(self, pb::TaskState::Completed | pb::TaskState::Failed | pb::TaskState::Cancelled)
     }
+
+    /// The state of a short name ([`pb::TaskState::short_name`]).
+    pub fn from_short_name(name: &str) -> Option<pb::TaskState> {
+        let i = contract::TASK_STATE_NAMES.iter().position(|n| *n == name)?;
+        pb::TaskState::try_from(i as i32 + 1).ok()
+    }
 }
 
 impl pb::JobState {

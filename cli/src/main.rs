@@ -1,10 +1,13 @@
-//! `orca`: the command line on `orca-client`. Data goes to stdout (one JSON document with
+//! `orca`: the command line on `orca-client`, and `orca mcp`, an MCP server for agents
+//! ([`mcp`]). Data goes to stdout (one JSON document with
 //! `--json`), logs and progress to stderr. Exit codes: 0 done, 1 `wait` ended with a task
 //! not completed (failed, cancelled or unfinished at the timeout), 2 any error (usage,
 //! connection, a refused call, an unreadable prompt file).
 //!
 //! Layout: the flags, `run` (connect, then one function per subcommand), then the renderers
 //! shared by the subcommands (JSON documents and text lines).
+
+mod mcp;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -103,6 +106,26 @@ enum Cmd {
         #[arg(long, default_value = "cancelled with orca")]
         reason: String,
     },
+    /// Serve the Model Context Protocol on stdin/stdout, so an agent (e.g. Claude Code) can
+    /// use the fleet as a tool. Connects to the coordinator on the first call.
+    Mcp(McpArgs),
+}
+
+/// The flags of `orca mcp`: how much one tool call may wait for or return.
+#[derive(Args)]
+struct McpArgs {
+    /// Longest orca_wait, in seconds (a longer timeout asked for is cut to this).
+    #[arg(long, env = "ORCA_MCP_MAX_WAIT_SECONDS", default_value_t = 300)]
+    max_wait_seconds: u64,
+    /// Bytes of one task's output in orca_get_results (cut with a marker past it).
+    #[arg(long, env = "ORCA_MCP_MAX_OUTPUT_BYTES", default_value_t = 16 << 10)]
+    max_output_bytes: usize,
+    /// Bytes of one orca_get_results or orca_synthesize reply.
+    #[arg(long, env = "ORCA_MCP_MAX_RESULTS_BYTES", default_value_t = 256 << 10)]
+    max_results_bytes: usize,
+    /// Bytes of an artifact in orca_get_artifact.
+    #[arg(long, env = "ORCA_MCP_MAX_ARTIFACT_BYTES", default_value_t = 256 << 10)]
+    max_artifact_bytes: usize,
 }
 
 /// The flags of `orca submit`.
@@ -159,6 +182,9 @@ enum Failure {
         #[source]
         source: std::io::Error,
     },
+    /// The MCP session could not start or broke.
+    #[error("{0}")]
+    Mcp(String),
     /// Nothing to submit: no prompt argument, and the file or stdin had only blank lines.
     #[error("invalid argument: no prompt given (arguments, --file or stdin)")]
     NoPrompt,
@@ -234,6 +260,7 @@ impl Cmd {
             Cmd::Collect { .. } => "collect",
             Cmd::Retry { .. } => "retry",
             Cmd::Cancel { .. } => "cancel",
+            Cmd::Mcp(_) => "mcp",
         }
     }
 }
@@ -242,7 +269,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let token = orca_proto::contract::token_from(cli.token_file.as_deref()).map_err(orca_client::Error::Token)?;
     let tls =
         orca_proto::tls::ClientTls { ca: cli.tls_ca.clone(), cert: cli.tls_cert.clone(), key: cli.tls_key.clone() };
-    let mut client = Client::connect_tls(&cli.coordinator, &tls).await?;
+    let mut client = match &cli.command {
+        // A server for an agent starts whatever the coordinator's state; calls say it.
+        Cmd::Mcp(_) => Client::connect_lazy(&cli.coordinator, &tls)?,
+        _ => Client::connect_tls(&cli.coordinator, &tls).await?,
+    };
     if let Some(t) = token {
         client = client.with_token(&t)?;
     }
@@ -256,6 +287,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Cmd::Collect { job, out, json } => collect(&client, &job, out.as_deref(), json).await,
         Cmd::Retry { job, json } => retry(&client, &job, json).await,
         Cmd::Cancel { job, reason } => cancel(&client, &job, &reason).await,
+        Cmd::Mcp(a) => {
+            let limits = mcp::Limits {
+                max_wait: Duration::from_secs(a.max_wait_seconds),
+                max_output_bytes: a.max_output_bytes,
+                max_results_bytes: a.max_results_bytes,
+                max_artifact_bytes: a.max_artifact_bytes,
+            };
+            mcp::serve(client, limits).await.map_err(Failure::Mcp)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -1,0 +1,527 @@
+//! `orca mcp`: an MCP server over stdio, so an agent can use a fleet as its own tool: create
+//! a job, add tasks, follow them, collect results and files, cancel, retry, synthesize.
+//!
+//! Each tool is a thin call of `orca-client`. What the coordinator refuses (an unknown id, an
+//! empty prompt, a state that does not allow the call) comes back as a tool error carrying its
+//! message, so the model reads it and can correct itself; so do arguments that do not match
+//! a tool's schema (rmcp reports them as a tool error naming the field). Replies are
+//! bounded: a wait never blocks past `--max-wait-seconds`, outputs and artifacts are cut past
+//! their limits with a marker saying how much was left out.
+
+use std::time::Duration;
+
+use orca_client::{Client, Subtask, WatchOptions, pb};
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{
+    CallToolResult, ContentBlock as Content, Implementation, ProgressNotificationParam, RequestMetaObject,
+    ServerCapabilities, ServerConfig,
+};
+use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, ServiceExt, tool, tool_handler, tool_router};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_stream::StreamExt;
+
+/// Bounds of what one tool call may take or return.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Longest `orca_wait`.
+    pub max_wait: Duration,
+    /// Bytes of one task's output in `orca_get_results`.
+    pub max_output_bytes: usize,
+    /// Bytes of all outputs of one `orca_get_results` reply together.
+    pub max_results_bytes: usize,
+    /// Bytes of an artifact in `orca_get_artifact`.
+    pub max_artifact_bytes: usize,
+}
+
+/// The server: a client (connected on first use) and the limits.
+#[derive(Clone)]
+pub struct OrcaMcp {
+    client: Client,
+    limits: Limits,
+    tool_router: ToolRouter<Self>,
+}
+
+/// Serves MCP on stdin/stdout until the client closes the connection.
+pub async fn serve(client: Client, limits: Limits) -> Result<(), String> {
+    let server = OrcaMcp { client, limits, tool_router: OrcaMcp::tool_router() };
+    let running = server.serve(rmcp::transport::stdio()).await.map_err(|e| format!("MCP start: {e}"))?;
+    running.waiting().await.map_err(|e| format!("MCP session: {e}"))?;
+    Ok(())
+}
+
+// --- arguments (their doc comments are the schema descriptions a model reads) -------------
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJobArgs {
+    /// What the job is for, in a sentence (shown in listings).
+    pub description: String,
+    /// Optional JSON object stored with the job.
+    #[serde(default)]
+    pub metadata: Option<serde_json::Map<String, Value>>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskArgs {
+    /// The instructions for the agent that runs the task. Self-contained: the agent sees only
+    /// this prompt (plus the expected outputs and shared context).
+    pub prompt: String,
+    /// Short name for humans.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Higher runs first (default 5; 10 critical, 7-9 important, 1-3 nice to have).
+    #[serde(default)]
+    pub priority: Option<i32>,
+    /// Ids of existing tasks of this job that must complete before this one starts.
+    #[serde(default)]
+    pub depends_on: Vec<i64>,
+    /// 0-based positions of earlier tasks in this same call that must complete first.
+    #[serde(default)]
+    pub depends_on_index: Vec<usize>,
+    /// Files (relative paths) the agent must create; they come back as artifacts.
+    #[serde(default)]
+    pub expected_outputs: Vec<String>,
+    /// Absolute directory to run in when the worker shares it; otherwise a fresh workspace.
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// Retries after a failed attempt (default 0). A retry's prompt quotes the failure.
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// Attempt time limit in seconds (default none).
+    #[serde(default)]
+    pub timeout_seconds: Option<u32>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddTasksArgs {
+    /// The job to add to (from orca_create_job).
+    pub job_id: String,
+    /// The tasks, added all or none. Independent tasks run in parallel on the fleet.
+    pub tasks: Vec<TaskArgs>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobArgs {
+    pub job_id: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitArgs {
+    pub job_id: String,
+    /// Seconds to wait at most (default 60; the server caps it). Call again to keep waiting.
+    #[serde(default)]
+    pub timeout_seconds: Option<f64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsArgs {
+    pub job_id: String,
+    /// Only tasks in these states: waiting, pending, in_progress, completed, failed,
+    /// cancelled (default: all).
+    #[serde(default)]
+    pub states: Vec<String>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactArgs {
+    pub task_id: i64,
+    /// The artifact's path, one of the task's expected outputs.
+    pub path: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelArgs {
+    /// Cancel every unfinished task of this job (give this or task_id).
+    #[serde(default)]
+    pub job_id: Option<String>,
+    /// Cancel this one task (and the tasks that depend on it).
+    #[serde(default)]
+    pub task_id: Option<i64>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryArgs {
+    /// Retry every failed task of this job (when task_ids is empty).
+    #[serde(default)]
+    pub job_id: Option<String>,
+    /// Retry these failed or cancelled tasks.
+    #[serde(default)]
+    pub task_ids: Vec<i64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SynthesizeArgs {
+    pub job_id: String,
+    /// What to do with the results (put at the top of the report).
+    #[serde(default)]
+    pub prompt: Option<String>,
+}
+
+// --- the tools ---------------------------------------------------------------------------
+
+type ToolResult = Result<CallToolResult, ErrorData>;
+
+/// A reply as pretty JSON text.
+fn reply(v: Value) -> ToolResult {
+    Ok(CallToolResult::success(vec![Content::text(serde_json::to_string_pretty(&v).unwrap_or_default())]))
+}
+
+/// A refusal the model should read: a tool error, not a protocol failure.
+fn refused(message: impl std::fmt::Display) -> ToolResult {
+    Ok(CallToolResult::error(vec![Content::text(message.to_string())]))
+}
+
+/// `Ok` or the coordinator's refusal as a tool error.
+macro_rules! call {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return refused(e),
+        }
+    };
+}
+
+#[tool_router]
+impl OrcaMcp {
+    #[tool(description = "Create a job: a goal that you will break into tasks for a fleet of agents. \
+        Returns {job_id}. Then add tasks with orca_add_tasks.")]
+    async fn orca_create_job(&self, Parameters(a): Parameters<CreateJobArgs>) -> ToolResult {
+        let meta = a.metadata.map(Value::Object);
+        let job = call!(self.client.create_job_with(&a.description, meta.as_ref()).await);
+        reply(json!({"job_id": job.job_id}))
+    }
+
+    #[tool(description = "Add tasks to a job, all or none. Each task is run by one agent on some worker; \
+        independent tasks run in parallel. Order with depends_on (existing task ids) or depends_on_index \
+        (earlier positions in this call). Returns {task_ids} in the order given.")]
+    async fn orca_add_tasks(&self, Parameters(a): Parameters<AddTasksArgs>) -> ToolResult {
+        let tasks = match subtasks(a.tasks) {
+            Ok(t) => t,
+            Err(msg) => return refused(msg),
+        };
+        let ids = call!(self.client.add_subtasks(&a.job_id, tasks).await);
+        reply(json!({"job_id": a.job_id, "task_ids": ids}))
+    }
+
+    #[tool(description = "A job's state and task counts (waiting, pending, in_progress, completed, failed, \
+        cancelled) and progress_pct (share of tasks final). Does not wait.")]
+    async fn orca_job_status(&self, Parameters(a): Parameters<JobArgs>) -> ToolResult {
+        let j = call!(self.client.get_job(&a.job_id).await);
+        reply(job_json(&j))
+    }
+
+    #[tool(description = "Wait until every task of the job is final, or until timeout_seconds pass \
+        (capped by the server). Returns {done, ...counts}; when done is false call it again. Sends \
+        progress notifications when the request has a progress token.")]
+    async fn orca_wait(
+        &self,
+        Parameters(a): Parameters<WaitArgs>,
+        meta: RequestMetaObject,
+        peer: Peer<RoleServer>,
+    ) -> ToolResult {
+        let asked = a.timeout_seconds.unwrap_or(60.0);
+        if !asked.is_finite() || asked < 0.0 {
+            return refused("timeout_seconds: must be a number of seconds, 0 or more");
+        }
+        let bound = Duration::from_secs_f64(asked.min(self.limits.max_wait.as_secs_f64()));
+        let token = meta.get_progress_token();
+        let opts = WatchOptions { max_reconnects: 5, ..Default::default() };
+        let mut events = std::pin::pin!(self.client.watch(&a.job_id, opts));
+        let deadline = tokio::time::Instant::now() + bound;
+        let mut done = false;
+        loop {
+            match tokio::time::timeout_at(deadline, events.next()).await {
+                Err(_) => break,
+                Ok(None) => {
+                    done = true;
+                    break;
+                }
+                Ok(Some(Err(e))) => return refused(e),
+                Ok(Some(Ok(ev))) => {
+                    if let (Some(t), Some(s)) = (&token, ev.status) {
+                        let finished = s.completed + s.failed + s.cancelled;
+                        let note = format!("{finished}/{} tasks final, {} running", s.total_tasks, s.in_progress);
+                        let p = ProgressNotificationParam::new(t.clone(), finished as f64)
+                            .with_total(s.total_tasks as f64)
+                            .with_message(note);
+                        let _ = peer.notify_progress(p).await;
+                    }
+                }
+            }
+        }
+        let j = call!(self.client.get_job(&a.job_id).await);
+        let mut v = job_json(&j);
+        v["done"] = json!(done);
+        v["waited_seconds"] = json!(bound.as_secs_f64().min(asked));
+        reply(v)
+    }
+
+    #[tool(description = "Each task's outcome: state, prompt, output (cut past a size limit, with a marker), \
+        error, reason, attempts, cost, and the paths of its artifacts (read one with orca_get_artifact). \
+        Filter with states.")]
+    async fn orca_get_results(&self, Parameters(a): Parameters<ResultsArgs>) -> ToolResult {
+        let mut states = Vec::new();
+        for s in &a.states {
+            match pb::TaskState::from_short_name(s) {
+                Some(st) => states.push(st),
+                None => {
+                    return refused(format!(
+                        "states: unknown state {s:?}; use waiting, pending, in_progress, completed, failed or cancelled"
+                    ));
+                }
+            }
+        }
+        let tasks = call!(self.client.list_tasks(&a.job_id, &states).await);
+        reply(results_json(&a.job_id, &tasks, self.limits))
+    }
+
+    #[tool(description = "The text of one artifact (a file a task produced: one of its expected outputs), \
+        cut past a size limit.")]
+    async fn orca_get_artifact(&self, Parameters(a): Parameters<ArtifactArgs>) -> ToolResult {
+        let t = call!(self.client.get_task(a.task_id).await);
+        let arts = t.result.map(|r| r.artifacts).unwrap_or_default();
+        let Some(art) = arts.iter().find(|x| x.path == a.path) else {
+            let have: Vec<&str> = arts.iter().map(|x| x.path.as_str()).collect();
+            return refused(format!("path: task {} has no artifact {:?} (it has: {})", a.task_id, a.path, list(&have)));
+        };
+        let Ok(text) = std::str::from_utf8(&art.contents) else {
+            return refused(format!(
+                "path: {} is binary ({} bytes); fetch it with `orca collect {}`",
+                a.path,
+                art.contents.len(),
+                t.job_id
+            ));
+        };
+        Ok(CallToolResult::success(vec![Content::text(cut(text, self.limits.max_artifact_bytes))]))
+    }
+
+    #[tool(description = "Cancel a whole job (job_id) or one task (task_id); running agents are stopped, \
+        tasks that depend on a cancelled task are cancelled too.")]
+    async fn orca_cancel(&self, Parameters(a): Parameters<CancelArgs>) -> ToolResult {
+        let reason = a.reason.unwrap_or_else(|| "cancelled by an agent (MCP)".into());
+        match (a.job_id, a.task_id) {
+            (Some(job), None) => {
+                let j = call!(self.client.cancel_job(&job, &reason).await);
+                reply(job_json(&j))
+            }
+            (None, Some(id)) => {
+                let t = call!(self.client.cancel_task(id, &reason).await);
+                reply(json!({"task_id": t.task_id, "state": state_name(t.state), "reason": t.reason}))
+            }
+            _ => refused("give exactly one of job_id and task_id"),
+        }
+    }
+
+    #[tool(description = "Run failed (or cancelled) tasks again: the given task_ids, or every failed task \
+        of job_id. Tasks cancelled because of them come back too. Returns {task_ids} brought back.")]
+    async fn orca_retry(&self, Parameters(a): Parameters<RetryArgs>) -> ToolResult {
+        let ids = match (a.job_id, a.task_ids.is_empty()) {
+            (_, false) => call!(self.client.retry_tasks(&a.task_ids).await),
+            (Some(job), true) => call!(self.client.retry_failed_tasks(&job).await),
+            (None, true) => return refused("give job_id or task_ids"),
+        };
+        reply(json!({"task_ids": ids}))
+    }
+
+    #[tool(description = "A text report of the job's results (every task's prompt, output, errors and \
+        artifacts) with your prompt on top, for you to review and summarize. Does not wait: use orca_wait first.")]
+    async fn orca_synthesize(&self, Parameters(a): Parameters<SynthesizeArgs>) -> ToolResult {
+        let got = call!(self.client.collect(&a.job_id).await);
+        let mut text = match a.prompt.as_deref().map(str::trim) {
+            Some(p) if !p.is_empty() => format!("# Synthesis request\n{p}\n\n"),
+            _ => String::new(),
+        };
+        text.push_str(&orca_client::synthesize_results(&got));
+        Ok(CallToolResult::success(vec![Content::text(cut(&text, self.limits.max_results_bytes))]))
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for OrcaMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("orca", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Orca runs tasks on a fleet of agent workers. Create a job, add self-contained tasks \
+                 (independent ones run in parallel; order others with depends_on), wait, then read \
+                 the results and artifacts. Failed tasks can be retried; their prompt then quotes the \
+                 failure.",
+            )
+    }
+}
+
+// --- helpers -----------------------------------------------------------------------------
+
+/// The tasks of an `orca_add_tasks` call; a dependency index must name an earlier task.
+fn subtasks(tasks: Vec<TaskArgs>) -> Result<Vec<Subtask>, String> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for (i, t) in tasks.into_iter().enumerate() {
+        let mut s = Subtask::new(&t.prompt).depends_on(&t.depends_on);
+        for &d in &t.depends_on_index {
+            if d >= i {
+                return Err(format!("tasks[{i}].depends_on_index: {d} is not an earlier task of this call (0..{i})"));
+            }
+            s = s.after_batch(d + 1);
+        }
+        if let Some(n) = &t.name {
+            s = s.name(n);
+        }
+        if let Some(p) = t.priority {
+            s = s.priority(p);
+        }
+        for p in &t.expected_outputs {
+            s = s.expected_output(p);
+        }
+        if let Some(d) = &t.working_dir {
+            s = s.working_dir(d);
+        }
+        if let Some(n) = t.max_retries {
+            s = s.max_retries(n);
+        }
+        if let Some(n) = t.timeout_seconds {
+            s = s.timeout_seconds(n);
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+fn state_name(v: i32) -> &'static str {
+    pb::TaskState::try_from(v).map(|s| s.short_name()).unwrap_or("unknown")
+}
+
+fn list(items: &[&str]) -> String {
+    if items.is_empty() { "none".into() } else { items.join(", ") }
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), with a marker saying how much
+/// was left out.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}\n[... {} more bytes cut ...]", &text[..end], text.len() - end)
+}
+
+fn job_json(j: &pb::Job) -> Value {
+    let s = j.status.unwrap_or_default();
+    json!({
+        "job_id": j.job_id,
+        "description": j.description,
+        "state": pb::JobState::try_from(j.state).map(|s| s.short_name()).unwrap_or("unknown"),
+        "total_tasks": s.total_tasks,
+        "waiting": s.waiting,
+        "pending": s.pending,
+        "in_progress": s.in_progress,
+        "completed": s.completed,
+        "failed": s.failed,
+        "cancelled": s.cancelled,
+        "progress_pct": s.progress_pct,
+    })
+}
+
+/// The reply of `orca_get_results`: every task, outputs cut per task and in all.
+fn results_json(job: &str, tasks: &[pb::Task], limits: Limits) -> Value {
+    let mut budget = limits.max_results_bytes;
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        let spec = t.spec.clone().unwrap_or_default();
+        let r = t.result.clone().unwrap_or_default();
+        let room = limits.max_output_bytes.min(budget);
+        let output = if room == 0 && !r.output.is_empty() {
+            format!("[... {} bytes left out: the reply is at its size limit; filter with states ...]", r.output.len())
+        } else {
+            cut(&r.output, room)
+        };
+        budget = budget.saturating_sub(output.len());
+        out.push(json!({
+            "task_id": t.task_id,
+            "name": spec.name,
+            "state": state_name(t.state),
+            "prompt": cut(&spec.prompt, 2_000),
+            "output": output,
+            "error": r.error,
+            "reason": t.reason,
+            "attempts": t.attempts,
+            "cost_usd": r.cost_usd,
+            "artifacts": r.artifacts.iter().map(|a| json!({"path": a.path, "bytes": a.contents.len()})).collect::<Vec<_>>(),
+        }));
+    }
+    json!({"job_id": job, "tasks": out})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(prompt: &str) -> TaskArgs {
+        serde_json::from_value(json!({"prompt": prompt})).unwrap()
+    }
+
+    #[test]
+    fn dependency_indices_name_earlier_tasks_of_the_call() {
+        let mut b = task("b");
+        b.depends_on_index = vec![0];
+        let got = subtasks(vec![task("a"), b]).unwrap();
+        assert_eq!(got[1].spec().depends_on, vec![-1]);
+        let mut a = task("a");
+        a.depends_on_index = vec![0];
+        assert_eq!(
+            subtasks(vec![a]).unwrap_err(),
+            "tasks[0].depends_on_index: 0 is not an earlier task of this call (0..0)"
+        );
+    }
+
+    #[test]
+    fn long_text_is_cut_on_a_char_boundary_with_a_marker() {
+        assert_eq!(cut("short", 10), "short");
+        let got = cut("ééé", 3);
+        assert_eq!(got, "é\n[... 4 more bytes cut ...]");
+    }
+
+    #[test]
+    fn results_stay_within_the_reply_budget() {
+        let t = |id: i64| pb::Task {
+            task_id: id,
+            result: Some(pb::TaskResult { output: "x".repeat(100), ..Default::default() }),
+            ..Default::default()
+        };
+        let limits = Limits {
+            max_wait: Duration::from_secs(1),
+            max_output_bytes: 60,
+            max_results_bytes: 100,
+            max_artifact_bytes: 10,
+        };
+        let v = results_json("j", &[t(1), t(2), t(3)], limits);
+        let outs: Vec<&str> = v["tasks"].as_array().unwrap().iter().map(|t| t["output"].as_str().unwrap()).collect();
+        assert!(outs[0].starts_with(&"x".repeat(60)) && outs[0].contains("40 more bytes cut"));
+        assert!(outs[2].contains("left out"), "{outs:?}");
+    }
+
+    #[test]
+    fn unknown_argument_fields_are_refused_by_name() {
+        let e = serde_json::from_value::<AddTasksArgs>(json!({"job_id": "j", "tasks": [{"promt": "x"}]}))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("promt"), "{e}");
+    }
+}
