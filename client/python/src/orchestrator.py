@@ -370,15 +370,20 @@ class ClaudeOrchestrator:
         it returns the tasks final by then; the others keep running, nothing is cancelled.
         A progress bar goes to stderr unless ``show_progress`` (or the orchestrator's) is
         False."""
-        bar = None
-        if show_progress and self.show_progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=0, desc=f"job {job_id[:8]}", unit="task", file=sys.stderr, dynamic_ncols=True)
+        show = show_progress and self.show_progress
+        bar: Any = None
+        last: List[Any] = [None]
 
         def progress(st: types_pb2.JobStatus) -> None:
-            if bar is None:
+            nonlocal bar
+            counts = (st.total_tasks, st.completed, st.failed, st.cancelled)
+            if not show or counts == last[0]:
                 return
+            last[0] = counts
+            if bar is None:
+                from tqdm import tqdm
+
+                bar = tqdm(total=st.total_tasks, desc=f"job {job_id[:8]}", unit="task", file=sys.stderr, dynamic_ncols=True)
             if bar.total != st.total_tasks:
                 bar.total = st.total_tasks
             bar.n = st.completed + st.failed + st.cancelled
