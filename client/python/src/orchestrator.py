@@ -35,7 +35,7 @@ import sys
 import textwrap
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import orca
 from orca.artifacts import ArtifactSkipped
@@ -229,7 +229,7 @@ class ClaudeOrchestrator:
         self.current_job: Optional[str] = None
         # (task id, attempts) whose files were written already, so a second wait_and_collect
         # does not write them again over later edits.
-        self._written: set = set()
+        self._written: Set[Tuple[int, int]] = set()
 
     def close(self) -> None:
         self.client.close()
@@ -381,7 +381,7 @@ class ClaudeOrchestrator:
                 return
             last[0] = counts
             if bar is None:
-                from tqdm import tqdm
+                from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
 
                 bar = tqdm(total=st.total_tasks, desc=f"job {job_id[:8]}", unit="task", file=sys.stderr, dynamic_ncols=True)
             if bar.total != st.total_tasks:

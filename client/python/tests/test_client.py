@@ -259,3 +259,12 @@ def test_unreachable_coordinator_is_unavailable() -> None:
         with pytest.raises(orca.Unavailable) as e:
             c.get_job("x")
     assert e.value.transient
+
+
+def test_proxy_variables_are_not_used(cluster, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    for var in ("http_proxy", "https_proxy", "grpc_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with cluster.client() as c:
+        assert c.create_job("no proxy").description == "no proxy"

@@ -10,7 +10,7 @@ polling).
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union, cast
 
 import grpc
 
@@ -35,9 +35,11 @@ def list_tasks_request(
 ) -> orchestrator_pb2.ListTasksRequest:
     if isinstance(states, (str, int)):
         states = [states]
+    # Enum values are ints at run time; the stubs type them as TaskState.
+    wanted = cast(List[Any], [task_state(s, f"states[{i}]") for i, s in enumerate(states)])
     return orchestrator_pb2.ListTasksRequest(
         job_id=job_id,
-        states=[task_state(s, f"states[{i}]") for i, s in enumerate(states)],
+        states=wanted,
         page_size=page_size,
         page_token=page_token,
         summary_only=summary_only,
