@@ -8,6 +8,7 @@
 //! shared by the subcommands (JSON documents and text lines).
 
 mod mcp;
+mod up;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -106,6 +107,8 @@ enum Cmd {
         #[arg(long, default_value = "cancelled with orca")]
         reason: String,
     },
+    /// Run a coordinator and local workers in this process (`--demo`: and a sample job).
+    Up(up::UpArgs),
     /// Serve the Model Context Protocol on stdin/stdout, so an agent (e.g. Claude Code) can
     /// use the fleet as a tool. Connects to the coordinator on the first call.
     Mcp(McpArgs),
@@ -182,6 +185,9 @@ enum Failure {
         #[source]
         source: std::io::Error,
     },
+    /// `orca up` could not start or stop its parts.
+    #[error("{0}")]
+    Up(String),
     /// The MCP session could not start or broke.
     #[error("{0}")]
     Mcp(String),
@@ -190,8 +196,22 @@ enum Failure {
     NoPrompt,
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // The workers of `orca up` run each agent under this binary as its supervisor.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == orca_worker::agent::supervise::SUBCOMMAND) {
+        std::process::exit(orca_worker::agent::supervise::main(&argv[2..]));
+    }
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(cli_main()),
+        Err(e) => {
+            eprintln!("orca: cannot start the runtime: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn cli_main() -> ExitCode {
     let cli = match orca_proto::config_file::with_file(&Cli::command(), "client", std::env::args_os().collect()) {
         Ok(args) => Cli::parse_from(args),
         Err(e) => {
@@ -261,11 +281,15 @@ impl Cmd {
             Cmd::Retry { .. } => "retry",
             Cmd::Cancel { .. } => "cancel",
             Cmd::Mcp(_) => "mcp",
+            Cmd::Up(_) => "up",
         }
     }
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    if let Cmd::Up(args) = cli.command {
+        return up::run(args).await;
+    }
     let token = orca_proto::contract::token_from(cli.token_file.as_deref()).map_err(orca_client::Error::Token)?;
     let tls =
         orca_proto::tls::ClientTls { ca: cli.tls_ca.clone(), cert: cli.tls_cert.clone(), key: cli.tls_key.clone() };
@@ -287,6 +311,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Cmd::Collect { job, out, json } => collect(&client, &job, out.as_deref(), json).await,
         Cmd::Retry { job, json } => retry(&client, &job, json).await,
         Cmd::Cancel { job, reason } => cancel(&client, &job, &reason).await,
+        Cmd::Up(_) => unreachable!("handled before connecting"),
         Cmd::Mcp(a) => {
             let limits = mcp::Limits {
                 max_wait: Duration::from_secs(a.max_wait_seconds),

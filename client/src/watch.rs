@@ -38,6 +38,9 @@ async fn run(client: crate::Client, job: String, options: WatchOptions, tx: mpsc
     let mut delivered = options.after_seq;
     let mut backoff = orca_proto::contract::Backoff::default();
     let mut failures = 0u32;
+    // Whether the last status seen had every task final (or the job cancelled): only then is
+    // a normal end of the stream the job going idle rather than a coordinator stopping.
+    let mut idle = false;
     loop {
         let req = pb::WatchJobRequest { job_id: job.clone(), after_seq: delivered, follow: options.follow };
         let err = match client.raw().watch_job(client.request(req)).await {
@@ -52,6 +55,9 @@ async fn run(client: crate::Client, job: String, options: WatchOptions, tx: mpsc
                             // stays before it.
                             let partial = ev.kind == pb::JobEventKind::Snapshot as i32 && ev.snapshot_more;
                             let seq = ev.seq;
+                            if let Some(s) = &ev.status {
+                                idle = s.finished() == s.total_tasks || ev.job_state == pb::JobState::Cancelled as i32;
+                            }
                             if tx.send(Ok(ev)).await.is_err() {
                                 return;
                             }
@@ -59,9 +65,10 @@ async fn run(client: crate::Client, job: String, options: WatchOptions, tx: mpsc
                                 delivered = delivered.max(seq);
                             }
                         }
-                        // The server ended the stream: the job is idle (or it shuts down,
-                        // which then shows as an error on the reconnect).
-                        Ok(None) => return,
+                        // The server ended the stream because the job is idle. A coordinator
+                        // older than 0.2 also ended it this way when it stopped: reconnect.
+                        Ok(None) if idle => return,
+                        Ok(None) => break tonic::Status::unavailable("the watch ended before the job was idle"),
                         Err(status) => break status,
                     }
                 }

@@ -87,6 +87,16 @@ pub enum StartError {
 /// Opens the database, starts the dispatcher and serves gRPC until `shutdown` is cancelled;
 /// then stops accepting, ends the streams, flushes and returns.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    run_with_ready(config, shutdown, None).await
+}
+
+/// [`run`], sending the bound address on `ready` once it serves (for a process that runs the
+/// coordinator beside other things, `orca up`).
+pub async fn run_with_ready(
+    config: Config,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<(), StartError> {
     let started = std::time::Instant::now();
     let (auth, tls) = security(&config)?;
     if config.http_listen.is_some() {
@@ -149,6 +159,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     tracing::info!(%addr, "serving");
     metrics::set_up(true);
     notify::ready();
+    if let Some(tx) = ready {
+        let _ = tx.send(addr);
+    }
     let served = serve(&config, svc, listener, tls, shutdown.clone()).await;
     metrics::set_up(false);
     notify::stopping();

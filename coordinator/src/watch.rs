@@ -245,7 +245,9 @@ async fn feed(
     }
     while !at.finished() {
         let r = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            // UNAVAILABLE, not a normal end: the client reconnects and resumes instead of
+            // taking the end for an idle job.
+            _ = shutdown.cancelled() => return Err(stopping()),
             _ = out.closed() => return Ok(()),
             r = rx.recv() => r,
         };
@@ -269,10 +271,15 @@ async fn feed(
                     Some((pages, end)) => at.snapshot(pages, end),
                 }
             }
+            Err(RecvError::Closed) if shutdown.is_cancelled() => return Err(stopping()),
             Err(RecvError::Closed) => return Ok(()),
         }
     }
     Ok(())
+}
+
+fn stopping() -> Error {
+    Error::Unavailable("the coordinator is shutting down; reconnect and resume after the last seq".into())
 }
 
 #[cfg(test)]

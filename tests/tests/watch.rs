@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use orca_client::{Client, Subtask, WatchOptions};
+use orca_e2e::workers::{http_get, until};
 use orca_e2e::*;
 use orca_proto::pb;
 use tokio::sync::mpsc;
@@ -365,4 +366,35 @@ async fn a_snapshot_read_in_pages_while_tasks_finish_ends_exact_and_never_goes_b
         not_done.len(),
         &not_done[..not_done.len().min(5)]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_and_collect_carries_on_across_a_graceful_coordinator_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let http_file = dir.path().join("http.addr");
+    let args = ["--http-listen", "127.0.0.1:0", "--http-addr-file", http_file.to_str().unwrap()];
+    let mut coord = Coordinator::start(dir.path(), &args);
+    let http = wait_for_file(&http_file, &mut coord.child);
+    let client = Client::connect(&coord.url()).await.unwrap();
+    let job = client.create_job("graceful restart under a wait").await.unwrap();
+    let ids = client.add_subtasks(&job, (0..10).map(|i| Subtask::new(&format!("t{i}"))).collect()).await.unwrap();
+    let waiting = {
+        let (client, job) = (client.clone(), job.clone());
+        tokio::spawn(async move { client.wait_and_collect(&job, Some(WAIT)).await })
+    };
+    // The wait's stream is open before the coordinator stops.
+    until("the wait's watch stream is open", || {
+        http_get(&http, "/metrics", None).1.lines().any(|l| l == "orca_watch_streams 1")
+    })
+    .await;
+    // A stopping coordinator ends the stream with UNAVAILABLE, so the waiter reconnects
+    // instead of taking the end for an idle job.
+    assert!(coord.terminate().success());
+    coord.restart_same_port();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let _w = TestWorker::start(&coord.url(), WorkerOpts::new("w", 4), tx).await;
+    let got = waiting.await.unwrap().unwrap();
+    assert!(!got.timed_out && got.unfinished.is_empty(), "{got:?}");
+    assert_eq!(got.results.keys().copied().collect::<Vec<_>>(), ids);
+    assert!(got.results.values().all(|r| r.is_completed()));
 }

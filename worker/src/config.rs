@@ -21,6 +21,9 @@ pub enum AgentKind {
     Command,
     /// Completes every task at once with an empty output, without a process (benchmarks).
     Noop,
+    /// A built-in stand-in that needs nothing (`orca up --demo`): writes the expected outputs
+    /// and prints a short answer, calling no model (see `agent::demo`).
+    Demo,
 }
 
 impl AgentKind {
@@ -29,6 +32,7 @@ impl AgentKind {
             AgentKind::Claude => "claude",
             AgentKind::Command => "command",
             AgentKind::Noop => "noop",
+            AgentKind::Demo => "demo",
         }
     }
 }
@@ -235,9 +239,15 @@ impl Args {
         if labels.len() > limits::MAX_LABELS {
             return Err(err("--label", format!("at most {} labels", limits::MAX_LABELS)));
         }
-        let agent_command = self.agent_command.filter(|c| !c.trim().is_empty());
+        let mut agent_command = self.agent_command.filter(|c| !c.trim().is_empty());
         if self.agent == AgentKind::Command && agent_command.is_none() {
             return Err(err("--agent-command", "is required with --agent command"));
+        }
+        if self.agent == AgentKind::Demo {
+            if agent_command.is_some() {
+                return Err(err("--agent-command", "is not used with --agent demo (its script is built in)"));
+            }
+            agent_command = Some(crate::agent::demo::SCRIPT.to_string());
         }
         let work_dir = self.work_dir.unwrap_or_else(|| std::env::temp_dir().join("orca-worker"));
         std::fs::create_dir_all(&work_dir)

@@ -69,19 +69,6 @@ pub fn own_executable() -> std::io::Result<PathBuf> {
 /// Runs the worker until SIGTERM or SIGINT and the drain that follows.
 pub async fn run(config: Config) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let exe = own_executable()?;
-    let worker_id = config.new_worker_id();
-    tracing::info!(
-        worker = %worker_id,
-        coordinator = %config.coordinator,
-        slots = config.slots,
-        agent = config.agent.name(),
-        work_dir = %config.work_dir.display(),
-        "worker starting"
-    );
-    let bearer = session::Bearer::new(config.token.as_deref()).map_err(std::io::Error::other)?;
-    let ctx =
-        Arc::new(Ctx { config, exe, worker_id, workspaces: Arc::default(), sweep: tokio::sync::Notify::new(), bearer });
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let (sig_tx, sig_rx) = tokio::sync::mpsc::channel(4);
@@ -96,6 +83,30 @@ pub async fn run(config: Config) -> std::io::Result<()> {
             }
         }
     });
-    session::run(ctx, sig_rx).await;
+    run_with_signals(config, sig_rx).await
+}
+
+/// Runs the worker until a signal arrives on `signals` and the drain that follows (a second
+/// one stops at once), for a process that runs workers beside other things (`orca up`).
+/// The executable must answer `__orca_supervise` as `orca-worker` does (see
+/// [`agent::supervise`]).
+pub async fn run_with_signals(
+    config: Config,
+    signals: tokio::sync::mpsc::Receiver<session::Signal>,
+) -> std::io::Result<()> {
+    let exe = own_executable()?;
+    let worker_id = config.new_worker_id();
+    tracing::info!(
+        worker = %worker_id,
+        coordinator = %config.coordinator,
+        slots = config.slots,
+        agent = config.agent.name(),
+        work_dir = %config.work_dir.display(),
+        "worker starting"
+    );
+    let bearer = session::Bearer::new(config.token.as_deref()).map_err(std::io::Error::other)?;
+    let ctx =
+        Arc::new(Ctx { config, exe, worker_id, workspaces: Arc::default(), sweep: tokio::sync::Notify::new(), bearer });
+    session::run(ctx, signals).await;
     Ok(())
 }

@@ -265,7 +265,7 @@ impl Attempt<'_> {
             return Err(Box::new(Final::NotStarted(why)));
         }
         let (program, args) = match config.agent {
-            AgentKind::Command => {
+            AgentKind::Command | AgentKind::Demo => {
                 let template = config.agent_command.as_deref().unwrap_or_default();
                 let cmd = command::render(template, values).map_err(|e| self.fail(e, false))?;
                 ("sh".into(), vec!["-c".into(), cmd.into()])

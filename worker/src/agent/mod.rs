@@ -12,6 +12,7 @@
 
 pub mod claude;
 pub mod command;
+pub mod demo;
 pub mod supervise;
 
 pub use orca_proto::contract::head_str;
@@ -204,7 +205,7 @@ pub fn claude_binary(agent_command: Option<&str>) -> &str {
 /// running it (see [`command::leading_program`]).
 pub fn problem(kind: AgentKind, agent_command: Option<&str>) -> Option<String> {
     let (program, what) = match kind {
-        AgentKind::Noop => return None,
+        AgentKind::Noop | AgentKind::Demo => return None,
         AgentKind::Claude => (claude_binary(agent_command), "the claude binary"),
         AgentKind::Command => (command::leading_program(agent_command?)?, "the program of --agent-command"),
     };
