@@ -16,11 +16,26 @@ class JobEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_EVENT_KIND_TASK_STATE: _ClassVar[JobEventKind]
     JOB_EVENT_KIND_TASK_PROGRESS: _ClassVar[JobEventKind]
     JOB_EVENT_KIND_JOB_CANCELLED: _ClassVar[JobEventKind]
+
+class FleetEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FLEET_EVENT_KIND_UNSPECIFIED: _ClassVar[FleetEventKind]
+    FLEET_EVENT_KIND_SNAPSHOT: _ClassVar[FleetEventKind]
+    FLEET_EVENT_KIND_WORKER_JOINED: _ClassVar[FleetEventKind]
+    FLEET_EVENT_KIND_WORKER_CHANGED: _ClassVar[FleetEventKind]
+    FLEET_EVENT_KIND_WORKER_LEFT: _ClassVar[FleetEventKind]
+    FLEET_EVENT_KIND_STATS: _ClassVar[FleetEventKind]
 JOB_EVENT_KIND_UNSPECIFIED: JobEventKind
 JOB_EVENT_KIND_SNAPSHOT: JobEventKind
 JOB_EVENT_KIND_TASK_STATE: JobEventKind
 JOB_EVENT_KIND_TASK_PROGRESS: JobEventKind
 JOB_EVENT_KIND_JOB_CANCELLED: JobEventKind
+FLEET_EVENT_KIND_UNSPECIFIED: FleetEventKind
+FLEET_EVENT_KIND_SNAPSHOT: FleetEventKind
+FLEET_EVENT_KIND_WORKER_JOINED: FleetEventKind
+FLEET_EVENT_KIND_WORKER_CHANGED: FleetEventKind
+FLEET_EVENT_KIND_WORKER_LEFT: FleetEventKind
+FLEET_EVENT_KIND_STATS: FleetEventKind
 
 class CreateJobRequest(_message.Message):
     __slots__ = ("description", "metadata", "request_id")
@@ -95,18 +110,20 @@ class GetTaskRequest(_message.Message):
     def __init__(self, task_id: _Optional[int] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
-    __slots__ = ("job_id", "states", "page_size", "page_token", "summary_only")
+    __slots__ = ("job_id", "states", "page_size", "page_token", "summary_only", "worker_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATES_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_ONLY_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     states: _containers.RepeatedScalarFieldContainer[_types_pb2.TaskState]
     page_size: int
     page_token: str
     summary_only: bool
-    def __init__(self, job_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[_types_pb2.TaskState, str]]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., summary_only: _Optional[bool] = ...) -> None: ...
+    worker_id: str
+    def __init__(self, job_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[_types_pb2.TaskState, str]]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., summary_only: _Optional[bool] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class ListTasksResponse(_message.Message):
     __slots__ = ("tasks", "next_page_token")
@@ -210,3 +227,114 @@ class JobEvent(_message.Message):
     time_ms: int
     job_state: _types_pb2.JobState
     def __init__(self, seq: _Optional[int] = ..., job_id: _Optional[str] = ..., kind: _Optional[_Union[JobEventKind, str]] = ..., task_id: _Optional[int] = ..., state: _Optional[_Union[_types_pb2.TaskState, str]] = ..., previous_state: _Optional[_Union[_types_pb2.TaskState, str]] = ..., attempt: _Optional[int] = ..., message: _Optional[str] = ..., status: _Optional[_Union[_types_pb2.JobStatus, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[_types_pb2.TaskSummary, _Mapping]]] = ..., snapshot_more: _Optional[bool] = ..., time_ms: _Optional[int] = ..., job_state: _Optional[_Union[_types_pb2.JobState, str]] = ...) -> None: ...
+
+class WorkerInfo(_message.Message):
+    __slots__ = ("worker_id", "name", "hostname", "labels", "slots", "running_tasks", "last_seen_ms", "version", "draining", "connected")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_TASKS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_MS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    name: str
+    hostname: str
+    labels: _containers.ScalarMap[str, str]
+    slots: int
+    running_tasks: _containers.RepeatedScalarFieldContainer[int]
+    last_seen_ms: int
+    version: str
+    draining: bool
+    connected: bool
+    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., hostname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., slots: _Optional[int] = ..., running_tasks: _Optional[_Iterable[int]] = ..., last_seen_ms: _Optional[int] = ..., version: _Optional[str] = ..., draining: _Optional[bool] = ..., connected: _Optional[bool] = ...) -> None: ...
+
+class ListWorkersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListWorkersResponse(_message.Message):
+    __slots__ = ("workers",)
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerInfo]
+    def __init__(self, workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PriorityDepth(_message.Message):
+    __slots__ = ("priority", "pending")
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    priority: int
+    pending: int
+    def __init__(self, priority: _Optional[int] = ..., pending: _Optional[int] = ...) -> None: ...
+
+class ThroughputBucket(_message.Message):
+    __slots__ = ("start_ms", "completed", "failed")
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    start_ms: int
+    completed: int
+    failed: int
+    def __init__(self, start_ms: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
+
+class Stats(_message.Message):
+    __slots__ = ("tasks", "queue", "throughput", "tasks_per_second", "workers_connected", "slots", "slots_free", "jobs", "time_ms")
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_FIELD_NUMBER: _ClassVar[int]
+    TASKS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FREE_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _types_pb2.JobStatus
+    queue: _containers.RepeatedCompositeFieldContainer[PriorityDepth]
+    throughput: _containers.RepeatedCompositeFieldContainer[ThroughputBucket]
+    tasks_per_second: float
+    workers_connected: int
+    slots: int
+    slots_free: int
+    jobs: int
+    time_ms: int
+    def __init__(self, tasks: _Optional[_Union[_types_pb2.JobStatus, _Mapping]] = ..., queue: _Optional[_Iterable[_Union[PriorityDepth, _Mapping]]] = ..., throughput: _Optional[_Iterable[_Union[ThroughputBucket, _Mapping]]] = ..., tasks_per_second: _Optional[float] = ..., workers_connected: _Optional[int] = ..., slots: _Optional[int] = ..., slots_free: _Optional[int] = ..., jobs: _Optional[int] = ..., time_ms: _Optional[int] = ...) -> None: ...
+
+class WatchFleetRequest(_message.Message):
+    __slots__ = ("stats_interval_ms",)
+    STATS_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    stats_interval_ms: int
+    def __init__(self, stats_interval_ms: _Optional[int] = ...) -> None: ...
+
+class FleetEvent(_message.Message):
+    __slots__ = ("kind", "workers", "stats", "time_ms")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    kind: FleetEventKind
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerInfo]
+    stats: Stats
+    time_ms: int
+    def __init__(self, kind: _Optional[_Union[FleetEventKind, str]] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., stats: _Optional[_Union[Stats, _Mapping]] = ..., time_ms: _Optional[int] = ...) -> None: ...
+
+class DrainWorkerRequest(_message.Message):
+    __slots__ = ("worker_id", "resume")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    resume: bool
+    def __init__(self, worker_id: _Optional[str] = ..., resume: _Optional[bool] = ...) -> None: ...

@@ -100,6 +100,26 @@ class OrchestratorStub:
                 request_serializer=orca_dot_v1_dot_orchestrator__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=orca_dot_v1_dot_orchestrator__pb2.JobEvent.FromString,
                 _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/orca.v1.Orchestrator/ListWorkers',
+                request_serializer=orca_dot_v1_dot_orchestrator__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=orca_dot_v1_dot_orchestrator__pb2.ListWorkersResponse.FromString,
+                _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/orca.v1.Orchestrator/GetStats',
+                request_serializer=orca_dot_v1_dot_orchestrator__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=orca_dot_v1_dot_orchestrator__pb2.Stats.FromString,
+                _registered_method=True)
+        self.WatchFleet = channel.unary_stream(
+                '/orca.v1.Orchestrator/WatchFleet',
+                request_serializer=orca_dot_v1_dot_orchestrator__pb2.WatchFleetRequest.SerializeToString,
+                response_deserializer=orca_dot_v1_dot_orchestrator__pb2.FleetEvent.FromString,
+                _registered_method=True)
+        self.DrainWorker = channel.unary_unary(
+                '/orca.v1.Orchestrator/DrainWorker',
+                request_serializer=orca_dot_v1_dot_orchestrator__pb2.DrainWorkerRequest.SerializeToString,
+                response_deserializer=orca_dot_v1_dot_orchestrator__pb2.WorkerInfo.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServicer:
@@ -191,6 +211,37 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkers(self, request, context):
+        """The workers the coordinator knows: connected ones, and disconnected ones that still hold
+        attempts or were seen in the last minutes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStats(self, request, context):
+        """The queue at a glance: tasks by state, pending tasks by priority, throughput over the
+        last ten minutes, workers and slots.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchFleet(self, request, context):
+        """For dashboards: a snapshot of the workers and the stats, then workers joining, changing
+        and leaving, and the stats again every interval.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainWorker(self, request, context):
+        """Drains a worker (it takes no new work and finishes what it runs) or resumes it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -258,6 +309,26 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=orca_dot_v1_dot_orchestrator__pb2.WatchJobRequest.FromString,
                     response_serializer=orca_dot_v1_dot_orchestrator__pb2.JobEvent.SerializeToString,
+            ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=orca_dot_v1_dot_orchestrator__pb2.ListWorkersRequest.FromString,
+                    response_serializer=orca_dot_v1_dot_orchestrator__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=orca_dot_v1_dot_orchestrator__pb2.GetStatsRequest.FromString,
+                    response_serializer=orca_dot_v1_dot_orchestrator__pb2.Stats.SerializeToString,
+            ),
+            'WatchFleet': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchFleet,
+                    request_deserializer=orca_dot_v1_dot_orchestrator__pb2.WatchFleetRequest.FromString,
+                    response_serializer=orca_dot_v1_dot_orchestrator__pb2.FleetEvent.SerializeToString,
+            ),
+            'DrainWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainWorker,
+                    request_deserializer=orca_dot_v1_dot_orchestrator__pb2.DrainWorkerRequest.FromString,
+                    response_serializer=orca_dot_v1_dot_orchestrator__pb2.WorkerInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -611,6 +682,114 @@ class Orchestrator:
             '/orca.v1.Orchestrator/WatchJob',
             orca_dot_v1_dot_orchestrator__pb2.WatchJobRequest.SerializeToString,
             orca_dot_v1_dot_orchestrator__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orca.v1.Orchestrator/ListWorkers',
+            orca_dot_v1_dot_orchestrator__pb2.ListWorkersRequest.SerializeToString,
+            orca_dot_v1_dot_orchestrator__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orca.v1.Orchestrator/GetStats',
+            orca_dot_v1_dot_orchestrator__pb2.GetStatsRequest.SerializeToString,
+            orca_dot_v1_dot_orchestrator__pb2.Stats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchFleet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/orca.v1.Orchestrator/WatchFleet',
+            orca_dot_v1_dot_orchestrator__pb2.WatchFleetRequest.SerializeToString,
+            orca_dot_v1_dot_orchestrator__pb2.FleetEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orca.v1.Orchestrator/DrainWorker',
+            orca_dot_v1_dot_orchestrator__pb2.DrainWorkerRequest.SerializeToString,
+            orca_dot_v1_dot_orchestrator__pb2.WorkerInfo.FromString,
             options,
             channel_credentials,
             insecure,
