@@ -14,9 +14,14 @@ import pytest
 import orca
 from orchestrator import ClaudeOrchestrator
 
-from conftest import Cluster
+from conftest import Cluster, until
 
-TOKENS = {"submitter": "py-submitter-token-1", "reader": "py-reader-token-2", "worker": "py-worker-token-3"}
+TOKENS = {
+    "submitter": "py-submitter-token-1",
+    "reader": "py-reader-token-2",
+    "worker": "py-worker-token-3",
+    "admin": "py-admin-token-4",
+}
 
 
 def auth_file(path: Path) -> Path:
@@ -80,6 +85,34 @@ def test_the_guide_api_takes_a_token_file(secured: Cluster, tmp_path: Path, monk
         job = orch.create_job("authenticated")
         orch.add_subtask(job, "hello")
         assert [r["status"] for r in orch.wait_and_collect(job).values()] == ["completed"]
+
+
+def test_fleet_calls_by_role(secured: Cluster) -> None:
+    with orca.Client(secured.url, token=TOKENS["admin"]) as admin, orca.Client(
+        secured.url, token=TOKENS["submitter"]
+    ) as submitter, orca.Client(secured.url, token=TOKENS["reader"]) as reader:
+        (worker,) = until("the worker to connect", lambda: [w for w in reader.list_workers() if w.connected])
+        assert submitter.get_stats().workers_connected == 1
+        stream = reader.watch_fleet()
+        assert next(stream).kind == orca.FleetEventKind.Value("FLEET_EVENT_KIND_SNAPSHOT")
+        stream.close()
+        for c in (submitter, reader):
+            with pytest.raises(orca.PermissionDenied):
+                c.drain_worker(worker.worker_id)
+        assert admin.drain_worker(worker.worker_id).draining
+        assert not admin.drain_worker(worker.worker_id, resume=True).draining
+
+        # Without a job: a submitter lists its own jobs' tasks, a reader or admin every job's.
+        mine = submitter.create_job("mine").job_id
+        (my_task,) = submitter.add_tasks(mine, ["mine"])
+        theirs = admin.create_job("theirs").job_id
+        (their_task,) = admin.add_tasks(theirs, ["theirs"])
+        seen = {t.task_id for t in submitter.list_tasks()}
+        assert my_task in seen and their_task not in seen
+        assert {my_task, their_task} <= {t.task_id for t in reader.list_tasks(None)}
+        assert {my_task, their_task} <= {t.task_id for t in admin.list_tasks("")}
+        with pytest.raises(orca.PermissionDenied):
+            list(submitter.list_tasks(theirs))
 
 
 def openssl(*args: str, cwd: Path) -> None:

@@ -3,6 +3,8 @@
 - `Client` (synchronous) and `AsyncClient` (asyncio) cover every call of the
   ``orca.v1.Orchestrator`` gRPC service and return the generated messages of `orca.v1`.
 - `Client.watch_job` is a resumable event stream, `Client.wait` waits on it.
+- `Client.list_workers`, `get_stats`, `watch_fleet` and `drain_worker` show and steer the
+  fleet of workers.
 - `write_artifacts` puts a task's returned files into a directory, safely.
 - Refusals raise `OrcaError` subclasses (`NotFound`, `InvalidArgument`, ...).
 
@@ -73,6 +75,10 @@ JobEvent = orchestrator_pb2.JobEvent
 TaskState = types_pb2.TaskState
 JobState = types_pb2.JobState
 JobEventKind = orchestrator_pb2.JobEventKind
+WorkerInfo = orchestrator_pb2.WorkerInfo
+Stats = orchestrator_pb2.Stats
+FleetEvent = orchestrator_pb2.FleetEvent
+FleetEventKind = orchestrator_pb2.FleetEventKind
 
 __all__ = [
     "Client",
@@ -125,4 +131,8 @@ __all__ = [
     "TaskState",
     "JobState",
     "JobEventKind",
+    "WorkerInfo",
+    "Stats",
+    "FleetEvent",
+    "FleetEventKind",
 ]

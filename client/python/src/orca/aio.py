@@ -1,13 +1,14 @@
 """`AsyncClient`: the asyncio twin of `orca.Client` (grpc.aio), with the same methods as
-coroutines; `AsyncClient.watch_job` and `AsyncClient.list_jobs` / `list_tasks` are async
-iterators. The channel is opened on the first call, inside the running event loop.
+coroutines; `AsyncClient.watch_job`, `AsyncClient.watch_fleet` and `AsyncClient.list_jobs` /
+`list_tasks` are async iterators. The channel is opened on the first call, inside the
+running event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import AsyncIterator, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import AsyncGenerator, AsyncIterator, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import grpc
 import grpc.aio
@@ -21,8 +22,10 @@ from orca.client import (
     ProgressCallback,
     StateLike,
     create_job_request,
+    drain_worker_request,
     list_tasks_request,
     remaining,
+    watch_fleet_request,
 )
 from orca.errors import OrcaError, WaitTimeout, error_from_rpc
 from orca.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
@@ -134,25 +137,33 @@ class AsyncClient:
 
     async def list_tasks_page(
         self,
-        job_id: str,
+        job_id: Optional[str] = None,
         states: Iterable[StateLike] = (),
         page_size: int = 0,
         page_token: str = "",
         summary_only: bool = False,
+        *,
+        worker_id: Optional[str] = None,
     ) -> orchestrator_pb2.ListTasksResponse:
-        return await self._call("ListTasks", list_tasks_request(job_id, states, page_size, page_token, summary_only))
+        """As `orca.Client.list_tasks_page` (``job_id`` None or empty: every job the token may
+        read; ``worker_id``: only that worker's tasks)."""
+        req = list_tasks_request(job_id, states, page_size, page_token, summary_only, worker_id)
+        return await self._call("ListTasks", req)
 
     async def list_tasks(
         self,
-        job_id: str,
+        job_id: Optional[str] = None,
         states: Iterable[StateLike] = (),
         summary_only: bool = False,
         page_size: int = PAGE_SIZE,
+        *,
+        worker_id: Optional[str] = None,
     ) -> AsyncIterator[types_pb2.Task]:
+        """As `orca.Client.list_tasks`, as an async iterator."""
         states = list([states] if isinstance(states, (str, int)) else states)
         token = ""
         while True:
-            page = await self.list_tasks_page(job_id, states, page_size, token, summary_only)
+            page = await self.list_tasks_page(job_id, states, page_size, token, summary_only, worker_id=worker_id)
             for task in page.tasks:
                 yield task
             if not page.next_page_token:
@@ -217,6 +228,42 @@ class AsyncClient:
                 on_progress(ev.status)
         assert w.status is not None
         return w.status
+
+    # Workers and the queue
+
+    async def list_workers(self) -> List[orchestrator_pb2.WorkerInfo]:
+        """As `orca.Client.list_workers`: the known workers, sorted by ``worker_id``."""
+        return list((await self._call("ListWorkers", orchestrator_pb2.ListWorkersRequest())).workers)
+
+    async def get_stats(self) -> orchestrator_pb2.Stats:
+        """As `orca.Client.get_stats`."""
+        return await self._call("GetStats", orchestrator_pb2.GetStatsRequest())
+
+    def watch_fleet(self, stats_interval_ms: int = 0) -> AsyncGenerator[orchestrator_pb2.FleetEvent, None]:
+        """As `orca.Client.watch_fleet`, as an async iterator: a snapshot, then worker and
+        stats events. Not resumed: it raises `orca.Unavailable` when the coordinator stops,
+        and a new call starts with a fresh snapshot. ``aclose()`` it (or break out of the
+        loop) to end the stream."""
+        return self._watch_fleet(watch_fleet_request(stats_interval_ms))
+
+    async def _watch_fleet(
+        self, req: orchestrator_pb2.WatchFleetRequest
+    ) -> AsyncGenerator[orchestrator_pb2.FleetEvent, None]:
+        call = None
+        try:
+            call = self._stub.WatchFleet(req, metadata=self._metadata)
+            async for ev in call:
+                yield ev
+        except grpc.RpcError as e:
+            raise error_from_rpc(e) from None
+        finally:
+            if call is not None:
+                call.cancel()
+
+    async def drain_worker(self, worker_id: str, resume: bool = False) -> orchestrator_pb2.WorkerInfo:
+        """As `orca.Client.drain_worker`: drains the worker (or with ``resume`` takes it back)
+        and returns it."""
+        return await self._call("DrainWorker", drain_worker_request(worker_id, resume))
 
     @staticmethod
     def write_artifacts(task: types_pb2.Task, dest: Optional[_config.PathLike] = None) -> List[str]:

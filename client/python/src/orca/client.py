@@ -10,7 +10,7 @@ polling).
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union, cast
+from typing import Any, Callable, Dict, Generator, Iterable, Iterator, List, Mapping, Optional, Sequence, Union, cast
 
 import grpc
 
@@ -30,20 +30,49 @@ ProgressCallback = Callable[[types_pb2.JobStatus], None]
 StateLike = Union[int, str]
 
 
+def optional_id(value: Optional[str], name: str) -> str:
+    """An id argument where None (or "") means "any"."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected a string or None, got {type(value).__name__}")
+    return value
+
+
 def list_tasks_request(
-    job_id: str, states: Iterable[StateLike], page_size: int, page_token: str, summary_only: bool
+    job_id: Optional[str],
+    states: Iterable[StateLike],
+    page_size: int,
+    page_token: str,
+    summary_only: bool,
+    worker_id: Optional[str] = None,
 ) -> orchestrator_pb2.ListTasksRequest:
     if isinstance(states, (str, int)):
         states = [states]
     # Enum values are ints at run time; the stubs type them as TaskState.
     wanted = cast(List[Any], [task_state(s, f"states[{i}]") for i, s in enumerate(states)])
     return orchestrator_pb2.ListTasksRequest(
-        job_id=job_id,
+        job_id=optional_id(job_id, "job_id"),
         states=wanted,
         page_size=page_size,
         page_token=page_token,
         summary_only=summary_only,
+        worker_id=optional_id(worker_id, "worker_id"),
     )
+
+
+def watch_fleet_request(stats_interval_ms: int) -> orchestrator_pb2.WatchFleetRequest:
+    if isinstance(stats_interval_ms, bool) or not isinstance(stats_interval_ms, int):
+        raise TypeError(f"stats_interval_ms: expected an int, got {type(stats_interval_ms).__name__}")
+    if not 0 <= stats_interval_ms <= 0xFFFFFFFF:
+        raise ValueError(f"stats_interval_ms: must be 0 (the default) or a positive number of ms, got {stats_interval_ms}")
+    return orchestrator_pb2.WatchFleetRequest(stats_interval_ms=stats_interval_ms)
+
+
+def drain_worker_request(worker_id: str, resume: bool) -> orchestrator_pb2.DrainWorkerRequest:
+    if not isinstance(worker_id, str):
+        raise TypeError(f"worker_id: expected a string, got {type(worker_id).__name__}")
+    return orchestrator_pb2.DrainWorkerRequest(worker_id=worker_id, resume=bool(resume))
 
 
 def create_job_request(
@@ -176,28 +205,38 @@ class Client:
 
     def list_tasks_page(
         self,
-        job_id: str,
+        job_id: Optional[str] = None,
         states: Iterable[StateLike] = (),
         page_size: int = 0,
         page_token: str = "",
         summary_only: bool = False,
+        *,
+        worker_id: Optional[str] = None,
     ) -> orchestrator_pb2.ListTasksResponse:
-        """One page of the job's tasks, in the given states (all when empty; short names such
-        as ``"failed"`` or enum values); ``summary_only`` leaves out spec and result."""
-        return self._call("ListTasks", list_tasks_request(job_id, states, page_size, page_token, summary_only))
+        """One page of the job's tasks (``job_id`` None or empty: of every job the token may
+        read, a submitter's own), in id order, in the given states (all when empty; short
+        names such as ``"failed"`` or enum values); ``worker_id`` keeps the tasks whose
+        current or last attempt is that worker's; ``summary_only`` leaves out spec and
+        result."""
+        req = list_tasks_request(job_id, states, page_size, page_token, summary_only, worker_id)
+        return self._call("ListTasks", req)
 
     def list_tasks(
         self,
-        job_id: str,
+        job_id: Optional[str] = None,
         states: Iterable[StateLike] = (),
         summary_only: bool = False,
         page_size: int = PAGE_SIZE,
+        *,
+        worker_id: Optional[str] = None,
     ) -> Iterator[types_pb2.Task]:
-        """Every task of the job in the given states, in id order, fetching pages as it goes."""
+        """Every task of the job (``job_id`` None or empty: of every job the token may read)
+        in the given states, of ``worker_id`` when given, in id order, fetching pages as it
+        goes."""
         states = list([states] if isinstance(states, (str, int)) else states)
         token = ""
         while True:
-            page = self.list_tasks_page(job_id, states, page_size, token, summary_only)
+            page = self.list_tasks_page(job_id, states, page_size, token, summary_only, worker_id=worker_id)
             yield from page.tasks
             if not page.next_page_token:
                 return
@@ -279,6 +318,55 @@ class Client:
                 on_progress(ev.status)
         assert w.status is not None  # the stream ends only after a status showed the job idle
         return w.status
+
+    # Workers and the queue
+
+    def list_workers(self) -> List[orchestrator_pb2.WorkerInfo]:
+        """The workers the coordinator knows, sorted by ``worker_id``: the connected ones and
+        the disconnected ones that still hold attempts or were seen in the last minutes. Each
+        `WorkerInfo` has ``worker_id``, ``name``, ``hostname``, ``labels``, ``slots``,
+        ``running_tasks``, ``last_seen_ms``, ``version``, ``draining`` and ``connected``."""
+        return list(self._call("ListWorkers", orchestrator_pb2.ListWorkersRequest()).workers)
+
+    def get_stats(self) -> orchestrator_pb2.Stats:
+        """The queue at a glance: ``tasks`` (a `JobStatus` over every job), ``queue`` (pending
+        tasks by priority, highest first), ``throughput`` (60 buckets of 10 s, oldest first,
+        with the tasks completed and failed in each), ``tasks_per_second`` over the last
+        minute, ``workers_connected``, ``slots`` and ``slots_free`` of the connected workers
+        (a draining worker's slots are not free), ``jobs`` and ``time_ms``."""
+        return self._call("GetStats", orchestrator_pb2.GetStatsRequest())
+
+    def watch_fleet(self, stats_interval_ms: int = 0) -> Generator[orchestrator_pb2.FleetEvent, None, None]:
+        """For dashboards: a `FleetEvent` of kind ``FLEET_EVENT_KIND_SNAPSHOT`` with every
+        worker and the stats, then ``WORKER_JOINED`` / ``WORKER_CHANGED`` / ``WORKER_LEFT``
+        (the one worker in ``workers``) and ``STATS`` every ``stats_interval_ms`` (0: the
+        coordinator's default, 2000; at least 500, else `orca.InvalidArgument`).
+
+        **Not resumed**, unlike `watch_job`: when the coordinator stops (`orca.Unavailable`)
+        or the connection drops, it raises; a reader that falls far behind is dropped and the
+        iteration just ends. Call it again for a fresh snapshot: the events in between are
+        not replayed. Close the generator (or break out of the loop) to end the stream."""
+        return self._watch_fleet(watch_fleet_request(stats_interval_ms))
+
+    def _watch_fleet(
+        self, req: orchestrator_pb2.WatchFleetRequest
+    ) -> Generator[orchestrator_pb2.FleetEvent, None, None]:
+        call = None
+        try:
+            call = self._stub.WatchFleet(req, metadata=self._metadata)
+            yield from call
+        except grpc.RpcError as e:
+            raise error_from_rpc(e) from None
+        finally:
+            if call is not None:
+                call.cancel()
+
+    def drain_worker(self, worker_id: str, resume: bool = False) -> orchestrator_pb2.WorkerInfo:
+        """Drains the worker: it takes no new work and finishes what it runs; with
+        ``resume`` it takes work again. Returns the worker (``draining`` set or cleared).
+        An unknown id raises `orca.NotFound`; it needs an admin token when the coordinator
+        has ``--auth-file`` (`orca.PermissionDenied` otherwise)."""
+        return self._call("DrainWorker", drain_worker_request(worker_id, resume))
 
     @staticmethod
     def write_artifacts(task: types_pb2.Task, dest: Optional[_config.PathLike] = None) -> List[str]:
