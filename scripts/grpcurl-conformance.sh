@@ -53,6 +53,17 @@ out=$($G -plaintext -d "{\"job_id\":\"$job_id\",\"tasks\":[]}" "$addr" orca.v1.O
 grep -q "Code: InvalidArgument" <<<"$out" && grep -q "tasks: must not be empty" <<<"$out" \
   && ok "empty batch is InvalidArgument" || bad "empty batch is InvalidArgument: $out"
 
+$G -plaintext -emit-defaults "$addr" orca.v1.Orchestrator/ListWorkers | json 'd["workers"] == []' \
+  && ok "ListWorkers (none connected)" || bad "ListWorkers"
+$G -plaintext -emit-defaults "$addr" orca.v1.Orchestrator/GetStats \
+  | json 'd["tasks"]["pending"] == "1" and d["queue"] == [{"priority": 9, "pending": "1"}] and len(d["throughput"]) == 60' \
+  && ok "GetStats: counts, queue by priority, throughput" || bad "GetStats"
+fleet=$(timeout 3 "$G" -plaintext -d '{"stats_interval_ms":500}' "$addr" orca.v1.Orchestrator/WatchFleet || true)
+python3 -c "import json,sys; d=json.JSONDecoder().raw_decode(sys.argv[1].strip())[0]; sys.exit(0 if d['kind'] == 'FLEET_EVENT_KIND_SNAPSHOT' and 'stats' in d else 1)" "$fleet" \
+  && ok "WatchFleet starts with a snapshot" || bad "WatchFleet: $fleet"
+out=$($G -plaintext -d '{"worker_id":"nope"}' "$addr" orca.v1.Orchestrator/DrainWorker 2>&1 || true)
+grep -q "Code: NotFound" <<<"$out" && ok "DrainWorker of an unknown worker is NotFound" || bad "DrainWorker: $out"
+
 kill -TERM "$pid"
 if wait "$pid"; then ok "SIGTERM exits 0"; else bad "SIGTERM exits 0"; fi
 echo "$pass passed, $fail failed"

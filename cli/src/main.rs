@@ -8,6 +8,8 @@
 //! shared by the subcommands (JSON documents and text lines).
 
 mod mcp;
+mod read;
+mod taskfile;
 mod up;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -79,12 +81,32 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show one task.
-    Task {
+    /// One page of tasks, of a job or of every job (filters: --state, --worker).
+    List(read::ListArgs),
+    /// One task: its spec, state, attempts, worker and result (`orca task` is the same).
+    #[command(alias = "task")]
+    Show {
         id: i64,
         #[arg(long)]
         json: bool,
     },
+    /// A task's output; -f follows a running task's progress live until it ends.
+    Logs {
+        id: i64,
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// The queue at a glance: tasks by state, queue depth by priority, throughput, slots.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The workers (and `orca workers drain|resume ID`).
+    Workers(read::WorkersArgs),
+    /// Shared context: `orca context set KEY VALUE [--job J]`, `get`, `rm KEY`.
+    Context(read::ContextArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
     /// Write the files the job's finished tasks produced (their expected outputs) into each
     /// task's working_dir, or under --out DIR as DIR/<task_id>/<path>.
     Collect {
@@ -140,9 +162,14 @@ struct SubmitArgs {
     /// Description of the new job.
     #[arg(long, default_value = "submitted with orca")]
     description: String,
-    /// Read prompts from this file, one per line.
+    /// Tasks from this file: JSON (`.json`, or text starting with `[` or `{`) or TOML
+    /// (`.toml`) with every task option, `name` and `depends_on` by name or index; any other
+    /// file is one prompt per line.
     #[arg(long)]
     file: Option<PathBuf>,
+    /// Then wait until every task is final and print the results (exit as `orca wait`).
+    #[arg(long)]
+    wait: bool,
     #[arg(long)]
     priority: Option<i32>,
     #[arg(long)]
@@ -188,6 +215,9 @@ enum Failure {
     /// `orca up` could not start or stop its parts.
     #[error("{0}")]
     Up(String),
+    /// A flag or argument is wrong in a way clap cannot see (the message names it).
+    #[error("{0}")]
+    Usage(String),
     /// The MCP session could not start or broke.
     #[error("{0}")]
     Mcp(String),
@@ -233,12 +263,31 @@ async fn cli_main() -> ExitCode {
     telemetry.shutdown().await;
     match result {
         Ok(code) => code,
+        Err(Failure::Client(orca_client::Error::Connect { url, source })) if refused(&source) => {
+            eprintln!(
+                "orca: no coordinator at {url} (is `orca up` or orca-coordinator running? the address comes from \
+                 --coordinator or ORCA_COORDINATOR)"
+            );
+            ExitCode::from(2)
+        }
         Err(e) => {
             let text = e.to_string();
             eprintln!("orca: {text}{}", hint.for_error(&text));
             ExitCode::from(2)
         }
     }
+}
+
+/// Whether a connection failed because nothing listens at the address.
+fn refused(e: &tonic::transport::Error) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// What a closed connection most likely means, since TLS peers close without saying why.
@@ -276,7 +325,13 @@ impl Cmd {
             Cmd::Wait { .. } => "wait",
             Cmd::Watch { .. } => "watch",
             Cmd::Jobs { .. } => "jobs",
-            Cmd::Task { .. } => "task",
+            Cmd::List(_) => "list",
+            Cmd::Show { .. } => "show",
+            Cmd::Logs { .. } => "logs",
+            Cmd::Stats { .. } => "stats",
+            Cmd::Workers(_) => "workers",
+            Cmd::Context(_) => "context",
+            Cmd::Completions { .. } => "completions",
             Cmd::Collect { .. } => "collect",
             Cmd::Retry { .. } => "retry",
             Cmd::Cancel { .. } => "cancel",
@@ -287,9 +342,14 @@ impl Cmd {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
-    if let Cmd::Up(args) = cli.command {
-        return up::run(args).await;
-    }
+    let cli = match cli.command {
+        Cmd::Up(args) => return up::run(args).await,
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "orca", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        command => Cli { command, ..cli },
+    };
     let token = orca_proto::contract::token_from(cli.token_file.as_deref()).map_err(orca_client::Error::Token)?;
     let tls =
         orca_proto::tls::ClientTls { ca: cli.tls_ca.clone(), cert: cli.tls_cert.clone(), key: cli.tls_key.clone() };
@@ -307,11 +367,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Cmd::Wait { job, timeout, json } => wait(&client, &job, timeout, json).await,
         Cmd::Watch { job, follow, json } => watch(&client, &job, follow, json).await,
         Cmd::Jobs { json } => jobs(&client, json).await,
-        Cmd::Task { id, json } => task(&client, id, json).await,
+        Cmd::List(a) => read::list(&client, a).await,
+        Cmd::Show { id, json } => task(&client, id, json).await,
+        Cmd::Logs { id, follow } => read::logs(&client, id, follow).await,
+        Cmd::Stats { json } => read::stats(&client, json).await,
+        Cmd::Workers(a) => read::workers(&client, a).await,
+        Cmd::Context(a) => read::context(&client, a).await,
         Cmd::Collect { job, out, json } => collect(&client, &job, out.as_deref(), json).await,
         Cmd::Retry { job, json } => retry(&client, &job, json).await,
         Cmd::Cancel { job, reason } => cancel(&client, &job, &reason).await,
-        Cmd::Up(_) => unreachable!("handled before connecting"),
+        Cmd::Up(_) | Cmd::Completions { .. } => Ok(ExitCode::SUCCESS),
         Cmd::Mcp(a) => {
             let limits = mcp::Limits {
                 max_wait: Duration::from_secs(a.max_wait_seconds),
@@ -329,13 +394,29 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
 
 /// `orca submit`: adds one task per prompt, to `--job` or to a job created here.
 async fn submit(client: &Client, mut args: SubmitArgs) -> Result<ExitCode, Failure> {
-    let prompts = read_prompts(std::mem::take(&mut args.prompts), args.file.as_deref())?;
-    let tasks = prompts.iter().map(|p| args.subtask(p)).collect();
-    let job = match args.job {
-        Some(j) => j,
+    let mut tasks: Vec<Subtask> = Vec::new();
+    let mut lines = std::mem::take(&mut args.prompts);
+    if let Some(f) = &args.file {
+        match taskfile::read(f, read_file(f)?).map_err(Failure::Usage)? {
+            taskfile::Contents::Lines(text) => lines.extend(text.lines().map(str::to_string)),
+            taskfile::Contents::Tasks(t) => tasks = t,
+        }
+    }
+    if tasks.is_empty() {
+        let stdin = args.file.is_none() && lines.is_empty();
+        tasks = read_prompts(lines, stdin)?.iter().map(|p| args.subtask(p)).collect();
+    }
+    let job = match &args.job {
+        Some(j) => j.clone(),
         None => client.create_job(&args.description).await?,
     };
     let ids = client.add_subtasks(&job, tasks).await?;
+    if args.wait {
+        if !args.json {
+            println!("job {job}: {} tasks submitted; waiting", ids.len());
+        }
+        return wait(client, &job, None, args.json).await;
+    }
     if args.json {
         print_json(&json!({"job_id": job, "task_ids": ids}));
     } else {
@@ -344,14 +425,15 @@ async fn submit(client: &Client, mut args: SubmitArgs) -> Result<ExitCode, Failu
     Ok(ExitCode::SUCCESS)
 }
 
-/// The prompts to submit: the arguments and the lines of `file`; with neither, the lines of
-/// stdin. Blank lines are dropped; none left is an error.
-fn read_prompts(mut lines: Vec<String>, file: Option<&Path>) -> Result<Vec<String>, Failure> {
-    if let Some(f) = file {
-        let text = std::fs::read_to_string(f)
-            .map_err(|source| Failure::Read { what: format!("--file {}", f.display()), source })?;
-        lines.extend(text.lines().map(str::to_string));
-    } else if lines.is_empty() {
+/// The text of `--file`.
+fn read_file(f: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(f).map_err(|source| Failure::Read { what: format!("--file {}", f.display()), source })
+}
+
+/// The prompts to submit: `lines` (the arguments and a prompt file's lines), or with `stdin`
+/// the lines of stdin. Blank lines are dropped; none left is an error.
+fn read_prompts(mut lines: Vec<String>, stdin: bool) -> Result<Vec<String>, Failure> {
+    if stdin {
         if std::io::stdin().is_terminal() {
             eprintln!("orca: reading prompts from stdin, one per line (Ctrl-D to end)");
         }
@@ -426,7 +508,7 @@ async fn watch(client: &Client, job: &str, follow: bool, json: bool) -> Result<E
 async fn jobs(client: &Client, json: bool) -> Result<ExitCode, Failure> {
     let jobs = client.list_jobs().await?;
     if json {
-        print_json(&json!(jobs.iter().map(job_json).collect::<Vec<_>>()));
+        print_json(&json!({"jobs": jobs.iter().map(job_json).collect::<Vec<_>>()}));
     } else {
         for j in jobs {
             let s = j.status.unwrap_or_default();
@@ -560,6 +642,18 @@ fn task_json(t: &pb::Task) -> serde_json::Value {
         "exit_code": result.exit_code,
         "cost_usd": result.cost_usd,
         "artifacts": result.artifacts.iter().map(|a| a.path.clone()).collect::<Vec<_>>(),
+        "name": spec.name,
+        "retries_used": t.retries_used,
+        "max_retries": spec.max_retries.unwrap_or(0),
+        "depends_on": spec.depends_on,
+        "parent_task_id": spec.parent_task_id,
+        "working_dir": spec.working_dir,
+        "expected_outputs": spec.expected_outputs,
+        "duration_ms": result.duration_ms,
+        "in_place": result.in_place,
+        "verification": result.verification.iter().map(|v| json!({"command": v.command, "passed": v.passed, "exit_code": v.exit_code})).collect::<Vec<_>>(),
+        "created_at_ms": t.created_at_ms,
+        "updated_at_ms": t.updated_at_ms,
     })
 }
 
@@ -636,7 +730,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_prompt_file_is_a_read_error_naming_the_file() {
-        let e = read_prompts(vec![], Some(Path::new("/definitely/not/here"))).unwrap_err();
+        let e = read_file(Path::new("/definitely/not/here")).unwrap_err();
         assert!(matches!(&e, Failure::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound), "{e:?}");
         assert!(e.to_string().starts_with("cannot read --file /definitely/not/here: "), "{e}");
         assert!(std::error::Error::source(&e).is_some());
@@ -644,9 +738,9 @@ mod tests {
 
     #[test]
     fn blank_prompts_are_dropped_and_none_left_is_an_error() {
-        let got = read_prompts(vec!["a".into(), " ".into(), String::new(), "b".into()], None).unwrap();
+        let got = read_prompts(vec!["a".into(), " ".into(), String::new(), "b".into()], false).unwrap();
         assert_eq!(got, ["a", "b"]);
-        let e = read_prompts(vec!["  ".into()], None).unwrap_err();
+        let e = read_prompts(vec!["  ".into()], false).unwrap_err();
         assert!(matches!(e, Failure::NoPrompt), "{e:?}");
         assert_eq!(e.to_string(), "invalid argument: no prompt given (arguments, --file or stdin)");
     }

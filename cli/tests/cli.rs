@@ -13,7 +13,10 @@ fn unreachable_coordinator_is_a_clear_error() {
     let out = orca().args(["--coordinator", "http://127.0.0.1:1", "status", "some-job"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot connect to http://127.0.0.1:1"), "{err}");
+    assert!(
+        err.starts_with("orca: no coordinator at http://127.0.0.1:1 (is `orca up` or orca-coordinator running?"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -353,6 +353,36 @@ impl Client {
         }
     }
 
+    /// One page of tasks (ListTasks as it is: any filter, a page token from the last page).
+    pub async fn list_tasks_page(&self, req: pb::ListTasksRequest) -> Result<pb::ListTasksResponse, Error> {
+        Ok(self.inner.clone().list_tasks(self.request(req)).await?.into_inner())
+    }
+
+    /// The workers the coordinator knows.
+    pub async fn list_workers(&self) -> Result<Vec<pb::WorkerInfo>, Error> {
+        let req = self.request(pb::ListWorkersRequest {});
+        Ok(self.inner.clone().list_workers(req).await?.into_inner().workers)
+    }
+
+    /// Tasks by state, queue depth by priority, throughput, workers and slots.
+    pub async fn get_stats(&self) -> Result<pb::Stats, Error> {
+        Ok(self.inner.clone().get_stats(self.request(pb::GetStatsRequest {})).await?.into_inner())
+    }
+
+    /// Drains a worker (no new work; it finishes what it runs), or with `resume` undoes it.
+    pub async fn drain_worker(&self, worker_id: &str, resume: bool) -> Result<pb::WorkerInfo, Error> {
+        let req = pb::DrainWorkerRequest { worker_id: worker_id.to_string(), resume };
+        Ok(self.inner.clone().drain_worker(self.request(req)).await?.into_inner())
+    }
+
+    /// The fleet's events (WatchFleet): a snapshot, then changes and stats every
+    /// `stats_interval_ms` (0: the coordinator's default). Not resumed after a broken
+    /// connection: call it again for a fresh snapshot.
+    pub async fn watch_fleet(&self, stats_interval_ms: u32) -> Result<tonic::Streaming<pb::FleetEvent>, Error> {
+        let req = self.request(pb::WatchFleetRequest { stats_interval_ms });
+        Ok(self.inner.clone().watch_fleet(req).await?.into_inner())
+    }
+
     /// One task, with its spec and result.
     pub async fn get_task(&self, task_id: i64) -> Result<pb::Task, Error> {
         Ok(self.inner.clone().get_task(self.request(pb::GetTaskRequest { task_id })).await?.into_inner())
@@ -369,6 +399,7 @@ impl Client {
                 page_size: PAGE,
                 page_token: token,
                 summary_only: false,
+                worker_id: String::new(),
             };
             let page = self.inner.clone().list_tasks(self.request(req)).await?.into_inner();
             out.extend(page.tasks);

@@ -171,6 +171,8 @@ pub enum Access {
     Read,
     /// Writes of jobs and tasks (a submitter: its own).
     Write,
+    /// Changes to the fleet itself (DrainWorker).
+    Admin,
 }
 
 /// The row of the role table for a gRPC path; `None` for a path that is no method.
@@ -183,6 +185,9 @@ pub fn access(path: &str) -> Option<Access> {
         "orca.v1.WorkerGateway" => Access::Worker,
         "orca.v1.Orchestrator" => match method {
             "GetJob" | "ListJobs" | "GetTask" | "ListTasks" | "GetContext" | "WatchJob" => Access::Read,
+            // The fleet's state is nobody's own: every reader sees all of it.
+            "ListWorkers" | "GetStats" | "WatchFleet" => Access::Read,
+            "DrainWorker" => Access::Admin,
             _ => Access::Write,
         },
         _ => return None,
@@ -196,6 +201,7 @@ pub fn allowed(role: Role, access: Access) -> bool {
         Access::Worker => matches!(role, Role::Worker | Role::Admin),
         Access::Read => matches!(role, Role::Submitter | Role::Reader | Role::Admin),
         Access::Write => matches!(role, Role::Submitter | Role::Admin),
+        Access::Admin => role == Role::Admin,
     }
 }
 

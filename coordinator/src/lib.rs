@@ -20,6 +20,7 @@ pub mod config;
 pub mod convert;
 pub mod dispatch;
 mod error;
+pub mod fleet_watch;
 pub mod idempotency;
 pub mod listener;
 pub mod metrics;

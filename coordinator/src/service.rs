@@ -171,6 +171,7 @@ impl Services {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
+type FleetStream = Pin<Box<dyn Stream<Item = Result<pb::FleetEvent, Status>> + Send>>;
 type ListenStream = ReceiverStream<Result<pb::ListenResponse, Status>>;
 
 #[tonic::async_trait]
@@ -257,7 +258,12 @@ impl pb::orchestrator_server::Orchestrator for Services {
     async fn list_tasks(&self, req: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
         let caller = auth::caller(&req);
         let r = req.into_inner();
-        self.owned_job(&caller, &r.job_id).await?;
+        if !r.job_id.is_empty() {
+            self.owned_job(&caller, &r.job_id).await?;
+        }
+        if !r.worker_id.is_empty() {
+            validate::id("worker_id", &r.worker_id)?;
+        }
         let size = validate::page_size("page_size", r.page_size)?;
         let after_id = validate::task_page_token(&r.page_token)?;
         let mut states = Vec::new();
@@ -268,8 +274,17 @@ impl pb::orchestrator_server::Orchestrator for Services {
             }
         }
         let max_bytes = limits::MAX_PAGE_BYTES;
-        let q =
-            TaskQuery { job_id: &r.job_id, states, after_id, limit: size, with_payloads: !r.summary_only, max_bytes };
+        let q = TaskQuery {
+            job_id: (!r.job_id.is_empty()).then_some(r.job_id.as_str()),
+            worker_id: (!r.worker_id.is_empty()).then_some(r.worker_id.as_str()),
+            // A submitter listing every job sees its own.
+            owner: (r.job_id.is_empty() && caller.role == Role::Submitter).then_some(&*caller.name),
+            states,
+            after_id,
+            limit: size,
+            with_payloads: !r.summary_only,
+            max_bytes,
+        };
         let (rows, more) = self.store.tasks(&q).await.map_err(Status::from)?;
         Ok(Response::new(task_page(rows, more)))
     }
@@ -351,6 +366,36 @@ impl pb::orchestrator_server::Orchestrator for Services {
         let stream =
             crate::watch::start(self.handle.clone(), self.store.clone(), self.shutdown.clone(), r, watching).await?;
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_workers(
+        &self,
+        _req: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let workers = self.handle.fleet().await?.workers;
+        Ok(Response::new(pb::ListWorkersResponse { workers }))
+    }
+
+    async fn get_stats(&self, _req: Request<pb::GetStatsRequest>) -> Result<Response<pb::Stats>, Status> {
+        Ok(Response::new(self.handle.fleet().await?.stats))
+    }
+
+    type WatchFleetStream = FleetStream;
+
+    async fn watch_fleet(
+        &self,
+        req: Request<pb::WatchFleetRequest>,
+    ) -> Result<Response<Self::WatchFleetStream>, Status> {
+        let every = crate::fleet_watch::interval(req.into_inner().stats_interval_ms)?;
+        let first = self.handle.fleet().await?;
+        let stream = crate::fleet_watch::start(self.handle.clone(), self.shutdown.clone(), first, every);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn drain_worker(&self, req: Request<pb::DrainWorkerRequest>) -> Result<Response<pb::WorkerInfo>, Status> {
+        let r = req.into_inner();
+        validate::id("worker_id", &r.worker_id)?;
+        Ok(Response::new(self.handle.drain(r.worker_id, !r.resume).await?))
     }
 }
 

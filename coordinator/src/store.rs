@@ -780,7 +780,12 @@ fn bind_row<'q>(
 /// A page of tasks.
 #[derive(Clone, Debug, Default)]
 pub struct TaskQuery<'a> {
-    pub job_id: &'a str,
+    /// One job's tasks, or (`None`) every live job's.
+    pub job_id: Option<&'a str>,
+    /// Only the tasks whose current or last attempt is this worker's.
+    pub worker_id: Option<&'a str>,
+    /// Only the tasks of jobs this token name created (a submitter listing every job).
+    pub owner: Option<&'a str>,
     pub states: Vec<State>,
     pub after_id: i64,
     pub limit: u32,
@@ -829,12 +834,22 @@ impl Store {
             let list: Vec<String> = q.states.iter().map(|s| s.as_i32().to_string()).collect();
             format!("AND state IN ({})", list.join(","))
         };
+        let job = match q.job_id {
+            Some(_) => "job_id = ?",
+            None => "job_id NOT IN (SELECT job_id FROM jobs WHERE deleted_at_ms IS NOT NULL)",
+        };
+        let worker = if q.worker_id.is_some() { "AND worker_id = ?" } else { "" };
+        let owner = if q.owner.is_some() { "AND job_id IN (SELECT job_id FROM jobs WHERE owner = ?)" } else { "" };
         let sql = format!(
             "SELECT {ROW_COLUMNS}, job_id, priority, {payload}, created_at_ms, updated_at_ms FROM tasks \
-             WHERE job_id = ? {states} AND task_id > ? ORDER BY task_id LIMIT ?"
+             WHERE {job} {states} {worker} {owner} AND task_id > ? ORDER BY task_id LIMIT ?"
         );
         let limit = q.limit as i64 + 1;
-        let mut rows = sqlx::query(AssertSqlSafe(sql)).bind(q.job_id).bind(q.after_id).bind(limit).fetch(&self.pool);
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for v in [q.job_id, q.worker_id, q.owner].into_iter().flatten() {
+            query = query.bind(v);
+        }
+        let mut rows = query.bind(q.after_id).bind(limit).fetch(&self.pool);
         // Row by row, so that a page of large tasks never holds much more than the budget.
         let mut out = Vec::new();
         let mut bytes = 0;

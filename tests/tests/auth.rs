@@ -111,6 +111,13 @@ async fn every_rpc(
             "WatchJob",
             code(c.watch_job(with(pb::WatchJobRequest { job_id: j(), after_seq: 0, follow: false }, t)).await),
         ),
+        ("ListWorkers", code(c.list_workers(with(pb::ListWorkersRequest {}, t)).await)),
+        ("GetStats", code(c.get_stats(with(pb::GetStatsRequest {}, t)).await)),
+        ("WatchFleet", code(c.watch_fleet(with(pb::WatchFleetRequest::default(), t)).await)),
+        (
+            "DrainWorker",
+            code(c.drain_worker(with(pb::DrainWorkerRequest { worker_id: "nobody".into(), resume: false }, t)).await),
+        ),
         ("Register", code(gw.register(with(pb::RegisterRequest { slots: 1, ..Default::default() }, t)).await)),
         (
             "Listen",
@@ -159,7 +166,17 @@ async fn every_rpc_follows_the_role_table_and_ownership() {
     let unknown = every_rpc(&mut c, &mut gw, Some("guess"), &job, task).await;
     assert_eq!(denied(&unknown, Code::Unauthenticated).len(), unknown.len(), "unknown token: {unknown:?}");
 
-    let orchestrator_reads = ["GetJob", "ListJobs", "GetTask", "ListTasks", "GetContext", "WatchJob"];
+    let orchestrator_reads = [
+        "GetJob",
+        "ListJobs",
+        "GetTask",
+        "ListTasks",
+        "GetContext",
+        "WatchJob",
+        "ListWorkers",
+        "GetStats",
+        "WatchFleet",
+    ];
     let gateway = ["Register", "Listen", "Heartbeat", "Report"];
     let admin = every_rpc(&mut c, &mut gw, Some("admin-token"), &job, task).await;
     assert!(
@@ -167,7 +184,9 @@ async fn every_rpc_follows_the_role_table_and_ownership() {
         "{admin:?}"
     );
     let owner = every_rpc(&mut c, &mut gw, Some("submitter-token"), &job, task).await;
-    assert_eq!(denied(&owner, Code::PermissionDenied), gateway, "the owning submitter: {owner:?}");
+    let mut want = vec!["DrainWorker"];
+    want.extend(gateway);
+    assert_eq!(denied(&owner, Code::PermissionDenied), want, "the owning submitter: {owner:?}");
     let reader = every_rpc(&mut c, &mut gw, Some("reader-token"), &job, task).await;
     let mut not_reads: Vec<&str> = reader.iter().map(|(m, _)| *m).filter(|m| !orchestrator_reads.contains(m)).collect();
     not_reads.sort();
@@ -183,8 +202,17 @@ async fn every_rpc_follows_the_role_table_and_ownership() {
     let other = every_rpc(&mut c, &mut gw, Some("other-submitter-token"), &job, task).await;
     let mut refused = denied(&other, Code::PermissionDenied);
     refused.sort();
-    let mut want =
-        vec!["GetJob", "AddTasks", "GetTask", "ListTasks", "RetryTasks", "SetContext", "GetContext", "WatchJob"];
+    let mut want = vec![
+        "GetJob",
+        "AddTasks",
+        "GetTask",
+        "ListTasks",
+        "RetryTasks",
+        "SetContext",
+        "GetContext",
+        "WatchJob",
+        "DrainWorker",
+    ];
     want.extend(gateway);
     want.sort();
     assert_eq!(refused, want, "another submitter: {other:?}");
@@ -195,6 +223,11 @@ async fn every_rpc_follows_the_role_table_and_ownership() {
     assert_eq!(s.status.unwrap().total_tasks, 3, "mine + the owner's x + the admin's x");
     let listed = c.list_jobs(with(pb::ListJobsRequest::default(), Some("other-submitter-token"))).await.unwrap();
     assert!(listed.into_inner().jobs.iter().all(|j| j.owner == "other"));
+    // Listing the tasks of every job, a submitter sees only its own jobs' tasks.
+    let all = c.list_tasks(with(pb::ListTasksRequest::default(), Some("other-submitter-token"))).await.unwrap();
+    assert!(all.into_inner().tasks.iter().all(|t| t.job_id != job), "another submitter sees ci's tasks");
+    let all = c.list_tasks(with(pb::ListTasksRequest::default(), Some("submitter-token"))).await.unwrap();
+    assert_eq!(all.into_inner().tasks.len(), 3, "ci sees its own tasks");
     let global = c.set_context(with(
         pb::SetContextRequest { key: "g".into(), value: "v".into(), ..Default::default() },
         Some("submitter-token"),

@@ -175,3 +175,121 @@ async fn collect_writes_outputs_into_working_dirs_or_an_out_dir_and_leaves_in_pl
     assert_eq!(code, 2);
     assert!(err.contains("not found"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_and_fleet_commands_follow_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let http_file = d.join("http.addr");
+    let mut coord =
+        Coordinator::start(d, &["--http-listen", "127.0.0.1:0", "--http-addr-file", http_file.to_str().unwrap()]);
+    let http = wait_for_file(&http_file, &mut coord.child);
+    let release = d.join("release");
+    // A HOLD task prints nothing until the test releases it, so `logs -f` sees every line.
+    let agent = workers::script(
+        d,
+        "agent.sh",
+        &format!(
+            "case \"$ORCA_PROMPT\" in *HOLD*) while [ ! -e {r} ]; do sleep 0.02; done;; esac\necho \"starting $ORCA_TASK_ID\"\necho \"finished $ORCA_TASK_ID\"",
+            r = release.display()
+        ),
+    );
+    let args = ["--agent", "command", "--agent-command", agent.to_str().unwrap(), "--label", "zone=a", "--slots", "2"];
+    let _w = workers::WorkerProc::start(&coord.url(), d, "fleet-w", &args);
+    let mut worker_id = String::new();
+    workers::until_async("the worker is listed as connected", || {
+        let (code, v, _) = orca(&coord, &["workers", "--json"], None);
+        let w = v["workers"][0].clone();
+        if code == 0 && w["connected"] == true {
+            worker_id = w["worker_id"].as_str().unwrap().to_string();
+        }
+        async move { code == 0 && w["connected"] == true && w["labels"]["zone"] == "a" && w["slots"] == 2 }
+    })
+    .await;
+
+    // Tasks from a JSON file, a dependency by name.
+    let file = d.join("tasks.json");
+    std::fs::write(&file, r#"{"tasks": [{"name": "a", "prompt": "first HOLD", "priority": 9}, {"name": "b", "prompt": "second", "depends_on": ["a"]}]}"#).unwrap();
+    let (code, sub, err) = orca(&coord, &["submit", "--file", file.to_str().unwrap(), "--json"], None);
+    assert_eq!(code, 0, "{err}");
+    let job = sub["job_id"].as_str().unwrap().to_string();
+    let a = sub["task_ids"][0].as_i64().unwrap();
+    // `logs -f` follows task a live from before its first line.
+    let follow = Command::new(binary("orca"))
+        .env("ORCA_COORDINATOR", coord.url())
+        .args(["logs", "-f", &a.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    workers::until("logs -f is watching", || {
+        workers::http_get(&http, "/metrics", None).1.lines().any(|l| l == "orca_watch_streams 1")
+    })
+    .await;
+    std::fs::write(&release, "").unwrap();
+    let out = follow.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("starting {a}\nfinished {a}\n"));
+    let (code, _, _) = orca(&coord, &["wait", &job], None);
+    assert_eq!(code, 0);
+
+    let (_, show, _) = orca(&coord, &["show", &a.to_string(), "--json"], None);
+    assert_eq!(
+        (show["name"].clone(), show["state"].clone(), show["attempts"].clone()),
+        ("a".into(), "completed".into(), 1.into())
+    );
+    assert_eq!(show["worker_id"], worker_id.as_str());
+    let (_, alias, _) = orca(&coord, &["task", &a.to_string(), "--json"], None);
+    assert_eq!(alias["task_id"], a);
+
+    let (_, list, _) = orca(&coord, &["list", "--job", &job, "--json"], None);
+    assert_eq!(list["tasks"].as_array().unwrap().len(), 2);
+    assert_eq!(list["next_page_token"], "");
+    let (_, mine, _) = orca(&coord, &["list", "--state", "completed", "--worker", &worker_id, "--json"], None);
+    assert_eq!(mine["tasks"].as_array().unwrap().len(), 2);
+    let (_, page, _) = orca(&coord, &["list", "--limit", "1", "--json"], None);
+    let token = page["next_page_token"].as_str().unwrap().to_string();
+    assert_eq!((page["tasks"][0]["task_id"].clone(), token.is_empty()), (a.into(), false));
+    let (_, next, _) = orca(&coord, &["list", "--limit", "1", "--page-token", &token, "--json"], None);
+    assert_ne!(next["tasks"][0]["task_id"], a);
+    let (code, _, err) = orca(&coord, &["list", "--state", "done"], None);
+    assert!(code == 2 && err.contains("--state \"done\": not a state"), "{err}");
+
+    let (_, stats, _) = orca(&coord, &["stats", "--json"], None);
+    assert_eq!(stats["tasks"]["completed"], 2, "{stats}");
+    assert_eq!((stats["workers_connected"].clone(), stats["slots"].clone()), (1.into(), 2.into()));
+    let buckets = stats["throughput"].as_array().unwrap();
+    assert_eq!(buckets.len(), 60);
+    assert_eq!(buckets.iter().map(|b| b["completed"].as_u64().unwrap()).sum::<u64>(), 2);
+
+    // Drained, the worker's slots are not free; resumed, it takes work again.
+    let (code, drained, err) = orca(&coord, &["workers", "drain", &worker_id, "--json"], None);
+    assert_eq!((code, drained["draining"].clone()), (0, true.into()), "{err}");
+    let (_, stats, _) = orca(&coord, &["stats", "--json"], None);
+    assert_eq!(stats["slots_free"], 0);
+    let (_, listed, _) = orca(&coord, &["workers", "--json"], None);
+    assert_eq!(listed["workers"][0]["draining"], true);
+    let (code, _, err) = orca(&coord, &["workers", "drain", "no-such-worker"], None);
+    assert!(code == 2 && err.contains("not found"), "{err}");
+    let (code, resumed, _) = orca(&coord, &["workers", "resume", &worker_id, "--json"], None);
+    assert_eq!((code, resumed["draining"].clone()), (0, false.into()));
+    let (code, _, _) = orca(&coord, &["submit", "--wait", "--job", &job, "third"], None);
+    assert_eq!(code, 0);
+
+    // Shared context.
+    assert_eq!(orca(&coord, &["context", "set", "style", "terse", "--job", &job], None).0, 0);
+    let (_, ctx, _) = orca(&coord, &["context", "get", "--job", &job, "--json"], None);
+    assert_eq!(ctx["values"]["style"], "terse");
+    assert_eq!(orca(&coord, &["context", "rm", "style", "--job", &job], None).0, 0);
+    let (_, ctx, _) = orca(&coord, &["context", "get", "--job", &job, "--json"], None);
+    assert_eq!(ctx["values"], serde_json::json!({}));
+
+    let (_, jobs, _) = orca(&coord, &["jobs", "--json"], None);
+    assert_eq!(jobs["jobs"][0]["job_id"], job.as_str());
+    let bad = d.join("bad.json");
+    std::fs::write(&bad, r#"[{"prompt": "x", "depends_on": ["nope"]}]"#).unwrap();
+    let (code, _, err) = orca(&coord, &["submit", "--file", bad.to_str().unwrap()], None);
+    assert!(code == 2 && err.contains("tasks[0].depends_on[0]: no task of the file is named \"nope\""), "{err}");
+    let comp = Command::new(binary("orca")).args(["completions", "bash"]).output().unwrap();
+    assert!(comp.status.success() && String::from_utf8_lossy(&comp.stdout).contains("_orca"));
+}

@@ -335,3 +335,34 @@ async fn both_binaries_speak_the_systemd_notify_protocol() {
     .await;
     let _ = coord.terminate(WAIT);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_fleet_shows_workers_join_change_and_the_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(dir.path(), &[]);
+    let mut c = coord.client().await;
+    let mut fleet = c.watch_fleet(pb::WatchFleetRequest { stats_interval_ms: 500 }).await.unwrap().into_inner();
+    let snap = fleet.message().await.unwrap().unwrap();
+    assert_eq!(snap.kind, pb::FleetEventKind::Snapshot as i32);
+    assert!(snap.workers.is_empty() && snap.stats.is_some());
+
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let w = TestWorker::start(&coord.url(), WorkerOpts::new("fleet", 3), tx).await;
+    let joined = next_of(&mut fleet, pb::FleetEventKind::WorkerJoined).await;
+    assert_eq!((joined.workers[0].slots, joined.workers[0].connected), (3, true));
+    let stats = next_of(&mut fleet, pb::FleetEventKind::Stats).await.stats.unwrap();
+    assert_eq!((stats.workers_connected, stats.slots, stats.throughput.len()), (1, 3, 60));
+    w.stop();
+    let changed = next_of(&mut fleet, pb::FleetEventKind::WorkerChanged).await;
+    assert!(!changed.workers[0].connected, "{changed:?}");
+}
+
+/// The next fleet event of this kind (others are skipped).
+async fn next_of(stream: &mut tonic::Streaming<pb::FleetEvent>, kind: pb::FleetEventKind) -> pb::FleetEvent {
+    loop {
+        let ev = tokio::time::timeout(WAIT, stream.message()).await.expect("an event").unwrap().unwrap();
+        if ev.kind == kind as i32 {
+            return ev;
+        }
+    }
+}

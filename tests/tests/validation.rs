@@ -230,6 +230,14 @@ async fn every_rpc_refuses_bad_input_and_changes_nothing() {
     check("list_tasks token", r.await.map(|_| ()), Code::InvalidArgument, "page_token");
     let r = c.list_tasks(pb::ListTasksRequest { job_id: job.clone(), states: vec![42], ..Default::default() });
     check("list_tasks state", r.await.map(|_| ()), Code::InvalidArgument, "states[0]");
+    let r = c.list_tasks(pb::ListTasksRequest { worker_id: "bad\0id".into(), ..Default::default() });
+    check("list_tasks worker", r.await.map(|_| ()), Code::InvalidArgument, "worker_id");
+    let r = c.watch_fleet(pb::WatchFleetRequest { stats_interval_ms: 10 });
+    check("watch_fleet interval", r.await.map(|_| ()), Code::InvalidArgument, "stats_interval_ms");
+    let r = c.drain_worker(pb::DrainWorkerRequest::default());
+    check("drain_worker id", r.await.map(|_| ()), Code::InvalidArgument, "worker_id");
+    let r = c.drain_worker(pb::DrainWorkerRequest { worker_id: "nobody".into(), resume: false });
+    check("drain_worker unknown", r.await.map(|_| ()), Code::NotFound, "nobody");
     let r = c.list_tasks(pb::ListTasksRequest { job_id: "nope".into(), ..Default::default() });
     check("list_tasks job", r.await.map(|_| ()), Code::NotFound, "nope");
     check("get_task", c.get_task(pb::GetTaskRequest { task_id: 777_777 }).await.map(|_| ()), Code::NotFound, "777777");

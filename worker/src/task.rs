@@ -293,8 +293,10 @@ impl Attempt<'_> {
         })
     }
 
-    /// Runs the agent, forwarding Claude's progress lines. `Ok` with the exit code when it
-    /// exited on its own; a stop, a spawn failure or the timeout end the attempt.
+    /// Runs the agent, forwarding its progress: Claude's progress lines, or each line a
+    /// command agent prints on stdout (live output for `orca logs -f` and the dashboards).
+    /// `Ok` with the exit code when it exited on its own; a stop, a spawn failure or the
+    /// timeout end the attempt.
     async fn run_agent(
         &mut self,
         inv: Invocation,
@@ -303,14 +305,21 @@ impl Attempt<'_> {
     ) -> Step<(i32, agent::Outcome, claude::Parser)> {
         let mut parser = claude::Parser::default();
         let out = {
+            let claude = self.ctx.config.agent == AgentKind::Claude;
             let mut on_line = |line: &[u8]| {
-                if let Some(p) = parser.line(line) {
-                    progress(p);
+                if claude {
+                    if let Some(p) = parser.line(line) {
+                        progress(p);
+                    }
+                    return;
+                }
+                let text = String::from_utf8_lossy(line);
+                let text = text.trim_end();
+                if !text.is_empty() {
+                    progress(text.to_string());
                 }
             };
-            let claude = self.ctx.config.agent == AgentKind::Claude;
-            let cb: Option<agent::OnLine<'_>> = if claude { Some(&mut on_line) } else { None };
-            agent::run(&self.ctx.exe, inv, stop, cb).await
+            agent::run(&self.ctx.exe, inv, stop, Some(&mut on_line)).await
         };
         self.result.duration_ms = out.duration.as_millis() as u64;
         let code = match &out.ending {

@@ -10,7 +10,10 @@
 //! worker sees it.
 
 mod feeds;
+mod fleet;
 mod streams;
+
+pub use fleet::Fleet;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -152,6 +155,14 @@ enum Command {
     Stats {
         reply: oneshot::Sender<Stats>,
     },
+    Fleet {
+        reply: oneshot::Sender<Fleet>,
+    },
+    Drain {
+        worker: String,
+        on: bool,
+        reply: Reply<pb::WorkerInfo>,
+    },
 }
 
 /// The queue's state at one moment, for metrics and health checks.
@@ -281,6 +292,18 @@ impl Handle {
         self.tx.send(Command::Stats { reply }).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())
     }
+
+    /// The workers and the stats (ListWorkers, GetStats, WatchFleet).
+    pub async fn fleet(&self) -> Result<Fleet, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Fleet { reply }).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+
+    /// Drains a worker (`on`) or resumes it.
+    pub async fn drain(&self, worker: String, on: bool) -> Result<pb::WorkerInfo, Error> {
+        self.call(|reply| Command::Drain { worker, on, reply }).await
+    }
 }
 
 /// Settings of the dispatcher.
@@ -359,6 +382,10 @@ pub struct Dispatcher {
     purge_pending: bool,
     /// When retention looks for expired jobs next (ms).
     retention_due_ms: u64,
+    /// What each worker said about itself at registration (for ListWorkers).
+    described: HashMap<WorkerId, fleet::Described>,
+    /// Tasks finished per interval, for GetStats.
+    throughput: crate::queue::throughput::Throughput,
 }
 
 fn labels_of(m: &std::collections::HashMap<String, String>) -> Labels {
@@ -553,6 +580,8 @@ impl Dispatcher {
             pruned_ms: 0,
             purge_pending: loaded.purge_pending,
             retention_due_ms: now,
+            described: HashMap::new(),
+            throughput: Default::default(),
         };
         Ok((d, Handle { tx }))
     }
@@ -676,6 +705,8 @@ impl Dispatcher {
             commit_seconds = Some(started.elapsed().as_secs_f64());
         }
         crate::metrics::record_batch(commands, commit_seconds, &b.effects);
+        let (completed, failed) = fleet::finished(&b.effects);
+        self.throughput.record(now, completed, failed);
         for r in b.replies {
             r(None);
         }
@@ -808,6 +839,12 @@ impl Dispatcher {
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
+            Command::Fleet { reply } => {
+                let _ = reply.send(self.fleet(now));
+            }
+            Command::Drain { worker, on, reply } => {
+                let _ = reply.send(self.drain(&worker, on));
+            }
         }
     }
 
@@ -817,7 +854,9 @@ impl Dispatcher {
         for (_, w) in self.sched.workers().filter(|(_, w)| w.session.is_some()) {
             s.workers_connected += 1;
             s.slots += w.slots as u64;
-            s.slots_free += w.slots.saturating_sub(w.held.len() as u32) as u64;
+            if !w.draining {
+                s.slots_free += w.slots.saturating_sub(w.held.len() as u32) as u64;
+            }
         }
         s
     }
@@ -924,6 +963,9 @@ impl Dispatcher {
         for (t, a) in &stale {
             tracing::info!(worker = %id, task = t.0, attempt = a, "attempt is stale at registration; the worker drops it");
         }
+        let described =
+            fleet::Described { name: req.name.clone(), hostname: req.hostname.clone(), version: req.version.clone() };
+        self.described.insert(WorkerId::from(id.as_str()), described);
         let (name, host) = (contract::log_safe(&req.name, 256), contract::log_safe(&req.hostname, 256));
         tracing::info!(worker = %id, name = %name, host = %host, slots = req.slots, "worker registered");
         pb::RegisterResponse {

@@ -20,6 +20,7 @@ mod ids;
 mod ready;
 #[cfg(test)]
 mod tests;
+pub mod throughput;
 
 pub use ids::{JobId, TaskId, WorkerId};
 
@@ -329,6 +330,9 @@ pub struct Worker {
     pub suspect: bool,
     /// Last registration, stream change or heartbeat (ms): when to forget it.
     pub seen_ms: u64,
+    /// Drained by an operator (DrainWorker): no new work; what it runs finishes. Kept across
+    /// its reconnects (not across a coordinator restart).
+    pub draining: bool,
     eligible: Vec<usize>,
 }
 
@@ -440,6 +444,8 @@ pub struct Scheduler {
     swept_ms: u64,
     /// Bytes of the payloads held by entries.
     cached_bytes: usize,
+    /// Pending tasks by priority (exact: kept by every change of state).
+    pending_by_priority: BTreeMap<i32, u64>,
     /// The error of each live task's last failed attempt, given to the attempts after it
     /// (only tasks that failed an attempt and are not final are here).
     previous_errors: HashMap<TaskId, Arc<str>>,
@@ -502,6 +508,37 @@ impl Scheduler {
 
     pub fn workers(&self) -> impl Iterator<Item = (&WorkerId, &Worker)> {
         self.workers.iter()
+    }
+
+    /// Pending tasks by priority, highest first (levels with none left out).
+    pub fn pending_by_priority(&self) -> Vec<(i32, u64)> {
+        self.pending_by_priority.iter().rev().map(|(&p, &n)| (p, n)).collect()
+    }
+
+    /// Drains a worker (no new work; what it runs finishes) or resumes it.
+    pub fn set_draining(&mut self, id: &WorkerId, on: bool) -> Result<(), Refusal> {
+        let w = self.workers.get_mut(id).ok_or_else(|| Refusal::NotFound(format!("worker {id} not found")))?;
+        w.draining = on;
+        self.refresh_free(id);
+        Ok(())
+    }
+
+    /// Keeps `pending_by_priority` when a task of `priority` leaves `from` or enters `to`.
+    fn count_pending(&mut self, priority: i32, from: Option<State>, to: Option<State>) {
+        if from == to {
+            return;
+        }
+        if from == Some(State::Pending)
+            && let Some(n) = self.pending_by_priority.get_mut(&priority)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.pending_by_priority.remove(&priority);
+            }
+        }
+        if to == Some(State::Pending) {
+            *self.pending_by_priority.entry(priority).or_default() += 1;
+        }
     }
 
     /// Allocates the job's next event sequence number.
@@ -655,6 +692,7 @@ impl Scheduler {
                     session: None,
                     suspect: false,
                     seen_ms: now,
+                    draining: false,
                     eligible: Vec::new(),
                 });
                 w.held.insert((id, attempt));
@@ -787,10 +825,11 @@ impl Scheduler {
         let previous: Vec<(TaskId, u32)> =
             self.workers.get(&id).map(|w| w.held.iter().copied().collect()).unwrap_or_default();
         let session = self.workers.get(&id).and_then(|w| w.session);
+        let draining = self.workers.get(&id).is_some_and(|w| w.draining);
         let eligible = self.ready.eligible(&labels);
         self.workers.insert(
             id.clone(),
-            Worker { labels, slots, held: held.clone(), session, suspect: false, seen_ms: now, eligible },
+            Worker { labels, slots, held: held.clone(), session, suspect: false, seen_ms: now, draining, eligible },
         );
         // Attempts the coordinator believes the worker holds but it did not name are gone
         // (it restarted, or dropped them): they run again now, not when their lease expires.
@@ -1044,6 +1083,7 @@ impl Scheduler {
             }
         }
         self.jobs.entry(job.clone()).or_default();
+        self.count_pending(t.priority, None, Some(state));
         let payload = t.payload.filter(|p| self.cached_bytes + p.len() <= self.limits.payload_cache_bytes);
         self.cached_bytes += payload.as_ref().map_or(0, |p| p.len());
         self.tasks.insert(
@@ -1120,6 +1160,9 @@ impl Scheduler {
         let e = self.tasks.get_mut(&id).expect("transition of a task in memory");
         let from = e.state;
         e.state = to;
+        let priority = e.priority;
+        self.count_pending(priority, Some(from), Some(to));
+        let e = self.tasks.get_mut(&id).expect("transition of a task in memory");
         let now = self.clock_ms as u32;
         let held_ms = now.wrapping_sub(e.since) as u64;
         let age_ms = now.wrapping_sub(e.added) as u64;
@@ -1306,6 +1349,7 @@ impl Scheduler {
     fn remove_entry(&mut self, id: TaskId) {
         self.previous_errors.remove(&id);
         if let Some(e) = self.tasks.remove(&id) {
+            self.count_pending(e.priority, Some(e.state), None);
             self.cached_bytes -= e.payload.as_ref().map_or(0, |p| p.len());
         }
     }
@@ -1317,7 +1361,8 @@ impl Scheduler {
     }
 
     fn refresh_free(&mut self, id: &WorkerId) {
-        let free = self.workers.get(id).is_some_and(|w| w.session.is_some() && !w.suspect && w.free() > 0);
+        let free =
+            self.workers.get(id).is_some_and(|w| w.session.is_some() && !w.suspect && !w.draining && w.free() > 0);
         if free {
             self.free_workers.insert(id.clone());
         } else {
@@ -1352,6 +1397,11 @@ impl Scheduler {
             assert_eq!(live(&info.counts), live(&c), "job {job}: counts of live tasks");
             assert!(info.counts.completed >= c.completed, "job {job}: completed count");
         }
+        let mut pending: BTreeMap<i32, u64> = BTreeMap::new();
+        for e in self.tasks.values().filter(|e| e.state == State::Pending) {
+            *pending.entry(e.priority).or_default() += 1;
+        }
+        assert_eq!(pending, self.pending_by_priority, "pending tasks by priority");
         for id in self.previous_errors.keys() {
             assert!(self.tasks.get(id).is_some_and(|e| !e.state.is_final()), "previous error kept for task {id}");
         }

@@ -459,6 +459,41 @@ fn a_revived_task_and_a_restored_backoff_carry_the_failure() {
 }
 
 #[test]
+fn a_drained_worker_gets_no_new_work_until_resumed() {
+    let mut s = sched();
+    add(&mut s, vec![task(1)]);
+    let w = worker(&mut s, "w1", 1);
+    s.set_draining(&w, true).unwrap();
+    assert!(assigned(&s.dispatch(0)).is_empty());
+    // Registering again (a reconnect) keeps it drained.
+    s.register(w.clone(), Labels::new(), 1, &[], 1);
+    assert!(assigned(&s.dispatch(1)).is_empty());
+    assert_eq!(state(&s, 1), State::Pending);
+    s.set_draining(&w, false).unwrap();
+    assert_eq!(assigned(&s.dispatch(2)), vec![("w1".into(), 1, 1)]);
+    assert!(matches!(s.set_draining(&WorkerId::from("nope"), true), Err(Refusal::NotFound(_))));
+    s.check_invariants();
+}
+
+#[test]
+fn pending_tasks_are_counted_by_priority() {
+    let mut s = sched();
+    let at = |id, priority| NewTask { priority, ..task(id) };
+    let mut blocked = at(4, 1);
+    blocked.deps = vec![TaskId(1)];
+    add(&mut s, vec![at(1, 9), at(2, 5), at(3, 5), blocked]);
+    assert_eq!(s.pending_by_priority(), vec![(9, 1), (5, 2)]);
+    let w = worker(&mut s, "w1", 1);
+    s.dispatch(0);
+    assert_eq!(s.pending_by_priority(), vec![(5, 2)]);
+    s.report(&w, TaskId(1), 1, Outcome::Completed, 1).unwrap();
+    assert_eq!(s.pending_by_priority(), vec![(5, 2), (1, 1)]);
+    s.cancel_task(TaskId(2), "no").unwrap();
+    assert_eq!(s.pending_by_priority(), vec![(5, 1), (1, 1)]);
+    s.check_invariants();
+}
+
+#[test]
 fn backoff_is_capped() {
     let p = RetryPolicy { initial_ms: 1_000, multiplier: 2.0, max_ms: 60_000 };
     let got: Vec<u64> = (1..=8).map(|r| p.backoff_ms(r)).collect();

@@ -1,0 +1,158 @@
+//! WatchFleet: a snapshot of the workers and the stats, then workers joining, changing and
+//! leaving, and the stats every interval. Each stream asks the dispatcher for the fleet (from
+//! memory) once a second at most and sends what changed; the database is never read.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use orca_proto::pb;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::dispatch::{Fleet, Handle, now_ms};
+
+/// Default interval of stats events.
+pub const DEFAULT_INTERVAL_MS: u32 = 2_000;
+/// Shortest interval a caller may ask for.
+pub const MIN_INTERVAL_MS: u32 = 500;
+/// Longest: an hour.
+pub const MAX_INTERVAL_MS: u32 = 3_600_000;
+/// How often worker changes are looked for (at most; a shorter stats interval is used).
+const WORKER_POLL: Duration = Duration::from_secs(1);
+/// Events buffered for a slow reader before the stream is ended.
+const BUFFER: usize = 64;
+
+/// The stats interval a request asks for (0: the default).
+pub fn interval(ms: u32) -> Result<Duration, Status> {
+    match ms {
+        0 => Ok(Duration::from_millis(DEFAULT_INTERVAL_MS as u64)),
+        MIN_INTERVAL_MS..=MAX_INTERVAL_MS => Ok(Duration::from_millis(ms as u64)),
+        _ => Err(Status::invalid_argument(format!(
+            "stats_interval_ms: must be 0 (the default, {DEFAULT_INTERVAL_MS}) or {MIN_INTERVAL_MS}-{MAX_INTERVAL_MS}"
+        ))),
+    }
+}
+
+fn event(kind: pb::FleetEventKind, workers: Vec<pb::WorkerInfo>, stats: Option<pb::Stats>) -> pb::FleetEvent {
+    pb::FleetEvent { kind: kind as i32, workers, stats, time_ms: now_ms() as i64 }
+}
+
+/// Whether two descriptions of a worker differ in what a dashboard shows (the heartbeat
+/// time alone is no change).
+fn changed(a: &pb::WorkerInfo, b: &pb::WorkerInfo) -> bool {
+    let mut a = a.clone();
+    a.last_seen_ms = b.last_seen_ms;
+    a != *b
+}
+
+/// The events that take `old` to `new` (both sorted by id): joined, changed, left.
+pub fn diff(old: &[pb::WorkerInfo], new: &[pb::WorkerInfo]) -> Vec<pb::FleetEvent> {
+    use pb::FleetEventKind::*;
+    let before: HashMap<&str, &pb::WorkerInfo> = old.iter().map(|w| (w.worker_id.as_str(), w)).collect();
+    let after: HashMap<&str, &pb::WorkerInfo> = new.iter().map(|w| (w.worker_id.as_str(), w)).collect();
+    let mut out = Vec::new();
+    for w in new {
+        match before.get(w.worker_id.as_str()) {
+            None => out.push(event(WorkerJoined, vec![w.clone()], None)),
+            Some(o) if changed(o, w) => out.push(event(WorkerChanged, vec![w.clone()], None)),
+            Some(_) => {}
+        }
+    }
+    for w in old.iter().filter(|w| !after.contains_key(w.worker_id.as_str())) {
+        out.push(event(WorkerLeft, vec![w.clone()], None));
+    }
+    out
+}
+
+/// Starts the stream with `first` as its snapshot.
+pub fn start(
+    handle: Handle,
+    shutdown: CancellationToken,
+    first: Fleet,
+    every: Duration,
+) -> impl Stream<Item = Result<pb::FleetEvent, Status>> {
+    let (tx, rx) = mpsc::channel(BUFFER);
+    tokio::spawn(async move {
+        let snapshot = event(pb::FleetEventKind::Snapshot, first.workers.clone(), Some(first.stats));
+        if tx.send(Ok(snapshot)).await.is_err() {
+            return;
+        }
+        let mut workers = first.workers;
+        let mut tick = tokio::time::interval(every.min(WORKER_POLL));
+        tick.tick().await;
+        let mut stats_due = tokio::time::Instant::now() + every;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = tx.try_send(Err(Status::unavailable("the coordinator is shutting down; reconnect")));
+                    return;
+                }
+                _ = tx.closed() => return,
+                _ = tick.tick() => {}
+            }
+            let Ok(now) = handle.fleet().await else {
+                let _ = tx.try_send(Err(Status::unavailable("the coordinator is shutting down; reconnect")));
+                return;
+            };
+            let mut events = diff(&workers, &now.workers);
+            workers = now.workers;
+            if tokio::time::Instant::now() >= stats_due {
+                stats_due += every;
+                events.push(event(pb::FleetEventKind::Stats, Vec::new(), Some(now.stats)));
+            }
+            for ev in events {
+                // A reader too slow to take a few events a second is dropped, not waited on.
+                if tx.try_send(Ok(ev)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(id: &str, running: &[i64], seen: i64) -> pb::WorkerInfo {
+        pb::WorkerInfo {
+            worker_id: id.into(),
+            running_tasks: running.to_vec(),
+            last_seen_ms: seen,
+            ..Default::default()
+        }
+    }
+
+    fn kinds(evs: &[pb::FleetEvent]) -> Vec<(i32, String)> {
+        evs.iter().map(|e| (e.kind, e.workers[0].worker_id.clone())).collect()
+    }
+
+    #[test]
+    fn joins_changes_and_leaves_but_not_heartbeats() {
+        use pb::FleetEventKind::*;
+        let old = vec![w("a", &[], 1), w("b", &[1], 1), w("c", &[], 1)];
+        let new = vec![w("a", &[], 2), w("b", &[1, 2], 2), w("d", &[], 2)];
+        assert_eq!(
+            kinds(&diff(&old, &new)),
+            vec![
+                (WorkerChanged as i32, "b".into()),
+                (WorkerJoined as i32, "d".into()),
+                (WorkerLeft as i32, "c".into())
+            ]
+        );
+        assert!(diff(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn the_interval_is_bounded() {
+        assert_eq!(interval(0).unwrap(), Duration::from_secs(2));
+        assert_eq!(interval(500).unwrap(), Duration::from_millis(500));
+        let e = interval(10).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().starts_with("stats_interval_ms: "));
+    }
+}
