@@ -525,8 +525,19 @@ async fn task(client: &Client, id: i64, json: bool) -> Result<ExitCode, Failure>
     if json {
         print_json(&v);
     } else {
-        for (k, val) in v.as_object().into_iter().flatten() {
+        for (k, val) in v.as_object().into_iter().flatten().filter(|(k, _)| *k != "history") {
             println!("{k}: {}", val.as_str().map(str::to_string).unwrap_or_else(|| val.to_string()));
+        }
+        for a in v["history"].as_array().into_iter().flatten() {
+            println!(
+                "attempt {} on {}: {} after {} ms (exit {}){}",
+                a["attempt"],
+                a["worker_id"].as_str().unwrap_or("?"),
+                a["outcome"].as_str().unwrap_or("?"),
+                a["ended_ms"].as_i64().unwrap_or(0) - a["started_ms"].as_i64().unwrap_or(0),
+                a["exit_code"],
+                a["reason"].as_str().filter(|r| !r.is_empty()).map(|r| format!(": {r}")).unwrap_or_default()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -654,6 +665,11 @@ fn task_json(t: &pb::Task) -> serde_json::Value {
         "verification": result.verification.iter().map(|v| json!({"command": v.command, "passed": v.passed, "exit_code": v.exit_code})).collect::<Vec<_>>(),
         "created_at_ms": t.created_at_ms,
         "updated_at_ms": t.updated_at_ms,
+        "history": t.history.iter().map(|a| json!({
+            "attempt": a.attempt, "worker_id": a.worker_id, "started_ms": a.started_ms, "ended_ms": a.ended_ms,
+            "outcome": a.outcome, "reason": a.reason, "exit_code": a.exit_code, "cost_usd": a.cost_usd,
+            "duration_ms": a.duration_ms, "output_tail": a.output_tail,
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -155,6 +155,18 @@ pub async fn logs(client: &Client, id: i64, follow: bool) -> Result<ExitCode, Fa
         }
     }
     let t = if follow && running { client.get_task(id).await? } else { t };
+    // Earlier attempts' output tails first, each under a header, when there were several.
+    if !follow && t.history.len() > 1 {
+        for a in &t.history[..t.history.len() - 1] {
+            println!("== attempt {} on {}: {} ==", a.attempt, a.worker_id, a.outcome);
+            if !a.output_tail.is_empty() {
+                println!("{}", a.output_tail.trim_end());
+            }
+        }
+        if let Some(last) = t.history.last() {
+            println!("== attempt {} on {}: {} ==", last.attempt, last.worker_id, last.outcome);
+        }
+    }
     let r = t.result.clone().unwrap_or_default();
     // A command agent's output is the lines followed live already; Claude's answer is not.
     if !r.output.is_empty() && r.output.trim_end() != followed.trim_end() {

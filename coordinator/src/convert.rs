@@ -68,6 +68,7 @@ pub fn task(r: TaskRecord) -> pb::Task {
         created_at_ms: r.created_at_ms,
         updated_at_ms: r.updated_at_ms,
         not_before_ms: r.row.not_before_ms as i64,
+        history: Vec::new(),
     }
 }
 
@@ -80,5 +81,21 @@ pub fn summary(t: TaskRecord) -> pb::TaskSummary {
         priority: t.priority,
         name: String::new(),
         reason: t.row.reason,
+    }
+}
+
+/// An ended attempt as the API shows it.
+pub fn attempt(a: &crate::store::AttemptRecord) -> pb::AttemptInfo {
+    pb::AttemptInfo {
+        attempt: a.attempt,
+        worker_id: a.worker_id.clone().unwrap_or_default(),
+        started_ms: a.started_ms,
+        ended_ms: a.ended_ms,
+        outcome: a.outcome.to_string(),
+        reason: a.reason.clone(),
+        exit_code: a.exit_code.unwrap_or(0),
+        cost_usd: a.cost_usd.unwrap_or(0.0),
+        duration_ms: a.duration_ms.unwrap_or(0).max(0) as u64,
+        output_tail: a.output_tail.clone(),
     }
 }

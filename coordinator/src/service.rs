@@ -252,7 +252,10 @@ impl pb::orchestrator_server::Orchestrator for Services {
         let caller = auth::caller(&req);
         let task = self.task(req.into_inner().task_id).await?;
         self.check_task_record(&caller, &task).await?;
-        Ok(Response::new(convert::task(task)))
+        let history = self.store.attempts(task.row.task_id).await.map_err(Status::from)?;
+        let mut t = convert::task(task);
+        t.history = history.iter().map(convert::attempt).collect();
+        Ok(Response::new(t))
     }
 
     async fn list_tasks(&self, req: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {

@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_requests.sql"),
     include_str!("../migrations/0003_retention.sql"),
     include_str!("../migrations/0004_owners.sql"),
+    include_str!("../migrations/0005_attempts.sql"),
 ];
 
 /// Read connections in the pool.
@@ -107,6 +108,25 @@ pub struct WriteBatch {
     pub prune_requests_before: Option<i64>,
     /// Jobs to remove: marked now, purged later (see [`Writer::purge_step`]).
     pub delete_jobs: Vec<String>,
+    /// Attempts that ended in this batch.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// One ended attempt (migration 0005).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AttemptRecord {
+    pub task_id: i64,
+    pub attempt: u32,
+    pub worker_id: Option<String>,
+    pub started_ms: i64,
+    pub ended_ms: i64,
+    /// `completed`, `failed`, `handed_back`, `lost` or `cancelled`.
+    pub outcome: &'static str,
+    pub reason: String,
+    pub exit_code: Option<i32>,
+    pub cost_usd: Option<f64>,
+    pub duration_ms: Option<i64>,
+    pub output_tail: String,
 }
 
 /// An idempotency key and the answer it gets (see migration 0002).
@@ -137,6 +157,7 @@ impl WriteBatch {
             && self.requests.is_empty()
             && self.prune_requests_before.is_none()
             && self.delete_jobs.is_empty()
+            && self.attempts.is_empty()
     }
 }
 
@@ -410,6 +431,33 @@ async fn insert_deps(tx: &mut SqliteConnection, deps: &[(i64, i64)]) -> Result<(
     Ok(())
 }
 
+async fn insert_attempts(tx: &mut SqliteConnection, attempts: &[AttemptRecord]) -> Result<(), Error> {
+    for chunk in attempts.chunks(ROWS_PER_STATEMENT / 2) {
+        let sql = format!(
+            "INSERT OR REPLACE INTO attempts (task_id, attempt, worker_id, started_ms, ended_ms, outcome, reason, \
+             exit_code, cost_usd, duration_ms, output_tail) VALUES {}",
+            placeholders(chunk.len(), 11)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for a in chunk {
+            q = q
+                .bind(a.task_id)
+                .bind(a.attempt as i64)
+                .bind(a.worker_id.as_deref())
+                .bind(a.started_ms)
+                .bind(a.ended_ms)
+                .bind(a.outcome)
+                .bind(&a.reason)
+                .bind(a.exit_code)
+                .bind(a.cost_usd)
+                .bind(a.duration_ms)
+                .bind(&a.output_tail);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
 async fn update_tasks(
     tx: &mut SqliteConnection,
     updates: &[(TaskRow, Option<Vec<u8>>)],
@@ -510,6 +558,7 @@ impl Writer {
         update_jobs(&mut tx, &b.job_updates, now).await?;
         write_context(&mut tx, &b.context).await?;
         write_requests(&mut tx, &b.requests, b.prune_requests_before, now).await?;
+        insert_attempts(&mut tx, &b.attempts).await?;
         for job in &b.delete_jobs {
             sqlx::query("UPDATE jobs SET deleted_at_ms = ? WHERE job_id = ?")
                 .bind(now)
@@ -561,12 +610,26 @@ impl Writer {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        let step = if edges > 0 {
+        let attempts = if edges > 0 {
+            0
+        } else {
+            sqlx::query(
+                "DELETE FROM attempts WHERE (task_id, attempt) IN (SELECT a.task_id, a.attempt \
+                 FROM tasks t JOIN attempts a ON a.task_id = t.task_id WHERE t.job_id = ? LIMIT ?)",
+            )
+            .bind(&job)
+            .bind(limit as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        };
+        let step = if edges > 0 || attempts > 0 {
             Purge::Rows
         } else {
             sqlx::query(
+                // No row when the tasks table is empty (the last job's tasks are gone).
                 "INSERT INTO meta (key, value) SELECT 'max_task_id', max(task_id) FROM tasks WHERE true \
-                 ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+                 HAVING max(task_id) IS NOT NULL ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
             )
             .execute(&mut *tx)
             .await?;
@@ -865,6 +928,33 @@ impl Store {
         Ok((out, false))
     }
 
+    /// The attempts of a task that ended, oldest first.
+    pub async fn attempts(&self, task_id: i64) -> Result<Vec<AttemptRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT attempt, worker_id, started_ms, ended_ms, outcome, reason, exit_code, cost_usd, duration_ms, \
+             output_tail FROM attempts WHERE task_id = ? ORDER BY attempt",
+        )
+        .bind(task_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AttemptRecord {
+                task_id,
+                attempt: r.get::<i64, _>(0) as u32,
+                worker_id: r.get(1),
+                started_ms: r.get(2),
+                ended_ms: r.get(3),
+                outcome: outcome_name(&r.get::<String, _>(4)),
+                reason: r.get(5),
+                exit_code: r.get(6),
+                cost_usd: r.get(7),
+                duration_ms: r.get(8),
+                output_tail: r.get(9),
+            })
+            .collect())
+    }
+
     /// Key/values of a scope ('' global, else a job id).
     pub async fn context(&self, scope: &str) -> Result<Vec<(String, String)>, Error> {
         let rows = sqlx::query("SELECT key, value FROM context WHERE scope = ? ORDER BY key")
@@ -924,5 +1014,62 @@ impl Writer {
     pub async fn close(self) -> Result<(), Error> {
         self.conn.close().await?;
         Ok(())
+    }
+}
+
+/// The stored outcome name as the static name it was written from.
+fn outcome_name(s: &str) -> &'static str {
+    ATTEMPT_OUTCOMES.iter().find(|n| **n == s).copied().unwrap_or("unknown")
+}
+
+/// What an ended attempt's `outcome` can be.
+pub const ATTEMPT_OUTCOMES: [&str; 5] = ["completed", "failed", "handed_back", "lost", "cancelled"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(task_id: i64, state: State) -> TaskRow {
+        TaskRow {
+            task_id,
+            state,
+            attempt: 2,
+            retries_used: 1,
+            lost_leases: 0,
+            worker_id: Some("w".into()),
+            not_before_ms: 0,
+            cancel_cause: None,
+            reason: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn attempts_are_kept_in_order_and_purged_with_their_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut writer, _) = open(&dir.path().join("orca.db"), Durability::Normal).await.unwrap();
+        let attempt = |n: u32, outcome| AttemptRecord {
+            task_id: 1,
+            attempt: n,
+            worker_id: Some("w".into()),
+            started_ms: 10 * n as i64,
+            ended_ms: 10 * n as i64 + 5,
+            outcome,
+            exit_code: Some(n as i32),
+            output_tail: format!("out {n}"),
+            ..Default::default()
+        };
+        let batch = WriteBatch {
+            jobs: vec![JobInsert { job_id: "j".into(), description: String::new(), metadata: None, owner: None }],
+            tasks: vec![TaskInsert { row: row(1, State::Completed), job_id: "j".into(), priority: 5, spec: vec![] }],
+            attempts: vec![attempt(2, "completed"), attempt(1, "failed")],
+            ..Default::default()
+        };
+        writer.commit(&batch, 1).await.unwrap();
+        let got = store.attempts(1).await.unwrap();
+        assert_eq!(got, vec![attempt(1, "failed"), attempt(2, "completed")]);
+
+        writer.commit(&WriteBatch { delete_jobs: vec!["j".into()], ..Default::default() }, 2).await.unwrap();
+        while !matches!(writer.purge_step(1).await.unwrap(), Purge::Job(_)) {}
+        assert!(store.attempts(1).await.unwrap().is_empty());
     }
 }

@@ -118,6 +118,10 @@ async fn killed_worker_task_runs_again_elsewhere_and_leaves_no_process() {
     assert_eq!(status.completed, 1, "{status:?}");
     let t = task(&mut c, id).await;
     assert_eq!(t.attempts, 2);
+    // The history names the lost attempt and the worker it was lost on.
+    let outcomes: Vec<&str> = t.history.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["lost", "completed"], "{:?}", t.history);
+    assert_ne!(t.history[0].worker_id, t.history[1].worker_id);
     assert_eq!(t.result.unwrap().output, "rerun\n");
     let second = lines(&d.join("second"))[0].clone();
     assert_ne!(first, second, "the task ran again on the other worker");
@@ -553,5 +557,11 @@ async fn a_retry_prompt_quotes_the_previous_attempts_error() {
         assert!(second.starts_with("## Previous attempt\nThe previous attempt failed with: "), "{second}");
         assert!(second.contains("disk on fire"), "{second}");
         assert!(second.contains("\n\n## Task\nretried by the"), "{second}");
+        // Both attempts are in the task's history.
+        let t = task(&mut c, id).await;
+        let h: Vec<(u32, &str, i32, &str)> =
+            t.history.iter().map(|a| (a.attempt, a.outcome.as_str(), a.exit_code, a.output_tail.trim())).collect();
+        assert_eq!(h, vec![(1, "failed", 3, ""), (2, "completed", 0, "ok")], "{:?}", t.history);
+        assert!(t.history.iter().all(|a| !a.worker_id.is_empty() && a.ended_ms >= a.started_ms));
     }
 }

@@ -103,3 +103,109 @@ impl Dispatcher {
         Ok(info(&id, w, self.described.get(&id)))
     }
 }
+
+/// Bytes of an attempt's output kept in its history row (its tail).
+pub const OUTPUT_TAIL_BYTES: usize = 4 << 10;
+
+/// What a report said about the attempt it ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ended {
+    pub outcome: &'static str,
+    pub exit_code: Option<i32>,
+    pub cost_usd: Option<f64>,
+    pub duration_ms: Option<i64>,
+    pub output_tail: String,
+}
+
+impl Ended {
+    /// For a report that ends its attempt (completed, failed, handed back); `None` for
+    /// started and progress reports.
+    pub fn of(outcome: &crate::queue::Outcome, result: Option<&pb::TaskResult>) -> Option<Ended> {
+        use crate::queue::Outcome;
+        let outcome = match outcome {
+            Outcome::Completed => "completed",
+            Outcome::Failed { .. } => "failed",
+            Outcome::HandedBack { .. } => "handed_back",
+            _ => return None,
+        };
+        Some(Ended {
+            outcome,
+            exit_code: result.map(|r| r.exit_code),
+            cost_usd: result.map(|r| r.cost_usd),
+            duration_ms: result.map(|r| r.duration_ms as i64),
+            output_tail: result.map(|r| tail(&r.output, OUTPUT_TAIL_BYTES).to_string()).unwrap_or_default(),
+        })
+    }
+}
+
+/// The last `max` bytes of `s`, from a character boundary.
+fn tail(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// An attempt leaving `in_progress`, as the batch saw it.
+pub struct AttemptEnd {
+    pub task: crate::queue::TaskId,
+    pub attempt: u32,
+    pub worker: Option<String>,
+    pub now: u64,
+    /// How long it was in progress.
+    pub held_ms: u64,
+}
+
+/// The history row of an attempt that ended with its task going to `to`: what its report
+/// said, or (no report) lost with its lease or cancelled while it ran.
+pub fn attempt_record(at: AttemptEnd, to: State, reason: &str, ended: Option<Ended>) -> crate::store::AttemptRecord {
+    let ended = ended.unwrap_or(Ended {
+        outcome: if to == State::Cancelled { "cancelled" } else { "lost" },
+        exit_code: None,
+        cost_usd: None,
+        duration_ms: None,
+        output_tail: String::new(),
+    });
+    crate::store::AttemptRecord {
+        task_id: at.task.0,
+        attempt: at.attempt,
+        worker_id: at.worker,
+        started_ms: at.now.saturating_sub(at.held_ms) as i64,
+        ended_ms: at.now as i64,
+        outcome: ended.outcome,
+        reason: reason.to_string(),
+        exit_code: ended.exit_code,
+        cost_usd: ended.cost_usd,
+        duration_ms: ended.duration_ms,
+        output_tail: ended.output_tail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{Outcome, TaskId};
+
+    fn at() -> AttemptEnd {
+        AttemptEnd { task: TaskId(7), attempt: 2, worker: Some("w".into()), now: 10_000, held_ms: 2_500 }
+    }
+
+    #[test]
+    fn a_reported_attempt_keeps_its_result_and_the_tail_of_its_output() {
+        let result = pb::TaskResult { output: "é".repeat(3_000), exit_code: 3, cost_usd: 0.5, ..Default::default() };
+        let failed = Outcome::Failed { reason: "boom".into(), retryable: true };
+        let ended = Ended::of(&failed, Some(&result)).unwrap();
+        let r = attempt_record(at(), State::Waiting, "attempt 2 failed: boom", Some(ended));
+        assert_eq!((r.outcome, r.exit_code, r.cost_usd), ("failed", Some(3), Some(0.5)));
+        assert_eq!((r.started_ms, r.ended_ms, r.worker_id.as_deref()), (7_500, 10_000, Some("w")));
+        assert!(r.output_tail.len() <= OUTPUT_TAIL_BYTES && r.output_tail.len() > OUTPUT_TAIL_BYTES - 2);
+        assert!(Ended::of(&Outcome::Started, None).is_none());
+    }
+
+    #[test]
+    fn an_attempt_without_a_report_was_lost_or_cancelled() {
+        assert_eq!(attempt_record(at(), State::Pending, "lease expired", None).outcome, "lost");
+        assert_eq!(attempt_record(at(), State::Cancelled, "stop", None).outcome, "cancelled");
+    }
+}

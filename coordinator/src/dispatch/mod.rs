@@ -331,6 +331,8 @@ struct Batch {
     created: HashMap<TaskId, Arc<[u8]>>,
     /// Encoded results of attempts that ended in this batch.
     results: HashMap<TaskId, Vec<u8>>,
+    /// What the reports of this batch said about the attempts they ended.
+    ended: HashMap<TaskId, fleet::Ended>,
     replies: Vec<Responder>,
     touched_jobs: BTreeSet<JobId>,
 }
@@ -679,7 +681,7 @@ impl Dispatcher {
         }
         b.effects.extend(self.sched.tick(now));
         b.effects.extend(self.sched.dispatch(now));
-        self.collect_rows(&mut b);
+        self.collect_rows(&mut b, now);
         let events = self.sequence_events(&b);
         for job in &b.touched_jobs {
             if let Some(info) = self.sched.job(job) {
@@ -1026,8 +1028,12 @@ impl Dispatcher {
         for rep in req.reports {
             let (task_id, attempt) = (rep.task_id, rep.attempt);
             let (outcome, result) = outcome_of(rep.body);
+            let ended = fleet::Ended::of(&outcome, result.as_ref());
             let refused = match self.sched.report(&wid, TaskId(task_id), attempt, outcome, now) {
                 Ok(fx) => {
+                    if let Some(e) = ended {
+                        b.ended.insert(TaskId(task_id), e);
+                    }
                     if let Some(r) = result {
                         b.results.insert(TaskId(task_id), r.encode_to_vec());
                     }
@@ -1210,13 +1216,19 @@ impl Dispatcher {
     }
 
     /// Turns the batch's state changes into rows to insert or update.
-    fn collect_rows(&self, b: &mut Batch) {
+    fn collect_rows(&self, b: &mut Batch, now: u64) {
         let mut dirty: BTreeSet<TaskId> = BTreeSet::new();
         for e in &b.effects {
             match e {
-                Effect::Changed { id, job, .. } => {
+                Effect::Changed { id, job, from, to, attempt, held_ms, reason, worker, .. } => {
                     dirty.insert(*id);
                     b.touched_jobs.insert(job.clone());
+                    if *from == Some(State::InProgress) {
+                        let worker = worker.as_ref().map(|w| w.to_string());
+                        let ended = b.ended.remove(id);
+                        let at = fleet::AttemptEnd { task: *id, attempt: *attempt, worker, now, held_ms: *held_ms };
+                        b.writes.attempts.push(fleet::attempt_record(at, *to, reason, ended));
+                    }
                 }
                 Effect::Progress { job, .. } | Effect::JobCancelled { job, .. } => {
                     b.touched_jobs.insert(job.clone());

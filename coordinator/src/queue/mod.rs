@@ -388,6 +388,8 @@ pub enum Effect {
         reason: String,
         held_ms: u64,
         age_ms: u64,
+        /// Leaving `in_progress`: the worker of the attempt that ended.
+        worker: Option<WorkerId>,
     },
     /// Send this attempt to the worker; `payload` is its spec, or `None` when the caller must
     /// read it from the store.
@@ -650,6 +652,7 @@ impl Scheduler {
                 reason: String::new(),
                 held_ms: 0,
                 age_ms: 0,
+                worker: None,
             });
             self.settle(id, stored, &mut fx);
         }
@@ -792,6 +795,7 @@ impl Scheduler {
                 reason: "retried".to_string(),
                 held_ms: 0,
                 age_ms: 0,
+                worker: None,
             });
             self.settle(id, stored, &mut fx);
         }
@@ -1179,6 +1183,7 @@ impl Scheduler {
             info.counts.sub(from);
             info.counts.add(to);
         }
+        let worker = if from == State::InProgress { e.last_worker.clone() } else { None };
         fx.push(Effect::Changed {
             id,
             job: e.job.clone(),
@@ -1188,6 +1193,7 @@ impl Scheduler {
             reason,
             held_ms,
             age_ms,
+            worker,
         });
     }
 

@@ -190,7 +190,7 @@ class TaskResult(_message.Message):
     def __init__(self, output: _Optional[str] = ..., error: _Optional[str] = ..., exit_code: _Optional[int] = ..., duration_ms: _Optional[int] = ..., cost_usd: _Optional[float] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., session_id: _Optional[str] = ..., num_turns: _Optional[int] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., verification: _Optional[_Iterable[_Union[VerificationResult, _Mapping]]] = ..., in_place: _Optional[bool] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "job_id", "state", "spec", "result", "attempts", "retries_used", "reason", "worker_id", "created_at_ms", "updated_at_ms", "not_before_ms")
+    __slots__ = ("task_id", "job_id", "state", "spec", "result", "attempts", "retries_used", "reason", "worker_id", "created_at_ms", "updated_at_ms", "not_before_ms", "history")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -203,6 +203,7 @@ class Task(_message.Message):
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     NOT_BEFORE_MS_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     task_id: int
     job_id: str
     state: TaskState
@@ -215,7 +216,32 @@ class Task(_message.Message):
     created_at_ms: int
     updated_at_ms: int
     not_before_ms: int
-    def __init__(self, task_id: _Optional[int] = ..., job_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., attempts: _Optional[int] = ..., retries_used: _Optional[int] = ..., reason: _Optional[str] = ..., worker_id: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., not_before_ms: _Optional[int] = ...) -> None: ...
+    history: _containers.RepeatedCompositeFieldContainer[AttemptInfo]
+    def __init__(self, task_id: _Optional[int] = ..., job_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., attempts: _Optional[int] = ..., retries_used: _Optional[int] = ..., reason: _Optional[str] = ..., worker_id: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., not_before_ms: _Optional[int] = ..., history: _Optional[_Iterable[_Union[AttemptInfo, _Mapping]]] = ...) -> None: ...
+
+class AttemptInfo(_message.Message):
+    __slots__ = ("attempt", "worker_id", "started_ms", "ended_ms", "outcome", "reason", "exit_code", "cost_usd", "duration_ms", "output_tail")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    STARTED_MS_FIELD_NUMBER: _ClassVar[int]
+    ENDED_MS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TAIL_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    worker_id: str
+    started_ms: int
+    ended_ms: int
+    outcome: str
+    reason: str
+    exit_code: int
+    cost_usd: float
+    duration_ms: int
+    output_tail: str
+    def __init__(self, attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., started_ms: _Optional[int] = ..., ended_ms: _Optional[int] = ..., outcome: _Optional[str] = ..., reason: _Optional[str] = ..., exit_code: _Optional[int] = ..., cost_usd: _Optional[float] = ..., duration_ms: _Optional[int] = ..., output_tail: _Optional[str] = ...) -> None: ...
 
 class TaskSummary(_message.Message):
     __slots__ = ("task_id", "state", "attempts", "priority", "name", "reason")
