@@ -1,7 +1,8 @@
--- Orca schema, version 5: attempt history. One row per attempt that ended (completed,
--- failed, handed back, lost with its lease, cancelled while running), written in the batch
--- that ended it, so `orca show`, `orca logs` and the dashboards can tell what happened after
--- the fact. The running attempt has no row yet. Purged with its task.
+-- Orca schema, version 5: attempt history. One row per attempt that ended without
+-- completing its task (failed, handed back, lost with its lease, cancelled while running),
+-- written in the batch that ended it, so `orca show`, `orca logs` and the dashboards can tell
+-- what happened after the fact. The attempt that completed a task has no row: the task's row
+-- and result tell it (so the common case writes nothing more). Purged with its task.
 
 CREATE TABLE attempts (
     task_id     INTEGER NOT NULL,

@@ -99,3 +99,26 @@ pub fn attempt(a: &crate::store::AttemptRecord) -> pb::AttemptInfo {
         output_tail: a.output_tail.clone(),
     }
 }
+
+/// The attempt that completed a task, told from the task's row and result (a completed
+/// attempt has no history row): it ended when the task completed and started the agent's run
+/// time before.
+pub fn completed_attempt(t: &pb::Task) -> Option<pb::AttemptInfo> {
+    if t.state != pb::TaskState::Completed as i32 {
+        return None;
+    }
+    let r = t.result.clone().unwrap_or_default();
+    let tail = crate::dispatch::output_tail(&r.output);
+    Some(pb::AttemptInfo {
+        attempt: t.attempts,
+        worker_id: t.worker_id.clone(),
+        started_ms: t.updated_at_ms - r.duration_ms as i64,
+        ended_ms: t.updated_at_ms,
+        outcome: "completed".into(),
+        reason: String::new(),
+        exit_code: r.exit_code,
+        cost_usd: r.cost_usd,
+        duration_ms: r.duration_ms,
+        output_tail: tail.to_string(),
+    })
+}

@@ -255,6 +255,9 @@ impl pb::orchestrator_server::Orchestrator for Services {
         let history = self.store.attempts(task.row.task_id).await.map_err(Status::from)?;
         let mut t = convert::task(task);
         t.history = history.iter().map(convert::attempt).collect();
+        if let Some(done) = convert::completed_attempt(&t) {
+            t.history.push(done);
+        }
         Ok(Response::new(t))
     }
 

@@ -133,14 +133,14 @@ impl Ended {
             exit_code: result.map(|r| r.exit_code),
             cost_usd: result.map(|r| r.cost_usd),
             duration_ms: result.map(|r| r.duration_ms as i64),
-            output_tail: result.map(|r| tail(&r.output, OUTPUT_TAIL_BYTES).to_string()).unwrap_or_default(),
+            output_tail: result.map(|r| output_tail(&r.output).to_string()).unwrap_or_default(),
         })
     }
 }
 
-/// The last `max` bytes of `s`, from a character boundary.
-fn tail(s: &str, max: usize) -> &str {
-    let mut start = s.len().saturating_sub(max);
+/// The last [`OUTPUT_TAIL_BYTES`] of an output, from a character boundary.
+pub fn output_tail(s: &str) -> &str {
+    let mut start = s.len().saturating_sub(OUTPUT_TAIL_BYTES);
     while !s.is_char_boundary(start) {
         start += 1;
     }

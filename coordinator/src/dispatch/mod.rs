@@ -13,7 +13,7 @@ mod feeds;
 mod fleet;
 mod streams;
 
-pub use fleet::Fleet;
+pub use fleet::{Fleet, output_tail};
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -1223,7 +1223,9 @@ impl Dispatcher {
                 Effect::Changed { id, job, from, to, attempt, held_ms, reason, worker, .. } => {
                     dirty.insert(*id);
                     b.touched_jobs.insert(job.clone());
-                    if *from == Some(State::InProgress) {
+                    // A completed attempt needs no row: GetTask tells it from the task's own
+                    // row and result, so the common case costs no write.
+                    if *from == Some(State::InProgress) && *to != State::Completed {
                         let worker = worker.as_ref().map(|w| w.to_string());
                         let ended = b.ended.remove(id);
                         let at = fleet::AttemptEnd { task: *id, attempt: *attempt, worker, now, held_ms: *held_ms };
