@@ -465,18 +465,10 @@ async fn status(client: &Client, job: &str, json: bool) -> Result<ExitCode, Fail
 /// `orca wait`: waits until every task is final (or the timeout passes), prints the results;
 /// exit 0 only when every task completed.
 async fn wait(client: &Client, job: &str, timeout: Option<f64>, json: bool) -> Result<ExitCode, Failure> {
-    let show = !json && std::io::stderr().is_terminal();
+    let mut progress = Progress::new(!json);
     let timeout = timeout.map(Duration::from_secs_f64);
-    let got = client
-        .wait_and_collect_with(job, timeout, |s| {
-            if show {
-                progress_line(s);
-            }
-        })
-        .await?;
-    if show {
-        eprintln!();
-    }
+    let got = client.wait_and_collect_with(job, timeout, |s| progress.show(s)).await?;
+    progress.finish();
     if json {
         print_json(&collected_json(job, &got));
     } else {
@@ -723,7 +715,45 @@ fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-/// The progress bar of `orca wait` on a terminal (stderr, redrawn in place).
+/// A job's progress on stderr while waiting: a bar redrawn in place on a terminal, otherwise
+/// one plain line per change of the counts (for logs and CI).
+struct Progress {
+    on: bool,
+    bar: bool,
+    last: Option<(u64, u64, u64)>,
+}
+
+impl Progress {
+    fn new(on: bool) -> Progress {
+        Progress { on, bar: on && std::io::stderr().is_terminal(), last: None }
+    }
+
+    fn show(&mut self, s: &pb::JobStatus) {
+        if !self.on {
+            return;
+        }
+        if self.bar {
+            progress_line(s);
+            return;
+        }
+        let now = (s.completed, s.in_progress, s.failed + s.cancelled);
+        if self.last != Some(now) {
+            self.last = Some(now);
+            eprintln!(
+                "progress: {}/{} completed, {} running, {} failed or cancelled",
+                s.completed, s.total_tasks, s.in_progress, now.2
+            );
+        }
+    }
+
+    fn finish(&self) {
+        if self.bar {
+            eprintln!();
+        }
+    }
+}
+
+/// The progress bar on a terminal (stderr, redrawn in place).
 fn progress_line(s: &pb::JobStatus) {
     let width = 30usize;
     let filled = ((s.progress_pct / 100.0) * width as f64).round() as usize;

@@ -9,7 +9,6 @@
 //! The workers run their agents through the same supervisor as `orca-worker`: this binary
 //! answers `orca __orca_supervise ...` (see `main`).
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -221,24 +220,9 @@ async fn demo(client: &Client) -> Result<ExitCode, Failure> {
     ];
     let ids = client.add_subtasks(&job, tasks).await?;
     println!("Job {job}: {} tasks (server first; list, create and delete in parallel; tests last)", ids.len());
-    let show = std::io::stderr().is_terminal();
-    let mut last = None;
-    let collected = client
-        .wait_and_collect_with(&job, Some(Duration::from_secs(1800)), |s| {
-            if show {
-                crate::progress_line(s);
-            } else if last != Some((s.completed, s.in_progress, s.failed)) {
-                last = Some((s.completed, s.in_progress, s.failed));
-                eprintln!(
-                    "progress: {}/{} completed, {} running, {} failed",
-                    s.completed, s.total_tasks, s.in_progress, s.failed
-                );
-            }
-        })
-        .await?;
-    if show {
-        eprintln!();
-    }
+    let mut progress = crate::Progress::new(true);
+    let collected = client.wait_and_collect_with(&job, Some(Duration::from_secs(1800)), |s| progress.show(s)).await?;
+    progress.finish();
     let mut files = Vec::new();
     for r in collected.results.values() {
         files.extend(r.write_artifacts(Destination::WorkingDir)?.files);
