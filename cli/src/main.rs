@@ -7,6 +7,7 @@
 //! Layout: the flags, `run` (connect, then one function per subcommand), then the renderers
 //! shared by the subcommands (JSON documents and text lines).
 
+mod dashboard;
 mod mcp;
 mod read;
 mod taskfile;
@@ -105,6 +106,8 @@ enum Cmd {
     Workers(read::WorkersArgs),
     /// Shared context: `orca context set KEY VALUE [--job J]`, `get`, `rm KEY`.
     Context(read::ContextArgs),
+    /// A live terminal dashboard of the fleet and the jobs (keys: `?`).
+    Dashboard,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Write the files the job's finished tasks produced (their expected outputs) into each
@@ -332,6 +335,7 @@ impl Cmd {
             Cmd::Workers(_) => "workers",
             Cmd::Context(_) => "context",
             Cmd::Completions { .. } => "completions",
+            Cmd::Dashboard => "dashboard",
             Cmd::Collect { .. } => "collect",
             Cmd::Retry { .. } => "retry",
             Cmd::Cancel { .. } => "cancel",
@@ -355,7 +359,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         orca_proto::tls::ClientTls { ca: cli.tls_ca.clone(), cert: cli.tls_cert.clone(), key: cli.tls_key.clone() };
     let mut client = match &cli.command {
         // A server for an agent starts whatever the coordinator's state; calls say it.
-        Cmd::Mcp(_) => Client::connect_lazy(&cli.coordinator, &tls)?,
+        Cmd::Mcp(_) | Cmd::Dashboard => Client::connect_lazy(&cli.coordinator, &tls)?,
         _ => Client::connect_tls(&cli.coordinator, &tls).await?,
     };
     if let Some(t) = token {
@@ -373,6 +377,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Cmd::Stats { json } => read::stats(&client, json).await,
         Cmd::Workers(a) => read::workers(&client, a).await,
         Cmd::Context(a) => read::context(&client, a).await,
+        Cmd::Dashboard => dashboard::run(client).await,
         Cmd::Collect { job, out, json } => collect(&client, &job, out.as_deref(), json).await,
         Cmd::Retry { job, json } => retry(&client, &job, json).await,
         Cmd::Cancel { job, reason } => cancel(&client, &job, &reason).await,
