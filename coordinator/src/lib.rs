@@ -134,18 +134,7 @@ pub async fn run_with_ready(
         on_exit.cancel();
         r
     });
-    let http = match config.http_listen {
-        Some(at) => {
-            let (l, bound) = web::bind(at).await.map_err(|source| StartError::HttpBind { addr: at, source })?;
-            if let Some(path) = &config.http_addr_file {
-                write_addr_file(path, bound)?;
-            }
-            tracing::info!(addr = %bound, "serving /metrics and /healthz");
-            let (db, auth, tls, stop) = (config.db.clone(), auth.clone(), tls.clone(), shutdown.clone());
-            Some(tokio::spawn(web::serve(l, handle.clone(), db, auth, tls, stop)))
-        }
-        None => None,
-    };
+    let http = start_http(&config, &handle, &auth, &tls, &shutdown).await?;
     let watchdog = tokio::spawn(notify::watchdog(handle.clone(), shutdown.clone()));
     let svc = service::Services {
         handle,
@@ -177,6 +166,24 @@ pub async fn run_with_ready(
     dispatched.map_err(StartError::Dispatcher)?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The HTTP listener (`/metrics`, `/healthz`) with `--http-listen`, serving on its own task.
+async fn start_http(
+    config: &Config,
+    handle: &dispatch::Handle,
+    auth: &auth::Auth,
+    tls: &Option<tls::Tls>,
+    shutdown: &CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<Result<(), std::io::Error>>>, StartError> {
+    let Some(at) = config.http_listen else { return Ok(None) };
+    let (l, bound) = web::bind(at).await.map_err(|source| StartError::HttpBind { addr: at, source })?;
+    if let Some(path) = &config.http_addr_file {
+        write_addr_file(path, bound)?;
+    }
+    tracing::info!(addr = %bound, "serving /metrics and /healthz");
+    let (db, auth, tls, stop) = (config.db.clone(), auth.clone(), tls.clone(), shutdown.clone());
+    Ok(Some(tokio::spawn(web::serve(l, handle.clone(), db, auth, tls, stop))))
 }
 
 /// SIGHUP reads the auth file again: tokens added, changed or revoked take effect for the

@@ -193,6 +193,19 @@ fn err(flag: &'static str, message: impl Into<String>) -> Error {
     Error { flag, message: message.into() }
 }
 
+/// The command template the agent runs: required with `command`, built in with `demo`.
+fn agent_command(kind: AgentKind, given: Option<String>) -> Result<Option<String>, Error> {
+    let given = given.filter(|c| !c.trim().is_empty());
+    match kind {
+        AgentKind::Command if given.is_none() => Err(err("--agent-command", "is required with --agent command")),
+        AgentKind::Demo if given.is_some() => {
+            Err(err("--agent-command", "is not used with --agent demo (its script is built in)"))
+        }
+        AgentKind::Demo => Ok(Some(crate::agent::demo::SCRIPT.to_string())),
+        _ => Ok(given),
+    }
+}
+
 /// The host name, or "localhost" when it cannot be read.
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
@@ -239,16 +252,7 @@ impl Args {
         if labels.len() > limits::MAX_LABELS {
             return Err(err("--label", format!("at most {} labels", limits::MAX_LABELS)));
         }
-        let mut agent_command = self.agent_command.filter(|c| !c.trim().is_empty());
-        if self.agent == AgentKind::Command && agent_command.is_none() {
-            return Err(err("--agent-command", "is required with --agent command"));
-        }
-        if self.agent == AgentKind::Demo {
-            if agent_command.is_some() {
-                return Err(err("--agent-command", "is not used with --agent demo (its script is built in)"));
-            }
-            agent_command = Some(crate::agent::demo::SCRIPT.to_string());
-        }
+        let agent_command = agent_command(self.agent, self.agent_command)?;
         let work_dir = self.work_dir.unwrap_or_else(|| std::env::temp_dir().join("orca-worker"));
         std::fs::create_dir_all(&work_dir)
             .map_err(|e| err("--work-dir", format!("cannot create {}: {e}", work_dir.display())))?;
