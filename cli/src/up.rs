@@ -87,6 +87,8 @@ pub async fn run(args: UpArgs) -> Result<ExitCode, Failure> {
         };
         return Err(Failure::Up(format!("the coordinator did not start: {err}")));
     };
+    // Bound to every address (0.0.0.0): the local workers and the printed URL use loopback.
+    let addr = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
     let url = format!("http://{addr}");
     let work_dir = args.work_dir.clone().unwrap_or_else(|| scratch.path().join("work"));
     let mut signals = Vec::new();
