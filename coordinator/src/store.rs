@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_retention.sql"),
     include_str!("../migrations/0004_owners.sql"),
     include_str!("../migrations/0005_attempts.sql"),
+    include_str!("../migrations/0006_retention_index.sql"),
 ];
 
 /// Read connections in the pool.
@@ -209,6 +210,11 @@ pub struct Loaded {
     /// Some jobs are marked deleted and not purged yet.
     pub purge_pending: bool,
 }
+
+/// Finished jobs unchanged since a time (the query matches the partial index of migration
+/// 0006 term for term, so SQLite uses it).
+const EXPIRED_JOBS: &str = "SELECT job_id FROM jobs WHERE deleted_at_ms IS NULL \
+    AND n_waiting + n_pending + n_in_progress = 0 AND updated_at_ms < ? LIMIT ?";
 
 /// What one [`Writer::purge_step`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -573,14 +579,7 @@ impl Writer {
     /// Jobs whose tasks are all final (or that have none) and that have not changed since
     /// `before_ms`: what retention removes. At most `limit`.
     pub async fn expired_jobs(&mut self, before_ms: i64, limit: u32) -> Result<Vec<String>, Error> {
-        Ok(sqlx::query_scalar(
-            "SELECT job_id FROM jobs WHERE deleted_at_ms IS NULL AND n_waiting + n_pending + n_in_progress = 0 \
-             AND updated_at_ms < ? LIMIT ?",
-        )
-        .bind(before_ms)
-        .bind(limit as i64)
-        .fetch_all(&mut self.conn)
-        .await?)
+        Ok(sqlx::query_scalar(EXPIRED_JOBS).bind(before_ms).bind(limit as i64).fetch_all(&mut self.conn).await?)
     }
 
     /// One small step of removing the jobs marked deleted, in its own transaction: up to
@@ -1071,5 +1070,23 @@ mod tests {
         writer.commit(&WriteBatch { delete_jobs: vec!["j".into()], ..Default::default() }, 2).await.unwrap();
         while !matches!(writer.purge_step(1).await.unwrap(), Purge::Job(_)) {}
         assert!(store.attempts(1).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_retention_scan_reads_the_index_of_finished_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, mut writer, _) = open(&dir.path().join("orca.db"), Durability::Normal).await.unwrap();
+        // The plan's rows are (id, parent, notused, detail).
+        let plan = sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {EXPIRED_JOBS}")))
+            .bind(0i64)
+            .bind(10i64)
+            .fetch_all(&mut writer.conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>(3))
+            .collect::<Vec<_>>()
+            .join("; ");
+        assert!(plan.contains("jobs_finished_by_age"), "{plan}");
     }
 }
