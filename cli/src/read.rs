@@ -140,6 +140,12 @@ pub async fn logs(client: &Client, id: i64, follow: bool) -> Result<ExitCode, Fa
         let mut events = std::pin::pin!(client.watch(&t.job_id, WatchOptions::default()));
         while let Some(ev) = events.next().await {
             let ev = ev?;
+            // A snapshot (after a reconnect, or a long job's paged one) may be the only news
+            // that the task ended.
+            let in_snapshot = ev.tasks.iter().find(|t| t.task_id == id);
+            if in_snapshot.is_some_and(|t| pb::TaskState::try_from(t.state).is_ok_and(|s| s.is_final())) {
+                break;
+            }
             if ev.task_id != id {
                 continue;
             }

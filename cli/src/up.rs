@@ -113,8 +113,13 @@ pub async fn run(args: UpArgs) -> Result<ExitCode, Failure> {
     } else {
         println!("In another terminal: export ORCA_COORDINATOR={url}; orca submit 'Say hello'; orca jobs");
         println!("Ctrl-C stops it (running tasks finish first).");
-        wait_for_signal().await;
-        eprintln!("orca up: stopping: the workers finish their running tasks (Ctrl-C again to stop them now)");
+        tokio::select! {
+            _ = wait_for_signal() => {
+                eprintln!("orca up: stopping: the workers finish their running tasks (Ctrl-C again to stop them now)");
+            }
+            // The coordinator stopped on its own (a failed commit): stop the rest, say why.
+            _ = shutdown.cancelled() => eprintln!("orca up: the coordinator stopped; stopping the workers"),
+        }
         ExitCode::SUCCESS
     };
     stop(signals, workers, shutdown, coordinator).await?;

@@ -3,8 +3,8 @@
 //!
 //! What stays true: nothing is written outside the destination (paths are relative, without
 //! `..`, and every directory on the way must resolve inside it; a file is never written
-//! through a symlink); an existing file is replaced only when the task declared it as an
-//! expected output; a task that ran in place (`TaskResult.in_place`, a filesystem shared with
+//! through a symlink); only the task's declared expected outputs are written (an artifact
+//! under any other name is skipped, whatever the worker sent); a task that ran in place (`TaskResult.in_place`, a filesystem shared with
 //! the caller) is left alone, since its files are already there. Each file is written to a
 //! temporary name and renamed, so a reader never sees half a file.
 
@@ -73,8 +73,13 @@ impl TaskOutcome {
             }
         };
         for a in &result.artifacts {
-            let declared = self.expected_outputs.iter().any(|p| p == &a.path);
-            match write_one(&root, &a.path, &a.contents, declared)? {
+            // Only what the task declared: a worker cannot make a caller write anything else
+            // (a `.git/hooks/pre-commit`, say).
+            if !self.expected_outputs.iter().any(|p| p == &a.path) {
+                out.skipped.push(skip(&a.path, "not one of the task's expected outputs"));
+                continue;
+            }
+            match write_one(&root, &a.path, &a.contents)? {
                 Ok(p) => out.files.push(p),
                 Err(reason) => out.skipped.push(skip(&a.path, &reason)),
             }
@@ -93,7 +98,7 @@ fn io(path: &Path, source: std::io::Error) -> Error {
 
 /// Writes one file under `root` (canonical). The outer `Err` is an I/O failure; the inner
 /// one is why the file was skipped.
-fn write_one(root: &Path, rel: &str, contents: &[u8], declared: bool) -> Result<Result<PathBuf, String>, Error> {
+fn write_one(root: &Path, rel: &str, contents: &[u8]) -> Result<Result<PathBuf, String>, Error> {
     let path = Path::new(rel);
     let parts: Vec<&std::ffi::OsStr> = match path.components().map(normal).collect::<Option<Vec<_>>>() {
         Some(p) if !p.is_empty() => p,
@@ -120,7 +125,6 @@ fn write_one(root: &Path, rel: &str, contents: &[u8], declared: bool) -> Result<
     match std::fs::symlink_metadata(&target) {
         Ok(m) if m.file_type().is_symlink() => return Ok(Err("is a symlink; never written through".into())),
         Ok(m) if !m.is_file() => return Ok(Err("exists and is not a regular file".into())),
-        Ok(_) if !declared => return Ok(Err("exists and is not one of the task's expected outputs".into())),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(&target, e)),
@@ -184,14 +188,16 @@ mod tests {
     }
 
     #[test]
-    fn an_existing_file_the_task_did_not_declare_is_kept() {
+    fn an_artifact_the_task_did_not_declare_is_never_written() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("notes.txt"), "mine").unwrap();
-        let o = outcome(d.path(), &[("notes.txt", "theirs")], &["other.txt"], false);
+        let arts = [("notes.txt", "theirs"), (".git/hooks/pre-commit", "evil")];
+        let o = outcome(d.path(), &arts, &["other.txt"], false);
         let w = o.write_artifacts(Destination::WorkingDir).unwrap();
         assert!(w.files.is_empty());
-        assert_eq!(w.skipped[0].path, "notes.txt");
+        assert_eq!(w.skipped.len(), 2);
         assert_eq!(std::fs::read_to_string(d.path().join("notes.txt")).unwrap(), "mine");
+        assert!(!d.path().join(".git").exists());
     }
 
     #[test]

@@ -46,9 +46,16 @@ async fn run(client: crate::Client, job: String, options: WatchOptions, tx: mpsc
         let err = match client.raw().watch_job(client.request(req)).await {
             Ok(resp) => {
                 let mut stream = resp.into_inner();
+                let mut got = 0u64;
                 loop {
-                    match stream.message().await {
+                    // Nobody reads any more: stop watching (and let the server forget us).
+                    let next = tokio::select! {
+                        m = stream.message() => m,
+                        _ = tx.closed() => return,
+                    };
+                    match next {
                         Ok(Some(ev)) => {
+                            got += 1;
                             failures = 0;
                             backoff.reset();
                             // While a snapshot spans several messages, the resume point
@@ -66,8 +73,9 @@ async fn run(client: crate::Client, job: String, options: WatchOptions, tx: mpsc
                             }
                         }
                         // The server ended the stream because the job is idle. A coordinator
-                        // older than 0.2 also ended it this way when it stopped: reconnect.
-                        Ok(None) if idle => return,
+                        // older than 0.2 also ended it this way when it stopped: reconnect,
+                        // unless this stream said nothing at all (the server had nothing more).
+                        Ok(None) if idle || got == 0 => return,
                         Ok(None) => break tonic::Status::unavailable("the watch ended before the job was idle"),
                         Err(status) => break status,
                     }

@@ -48,23 +48,27 @@ fn changed(a: &pb::WorkerInfo, b: &pb::WorkerInfo) -> bool {
     a != *b
 }
 
-/// The events that take `old` to `new` (both sorted by id): joined, changed, left.
+/// The events that take `old` to `new` (both sorted by id): at most one each of joined,
+/// changed and left, each with every worker of its kind (a busy fleet changes many workers a
+/// second; one event per worker would flood a dashboard).
 pub fn diff(old: &[pb::WorkerInfo], new: &[pb::WorkerInfo]) -> Vec<pb::FleetEvent> {
     use pb::FleetEventKind::*;
     let before: HashMap<&str, &pb::WorkerInfo> = old.iter().map(|w| (w.worker_id.as_str(), w)).collect();
     let after: HashMap<&str, &pb::WorkerInfo> = new.iter().map(|w| (w.worker_id.as_str(), w)).collect();
-    let mut out = Vec::new();
+    let (mut joined, mut moved) = (Vec::new(), Vec::new());
     for w in new {
         match before.get(w.worker_id.as_str()) {
-            None => out.push(event(WorkerJoined, vec![w.clone()], None)),
-            Some(o) if changed(o, w) => out.push(event(WorkerChanged, vec![w.clone()], None)),
+            None => joined.push(w.clone()),
+            Some(o) if changed(o, w) => moved.push(w.clone()),
             Some(_) => {}
         }
     }
-    for w in old.iter().filter(|w| !after.contains_key(w.worker_id.as_str())) {
-        out.push(event(WorkerLeft, vec![w.clone()], None));
-    }
-    out
+    let left: Vec<pb::WorkerInfo> = old.iter().filter(|w| !after.contains_key(w.worker_id.as_str())).cloned().collect();
+    [(WorkerJoined, joined), (WorkerChanged, moved), (WorkerLeft, left)]
+        .into_iter()
+        .filter(|(_, ws)| !ws.is_empty())
+        .map(|(kind, ws)| event(kind, ws, None))
+        .collect()
 }
 
 /// Starts the stream with `first` as its snapshot.
@@ -104,7 +108,14 @@ pub fn start(
                 events.push(event(pb::FleetEventKind::Stats, Vec::new(), Some(now.stats)));
             }
             for ev in events {
-                // A reader too slow to take a few events a second is dropped, not waited on.
+                // A reader that fell this far behind is ended (with a status saying why, in the
+                // room kept for it), never waited on.
+                if tx.capacity() <= 1 {
+                    let _ = tx.try_send(Err(Status::resource_exhausted(
+                        "the reader fell behind; the fleet stream ends: call WatchFleet again",
+                    )));
+                    return;
+                }
                 if tx.try_send(Ok(ev)).is_err() {
                     return;
                 }
@@ -139,12 +150,17 @@ mod tests {
         assert_eq!(
             kinds(&diff(&old, &new)),
             vec![
-                (WorkerChanged as i32, "b".into()),
                 (WorkerJoined as i32, "d".into()),
+                (WorkerChanged as i32, "b".into()),
                 (WorkerLeft as i32, "c".into())
             ]
         );
         assert!(diff(&new, &new).is_empty());
+        // Many workers changing at once are one event.
+        let before: Vec<_> = (0..100).map(|i| w(&format!("w{i:03}"), &[], 1)).collect();
+        let after: Vec<_> = (0..100).map(|i| w(&format!("w{i:03}"), &[i], 1)).collect();
+        let evs = diff(&before, &after);
+        assert_eq!((evs.len(), evs[0].workers.len()), (1, 100));
     }
 
     #[test]

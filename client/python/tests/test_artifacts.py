@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import pytest
 
@@ -14,11 +14,14 @@ import orca
 from orca.v1 import types_pb2
 
 
-def task(files: Dict[str, bytes], working_dir: str = "", expected: Sequence[str] = (), in_place: bool = False) -> types_pb2.Task:
+def task(
+    files: Dict[str, bytes], working_dir: str = "", expected: Optional[Sequence[str]] = None, in_place: bool = False
+) -> types_pb2.Task:
+    """A completed task with these artifacts; every one of them declared unless ``expected`` says."""
     t = types_pb2.Task(task_id=42, state=types_pb2.TASK_STATE_COMPLETED)
     t.spec.prompt = "p"
     t.spec.working_dir = working_dir
-    t.spec.expected_outputs.extend(expected)
+    t.spec.expected_outputs.extend(list(files) if expected is None else expected)
     t.result.in_place = in_place
     for path, contents in files.items():
         t.result.artifacts.add(path=path, contents=contents)
@@ -26,7 +29,7 @@ def task(files: Dict[str, bytes], working_dir: str = "", expected: Sequence[str]
 
 
 def test_files_are_written_into_the_working_dir_creating_directories(tmp_path: Path) -> None:
-    t = task({"a.txt": b"A", "src/routes/auth.js": b"js"}, str(tmp_path), expected=["src/routes/auth.js"])
+    t = task({"a.txt": b"A", "src/routes/auth.js": b"js"}, str(tmp_path))
     written = orca.write_artifacts(t)
     assert written == [str(tmp_path / "a.txt"), str(tmp_path / "src/routes/auth.js")]
     assert (tmp_path / "a.txt").read_bytes() == b"A"
@@ -108,17 +111,22 @@ def test_a_file_symlink_is_replaced_not_written_through(tmp_path: Path) -> None:
     assert not (dest / "out.txt").is_symlink() and (dest / "out.txt").read_bytes() == b"new"
 
 
-def test_an_existing_file_is_overwritten_only_when_it_is_an_expected_output(tmp_path: Path) -> None:
+def test_only_expected_outputs_are_written(tmp_path: Path) -> None:
     (tmp_path / "expected.txt").write_text("old")
     (tmp_path / "mine.txt").write_text("keep me")
     os.chmod(tmp_path / "expected.txt", 0o640)
-    t = task({"expected.txt": b"new", "mine.txt": b"clobber", "fresh.txt": b"f"}, str(tmp_path), expected=["expected.txt"])
-    with pytest.warns(orca.ArtifactSkipped, match="mine.txt not written: .* exists and is not among the task's expected_outputs"):
+    arts = {"expected.txt": b"new", "mine.txt": b"clobber", ".git/hooks/pre-commit": b"evil"}
+    t = task(arts, str(tmp_path), expected=["expected.txt"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         written = orca.write_artifacts(t)
-    assert written == [str(tmp_path / "expected.txt"), str(tmp_path / "fresh.txt")]
+    skipped = [str(w.message) for w in caught if issubclass(w.category, orca.ArtifactSkipped)]
+    assert len(skipped) == 2 and all("is not among the task's expected_outputs" in m for m in skipped), skipped
+    assert written == [str(tmp_path / "expected.txt")]
     assert (tmp_path / "expected.txt").read_text() == "new"
     assert os.stat(tmp_path / "expected.txt").st_mode & 0o777 == 0o640, "the replaced file keeps its mode"
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+    assert not (tmp_path / ".git").exists()
 
 
 def test_a_directory_in_the_way_is_skipped(tmp_path: Path) -> None:

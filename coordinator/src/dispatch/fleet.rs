@@ -118,12 +118,12 @@ pub struct Ended {
 }
 
 impl Ended {
-    /// For a report that ends its attempt (completed, failed, handed back); `None` for
-    /// started and progress reports.
+    /// For a report that ends its attempt without completing the task (failed, handed back);
+    /// `None` otherwise: a completed attempt gets no history row (GetTask tells it from the
+    /// task), so nothing is copied for it.
     pub fn of(outcome: &crate::queue::Outcome, result: Option<&pb::TaskResult>) -> Option<Ended> {
         use crate::queue::Outcome;
         let outcome = match outcome {
-            Outcome::Completed => "completed",
             Outcome::Failed { .. } => "failed",
             Outcome::HandedBack { .. } => "handed_back",
             _ => return None,
@@ -201,6 +201,7 @@ mod tests {
         assert_eq!((r.started_ms, r.ended_ms, r.worker_id.as_deref()), (7_500, 10_000, Some("w")));
         assert!(r.output_tail.len() <= OUTPUT_TAIL_BYTES && r.output_tail.len() > OUTPUT_TAIL_BYTES - 2);
         assert!(Ended::of(&Outcome::Started, None).is_none());
+        assert!(Ended::of(&Outcome::Completed, Some(&result)).is_none(), "a completed attempt has no row");
     }
 
     #[test]

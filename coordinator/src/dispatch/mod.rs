@@ -967,6 +967,9 @@ impl Dispatcher {
         }
         let described =
             fleet::Described { name: req.name.clone(), hostname: req.hostname.clone(), version: req.version.clone() };
+        // Forgotten workers' descriptions go here too, not only when someone lists workers.
+        let sched = &self.sched;
+        self.described.retain(|w, _| sched.worker(w).is_some());
         self.described.insert(WorkerId::from(id.as_str()), described);
         let (name, host) = (contract::log_safe(&req.name, 256), contract::log_safe(&req.hostname, 256));
         tracing::info!(worker = %id, name = %name, host = %host, slots = req.slots, "worker registered");

@@ -1363,7 +1363,10 @@ impl Scheduler {
     /// Forgets workers with no stream and no attempts, unseen for `forget_worker_ms`.
     fn forget_idle_workers(&mut self, now: u64) {
         let ttl = self.limits.forget_worker_ms;
-        self.workers.retain(|_, w| w.session.is_some() || !w.held.is_empty() || now.saturating_sub(w.seen_ms) < ttl);
+        // A drained worker is kept: it must come back drained.
+        self.workers.retain(|_, w| {
+            w.session.is_some() || !w.held.is_empty() || w.draining || now.saturating_sub(w.seen_ms) < ttl
+        });
     }
 
     fn refresh_free(&mut self, id: &WorkerId) {

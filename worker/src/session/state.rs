@@ -578,6 +578,17 @@ impl State {
         if !self.held.get(&key).is_some_and(|h| h.running) {
             return;
         }
+        // Lines of a chatty agent waiting to be sent join the attempt's last pending progress
+        // message (up to the size limit), so a burst is a few reports, not one per line.
+        if let Some(pb::Report { task_id, attempt, body: Some(pb::report::Body::Progress(p)), .. }) =
+            self.outbox.back_mut()
+            && (*task_id, *attempt) == key
+            && p.message.len() + 1 + message.len() <= MAX_PROGRESS_BYTES
+        {
+            p.message.push('\n');
+            p.message.push_str(&message);
+            return;
+        }
         // Progress is best effort; final reports are never dropped.
         if self.outbox.len() >= MAX_PENDING_PROGRESS {
             self.dropped_progress += 1;

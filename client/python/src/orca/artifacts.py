@@ -10,9 +10,10 @@ The rules, in order:
   components, and its parent must resolve (symlinks followed) inside the destination; one
   bad path refuses the whole task with a `ValueError` before anything is written;
 - each file is written to a temporary file in its directory, then renamed over the target;
-- a file that already exists is replaced only when its path is one of the task's
-  ``spec.expected_outputs``; otherwise it is left alone and reported with an
-  `ArtifactSkipped` warning (so are directories in the way).
+- only the task's declared ``spec.expected_outputs`` are written: an artifact under any
+  other name (whatever the worker sent, e.g. ``.git/hooks/pre-commit``) is skipped with an
+  `ArtifactSkipped` warning, and so is a directory in the way; a declared file that exists
+  is replaced.
 """
 
 from __future__ import annotations
@@ -124,6 +125,14 @@ def write_artifacts(task: types_pb2.Task, dest: Union[str, "os.PathLike[str]", N
 
     written: List[str] = []
     for a, parts in plans:
+        if a.path not in expected:
+            warnings.warn(
+                ArtifactSkipped(
+                    f"task {task.task_id}: artifact {a.path} not written: it is not among the task's expected_outputs"
+                ),
+                stacklevel=2,
+            )
+            continue
         parent = _resolve_parent(root, parts)
         if not os.path.isdir(parent):
             os.makedirs(parent, exist_ok=True)
@@ -138,15 +147,6 @@ def write_artifacts(task: types_pb2.Task, dest: Union[str, "os.PathLike[str]", N
             if os.path.isdir(full) and not os.path.islink(full):
                 warnings.warn(
                     ArtifactSkipped(f"task {task.task_id}: artifact {a.path} not written: {full} is a directory"),
-                    stacklevel=2,
-                )
-                continue
-            if a.path not in expected:
-                warnings.warn(
-                    ArtifactSkipped(
-                        f"task {task.task_id}: artifact {a.path} not written: {full} exists and is not "
-                        "among the task's expected_outputs"
-                    ),
                     stacklevel=2,
                 )
                 continue

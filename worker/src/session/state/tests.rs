@@ -235,8 +235,10 @@ fn progress_is_cut_and_capped_but_final_reports_never_are() {
     h.apply(Input::Progress { key: (1, 1), message: "é".repeat(MAX_PROGRESS_BYTES) });
     let Some(pb::report::Body::Progress(p)) = &h.s.outbox[0].body else { panic!("progress expected") };
     assert!(p.message.len() <= MAX_PROGRESS_BYTES && p.message.len() > MAX_PROGRESS_BYTES - 2);
+    // Messages too large to join each other's report.
+    let big = "t".repeat(MAX_PROGRESS_BYTES / 2 + 1);
     for _ in 0..MAX_PENDING_PROGRESS + 5 {
-        h.apply(Input::Progress { key: (1, 1), message: "tick".into() });
+        h.apply(Input::Progress { key: (1, 1), message: big.clone() });
     }
     assert_eq!(h.s.outbox.len(), MAX_PENDING_PROGRESS);
     assert_eq!(h.s.dropped_progress, 6);
@@ -249,6 +251,32 @@ fn progress_is_cut_and_capped_but_final_reports_never_are() {
     h.apply(Input::ReportDone(Ok(pb::ReportResponse::default())));
     assert_eq!(h.sent().len(), MAX_BATCH_REPORTS);
     assert_eq!(h.s.dropped_progress, 0);
+}
+
+#[test]
+fn lines_waiting_to_be_sent_join_one_progress_report() {
+    let mut h = Harness::up(2);
+    h.apply(assign(&[(1, 1), (2, 1)]));
+    h.s.in_flight = Some(vec![]);
+    for i in 0..3 {
+        h.apply(Input::Progress { key: (1, 1), message: format!("line {i}") });
+    }
+    // Another attempt's line starts a report of its own; the next line of task 1 then too.
+    h.apply(Input::Progress { key: (2, 1), message: "other".into() });
+    h.apply(Input::Progress { key: (1, 1), message: "line 3".into() });
+    let msgs: Vec<(i64, String)> = h
+        .s
+        .outbox
+        .iter()
+        .filter_map(|r| match &r.body {
+            Some(pb::report::Body::Progress(p)) => Some((r.task_id, p.message.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        msgs,
+        vec![(1, "line 0\nline 1\nline 2".to_string()), (2, "other".to_string()), (1, "line 3".to_string())]
+    );
 }
 
 #[test]
