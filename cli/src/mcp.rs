@@ -439,33 +439,45 @@ fn job_json(j: &pb::Job) -> Value {
 }
 
 /// The reply of `orca_get_results`: every task, outputs cut per task and in all.
+/// Text fields of a task in a results reply at most (prompt, error, reason).
+const FIELD_BYTES: usize = 2_000;
+/// Artifacts listed per task at most.
+const ARTIFACTS_LISTED: usize = 50;
+
+/// The reply of `orca_get_results`: tasks in id order, each field cut, the whole reply within
+/// `max_results_bytes` (every field counts); the tasks left out are counted, never silently.
 fn results_json(job: &str, tasks: &[pb::Task], limits: Limits) -> Value {
-    let mut budget = limits.max_results_bytes;
+    let mut used = 0;
     let mut out = Vec::with_capacity(tasks.len());
-    for t in tasks {
+    for (i, t) in tasks.iter().enumerate() {
         let spec = t.spec.clone().unwrap_or_default();
         let r = t.result.clone().unwrap_or_default();
-        let room = limits.max_output_bytes.min(budget);
-        let output = if room == 0 && !r.output.is_empty() {
-            format!("[... {} bytes left out: the reply is at its size limit; filter with states ...]", r.output.len())
-        } else {
-            cut(&r.output, room)
-        };
-        budget = budget.saturating_sub(output.len());
-        out.push(json!({
+        let room = limits.max_output_bytes.min(limits.max_results_bytes.saturating_sub(used));
+        let v = json!({
             "task_id": t.task_id,
             "name": spec.name,
             "state": state_name(t.state),
-            "prompt": cut(&spec.prompt, 2_000),
-            "output": output,
-            "error": r.error,
-            "reason": t.reason,
+            "prompt": cut(&spec.prompt, FIELD_BYTES),
+            "output": cut(&r.output, room),
+            "error": cut(&r.error, FIELD_BYTES),
+            "reason": cut(&t.reason, FIELD_BYTES),
             "attempts": t.attempts,
             "cost_usd": r.cost_usd,
-            "artifacts": r.artifacts.iter().map(|a| json!({"path": a.path, "bytes": a.contents.len()})).collect::<Vec<_>>(),
-        }));
+            "artifacts": r.artifacts.iter().take(ARTIFACTS_LISTED)
+                .map(|a| json!({"path": a.path, "bytes": a.contents.len()})).collect::<Vec<_>>(),
+        });
+        let size = v.to_string().len();
+        if !out.is_empty() && used + size > limits.max_results_bytes {
+            let left = tasks.len() - i;
+            let note = format!(
+                "{left} more tasks left out: the reply is at its size limit; ask with states, or read a task with orca_get_artifact"
+            );
+            return json!({"job_id": job, "tasks": out, "tasks_left_out": left, "note": note});
+        }
+        used += size;
+        out.push(v);
     }
-    json!({"job_id": job, "tasks": out})
+    json!({"job_id": job, "tasks": out, "tasks_left_out": 0})
 }
 
 #[cfg(test)]
@@ -507,13 +519,18 @@ mod tests {
         let limits = Limits {
             max_wait: Duration::from_secs(1),
             max_output_bytes: 60,
-            max_results_bytes: 100,
+            max_results_bytes: 600,
             max_artifact_bytes: 10,
         };
-        let v = results_json("j", &[t(1), t(2), t(3)], limits);
-        let outs: Vec<&str> = v["tasks"].as_array().unwrap().iter().map(|t| t["output"].as_str().unwrap()).collect();
-        assert!(outs[0].starts_with(&"x".repeat(60)) && outs[0].contains("40 more bytes cut"));
-        assert!(outs[2].contains("left out"), "{outs:?}");
+        let tasks: Vec<pb::Task> = (1..=20).map(t).collect();
+        let v = results_json("j", &tasks, limits);
+        let listed = v["tasks"].as_array().unwrap();
+        let out = listed[0]["output"].as_str().unwrap();
+        assert!(out.starts_with(&"x".repeat(60)) && out.contains("40 more bytes cut"), "{out}");
+        assert!(v.to_string().len() <= 600 + 200, "the reply stays near its budget: {}", v.to_string().len());
+        let left = v["tasks_left_out"].as_u64().unwrap() as usize;
+        assert!(left > 0 && listed.len() + left == 20, "{v}");
+        assert!(v["note"].as_str().unwrap().starts_with(&format!("{left} more tasks left out")));
     }
 
     #[test]

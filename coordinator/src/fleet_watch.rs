@@ -1,8 +1,11 @@
 //! WatchFleet: a snapshot of the workers and the stats, then workers joining, changing and
-//! leaving, and the stats every interval. Each stream asks the dispatcher for the fleet (from
-//! memory) once a second at most and sends what changed; the database is never read.
+//! leaving, and the stats every interval. One [`Hub`] task asks the dispatcher for the fleet
+//! (from memory) twice a second while any stream is open and shares it; each stream diffs the
+//! shared snapshot against what it sent. So a thousand dashboards cost the dispatcher what one
+//! does, and the database is never read.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use orca_proto::pb;
@@ -71,14 +74,64 @@ pub fn diff(old: &[pb::WorkerInfo], new: &[pb::WorkerInfo]) -> Vec<pb::FleetEven
         .collect()
 }
 
+/// How often the hub reads the fleet while streams are open.
+const HUB_POLL: Duration = Duration::from_millis(MIN_INTERVAL_MS as u64);
+
+/// The fleet shared by every WatchFleet stream: one refresher task, running while anyone
+/// watches.
+#[derive(Clone, Debug, Default)]
+pub struct Hub {
+    shared: Arc<Mutex<Option<tokio::sync::watch::Sender<Arc<Fleet>>>>>,
+}
+
+impl Hub {
+    /// A receiver of the shared fleet, starting the refresher when it is not running.
+    fn subscribe(&self, handle: &Handle, first: Fleet) -> tokio::sync::watch::Receiver<Arc<Fleet>> {
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = shared.as_ref() {
+            return tx.subscribe();
+        }
+        let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));
+        *shared = Some(tx.clone());
+        let (hub, handle) = (self.clone(), handle.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HUB_POLL);
+            loop {
+                tick.tick().await;
+                // Stop with the last stream (under the lock: a new one then starts a new task).
+                {
+                    let mut shared = hub.shared.lock().unwrap_or_else(|e| e.into_inner());
+                    if tx.receiver_count() == 0 {
+                        *shared = None;
+                        return;
+                    }
+                }
+                match handle.fleet().await {
+                    Ok(f) => {
+                        let _ = tx.send(Arc::new(f));
+                    }
+                    // The dispatcher is gone: the streams end on the shutdown token.
+                    Err(_) => {
+                        *hub.shared.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                        return;
+                    }
+                }
+            }
+        });
+        rx
+    }
+}
+
 /// Starts the stream with `first` as its snapshot.
 pub fn start(
+    hub: &Hub,
     handle: Handle,
     shutdown: CancellationToken,
     first: Fleet,
     every: Duration,
-) -> impl Stream<Item = Result<pb::FleetEvent, Status>> {
+) -> impl Stream<Item = Result<pb::FleetEvent, Status>> + use<> {
     let (tx, rx) = mpsc::channel(BUFFER);
+    let mut shared = hub.subscribe(&handle, first.clone());
     tokio::spawn(async move {
         let snapshot = event(pb::FleetEventKind::Snapshot, first.workers.clone(), Some(first.stats));
         if tx.send(Ok(snapshot)).await.is_err() {
@@ -97,15 +150,16 @@ pub fn start(
                 _ = tx.closed() => return,
                 _ = tick.tick() => {}
             }
-            let Ok(now) = handle.fleet().await else {
+            if shared.has_changed().is_err() {
                 let _ = tx.try_send(Err(Status::unavailable("the coordinator is shutting down; reconnect")));
                 return;
-            };
+            }
+            let now: Arc<Fleet> = shared.borrow_and_update().clone();
             let mut events = diff(&workers, &now.workers);
-            workers = now.workers;
+            workers = now.workers.clone();
             if tokio::time::Instant::now() >= stats_due {
                 stats_due += every;
-                events.push(event(pb::FleetEventKind::Stats, Vec::new(), Some(now.stats)));
+                events.push(event(pb::FleetEventKind::Stats, Vec::new(), Some(now.stats.clone())));
             }
             for ev in events {
                 // A reader that fell this far behind is ended (with a status saying why, in the

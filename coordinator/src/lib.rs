@@ -142,6 +142,7 @@ pub async fn run_with_ready(
         shutdown: shutdown.clone(),
         auth: auth.clone(),
         workers: Default::default(),
+        fleet: Default::default(),
     };
     if let Some(path) = &config.addr_file {
         write_addr_file(path, addr)?;

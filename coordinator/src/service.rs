@@ -49,6 +49,8 @@ pub struct Services {
     /// With auth: worker id -> the name of the token that first used it. Another token
     /// cannot register, stream, heartbeat or report as that worker (until a restart).
     pub workers: Arc<Mutex<HashMap<String, Arc<str>>>>,
+    /// The fleet shared by the WatchFleet streams.
+    pub fleet: crate::fleet_watch::Hub,
 }
 
 /// Worker ids bound to tokens at most (a worker token cannot grow the map without bound).
@@ -394,7 +396,7 @@ impl pb::orchestrator_server::Orchestrator for Services {
     ) -> Result<Response<Self::WatchFleetStream>, Status> {
         let every = crate::fleet_watch::interval(req.into_inner().stats_interval_ms)?;
         let first = self.handle.fleet().await?;
-        let stream = crate::fleet_watch::start(self.handle.clone(), self.shutdown.clone(), first, every);
+        let stream = crate::fleet_watch::start(&self.fleet, self.handle.clone(), self.shutdown.clone(), first, every);
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -264,15 +264,14 @@ fn lines_waiting_to_be_sent_join_one_progress_report() {
     // Another attempt's line starts a report of its own; the next line of task 1 then too.
     h.apply(Input::Progress { key: (2, 1), message: "other".into() });
     h.apply(Input::Progress { key: (1, 1), message: "line 3".into() });
-    let msgs: Vec<(i64, String)> = h
-        .s
-        .outbox
-        .iter()
-        .filter_map(|r| match &r.body {
-            Some(pb::report::Body::Progress(p)) => Some((r.task_id, p.message.clone())),
-            _ => None,
-        })
-        .collect();
+    let msgs: Vec<(i64, String)> =
+        h.s.outbox
+            .iter()
+            .filter_map(|r| match &r.body {
+                Some(pb::report::Body::Progress(p)) => Some((r.task_id, p.message.clone())),
+                _ => None,
+            })
+            .collect();
     assert_eq!(
         msgs,
         vec![(1, "line 0\nline 1\nline 2".to_string()), (2, "other".to_string()), (1, "line 3".to_string())]
