@@ -606,6 +606,11 @@ fn state_name(v: i32) -> &'static str {
     pb::TaskState::try_from(v).map(|s| s.short_name()).unwrap_or("unknown")
 }
 
+/// Unix time in milliseconds (ages of workers and tasks).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 fn job_state_name(v: i32) -> &'static str {
     pb::JobState::try_from(v).map(|s| s.short_name()).unwrap_or("unknown")
 }

@@ -21,6 +21,8 @@ use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, ServiceExt, tool, tool_ha
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+use crate::{job_json, state_name};
 use tokio_stream::StreamExt;
 
 /// Bounds of what one tool call may take or return.
@@ -400,10 +402,6 @@ fn subtasks(tasks: Vec<TaskArgs>) -> Result<Vec<Subtask>, String> {
     Ok(out)
 }
 
-fn state_name(v: i32) -> &'static str {
-    pb::TaskState::try_from(v).map(|s| s.short_name()).unwrap_or("unknown")
-}
-
 fn list(items: &[&str]) -> String {
     if items.is_empty() { "none".into() } else { items.join(", ") }
 }
@@ -411,31 +409,11 @@ fn list(items: &[&str]) -> String {
 /// `text` cut to at most `max` bytes (on a character boundary), with a marker saying how much
 /// was left out.
 fn cut(text: &str, max: usize) -> String {
-    if text.len() <= max {
+    let head = orca_proto::contract::head_str(text, max);
+    if head.len() == text.len() {
         return text.to_string();
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}\n[... {} more bytes cut ...]", &text[..end], text.len() - end)
-}
-
-fn job_json(j: &pb::Job) -> Value {
-    let s = j.status.unwrap_or_default();
-    json!({
-        "job_id": j.job_id,
-        "description": j.description,
-        "state": pb::JobState::try_from(j.state).map(|s| s.short_name()).unwrap_or("unknown"),
-        "total_tasks": s.total_tasks,
-        "waiting": s.waiting,
-        "pending": s.pending,
-        "in_progress": s.in_progress,
-        "completed": s.completed,
-        "failed": s.failed,
-        "cancelled": s.cancelled,
-        "progress_pct": s.progress_pct,
-    })
+    format!("{head}\n[... {} more bytes cut ...]", text.len() - head.len())
 }
 
 /// The reply of `orca_get_results`: every task, outputs cut per task and in all.

@@ -262,7 +262,7 @@ pub async fn workers(client: &Client, a: WorkersArgs) -> Result<ExitCode, Failur
         print_json(&json!({"workers": list.iter().map(worker_json).collect::<Vec<_>>()}));
         return Ok(ExitCode::SUCCESS);
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now = crate::now_ms();
     for w in &list {
         let state = match (w.connected, w.draining) {
             (_, true) => "draining",
@@ -270,7 +270,7 @@ pub async fn workers(client: &Client, a: WorkersArgs) -> Result<ExitCode, Failur
             (false, false) => "gone",
         };
         let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let ago = (now as i64 - w.last_seen_ms).max(0) / 1000;
+        let ago = (now - w.last_seen_ms).max(0) / 1000;
         println!(
             "{}  {:<9} {}/{} busy  seen {ago}s ago  {} {} v{}  {}",
             w.worker_id,

@@ -202,6 +202,15 @@ pub struct Collected {
     pub timed_out: bool,
 }
 
+/// The endpoint of a coordinator address, with the TLS settings applied.
+fn endpoint(url: &str, tls: &orca_proto::tls::ClientTls) -> Result<Endpoint, Error> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|source| Error::InvalidAddress { url: url.to_string(), source })?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10));
+    tls.apply(url, endpoint).map_err(Error::Tls)
+}
+
 /// A connection to a coordinator. Cheap to clone; clones share the connection.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -221,12 +230,8 @@ impl Client {
     /// Connects with TLS settings: an `https://` URL is TLS, verified against `tls.ca` (or the
     /// system's roots), presenting `tls.cert` and `tls.key` when set (mutual TLS).
     pub async fn connect_tls(url: &str, tls: &orca_proto::tls::ClientTls) -> Result<Client, Error> {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|source| Error::InvalidAddress { url: url.to_string(), source })?
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10));
-        let endpoint = tls.apply(url, endpoint).map_err(Error::Tls)?;
-        let channel = endpoint.connect().await.map_err(|source| Error::Connect { url: url.to_string(), source })?;
+        let channel =
+            endpoint(url, tls)?.connect().await.map_err(|source| Error::Connect { url: url.to_string(), source })?;
         Ok(Client::from_channel(channel, url))
     }
 
@@ -234,12 +239,7 @@ impl Client {
     /// for long-lived callers that must start while the coordinator is down: a call then
     /// fails with [`Error::Unavailable`] instead.
     pub fn connect_lazy(url: &str, tls: &orca_proto::tls::ClientTls) -> Result<Client, Error> {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|source| Error::InvalidAddress { url: url.to_string(), source })?
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10));
-        let endpoint = tls.apply(url, endpoint).map_err(Error::Tls)?;
-        Ok(Client::from_channel(endpoint.connect_lazy(), url))
+        Ok(Client::from_channel(endpoint(url, tls)?.connect_lazy(), url))
     }
 
     /// Connects to `ORCA_COORDINATOR`, or to the default `http://127.0.0.1:50051`, with the

@@ -67,13 +67,10 @@ pub fn compose(spec: &pb::TaskSpec, context: &[pb::ContextEntry], previous_error
         out.push('\n');
     }
     if !previous_error.is_empty() {
-        let mut end = previous_error.len().min(MAX_PREVIOUS_ERROR_BYTES);
-        while !previous_error.is_char_boundary(end) {
-            end -= 1;
-        }
-        let cut = if end < previous_error.len() { " [...]" } else { "" };
+        let kept = orca_proto::contract::head_str(previous_error, MAX_PREVIOUS_ERROR_BYTES);
+        let cut = if kept.len() < previous_error.len() { " [...]" } else { "" };
         out.push_str("## Previous attempt\n");
-        let mut lines = previous_error[..end].lines();
+        let mut lines = kept.lines();
         let _ = write!(out, "The previous attempt failed with: {}", lines.next().unwrap_or(""));
         for l in lines {
             let _ = write!(out, "\n  {l}");

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 
-use crate::Failure;
+use crate::{Failure, now_ms};
 
 /// What reaches the loop: keys, stream events and call results.
 enum Msg {
@@ -36,8 +36,6 @@ enum Msg {
 
 /// Stats interval asked of WatchFleet.
 const STATS_MS: u32 = 1_000;
-/// Longest wait between reconnects of the fleet stream.
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// Runs the dashboard until `q`.
 pub async fn run(client: Client) -> Result<ExitCode, Failure> {
@@ -87,15 +85,16 @@ fn key_of(k: KeyEvent) -> Option<Key> {
     })
 }
 
-/// WatchFleet, opened again after it breaks (with a growing pause, said on screen).
+/// WatchFleet, opened again after it breaks (with the clients' reconnect backoff, said on
+/// screen; one dashboard needs no jitter, so every pause is the full step).
 async fn fleet_loop(client: Client, tx: mpsc::Sender<Msg>) {
-    let mut delay = Duration::from_millis(250);
+    let mut backoff = orca_proto::contract::Backoff::default();
     loop {
         let why = match client.watch_fleet(STATS_MS).await {
             Ok(mut stream) => loop {
                 match stream.message().await {
                     Ok(Some(ev)) => {
-                        delay = Duration::from_millis(250);
+                        backoff.reset();
                         if tx.send(Msg::Fleet(ev)).await.is_err() {
                             return;
                         }
@@ -106,11 +105,11 @@ async fn fleet_loop(client: Client, tx: mpsc::Sender<Msg>) {
             },
             Err(e) => e.to_string(),
         };
+        let delay = backoff.next(1.0);
         if tx.send(Msg::FleetDown(why, delay.as_millis() as u64)).await.is_err() {
             return;
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(RECONNECT_MAX);
     }
 }
 
@@ -282,8 +281,4 @@ impl Runtime {
         });
         self.read_jobs();
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -10,6 +10,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Clear, Gauge, Paragraph, Row, Sparkline, Table, TableState, Wrap};
 
 use super::state::{App, View};
+use crate::{now_ms, state_name};
 
 const KEYS: &[(&str, &str)] = &[
     ("1 / 2 / Tab", "fleet view / jobs view / switch"),
@@ -24,10 +25,6 @@ const KEYS: &[(&str, &str)] = &[
     ("?", "these keys"),
     ("q", "quit"),
 ];
-
-pub fn state_name(v: i32) -> &'static str {
-    pb::TaskState::try_from(v).map(|s| s.short_name()).unwrap_or("?")
-}
 
 fn state_style(v: i32) -> Style {
     match pb::TaskState::try_from(v).unwrap_or(pb::TaskState::Unspecified) {
@@ -341,10 +338,6 @@ fn help(f: &mut Frame) {
 fn centered(r: Rect, w: u16, h: u16) -> Rect {
     let (w, h) = (w.min(r.width), h.min(r.height));
     Rect { x: r.x + (r.width - w) / 2, y: r.y + (r.height - h) / 2, width: w, height: h }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

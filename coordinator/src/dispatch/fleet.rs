@@ -2,8 +2,6 @@
 //! and WatchFleet, and DrainWorker. Answered by the dispatcher from memory, never from the
 //! database.
 
-use std::collections::HashMap;
-
 use orca_proto::pb;
 
 use super::{Dispatcher, Error};
@@ -58,13 +56,11 @@ fn info(id: &WorkerId, w: &Worker, d: Option<&Described>) -> pb::WorkerInfo {
 }
 
 impl Dispatcher {
-    /// Every worker the scheduler knows (sorted by id) and the stats; descriptions of
-    /// workers it forgot are dropped on the way.
-    pub(super) fn fleet(&mut self, now: u64) -> Fleet {
-        let known: HashMap<&WorkerId, &Worker> = self.sched.workers().collect();
-        self.described.retain(|id, _| known.contains_key(id));
+    /// Every worker the scheduler knows (sorted by id) and the stats. (Descriptions of
+    /// forgotten workers are dropped at the next registration, not here, on every read.)
+    pub(super) fn fleet(&self, now: u64) -> Fleet {
         let mut workers: Vec<pb::WorkerInfo> =
-            known.iter().map(|(id, w)| info(id, w, self.described.get(*id))).collect();
+            self.sched.workers().map(|(id, w)| info(id, w, self.described.get(id))).collect();
         workers.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
         Fleet { workers, stats: self.pb_stats(now) }
     }
