@@ -348,8 +348,13 @@ async fn watch_fleet_shows_workers_join_change_and_the_stats() {
 
     let (tx, _rx) = mpsc::unbounded_channel();
     let w = TestWorker::start(&coord.url(), WorkerOpts::new("fleet", 3), tx).await;
-    let joined = next_of(&mut fleet, pb::FleetEventKind::WorkerJoined).await;
-    assert_eq!((joined.workers[0].slots, joined.workers[0].connected), (3, true));
+    // A worker registers, then opens its stream: it joins connected, or joins and then changes
+    // to connected (the two steps can fall in different reads of the fleet).
+    let mut seen = next_of(&mut fleet, pb::FleetEventKind::WorkerJoined).await.workers[0].clone();
+    while !seen.connected {
+        seen = next_of(&mut fleet, pb::FleetEventKind::WorkerChanged).await.workers[0].clone();
+    }
+    assert_eq!((seen.slots, seen.connected), (3, true));
     let stats = next_of(&mut fleet, pb::FleetEventKind::Stats).await.stats.unwrap();
     assert_eq!((stats.workers_connected, stats.slots, stats.throughput.len()), (1, 3, 60));
     w.stop();
