@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Undecodable input is INVALID_ARGUMENT (src/codec.rs).
         .codec_path("crate::codec::OrcaCodec")
+        // Most results carry no git result: boxed, it costs a pointer instead of its size.
+        .boxed(".orca.v1.TaskResult.git")
         .file_descriptor_set_path(out.join("orca_descriptor.bin"))
         .compile_protos(&files, &["."])?;
     Ok(())

@@ -114,9 +114,14 @@ enum Cmd {
     /// task's working_dir, or under --out DIR as DIR/<task_id>/<path>.
     Collect {
         job: String,
-        /// Write under this directory instead of the tasks' working directories.
+        /// Write under this directory instead of the tasks' working directories (git tasks'
+        /// patches as DIR/<task_id>.patch).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Apply the git tasks' patches to the checkout containing the current directory
+        /// (`git am --3way`, one commit each, in dependency order; stops at the first conflict).
+        #[arg(long)]
+        apply: bool,
         #[arg(long)]
         json: bool,
     },
@@ -182,6 +187,21 @@ struct SubmitArgs {
     /// Print {"job_id", "task_ids"}.
     #[arg(long)]
     json: bool,
+    /// Work on the git checkout containing this path: each task (without a git source of its
+    /// own) runs in a worktree of the checkout's remote at its HEAD, and comes back as a
+    /// patch (`orca collect --apply` applies them).
+    #[arg(long, value_name = "PATH")]
+    git: Option<PathBuf>,
+    /// With --git: ship local commits and uncommitted changes as a patch the workers apply
+    /// first (otherwise they are an error).
+    #[arg(long, requires = "git")]
+    ship_changes: bool,
+    /// With --git: also push each task's commit to a branch of the remote.
+    #[arg(long, requires = "git")]
+    push: bool,
+    /// With --push: the branch (one task only; default orca/<job>/<task>).
+    #[arg(long, requires = "push")]
+    branch: Option<String>,
     prompts: Vec<String>,
 }
 
@@ -378,7 +398,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Cmd::Workers(a) => read::workers(&client, a).await,
         Cmd::Context(a) => read::context(&client, a).await,
         Cmd::Dashboard => dashboard::run(client).await,
-        Cmd::Collect { job, out, json } => collect(&client, &job, out.as_deref(), json).await,
+        Cmd::Collect { job, out, apply, json } => collect(&client, &job, out.as_deref(), apply, json).await,
         Cmd::Retry { job, json } => retry(&client, &job, json).await,
         Cmd::Cancel { job, reason } => cancel(&client, &job, &reason).await,
         Cmd::Up(_) | Cmd::Completions { .. } => Ok(ExitCode::SUCCESS),
@@ -411,6 +431,9 @@ async fn submit(client: &Client, mut args: SubmitArgs) -> Result<ExitCode, Failu
         let stdin = args.file.is_none() && lines.is_empty();
         tasks = read_prompts(lines, stdin)?.iter().map(|p| args.subtask(p)).collect();
     }
+    if let Some(path) = &args.git {
+        tasks = with_git(tasks, path, &args)?;
+    }
     let job = match &args.job {
         Some(j) => j.clone(),
         None => client.create_job(&args.description).await?,
@@ -428,6 +451,29 @@ async fn submit(client: &Client, mut args: SubmitArgs) -> Result<ExitCode, Failu
         println!("job {job}: {} tasks ({}..{})", ids.len(), ids[0], ids[ids.len() - 1]);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--git`: the checkout's source on every task that has none of its own.
+fn with_git(tasks: Vec<Subtask>, path: &Path, args: &SubmitArgs) -> Result<Vec<Subtask>, Failure> {
+    if args.branch.is_some() && tasks.len() > 1 {
+        return Err(Failure::Usage(format!("--branch names one branch, and there are {} tasks", tasks.len())));
+    }
+    let checkout = if args.ship_changes {
+        orca_client::GitCheckout::open_with_changes(path)?
+    } else {
+        orca_client::GitCheckout::open(path)?
+    };
+    let source = checkout.source();
+    Ok(tasks
+        .into_iter()
+        .map(|t| {
+            if t.spec().git.is_some() {
+                return t;
+            }
+            let t = t.git(source.clone());
+            if args.push { t.push_to(args.branch.as_deref().unwrap_or_default()) } else { t }
+        })
+        .collect())
 }
 
 /// The text of `--file`.
@@ -541,14 +587,22 @@ async fn task(client: &Client, id: i64, json: bool) -> Result<ExitCode, Failure>
 }
 
 /// `orca collect`: writes the finished tasks' artifacts where they belong (see
-/// [`orca_client::TaskOutcome::write_artifacts`]) and says what it wrote and skipped.
-async fn collect(client: &Client, job: &str, out: Option<&Path>, json: bool) -> Result<ExitCode, Failure> {
+/// [`orca_client::TaskOutcome::write_artifacts`]) and says what it wrote and skipped; with
+/// `--out`, git tasks' patches too; with `--apply`, applies those patches to the checkout.
+async fn collect(client: &Client, job: &str, out: Option<&Path>, apply: bool, json: bool) -> Result<ExitCode, Failure> {
     let got = client.collect(job).await?;
     let dest = out.map_or(orca_client::Destination::WorkingDir, orca_client::Destination::Under);
     let mut tasks = Vec::new();
     let mut files = 0;
     for r in got.results.values() {
-        let w = r.write_artifacts(dest)?;
+        let mut w = r.write_artifacts(dest)?;
+        if let (Some(dir), Some(g)) = (out, r.git().filter(|g| !g.patch.is_empty())) {
+            let path = dir.join(format!("{}.patch", r.task_id));
+            std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(&path, &g.patch))
+                .map_err(|source| orca_client::Error::Artifacts { path: path.display().to_string(), source })?;
+            w.files.push(path);
+        }
         files += w.files.len();
         if !json {
             for f in &w.files {
@@ -568,8 +622,14 @@ async fn collect(client: &Client, job: &str, out: Option<&Path>, json: bool) -> 
             }));
         }
     }
+    let applied = if apply { Some(apply_patches(&got, json)?) } else { None };
     if json {
-        print_json(&json!({"job_id": job, "files": files, "tasks": tasks, "unfinished": got.unfinished}));
+        let mut doc = json!({"job_id": job, "files": files, "tasks": tasks, "unfinished": got.unfinished});
+        if let Some(a) = applied {
+            doc["applied"] = json!(a.applied);
+            doc["empty"] = json!(a.empty);
+        }
+        print_json(&doc);
     } else {
         let pending = if got.unfinished.is_empty() {
             String::new()
@@ -579,6 +639,21 @@ async fn collect(client: &Client, job: &str, out: Option<&Path>, json: bool) -> 
         println!("job {job}: {files} files written{pending}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `collect --apply`: the git tasks' patches onto the checkout of the current directory.
+fn apply_patches(got: &Collected, json: bool) -> Result<orca_client::Applied, Failure> {
+    let a = orca_client::apply_patches(".", got.results.values())?;
+    if !json {
+        for id in &a.applied {
+            println!("task {id}: patch applied");
+        }
+        for id in &a.empty {
+            println!("task {id}: changed nothing");
+        }
+        println!("{} patches applied", a.applied.len());
+    }
+    Ok(a)
 }
 
 /// `orca retry`: brings back the job's failed tasks (and the dependents cancelled with them).
@@ -664,6 +739,10 @@ fn task_json(t: &pb::Task) -> serde_json::Value {
         "expected_outputs": spec.expected_outputs,
         "duration_ms": result.duration_ms,
         "in_place": result.in_place,
+        "git": spec.git.as_ref().map(|g| json!({
+            "repo": g.repo, "base": g.base, "branch": g.branch, "push": g.push, "builds_on": g.builds_on,
+        })),
+        "git_result": result.git.as_deref().map(git_json),
         "verification": result.verification.iter().map(|v| json!({"command": v.command, "passed": v.passed, "exit_code": v.exit_code})).collect::<Vec<_>>(),
         "created_at_ms": t.created_at_ms,
         "updated_at_ms": t.updated_at_ms,
@@ -672,6 +751,15 @@ fn task_json(t: &pb::Task) -> serde_json::Value {
             "outcome": a.outcome, "reason": a.reason, "exit_code": a.exit_code, "cost_usd": a.cost_usd,
             "duration_ms": a.duration_ms, "output_tail": a.output_tail,
         })).collect::<Vec<_>>(),
+    })
+}
+
+/// A git task's result without its patch (`orca collect --out` writes that).
+fn git_json(g: &pb::GitResult) -> serde_json::Value {
+    json!({
+        "base_commit": g.base_commit, "commit": g.commit, "branch": g.branch, "pushed": g.pushed, "empty": g.empty,
+        "files_changed": g.files_changed, "insertions": g.insertions, "deletions": g.deletions,
+        "patch_bytes": g.patch.len(),
     })
 }
 

@@ -70,6 +70,22 @@ struct FileAgent {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FileGit {
+    repo: String,
+    #[serde(default)]
+    base: String,
+    #[serde(default)]
+    branch: String,
+    #[serde(default)]
+    push: bool,
+    #[serde(default)]
+    author: String,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FileTask {
     prompt: String,
     #[serde(default)]
@@ -100,6 +116,8 @@ struct FileTask {
     auto_verify: Option<bool>,
     #[serde(default)]
     agent: Option<FileAgent>,
+    #[serde(default)]
+    git: Option<FileGit>,
 }
 
 /// What a `--file` holds.
@@ -220,6 +238,15 @@ fn subtask(i: usize, t: FileTask, names: &HashMap<String, usize>) -> Result<Subt
         name: t.name.unwrap_or_default(),
         parent_task_id: None,
         trace_parent: String::new(),
+        git: t.git.map(|g| pb::GitSource {
+            repo: g.repo,
+            base: g.base,
+            branch: g.branch,
+            push: g.push,
+            author: g.author,
+            message: g.message,
+            ..Default::default()
+        }),
     };
     Ok(Subtask::from_spec(spec))
 }

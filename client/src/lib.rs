@@ -26,11 +26,13 @@
 //! ```
 
 mod artifacts;
+pub mod git;
 mod json;
 mod subtask;
 mod watch;
 
 pub use artifacts::{Destination, Skipped, Written};
+pub use git::{Applied, GitCheckout, apply_patches};
 pub use json::{json_to_struct, struct_to_json};
 pub use orca_proto::pb;
 pub use subtask::Subtask;
@@ -108,6 +110,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A git command on the caller's checkout failed, or the checkout cannot be used as it is
+    /// (see [`git`]).
+    #[error("git: {0}")]
+    Git(String),
     /// Any other gRPC status (INTERNAL, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ...).
     #[error("{:?}: {}", .0.code(), with_causes(.0))]
     Rpc(#[source] tonic::Status),
@@ -186,6 +192,11 @@ impl TaskOutcome {
 
     pub fn is_completed(&self) -> bool {
         self.state == pb::TaskState::Completed
+    }
+
+    /// For a task with a git source: its commit, patch and diff stats.
+    pub fn git(&self) -> Option<&pb::GitResult> {
+        self.result.as_ref().and_then(|r| r.git.as_deref())
     }
 }
 

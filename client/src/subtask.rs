@@ -3,6 +3,7 @@
 use orca_proto::pb;
 
 use crate::Error;
+use crate::git::GitCheckout;
 
 /// A task to add to a job.
 ///
@@ -135,6 +136,29 @@ impl Subtask {
     /// Agent options (model, max turns, allowed tools, permission mode, budget).
     pub fn agent(mut self, options: pb::AgentOptions) -> Self {
         self.spec.agent = Some(options);
+        self
+    }
+
+    /// A task that works on the caller's checkout containing `path`: its remote and HEAD
+    /// (see [`GitCheckout::open`]: uncommitted changes are an error). The task runs in a
+    /// worktree of its own on a worker and comes back as a patch.
+    pub fn from_git_checkout(path: impl AsRef<std::path::Path>, prompt: &str) -> Result<Subtask, Error> {
+        Ok(Subtask::new(prompt).git(GitCheckout::open(path)?.source()))
+    }
+
+    /// Sets the task's git source (see [`GitCheckout::source`] for one from a checkout).
+    pub fn git(mut self, source: pb::GitSource) -> Self {
+        self.spec.git = Some(source);
+        self
+    }
+
+    /// Also pushes the task's commit to `branch` of its repository (empty: the default
+    /// `orca/<job>/<task>`). Needs a git source first.
+    pub fn push_to(mut self, branch: &str) -> Self {
+        if let Some(g) = self.spec.git.as_mut() {
+            g.push = true;
+            g.branch = branch.to_string();
+        }
         self
     }
 

@@ -240,6 +240,9 @@ impl pb::orchestrator_server::Orchestrator for Services {
         let idem = idempotency::take(&mut r, |r| &mut r.request_id, "AddTasks", &job_id, &caller.name)?;
         let (job, mut tasks) = validate::add_tasks(r)?;
         self.check_job(&caller, &job).await?;
+        let external = validate::git_external_deps(&tasks);
+        let repos = if external.is_empty() { Default::default() } else { self.store.git_repos(&external).await? };
+        validate::git_builds_on(&mut tasks, &repos)?;
         if let Some(l) = &caller.limits {
             l.add_tasks(&caller.name, tasks.len() as u32)?;
         }

@@ -20,6 +20,10 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Connection, Row};
 use tokio::sync::Semaphore;
 
+use orca_proto::contract::limits;
+use orca_proto::pb;
+use prost::Message;
+
 use crate::Error;
 use crate::queue::{Counts, State};
 
@@ -668,6 +672,45 @@ impl Writer {
         Ok(out)
     }
 
+    /// What a git task that builds on `on` starts from: the chain's base commit and the
+    /// patches of `on` and of the tasks it built on, oldest first. A chain over
+    /// [`limits::MAX_GIT_CHAIN_BYTES`], or a task in it without a git result, gives a base
+    /// with only `error` set (the worker fails the task with it).
+    pub async fn git_base(&mut self, on: i64) -> Result<pb::GitBase, Error> {
+        let mut base = pb::GitBase::default();
+        let (mut next, mut bytes) = (on, 0usize);
+        while next != 0 {
+            let row = sqlx::query("SELECT spec, result FROM tasks WHERE task_id = ?")
+                .bind(next)
+                .fetch_optional(&mut self.conn)
+                .await?;
+            let Some(row) = row else {
+                return Ok(chain_error(format!("task {next} of the chain is gone")));
+            };
+            let spec = pb::TaskSpec::decode(row.get::<Vec<u8>, _>(0).as_slice());
+            let result: Option<Vec<u8>> = row.get(1);
+            let result = result.map(|r| pb::TaskResult::decode(r.as_slice())).transpose();
+            let (Ok(spec), Ok(result)) = (spec, result) else {
+                return Ok(chain_error(format!("task {next} of the chain cannot be read")));
+            };
+            let Some(git) = result.and_then(|r| r.git).map(|g| *g) else {
+                return Ok(chain_error(format!("task {next} has no git result (did an older worker run it?)")));
+            };
+            bytes += git.patch.len();
+            if bytes > limits::MAX_GIT_CHAIN_BYTES {
+                let max = limits::MAX_GIT_CHAIN_BYTES;
+                return Ok(chain_error(format!("the patches this task builds on are over {max} bytes together")));
+            }
+            if !git.patch.is_empty() {
+                base.patches.push(git.patch);
+            }
+            base.base_commit = git.base_commit;
+            next = spec.git.map_or(0, |g| g.builds_on);
+        }
+        base.patches.reverse();
+        Ok(base)
+    }
+
     /// The stored answer to an idempotency key, if the key was used (and not yet pruned).
     pub async fn request(&mut self, k: &RequestKey) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
         let row = sqlx::query(
@@ -839,6 +882,10 @@ fn bind_row<'q>(
         .bind(r.reason.as_str())
 }
 
+fn chain_error(error: String) -> pb::GitBase {
+    pb::GitBase { error, ..Default::default() }
+}
+
 /// A page of tasks.
 #[derive(Clone, Debug, Default)]
 pub struct TaskQuery<'a> {
@@ -875,6 +922,28 @@ impl Store {
         }
         let rows = q.bind(limit as i64).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(job_of).collect())
+    }
+
+    /// The repositories of the tasks among `ids` that have a git source (AddTasks looks up
+    /// what a new git task builds on).
+    pub async fn git_repos(&self, ids: &[i64]) -> Result<HashMap<i64, String>, Error> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let sql =
+                format!("SELECT task_id, spec FROM tasks WHERE task_id IN ({})", vec!["?"; chunk.len()].join(","));
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let spec = pb::TaskSpec::decode(row.get::<Vec<u8>, _>(1).as_slice())
+                    .map_err(|e| Error::Storage(format!("task {}: unreadable spec: {e}", row.get::<i64, _>(0))))?;
+                if let Some(g) = spec.git {
+                    out.insert(row.get(0), g.repo);
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub async fn task(&self, task_id: i64) -> Result<Option<TaskRecord>, Error> {

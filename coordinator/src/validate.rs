@@ -3,6 +3,7 @@
 //! names the field (`tasks[3].prompt: must not be empty`). Checks that need the current state
 //! (does the job exist, do dependencies exist) are in the scheduler.
 
+use std::collections::HashMap;
 use std::fmt::Display;
 
 use orca_proto::contract::{self, Violation, defaults, limits};
@@ -95,6 +96,9 @@ pub enum DepRef {
 pub struct CheckedTask {
     pub spec: pb::TaskSpec,
     pub deps: Vec<DepRef>,
+    /// For a git task: the one dependency with a git source of the same repository, whose
+    /// patches it starts from (found by [`git_builds_on`]).
+    pub builds_on: Option<DepRef>,
 }
 
 fn dep_ref(field: &str, index: usize, v: i64) -> Result<DepRef, Error> {
@@ -144,7 +148,10 @@ pub fn task(index: usize, mut s: pb::TaskSpec) -> Result<CheckedTask, Error> {
     if let Some(a) = &s.agent {
         agent(&f, a)?;
     }
-    Ok(CheckedTask { spec: s, deps })
+    if let Some(g) = &mut s.git {
+        git(&f, g)?;
+    }
+    Ok(CheckedTask { spec: s, deps, builds_on: None })
 }
 
 fn prompt(f: &impl Fn(&str) -> String, s: &pb::TaskSpec) -> Result<(), Error> {
@@ -248,6 +255,79 @@ fn hooks(f: &impl Fn(&str) -> String, hooks: &[pb::VerificationHook]) -> Result<
         }
     }
     Ok(())
+}
+
+/// A git source: the repository, revisions and commit fields by the contract's rules. The
+/// coordinator sets `builds_on` itself.
+fn git(f: &impl Fn(&str) -> String, g: &mut pb::GitSource) -> Result<(), Error> {
+    rule(f("git.repo"), contract::git_repo(&g.repo))?;
+    if !g.base.is_empty() {
+        rule(f("git.base"), contract::git_ref(&g.base))?;
+    }
+    if !g.branch.is_empty() {
+        rule(f("git.branch"), contract::git_ref(&g.branch))?;
+    }
+    if !g.author.is_empty() {
+        rule(f("git.author"), contract::git_author(&g.author))?;
+    }
+    text(f("git.message"), &g.message, limits::MAX_GIT_MESSAGE_BYTES)?;
+    if g.base_patch.len() > limits::MAX_GIT_PATCH_BYTES {
+        let max = limits::MAX_GIT_PATCH_BYTES;
+        return Err(invalid(f("git.base_patch"), format!("is {} bytes, at most {max} allowed", g.base_patch.len())));
+    }
+    g.builds_on = 0;
+    Ok(())
+}
+
+/// Finds what each git task of a batch builds on: its one dependency with a git source of
+/// the same repository. `repo_of` gives the repository of an existing task (`None`: no git
+/// source, or no such task; the dispatcher reports unknown ids). Two such dependencies are
+/// INVALID_ARGUMENT: a worktree starts from one line of changes.
+pub fn git_builds_on(tasks: &mut [CheckedTask], repo_of: &HashMap<i64, String>) -> Result<(), Error> {
+    for i in 0..tasks.len() {
+        let Some(repo) = tasks[i].spec.git.as_ref().map(|g| g.repo.clone()) else { continue };
+        let same = |d: &DepRef| match d {
+            DepRef::Task(t) => repo_of.get(t) == Some(&repo),
+            DepRef::Batch(j) => tasks[*j].spec.git.as_ref().is_some_and(|g| g.repo == repo),
+        };
+        let on: Vec<DepRef> = tasks[i].deps.iter().copied().filter(same).collect();
+        if on.len() > 1 {
+            let named: Vec<String> = on
+                .iter()
+                .map(|d| match d {
+                    DepRef::Task(t) => t.to_string(),
+                    DepRef::Batch(j) => format!("-{}", j + 1),
+                })
+                .collect();
+            return Err(invalid(
+                format!("tasks[{i}].depends_on"),
+                format!(
+                    "builds on {} git tasks of {repo} ({}); a git task can start from at most one (make the others depend on each other, or drop the git source of a merge task)",
+                    on.len(),
+                    named.join(", ")
+                ),
+            ));
+        }
+        tasks[i].builds_on = on.first().copied();
+    }
+    Ok(())
+}
+
+/// The existing tasks a batch's git tasks depend on: the ids whose repositories
+/// [`git_builds_on`] needs.
+pub fn git_external_deps(tasks: &[CheckedTask]) -> Vec<i64> {
+    let mut ids: Vec<i64> = tasks
+        .iter()
+        .filter(|t| t.spec.git.is_some())
+        .flat_map(|t| t.deps.iter())
+        .filter_map(|d| match d {
+            DepRef::Task(t) => Some(*t),
+            DepRef::Batch(_) => None,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 fn agent(f: &impl Fn(&str) -> String, a: &pb::AgentOptions) -> Result<(), Error> {

@@ -131,6 +131,14 @@ pub mod limits {
     pub const MAX_RESULT_BYTES: usize = 32 << 20;
     /// Agent kinds a worker may name at registration.
     pub const MAX_AGENT_KINDS: usize = 16;
+    /// A git task's own patch (`result.git.patch`) and a caller's `git.base_patch`.
+    pub const MAX_GIT_PATCH_BYTES: usize = 8 << 20;
+    /// The patches a git task builds on, together (shipped with its assignment).
+    pub const MAX_GIT_CHAIN_BYTES: usize = 32 << 20;
+    /// A git revision or branch name.
+    pub const MAX_GIT_REF_BYTES: usize = 256;
+    /// A git commit message.
+    pub const MAX_GIT_MESSAGE_BYTES: usize = 64 << 10;
 }
 
 /// Permission modes of the Claude agent a task may ask for (empty: the worker's own).
@@ -222,6 +230,80 @@ pub fn absolute_dir(p: &str) -> Result<(), Violation> {
         return Err(violation(format!("{p:?} must not contain '..'")));
     }
     Ok(())
+}
+
+/// A git source's repository: a URL (`scheme://...`, `user@host:path`) or an absolute path;
+/// never an option (`-...`), never a transport helper (`ext::`, `fd::`), no control
+/// characters or whitespace.
+pub fn git_repo(s: &str) -> Result<(), Violation> {
+    if s.is_empty() {
+        return Err(violation("must not be empty"));
+    }
+    max_len(s, limits::MAX_PATH_BYTES)?;
+    if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(violation(format!("{s:?} must not contain whitespace or control characters")));
+    }
+    if s.starts_with('-') {
+        return Err(violation(format!("{s:?} must not start with '-'")));
+    }
+    if s.contains("::") {
+        return Err(violation(format!("{s:?} names a git transport helper (`::`), which Orca does not run")));
+    }
+    let url = s.contains("://") || (s.contains('@') && s.contains(':'));
+    if !url && !s.starts_with('/') {
+        return Err(violation(format!("{s:?} must be a URL or an absolute path")));
+    }
+    Ok(())
+}
+
+/// Whether a repository names a path on the worker's disk (an absolute path or `file://`).
+pub fn git_repo_local(s: &str) -> Option<&str> {
+    if s.starts_with('/') { Some(s) } else { s.strip_prefix("file://") }
+}
+
+/// A git revision or branch name, with git's `check-ref-format` rules and no option-like
+/// start: no `..`, `@{`, `//`, control characters, space, `~^:?*[\`; not starting or ending
+/// with `/` or `.`, no component starting with `.` or ending with `.lock`.
+pub fn git_ref(s: &str) -> Result<(), Violation> {
+    if s.is_empty() {
+        return Err(violation("must not be empty"));
+    }
+    max_len(s, limits::MAX_GIT_REF_BYTES)?;
+    let bad_char = |c: char| c.is_control() || c == ' ' || "~^:?*[\\".contains(c);
+    if let Some(c) = s.chars().find(|c| bad_char(*c)) {
+        return Err(violation(format!("{s:?} must not contain {c:?}")));
+    }
+    if s.starts_with('-') || s.starts_with('/') || s.ends_with('/') || s.ends_with('.') || s == "@" {
+        return Err(violation(format!("{s:?} is not a valid git reference name")));
+    }
+    if s.contains("..") || s.contains("@{") || s.contains("//") {
+        return Err(violation(format!("{s:?} must not contain '..', '@{{' or '//'")));
+    }
+    if s.split('/').any(|c| c.starts_with('.') || c.ends_with(".lock")) {
+        return Err(violation(format!("{s:?} has a component starting with '.' or ending with '.lock'")));
+    }
+    Ok(())
+}
+
+/// A commit author: `Name <email>`, one line.
+pub fn git_author(s: &str) -> Result<(), Violation> {
+    max_len(s, limits::MAX_NAME_BYTES)?;
+    let ok = s.chars().all(|c| !c.is_control())
+        && s.ends_with('>')
+        && s.find('<').is_some_and(|i| i > 0 && !s[..i].trim().is_empty() && s[i + 1..s.len() - 1].contains('@'));
+    if !ok {
+        return Err(violation(format!("{s:?} is not \"Name <email>\"")));
+    }
+    Ok(())
+}
+
+/// The branch a git task's commit goes to when its source names none: `orca/<job>/<task>`,
+/// with characters a reference cannot hold replaced by `-`.
+pub fn git_default_branch(job: &str, task: i64) -> String {
+    let job: String =
+        job.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-') { c } else { '-' }).collect();
+    let job = job.trim_matches('-');
+    format!("orca/{}/{task}", if job.is_empty() { "job" } else { job })
 }
 
 fn label_char(c: char) -> bool {
@@ -360,6 +442,40 @@ pub fn log_safe(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn git_names_follow_gits_rules_and_never_look_like_options() {
+        use super::{git_author, git_default_branch, git_ref, git_repo, git_repo_local};
+        for ok in [
+            "https://github.com/a/b.git",
+            "ssh://git@h/x",
+            "git@github.com:a/b.git",
+            "/srv/repos/x.git",
+            "file:///srv/x",
+        ] {
+            assert!(git_repo(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-uhttps://x", "ext::sh -c touch% /tmp/x", "relative/path", "/a b", "fd::3"] {
+            assert!(git_repo(bad).is_err(), "{bad}");
+        }
+        assert_eq!(git_repo_local("file:///srv/x"), Some("/srv/x"));
+        assert_eq!(git_repo_local("https://h/x"), None);
+        for ok in ["main", "v1.2", "feature/x", "0123abcd", "orca/job-1/7"] {
+            assert!(git_ref(ok).is_ok(), "{ok}");
+        }
+        for bad in
+            ["", "-f", "a..b", "a b", "x~1", "HEAD^", "a:b", "/a", "a/", "a.lock", ".hidden", "a//b", "x@{1}", "end."]
+        {
+            assert!(git_ref(bad).is_err(), "{bad}");
+        }
+        assert!(git_author("Ada Lovelace <ada@example.com>").is_ok());
+        for bad in ["ada", "<ada@x>", "Ada <ada>", "Ada <a@x>\nX: y"] {
+            assert!(git_author(bad).is_err(), "{bad}");
+        }
+        assert_eq!(git_default_branch("job 1/x", 7), "orca/job-1-x/7");
+        assert!(git_ref(&git_default_branch(".a..b", 1)).is_ok());
+        assert_eq!(git_default_branch("...", 2), "orca/job/2");
+    }
+
     use super::*;
 
     #[test]

@@ -116,6 +116,12 @@ pub struct Args {
     #[arg(long = "allow-hook", env = "ORCA_ALLOW_HOOKS", value_delimiter = ',')]
     pub allow_hooks: Vec<String>,
 
+    /// A git repository tasks may name in their git source (repeatable; `*` matches any run of
+    /// characters, the whole URL or path must match; none by default, so git tasks fail
+    /// with a `worker policy:` reason). Local paths must also lie under an --allow-dir root.
+    #[arg(long = "allow-repo", env = "ORCA_ALLOW_REPOS", value_delimiter = ',', value_name = "PATTERN")]
+    pub allow_repos: Vec<String>,
+
     /// File holding the bearer token (or set ORCA_TOKEN to the token itself; never a flag's
     /// value, which `ps` shows).
     #[arg(long, env = "ORCA_TOKEN_FILE")]
@@ -276,6 +282,11 @@ impl Args {
         if let Some(why) = agent::problem(self.agent, agent_command.as_deref()) {
             return Err(err(if agent_command.is_some() { "--agent-command" } else { "--agent" }, why));
         }
+        if !policy.allow_repos.is_empty()
+            && let Err(why) = crate::git::installed()
+        {
+            return Err(err("--allow-repo", why));
+        }
         Ok(Config {
             coordinator: url,
             slots,
@@ -302,6 +313,7 @@ impl Args {
             permission_mode: self.permission_mode.clone(),
             hooks: self.hooks,
             allow_hooks: self.allow_hooks.clone(),
+            allow_repos: self.allow_repos.iter().filter(|p| !p.is_empty()).cloned().collect(),
         };
         let token = orca_proto::contract::token_from(self.token_file.as_deref())
             .map_err(|e| err("--token-file", e))?

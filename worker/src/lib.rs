@@ -11,6 +11,7 @@
 //!   drain on SIGTERM (inputs in, effects out, no tokio or tonic);
 //! - [`task`]: one attempt from assignment to final report;
 //! - [`workspace`]: where a task runs, context files in, expected outputs out;
+//! - [`git`]: tasks with a git source: mirrors, worktrees, the commit and its patch;
 //! - [`prompt`]: the prompt the agent gets (shared context, files, outputs, task);
 //! - [`agent`]: running a supervised process ([`agent::supervise`]: the per-task
 //!   supervisor, a child subreaper that kills every descendant of the agent when its run ends
@@ -21,6 +22,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod git;
 pub mod policy;
 pub mod prompt;
 pub mod session;
@@ -48,6 +50,8 @@ pub struct Ctx {
     pub sweep: tokio::sync::Notify,
     /// The token sent with every call, if any.
     pub bearer: session::Bearer,
+    /// The bare mirrors of git sources, one lock each.
+    pub mirrors: git::Mirrors,
 }
 
 /// A deadline for `tokio::time::sleep_until`: `at`, or a year from now for none (the select
@@ -105,8 +109,15 @@ pub async fn run_with_signals(
         "worker starting"
     );
     let bearer = session::Bearer::new(config.token.as_deref()).map_err(std::io::Error::other)?;
-    let ctx =
-        Arc::new(Ctx { config, exe, worker_id, workspaces: Arc::default(), sweep: tokio::sync::Notify::new(), bearer });
+    let ctx = Arc::new(Ctx {
+        config,
+        exe,
+        worker_id,
+        workspaces: Arc::default(),
+        sweep: tokio::sync::Notify::new(),
+        bearer,
+        mirrors: git::Mirrors::default(),
+    });
     session::run(ctx, signals).await;
     Ok(())
 }

@@ -7,6 +7,10 @@
 //!   Hooks picked by `auto_verify` from marker files are filtered the same way (not an
 //!   error: the task named no command).
 //!
+//! - Git sources: only repositories matching an `--allow-repo` pattern (none by default);
+//!   a local path must also lie under an `--allow-dir` root (checked where the path is
+//!   resolved, in `crate::git`).
+//!
 //! A task beyond the policy fails before anything runs, is not retried, and its reason
 //! starts with `worker policy:`.
 
@@ -33,6 +37,8 @@ pub struct Policy {
     /// Patterns of allowed hook commands: `*` matches any run of characters, the rest is
     /// literal, and the whole command must match.
     pub allow_hooks: Vec<String>,
+    /// Patterns (as for hooks) of the git repositories a task may name; none by default.
+    pub allow_repos: Vec<String>,
 }
 
 /// How much a permission mode allows: `plan` reads only; `default` and `dontAsk` run what is
@@ -98,6 +104,14 @@ impl Policy {
         if claude {
             self.permission_mode(spec)?;
         }
+        if let Some(g) = &spec.git
+            && !self.allow_repos.iter().any(|p| matches(p, &g.repo))
+        {
+            return Err(match self.allow_repos.is_empty() {
+                true => format!("git repository {} asked, and this worker allows none (see --allow-repo)", g.repo),
+                false => format!("git repository {} matches no --allow-repo pattern", g.repo),
+            });
+        }
         if let Some(h) = spec.verification.iter().find(|h| !self.hook_allowed(&h.command)) {
             return Err(match self.hooks {
                 Hooks::None => format!("verification hooks are off on this worker ({:?} asked)", h.command),
@@ -129,7 +143,31 @@ mod tests {
     }
 
     fn policy(mode: &str, hooks: Hooks, allow: &[&str]) -> Policy {
-        Policy { permission_mode: mode.into(), hooks, allow_hooks: allow.iter().map(|s| s.to_string()).collect() }
+        Policy {
+            permission_mode: mode.into(),
+            hooks,
+            allow_hooks: allow.iter().map(|s| s.to_string()).collect(),
+            allow_repos: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn git_sources_run_only_when_a_pattern_allows_them() {
+        let git = |repo: &str| pb::TaskSpec {
+            git: Some(pb::GitSource { repo: repo.into(), ..Default::default() }),
+            ..Default::default()
+        };
+        let none = policy("plan", Hooks::Any, &[]).check(&git("https://h/a.git"), false).unwrap_err();
+        assert!(none.contains("allows none"), "{none}");
+        let p = Policy {
+            allow_repos: vec!["https://github.com/acme/*".into(), "/srv/git/*".into()],
+            ..policy("plan", Hooks::Any, &[])
+        };
+        assert!(p.check(&git("https://github.com/acme/app.git"), false).is_ok());
+        assert!(p.check(&git("/srv/git/x.git"), false).is_ok());
+        let other = p.check(&git("https://github.com/evil/app.git"), false).unwrap_err();
+        assert!(other.contains("matches no --allow-repo pattern"), "{other}");
+        assert!(p.check(&pb::TaskSpec::default(), false).is_ok(), "no git source, nothing to allow");
     }
 
     #[test]

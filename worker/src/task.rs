@@ -18,7 +18,7 @@ use crate::Ctx;
 use crate::agent::{self, Ending, Invocation, StopReason, StopRx, claude, command};
 use crate::config::AgentKind;
 use crate::workspace::{self, Workspace};
-use crate::{prompt, verify};
+use crate::{git, prompt, verify};
 
 /// Bytes of stderr quoted in an error message.
 const ERROR_STDERR: usize = 4_000;
@@ -128,7 +128,7 @@ async fn run_attempt(
     if let Err(why) = ctx.config.policy.check(&spec, ctx.config.agent == AgentKind::Claude) {
         return failed(pb::TaskResult::default(), format!("worker policy: {why}"), false);
     }
-    let (ws, note) = match prepare(ctx, &a, &spec).await {
+    let Prepared { ws, note, checkout } = match prepare(ctx, &a, &spec).await {
         Ok(p) => p,
         Err(fin) => return *fin,
     };
@@ -136,7 +136,7 @@ async fn run_attempt(
         tracing::info!(task = a.task_id, attempt = a.attempt, "{note}");
         progress(note);
     }
-    let fin = attempt_in(ctx, &a, &spec, &ws, &mut stop, progress, (started, traceparent)).await;
+    let fin = attempt_in(ctx, &a, &spec, (&ws, checkout.as_ref()), &mut stop, progress, (started, traceparent)).await;
     let keep = matches!(fin, Final::Report(Body::Failed(_)));
     if ws.fresh {
         let _ =
@@ -150,27 +150,66 @@ async fn run_attempt(
     fin
 }
 
-/// Picks the workspace and writes the context files into it, on a blocking thread (file I/O).
-/// A fresh workspace whose files cannot be written is removed again.
-async fn prepare(ctx: &Ctx, a: &pb::Assignment, spec: &pb::TaskSpec) -> Step<(Workspace, Option<String>)> {
+/// Picks the workspace (for a git task, a worktree of its repository at its base) and
+/// writes the context files into it. A fresh workspace that cannot be made ready is
+/// removed again.
+async fn prepare(ctx: &Ctx, a: &pb::Assignment, spec: &pb::TaskSpec) -> Step<Prepared> {
     let (in_use, work_dir, allow) =
         (ctx.workspaces.clone(), ctx.config.work_dir.clone(), ctx.config.allow_dirs.clone());
-    let (job, files, working_dir) = (a.job_id.clone(), spec.context_files.clone(), spec.working_dir.clone());
-    let (task_id, attempt) = (a.task_id, a.attempt);
-    let prepared = tokio::task::spawn_blocking(move || {
-        let (ws, note) = workspace::prepare(&in_use, &work_dir, &allow, &job, task_id, attempt, &working_dir)?;
-        if let Err(e) = workspace::write_context_files(&ws, &files) {
-            workspace::remove(&ws);
-            return Err(e);
-        }
-        Ok((ws, note))
+    // A git task always runs in a worktree of its own.
+    let working_dir = if spec.git.is_some() { String::new() } else { spec.working_dir.clone() };
+    let (job, task_id, attempt) = (a.job_id.clone(), a.task_id, a.attempt);
+    let made = tokio::task::spawn_blocking(move || {
+        workspace::prepare(&in_use, &work_dir, &allow, &job, task_id, attempt, &working_dir)
     })
     .await;
-    match prepared {
-        Ok(Ok(p)) => Ok(p),
+    let (ws, mut note) = match made {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return Err(Box::new(workspace_failed(pb::TaskResult::default(), e))),
+        Err(e) => {
+            return Err(Box::new(failed(
+                pb::TaskResult::default(),
+                format!("workspace preparation failed: {e}"),
+                true,
+            )));
+        }
+    };
+    let mut checkout = None;
+    if let Some(g) = &spec.git {
+        if !spec.working_dir.is_empty() {
+            note = Some(format!("working_dir is ignored: the task runs in a worktree of {}", g.repo));
+        }
+        match git::checkout(&ctx.mirrors, &ctx.config.work_dir, &ctx.config.allow_dirs, a, &ws.path).await {
+            Ok(c) => checkout = Some(c),
+            Err(f) => {
+                let _ = tokio::task::spawn_blocking(move || workspace::remove(&ws)).await;
+                return Err(Box::new(failed(pb::TaskResult::default(), f.error, f.retryable)));
+            }
+        }
+    }
+    let files = spec.context_files.clone();
+    let written = tokio::task::spawn_blocking(move || match workspace::write_context_files(&ws, &files) {
+        Ok(()) => Ok(ws),
+        Err(e) => {
+            workspace::remove(&ws);
+            Err(e)
+        }
+    })
+    .await;
+    match written {
+        Ok(Ok(ws)) => Ok(Prepared { ws, note, checkout }),
         Ok(Err(e)) => Err(Box::new(workspace_failed(pb::TaskResult::default(), e))),
         Err(e) => Err(Box::new(failed(pb::TaskResult::default(), format!("workspace preparation failed: {e}"), true))),
     }
+}
+
+/// A workspace ready for the agent.
+struct Prepared {
+    ws: Workspace,
+    /// Why the task's working_dir was not used, if it named one.
+    note: Option<String>,
+    /// For a git task: the worktree's start.
+    checkout: Option<git::Checkout>,
 }
 
 /// The attempt in its workspace: the agent, then (when it succeeded) the expected outputs,
@@ -180,7 +219,7 @@ async fn attempt_in(
     ctx: &Ctx,
     a: &pb::Assignment,
     spec: &pb::TaskSpec,
-    ws: &Workspace,
+    (ws, checkout): (&Workspace, Option<&git::Checkout>),
     stop: &mut StopRx,
     progress: &mut (dyn FnMut(String) + Send),
     (started, traceparent): (Instant, Option<String>),
@@ -200,7 +239,7 @@ async fn attempt_in(
     }
     // A task that ran in place (a filesystem shared with the caller) left its files there.
     let result = pb::TaskResult { in_place: !ws.fresh, ..Default::default() };
-    let mut at = Attempt { ctx, spec, ws, env, started, result };
+    let mut at = Attempt { ctx, spec, ws, checkout, env, started, result };
     match at.steps(&values, stop, progress).await {
         Ok(()) => at.completed(),
         Err(fin) => *fin,
@@ -215,6 +254,8 @@ struct Attempt<'a> {
     ctx: &'a Ctx,
     spec: &'a pb::TaskSpec,
     ws: &'a Workspace,
+    /// For a git task: where its worktree started, to commit what the agent changed.
+    checkout: Option<&'a git::Checkout>,
     /// The `ORCA_*` variables of the agent and the hooks.
     env: Vec<(String, String)>,
     started: Instant,
@@ -237,7 +278,24 @@ impl Attempt<'_> {
         // The agent succeeded: check what it was asked to produce, then verify.
         self.check_outputs()?;
         self.verify(stop).await?;
-        self.collect_artifacts().await
+        self.collect_artifacts().await?;
+        self.git_commit(values).await
+    }
+
+    /// For a git task: commits what the agent changed and puts the commit, its patch and
+    /// stats in the result (also when the push or the patch's size fails the attempt).
+    async fn git_commit(&mut self, values: &command::Values<'_>) -> Step {
+        let Some(co) = self.checkout else { return Ok(()) };
+        match git::commit(co, &self.ws.path, self.spec, values.job_id, values.task_id).await {
+            Ok(r) => {
+                self.result.git = Some(Box::new(r));
+                Ok(())
+            }
+            Err((r, f)) => {
+                self.result.git = Some(Box::new(r));
+                Err(self.fail(f.error, f.retryable))
+            }
+        }
     }
 
     /// Fails the attempt with the result so far.

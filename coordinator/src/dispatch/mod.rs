@@ -409,6 +409,7 @@ fn new_task(id: TaskId, spec: &pb::TaskSpec, deps: Vec<TaskId>, payload: Option<
             max_ms: p.max_backoff_ms,
         },
         payload,
+        git_chain: spec.git.as_ref().is_some_and(|g| g.builds_on != 0),
     }
 }
 
@@ -1079,6 +1080,9 @@ impl Dispatcher {
             };
             let deps: Vec<i64> = t.deps.iter().map(resolve).collect();
             let mut spec = t.spec;
+            if let (Some(g), Some(on)) = (spec.git.as_mut(), t.builds_on.as_ref()) {
+                g.builds_on = resolve(on);
+            }
             spec.parent_task_id = spec.parent_task_id.map(|p| if p < 0 { ids[(-p - 1) as usize] } else { p });
             for d in spec.depends_on.iter_mut() {
                 if *d < 0 {
@@ -1341,6 +1345,20 @@ impl Dispatcher {
         self.feeds.publish(events, now, idle);
     }
 
+    /// Where the batch's git tasks that build on others start (their chains' base commits and
+    /// patches), read from the store: those tasks completed, so their results are durable.
+    async fn git_bases(&mut self, effects: &[Effect]) -> Result<HashMap<TaskId, pb::GitBase>, Error> {
+        let mut bases = HashMap::new();
+        for e in effects {
+            let Effect::Assign { id, payload: Some(p), git_chain: true, .. } = e else { continue };
+            let on = pb::TaskSpec::decode(&p[..]).ok().and_then(|s| s.git).map_or(0, |g| g.builds_on);
+            if on != 0 {
+                bases.insert(*id, self.writer.git_base(on).await?);
+            }
+        }
+        Ok(bases)
+    }
+
     /// Sends the batch's assignments and cancellations; specs not cached in memory are read
     /// from the store first, in one query (they are durable: the batch committed).
     async fn send_to_workers(&mut self, effects: &mut [Effect]) -> Result<(), Error> {
@@ -1359,10 +1377,11 @@ impl Dispatcher {
                 }
             }
         }
+        let bases = self.git_bases(effects).await?;
         if orca_telemetry::enabled() {
             trace_assignments(effects);
         }
-        let per = streams::messages(effects, &mut self.sessions, &self.context);
+        let per = streams::messages(effects, &mut self.sessions, &self.context, bases);
         for (worker, msgs) in per {
             let Some(s) = self.sessions.get(&worker) else { continue };
             if let Err(e) = msgs.into_iter().try_for_each(|m| s.tx.try_send(Ok(m))) {
@@ -1391,7 +1410,7 @@ mod tests {
     use super::*;
 
     fn add(tasks: usize) -> Command {
-        let task = CheckedTask { spec: pb::TaskSpec::default(), deps: vec![] };
+        let task = CheckedTask { spec: pb::TaskSpec::default(), deps: vec![], builds_on: None };
         Command::AddTasks { job: "j".into(), tasks: vec![task; tasks], idem: None, reply: oneshot::channel().0 }
     }
 

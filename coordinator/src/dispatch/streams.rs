@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::Error;
-use crate::queue::{Effect, JobId, WorkerId};
+use crate::queue::{Effect, JobId, TaskId, WorkerId};
 
 /// Bytes of one Listen message the dispatcher builds; past it, the rest goes in the next.
 pub const MAX_LISTEN_MESSAGE_BYTES: usize = 16 << 20;
@@ -149,11 +149,12 @@ pub(super) fn messages(
     effects: &[Effect],
     sessions: &mut HashMap<WorkerId, Session>,
     context: &Context,
+    mut git_bases: HashMap<TaskId, pb::GitBase>,
 ) -> HashMap<WorkerId, Vec<pb::ListenResponse>> {
     let mut per: HashMap<WorkerId, Outgoing> = HashMap::new();
     for e in effects {
         match e {
-            Effect::Assign { worker, id, job, attempt, lease_expires_ms, payload, previous_error } => {
+            Effect::Assign { worker, id, job, attempt, lease_expires_ms, payload, previous_error, .. } => {
                 let Some(session) = sessions.get_mut(worker) else { continue };
                 let mut a = pb::Assignment {
                     task_id: id.0,
@@ -163,6 +164,7 @@ pub(super) fn messages(
                     lease_expires_ms: *lease_expires_ms as i64,
                     context: Vec::new(),
                     previous_error: previous_error.as_deref().unwrap_or_default().to_string(),
+                    git_base: git_bases.remove(id),
                 };
                 let mut scopes = Vec::new();
                 if session.context_by_stream {

@@ -163,6 +163,8 @@ pub struct NewTask {
     /// The encoded spec, handed to the worker with the assignment; kept in memory while the
     /// payload budget allows, otherwise read from the store when the task is dispatched.
     pub payload: Option<Arc<[u8]>>,
+    /// A git task that builds on another: its assignment carries that task's patches.
+    pub git_chain: bool,
 }
 
 /// What the scheduler must know of a task that is not in memory (a final task, read from
@@ -246,6 +248,8 @@ pub struct Entry {
     /// The encoded spec while it is cached (see [`Limits::payload_cache_bytes`]).
     pub payload: Option<Arc<[u8]>>,
     ready_gen: u32,
+    /// See [`NewTask::git_chain`].
+    pub git_chain: bool,
 }
 
 /// Counts of a job's tasks by state.
@@ -402,6 +406,8 @@ pub enum Effect {
         payload: Option<Arc<[u8]>>,
         /// The error of the task's last failed attempt, when this one retries it.
         previous_error: Option<Arc<str>>,
+        /// A git task that builds on another (the dispatcher adds the patches).
+        git_chain: bool,
     },
     /// Tell the worker to stop this attempt.
     Revoke { worker: WorkerId, id: TaskId, attempt: u32, reason: String },
@@ -1116,6 +1122,7 @@ impl Scheduler {
                 added: self.clock_ms as u32,
                 payload,
                 ready_gen: 0,
+                git_chain: t.git_chain,
             }),
         );
     }
@@ -1210,7 +1217,7 @@ impl Scheduler {
         e.lease = Some(Lease { worker: worker.clone(), expires_ms });
         e.last_worker = Some(worker.clone());
         e.avoid = None;
-        let attempt = e.attempt;
+        let (attempt, git_chain) = (e.attempt, e.git_chain);
         let job = e.job.clone();
         // The worker gets the spec now; a later attempt reads it from the store again.
         let payload = e.payload.take();
@@ -1230,6 +1237,7 @@ impl Scheduler {
             lease_expires_ms: expires_ms,
             payload,
             previous_error,
+            git_chain,
         });
     }
 

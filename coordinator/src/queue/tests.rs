@@ -19,6 +19,7 @@ fn task(id: i64) -> NewTask {
         max_retries: 0,
         retry: RetryPolicy { initial_ms: 100, multiplier: 2.0, max_ms: 1_000 },
         payload: Some(Arc::from(&b"spec"[..])),
+        git_chain: false,
     }
 }
 

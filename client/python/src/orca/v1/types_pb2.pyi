@@ -83,7 +83,7 @@ class AgentOptions(_message.Message):
     def __init__(self, model: _Optional[str] = ..., max_turns: _Optional[int] = ..., allowed_tools: _Optional[_Iterable[str]] = ..., permission_mode: _Optional[str] = ..., max_budget_usd: _Optional[float] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("prompt", "priority", "parent_task_id", "depends_on", "context_files", "expected_outputs", "working_dir", "metadata", "max_retries", "retry_policy", "timeout_seconds", "required_labels", "verification", "auto_verify", "agent", "name", "trace_parent")
+    __slots__ = ("prompt", "priority", "parent_task_id", "depends_on", "context_files", "expected_outputs", "working_dir", "metadata", "max_retries", "retry_policy", "timeout_seconds", "required_labels", "verification", "auto_verify", "agent", "name", "trace_parent", "git")
     class RequiredLabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +108,7 @@ class TaskSpec(_message.Message):
     AGENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TRACE_PARENT_FIELD_NUMBER: _ClassVar[int]
+    GIT_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     priority: int
     parent_task_id: int
@@ -125,7 +126,50 @@ class TaskSpec(_message.Message):
     agent: AgentOptions
     name: str
     trace_parent: str
-    def __init__(self, prompt: _Optional[str] = ..., priority: _Optional[int] = ..., parent_task_id: _Optional[int] = ..., depends_on: _Optional[_Iterable[int]] = ..., context_files: _Optional[_Iterable[_Union[ContextFile, _Mapping]]] = ..., expected_outputs: _Optional[_Iterable[str]] = ..., working_dir: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_retries: _Optional[int] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout_seconds: _Optional[int] = ..., required_labels: _Optional[_Mapping[str, str]] = ..., verification: _Optional[_Iterable[_Union[VerificationHook, _Mapping]]] = ..., auto_verify: _Optional[bool] = ..., agent: _Optional[_Union[AgentOptions, _Mapping]] = ..., name: _Optional[str] = ..., trace_parent: _Optional[str] = ...) -> None: ...
+    git: GitSource
+    def __init__(self, prompt: _Optional[str] = ..., priority: _Optional[int] = ..., parent_task_id: _Optional[int] = ..., depends_on: _Optional[_Iterable[int]] = ..., context_files: _Optional[_Iterable[_Union[ContextFile, _Mapping]]] = ..., expected_outputs: _Optional[_Iterable[str]] = ..., working_dir: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_retries: _Optional[int] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout_seconds: _Optional[int] = ..., required_labels: _Optional[_Mapping[str, str]] = ..., verification: _Optional[_Iterable[_Union[VerificationHook, _Mapping]]] = ..., auto_verify: _Optional[bool] = ..., agent: _Optional[_Union[AgentOptions, _Mapping]] = ..., name: _Optional[str] = ..., trace_parent: _Optional[str] = ..., git: _Optional[_Union[GitSource, _Mapping]] = ...) -> None: ...
+
+class GitSource(_message.Message):
+    __slots__ = ("repo", "base", "branch", "push", "author", "message", "base_patch", "builds_on")
+    REPO_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    PUSH_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    BASE_PATCH_FIELD_NUMBER: _ClassVar[int]
+    BUILDS_ON_FIELD_NUMBER: _ClassVar[int]
+    repo: str
+    base: str
+    branch: str
+    push: bool
+    author: str
+    message: str
+    base_patch: bytes
+    builds_on: int
+    def __init__(self, repo: _Optional[str] = ..., base: _Optional[str] = ..., branch: _Optional[str] = ..., push: _Optional[bool] = ..., author: _Optional[str] = ..., message: _Optional[str] = ..., base_patch: _Optional[bytes] = ..., builds_on: _Optional[int] = ...) -> None: ...
+
+class GitResult(_message.Message):
+    __slots__ = ("base_commit", "commit", "branch", "pushed", "patch", "files_changed", "insertions", "deletions", "empty")
+    BASE_COMMIT_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    PUSHED_FIELD_NUMBER: _ClassVar[int]
+    PATCH_FIELD_NUMBER: _ClassVar[int]
+    FILES_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    INSERTIONS_FIELD_NUMBER: _ClassVar[int]
+    DELETIONS_FIELD_NUMBER: _ClassVar[int]
+    EMPTY_FIELD_NUMBER: _ClassVar[int]
+    base_commit: str
+    commit: str
+    branch: str
+    pushed: bool
+    patch: bytes
+    files_changed: int
+    insertions: int
+    deletions: int
+    empty: bool
+    def __init__(self, base_commit: _Optional[str] = ..., commit: _Optional[str] = ..., branch: _Optional[str] = ..., pushed: _Optional[bool] = ..., patch: _Optional[bytes] = ..., files_changed: _Optional[int] = ..., insertions: _Optional[int] = ..., deletions: _Optional[int] = ..., empty: _Optional[bool] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
@@ -164,7 +208,7 @@ class VerificationResult(_message.Message):
     def __init__(self, command: _Optional[str] = ..., description: _Optional[str] = ..., passed: _Optional[bool] = ..., exit_code: _Optional[int] = ..., output: _Optional[str] = ..., duration_ms: _Optional[int] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("output", "error", "exit_code", "duration_ms", "cost_usd", "usage", "session_id", "num_turns", "artifacts", "verification", "in_place")
+    __slots__ = ("output", "error", "exit_code", "duration_ms", "cost_usd", "usage", "session_id", "num_turns", "artifacts", "verification", "in_place", "git")
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +220,7 @@ class TaskResult(_message.Message):
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     VERIFICATION_FIELD_NUMBER: _ClassVar[int]
     IN_PLACE_FIELD_NUMBER: _ClassVar[int]
+    GIT_FIELD_NUMBER: _ClassVar[int]
     output: str
     error: str
     exit_code: int
@@ -187,7 +232,8 @@ class TaskResult(_message.Message):
     artifacts: _containers.RepeatedCompositeFieldContainer[Artifact]
     verification: _containers.RepeatedCompositeFieldContainer[VerificationResult]
     in_place: bool
-    def __init__(self, output: _Optional[str] = ..., error: _Optional[str] = ..., exit_code: _Optional[int] = ..., duration_ms: _Optional[int] = ..., cost_usd: _Optional[float] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., session_id: _Optional[str] = ..., num_turns: _Optional[int] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., verification: _Optional[_Iterable[_Union[VerificationResult, _Mapping]]] = ..., in_place: _Optional[bool] = ...) -> None: ...
+    git: GitResult
+    def __init__(self, output: _Optional[str] = ..., error: _Optional[str] = ..., exit_code: _Optional[int] = ..., duration_ms: _Optional[int] = ..., cost_usd: _Optional[float] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., session_id: _Optional[str] = ..., num_turns: _Optional[int] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., verification: _Optional[_Iterable[_Union[VerificationResult, _Mapping]]] = ..., in_place: _Optional[bool] = ..., git: _Optional[_Union[GitResult, _Mapping]] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("task_id", "job_id", "state", "spec", "result", "attempts", "retries_used", "reason", "worker_id", "created_at_ms", "updated_at_ms", "not_before_ms", "history")

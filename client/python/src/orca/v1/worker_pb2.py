@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from orca.v1 import types_pb2 as orca_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14orca/v1/worker.proto\x12\x07orca.v1\x1a\x13orca/v1/types.proto\"+\n\x07TaskRef\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\"\x81\x02\n\x0fRegisterRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x34\n\x06labels\x18\x04 \x03(\x0b\x32$.orca.v1.RegisterRequest.LabelsEntry\x12\r\n\x05slots\x18\x05 \x01(\r\x12\x13\n\x0b\x61gent_kinds\x18\x06 \x03(\t\x12!\n\x07running\x18\x07 \x03(\x0b\x32\x10.orca.v1.TaskRef\x12\x0f\n\x07version\x18\x08 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9e\x01\n\x10RegisterResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x15\n\rlease_seconds\x18\x02 \x01(\r\x12\"\n\x1aheartbeat_interval_seconds\x18\x03 \x01(\r\x12\x1f\n\x05stale\x18\x04 \x03(\x0b\x32\x10.orca.v1.TaskRef\x12\x1b\n\x13\x63oordinator_version\x18\x05 \x01(\t\"=\n\rListenRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x19\n\x11\x63ontext_by_stream\x18\x02 \x01(\x08\"9\n\x0c\x43ontextEntry\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\t\"\xb9\x01\n\nAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x1f\n\x04spec\x18\x04 \x01(\x0b\x32\x11.orca.v1.TaskSpec\x12\x18\n\x10lease_expires_ms\x18\x05 \x01(\x03\x12&\n\x07\x63ontext\x18\x06 \x03(\x0b\x32\x15.orca.v1.ContextEntry\x12\x16\n\x0eprevious_error\x18\x07 \x01(\t\"@\n\x0c\x43\x61ncellation\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"F\n\x0c\x43ontextScope\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12&\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x15.orca.v1.ContextEntry\"\x91\x01\n\x0eListenResponse\x12(\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x13.orca.v1.Assignment\x12,\n\rcancellations\x18\x02 \x03(\x0b\x32\x15.orca.v1.Cancellation\x12\'\n\x08\x63ontexts\x18\x03 \x03(\x0b\x32\x15.orca.v1.ContextScope\"H\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12!\n\x07running\x18\x02 \x03(\x0b\x32\x10.orca.v1.TaskRef\"N\n\x11HeartbeatResponse\x12\x1f\n\x05stale\x18\x01 \x03(\x0b\x32\x10.orca.v1.TaskRef\x12\x18\n\x10lease_expires_ms\x18\x02 \x01(\x03\"\t\n\x07Started\"\x1b\n\x08Progress\x12\x0f\n\x07message\x18\x01 \x01(\t\"0\n\tCompleted\x12#\n\x06result\x18\x01 \x01(\x0b\x32\x13.orca.v1.TaskResult\"@\n\x06\x46\x61iled\x12#\n\x06result\x18\x01 \x01(\x0b\x32\x13.orca.v1.TaskResult\x12\x11\n\tretryable\x18\x02 \x01(\x08\"\x1c\n\nHandedBack\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x8c\x02\n\x06Report\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12#\n\x07started\x18\x03 \x01(\x0b\x32\x10.orca.v1.StartedH\x00\x12%\n\x08progress\x18\x04 \x01(\x0b\x32\x11.orca.v1.ProgressH\x00\x12\'\n\tcompleted\x18\x05 \x01(\x0b\x32\x12.orca.v1.CompletedH\x00\x12!\n\x06\x66\x61iled\x18\x06 \x01(\x0b\x32\x0f.orca.v1.FailedH\x00\x12*\n\x0bhanded_back\x18\x07 \x01(\x0b\x32\x13.orca.v1.HandedBackH\x00\x12\x14\n\x0ctrace_parent\x18\x08 \x01(\tB\x06\n\x04\x62ody\"D\n\rReportRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12 \n\x07reports\x18\x02 \x03(\x0b\x32\x0f.orca.v1.Report\"O\n\tReportAck\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"2\n\x0eReportResponse\x12 \n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x12.orca.v1.ReportAck2\x8c\x02\n\rWorkerGateway\x12?\n\x08Register\x12\x18.orca.v1.RegisterRequest\x1a\x19.orca.v1.RegisterResponse\x12;\n\x06Listen\x12\x16.orca.v1.ListenRequest\x1a\x17.orca.v1.ListenResponse0\x01\x12\x42\n\tHeartbeat\x12\x19.orca.v1.HeartbeatRequest\x1a\x1a.orca.v1.HeartbeatResponse\x12\x39\n\x06Report\x12\x16.orca.v1.ReportRequest\x1a\x17.orca.v1.ReportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14orca/v1/worker.proto\x12\x07orca.v1\x1a\x13orca/v1/types.proto\"+\n\x07TaskRef\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\"\x81\x02\n\x0fRegisterRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x34\n\x06labels\x18\x04 \x03(\x0b\x32$.orca.v1.RegisterRequest.LabelsEntry\x12\r\n\x05slots\x18\x05 \x01(\r\x12\x13\n\x0b\x61gent_kinds\x18\x06 \x03(\t\x12!\n\x07running\x18\x07 \x03(\x0b\x32\x10.orca.v1.TaskRef\x12\x0f\n\x07version\x18\x08 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9e\x01\n\x10RegisterResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x15\n\rlease_seconds\x18\x02 \x01(\r\x12\"\n\x1aheartbeat_interval_seconds\x18\x03 \x01(\r\x12\x1f\n\x05stale\x18\x04 \x03(\x0b\x32\x10.orca.v1.TaskRef\x12\x1b\n\x13\x63oordinator_version\x18\x05 \x01(\t\"=\n\rListenRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x19\n\x11\x63ontext_by_stream\x18\x02 \x01(\x08\"9\n\x0c\x43ontextEntry\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\t\"\xdd\x01\n\nAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x1f\n\x04spec\x18\x04 \x01(\x0b\x32\x11.orca.v1.TaskSpec\x12\x18\n\x10lease_expires_ms\x18\x05 \x01(\x03\x12&\n\x07\x63ontext\x18\x06 \x03(\x0b\x32\x15.orca.v1.ContextEntry\x12\x16\n\x0eprevious_error\x18\x07 \x01(\t\x12\"\n\x08git_base\x18\x08 \x01(\x0b\x32\x10.orca.v1.GitBase\">\n\x07GitBase\x12\x13\n\x0b\x62\x61se_commit\x18\x01 \x01(\t\x12\x0f\n\x07patches\x18\x02 \x03(\x0c\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"@\n\x0c\x43\x61ncellation\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"F\n\x0c\x43ontextScope\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12&\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x15.orca.v1.ContextEntry\"\x91\x01\n\x0eListenResponse\x12(\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x13.orca.v1.Assignment\x12,\n\rcancellations\x18\x02 \x03(\x0b\x32\x15.orca.v1.Cancellation\x12\'\n\x08\x63ontexts\x18\x03 \x03(\x0b\x32\x15.orca.v1.ContextScope\"H\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12!\n\x07running\x18\x02 \x03(\x0b\x32\x10.orca.v1.TaskRef\"N\n\x11HeartbeatResponse\x12\x1f\n\x05stale\x18\x01 \x03(\x0b\x32\x10.orca.v1.TaskRef\x12\x18\n\x10lease_expires_ms\x18\x02 \x01(\x03\"\t\n\x07Started\"\x1b\n\x08Progress\x12\x0f\n\x07message\x18\x01 \x01(\t\"0\n\tCompleted\x12#\n\x06result\x18\x01 \x01(\x0b\x32\x13.orca.v1.TaskResult\"@\n\x06\x46\x61iled\x12#\n\x06result\x18\x01 \x01(\x0b\x32\x13.orca.v1.TaskResult\x12\x11\n\tretryable\x18\x02 \x01(\x08\"\x1c\n\nHandedBack\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x8c\x02\n\x06Report\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12#\n\x07started\x18\x03 \x01(\x0b\x32\x10.orca.v1.StartedH\x00\x12%\n\x08progress\x18\x04 \x01(\x0b\x32\x11.orca.v1.ProgressH\x00\x12\'\n\tcompleted\x18\x05 \x01(\x0b\x32\x12.orca.v1.CompletedH\x00\x12!\n\x06\x66\x61iled\x18\x06 \x01(\x0b\x32\x0f.orca.v1.FailedH\x00\x12*\n\x0bhanded_back\x18\x07 \x01(\x0b\x32\x13.orca.v1.HandedBackH\x00\x12\x14\n\x0ctrace_parent\x18\x08 \x01(\tB\x06\n\x04\x62ody\"D\n\rReportRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12 \n\x07reports\x18\x02 \x03(\x0b\x32\x0f.orca.v1.Report\"O\n\tReportAck\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"2\n\x0eReportResponse\x12 \n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x12.orca.v1.ReportAck2\x8c\x02\n\rWorkerGateway\x12?\n\x08Register\x12\x18.orca.v1.RegisterRequest\x1a\x19.orca.v1.RegisterResponse\x12;\n\x06Listen\x12\x16.orca.v1.ListenRequest\x1a\x17.orca.v1.ListenResponse0\x01\x12\x42\n\tHeartbeat\x12\x19.orca.v1.HeartbeatRequest\x1a\x1a.orca.v1.HeartbeatResponse\x12\x39\n\x06Report\x12\x16.orca.v1.ReportRequest\x1a\x17.orca.v1.ReportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,35 +47,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONTEXTENTRY']._serialized_start=583
   _globals['_CONTEXTENTRY']._serialized_end=640
   _globals['_ASSIGNMENT']._serialized_start=643
-  _globals['_ASSIGNMENT']._serialized_end=828
-  _globals['_CANCELLATION']._serialized_start=830
-  _globals['_CANCELLATION']._serialized_end=894
-  _globals['_CONTEXTSCOPE']._serialized_start=896
-  _globals['_CONTEXTSCOPE']._serialized_end=966
-  _globals['_LISTENRESPONSE']._serialized_start=969
-  _globals['_LISTENRESPONSE']._serialized_end=1114
-  _globals['_HEARTBEATREQUEST']._serialized_start=1116
-  _globals['_HEARTBEATREQUEST']._serialized_end=1188
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1190
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1268
-  _globals['_STARTED']._serialized_start=1270
-  _globals['_STARTED']._serialized_end=1279
-  _globals['_PROGRESS']._serialized_start=1281
-  _globals['_PROGRESS']._serialized_end=1308
-  _globals['_COMPLETED']._serialized_start=1310
-  _globals['_COMPLETED']._serialized_end=1358
-  _globals['_FAILED']._serialized_start=1360
-  _globals['_FAILED']._serialized_end=1424
-  _globals['_HANDEDBACK']._serialized_start=1426
-  _globals['_HANDEDBACK']._serialized_end=1454
-  _globals['_REPORT']._serialized_start=1457
-  _globals['_REPORT']._serialized_end=1725
-  _globals['_REPORTREQUEST']._serialized_start=1727
-  _globals['_REPORTREQUEST']._serialized_end=1795
-  _globals['_REPORTACK']._serialized_start=1797
-  _globals['_REPORTACK']._serialized_end=1876
-  _globals['_REPORTRESPONSE']._serialized_start=1878
-  _globals['_REPORTRESPONSE']._serialized_end=1928
-  _globals['_WORKERGATEWAY']._serialized_start=1931
-  _globals['_WORKERGATEWAY']._serialized_end=2199
+  _globals['_ASSIGNMENT']._serialized_end=864
+  _globals['_GITBASE']._serialized_start=866
+  _globals['_GITBASE']._serialized_end=928
+  _globals['_CANCELLATION']._serialized_start=930
+  _globals['_CANCELLATION']._serialized_end=994
+  _globals['_CONTEXTSCOPE']._serialized_start=996
+  _globals['_CONTEXTSCOPE']._serialized_end=1066
+  _globals['_LISTENRESPONSE']._serialized_start=1069
+  _globals['_LISTENRESPONSE']._serialized_end=1214
+  _globals['_HEARTBEATREQUEST']._serialized_start=1216
+  _globals['_HEARTBEATREQUEST']._serialized_end=1288
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1290
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1368
+  _globals['_STARTED']._serialized_start=1370
+  _globals['_STARTED']._serialized_end=1379
+  _globals['_PROGRESS']._serialized_start=1381
+  _globals['_PROGRESS']._serialized_end=1408
+  _globals['_COMPLETED']._serialized_start=1410
+  _globals['_COMPLETED']._serialized_end=1458
+  _globals['_FAILED']._serialized_start=1460
+  _globals['_FAILED']._serialized_end=1524
+  _globals['_HANDEDBACK']._serialized_start=1526
+  _globals['_HANDEDBACK']._serialized_end=1554
+  _globals['_REPORT']._serialized_start=1557
+  _globals['_REPORT']._serialized_end=1825
+  _globals['_REPORTREQUEST']._serialized_start=1827
+  _globals['_REPORTREQUEST']._serialized_end=1895
+  _globals['_REPORTACK']._serialized_start=1897
+  _globals['_REPORTACK']._serialized_end=1976
+  _globals['_REPORTRESPONSE']._serialized_start=1978
+  _globals['_REPORTRESPONSE']._serialized_end=2028
+  _globals['_WORKERGATEWAY']._serialized_start=2031
+  _globals['_WORKERGATEWAY']._serialized_end=2299
 # @@protoc_insertion_point(module_scope)

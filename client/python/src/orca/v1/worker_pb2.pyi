@@ -75,7 +75,7 @@ class ContextEntry(_message.Message):
     def __init__(self, scope: _Optional[str] = ..., key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("task_id", "job_id", "attempt", "spec", "lease_expires_ms", "context", "previous_error")
+    __slots__ = ("task_id", "job_id", "attempt", "spec", "lease_expires_ms", "context", "previous_error", "git_base")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +83,7 @@ class Assignment(_message.Message):
     LEASE_EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    GIT_BASE_FIELD_NUMBER: _ClassVar[int]
     task_id: int
     job_id: str
     attempt: int
@@ -90,7 +91,18 @@ class Assignment(_message.Message):
     lease_expires_ms: int
     context: _containers.RepeatedCompositeFieldContainer[ContextEntry]
     previous_error: str
-    def __init__(self, task_id: _Optional[int] = ..., job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., spec: _Optional[_Union[_types_pb2.TaskSpec, _Mapping]] = ..., lease_expires_ms: _Optional[int] = ..., context: _Optional[_Iterable[_Union[ContextEntry, _Mapping]]] = ..., previous_error: _Optional[str] = ...) -> None: ...
+    git_base: GitBase
+    def __init__(self, task_id: _Optional[int] = ..., job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., spec: _Optional[_Union[_types_pb2.TaskSpec, _Mapping]] = ..., lease_expires_ms: _Optional[int] = ..., context: _Optional[_Iterable[_Union[ContextEntry, _Mapping]]] = ..., previous_error: _Optional[str] = ..., git_base: _Optional[_Union[GitBase, _Mapping]] = ...) -> None: ...
+
+class GitBase(_message.Message):
+    __slots__ = ("base_commit", "patches", "error")
+    BASE_COMMIT_FIELD_NUMBER: _ClassVar[int]
+    PATCHES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    base_commit: str
+    patches: _containers.RepeatedScalarFieldContainer[bytes]
+    error: str
+    def __init__(self, base_commit: _Optional[str] = ..., patches: _Optional[_Iterable[bytes]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Cancellation(_message.Message):
     __slots__ = ("task_id", "attempt", "reason")
