@@ -24,7 +24,10 @@ purpose (docs/python.md has the full table):
   unused) and writes each completed task's files into its ``working_dir`` (the artifacts
   the worker shipped back; nothing when the worker ran in that directory on a shared
   filesystem);
-- shared-context values are stored as JSON text and decoded on the way back.
+- shared-context values are stored as JSON text and decoded on the way back;
+- Orca's git tasks: ``add_subtask(..., git_checkout=path)`` runs the task in a worktree of
+  that checkout's remote at its HEAD (``ship_changes=True`` ships the uncommitted changes
+  too), and ``wait_and_collect(job_id, apply=path)`` applies the patches they brought back.
 """
 
 from __future__ import annotations
@@ -129,6 +132,30 @@ def _output_text(res: Optional[types_pb2.TaskResult]) -> str:
     return res.output if res is not None else ""
 
 
+def _git_dicts(t: types_pb2.Task) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
+    """A git task's source and result as the CLI's ``orca task --json`` shows them (the
+    patch by its size); (None, None) for other tasks."""
+    if not t.spec.HasField("git"):
+        return None, None
+    g = t.spec.git
+    source = {"repo": g.repo, "base": g.base, "branch": g.branch, "push": g.push, "builds_on": g.builds_on}
+    r = orca.git_result(t)
+    if r is None:
+        return source, None
+    result = {
+        "base_commit": r.base_commit,
+        "commit": r.commit,
+        "branch": r.branch,
+        "pushed": r.pushed,
+        "empty": r.empty,
+        "files_changed": r.files_changed,
+        "insertions": r.insertions,
+        "deletions": r.deletions,
+        "patch_bytes": len(r.patch),
+    }
+    return source, result
+
+
 def task_dict(t: types_pb2.Task) -> Dict[str, Any]:
     """A task as the guide's dict (``id``, ``prompt``, ``status``, ``result``, ``error``, ...)
     plus Orca's extras."""
@@ -138,6 +165,7 @@ def task_dict(t: types_pb2.Task) -> Dict[str, Any]:
     error: Optional[str] = None
     if t.state in (_FAILED, _CANCELLED):
         error = (res.error if res is not None and res.error else "") or t.reason or None
+    git, git_result = _git_dicts(t)
     return {
         "id": t.task_id,
         "task_id": t.task_id,
@@ -177,6 +205,8 @@ def task_dict(t: types_pb2.Task) -> Dict[str, Any]:
             }
             for v in (res.verification if res is not None else [])
         ],
+        "git": git,
+        "git_result": git_result,
         "worker_id": t.worker_id or None,
         "created_at_ms": t.created_at_ms,
         "updated_at_ms": t.updated_at_ms,
@@ -267,12 +297,19 @@ class ClaudeOrchestrator:
         depends_on: Optional[Sequence[int]] = None,
         verification_hooks: Optional[Sequence[Union[VerificationHook, Mapping[str, Any]]]] = None,
         auto_verify: bool = True,
+        git_checkout: Optional[Union[str, "os.PathLike[str]"]] = None,
+        ship_changes: bool = False,
     ) -> types_pb2.TaskSpec:
         wd = os.path.abspath(os.fspath(working_dir)) if working_dir is not None else os.getcwd()
         hooks = [_hook(h, f"verification_hooks[{i}]") for i, h in enumerate(verification_hooks or [])]
+        checkout = _git_checkout(git_checkout, ship_changes)
+        if checkout is not None:
+            # The task runs in a worktree of the checkout: its files are named from its top.
+            wd = checkout.root
         return orca.task_spec(
             prompt,
-            working_dir=wd,
+            working_dir="" if checkout is not None else wd,
+            git=checkout,
             context_files=_context_files(context_files or [], wd),
             expected_outputs=list(expected_outputs or []),
             priority=priority,
@@ -300,12 +337,22 @@ class ClaudeOrchestrator:
         depends_on: Optional[Sequence[int]] = None,
         verification_hooks: Optional[Sequence[Union[VerificationHook, Mapping[str, Any]]]] = None,
         auto_verify: bool = True,
+        *,
+        git_checkout: Optional[Union[str, "os.PathLike[str]"]] = None,
+        ship_changes: bool = False,
     ) -> int:
         """Adds a task; returns its id. ``working_dir`` defaults to the current directory
         (sent absolute); ``context_files`` are read here (paths relative to the current
         directory) and sent relative to ``working_dir`` (a file outside it under its base
         name); ``priority`` None is Orca's default, 5; a task with ``parent_task_id`` waits
-        until its parent completed."""
+        until its parent completed.
+
+        Orca's extra: with ``git_checkout`` (a path in a git checkout) the task works on
+        that checkout's remote at its HEAD, in a worktree of its own on the worker
+        (`orca.from_git_checkout`; ``working_dir`` is not used, context files are named from
+        the checkout's top), and its change comes back as a patch
+        (``wait_and_collect(..., apply=path)``). Uncommitted changes raise `orca.GitError`
+        unless ``ship_changes`` sends them along."""
         spec = self._spec(
             prompt,
             working_dir,
@@ -319,6 +366,8 @@ class ClaudeOrchestrator:
             depends_on,
             verification_hooks,
             auto_verify,
+            git_checkout,
+            ship_changes,
         )
         return self.client.add_tasks(job_id, [spec])[0]
 
@@ -349,7 +398,8 @@ class ClaudeOrchestrator:
 
     def _write_files(self, t: types_pb2.Task) -> None:
         key = (t.task_id, t.attempts)
-        if key in self._written:
+        if key in self._written or t.spec.HasField("git"):
+            # A git task's files come back in its patch (wait_and_collect's apply).
             return
         try:
             orca.write_artifacts(t)
@@ -363,13 +413,18 @@ class ClaudeOrchestrator:
         poll_interval: float = 2.0,
         timeout: Optional[float] = None,
         show_progress: bool = True,
+        *,
+        apply: Optional[Union[str, "os.PathLike[str]"]] = None,
     ) -> Dict[int, Dict[str, Any]]:
         """Waits until every task of the job is final (following the WatchJob stream;
         ``poll_interval`` is accepted and unused), writes each completed task's files into
         its working_dir, and returns ``{task_id: task dict}``. With ``timeout`` (seconds)
         it returns the tasks final by then; the others keep running, nothing is cancelled.
         A progress bar goes to stderr unless ``show_progress`` (or the orchestrator's) is
-        False."""
+        False. With ``apply`` (a path in a git checkout), the completed git tasks' patches
+        are then applied to that checkout (`orca.apply_patches`: one commit each, in task id
+        order; a patch that does not apply raises `orca.GitError`), and each git task's
+        ``git_result`` says whether its patch was ``applied``."""
         show = show_progress and self.show_progress
         bar: Any = None
         last: List[Any] = [None]
@@ -398,12 +453,19 @@ class ClaudeOrchestrator:
             if bar is not None:
                 bar.close()
         results: Dict[int, Dict[str, Any]] = {}
+        final: List[types_pb2.Task] = []
         for t in self.client.list_tasks(job_id):
             if not orca.is_final(t.state):
                 continue
             if t.state == _COMPLETED:
                 self._write_files(t)
+            final.append(t)
             results[t.task_id] = task_dict(t)
+        if apply is not None:
+            applied = set(orca.apply_patches(apply, final).applied)
+            for tid, d in results.items():
+                if d["git_result"] is not None:
+                    d["git_result"]["applied"] = tid in applied
         return results
 
     def get_job_status(self, job_id: str) -> Dict[str, Any]:
@@ -474,6 +536,15 @@ class ClaudeOrchestrator:
         first when given, then ``# Results: N tasks, C completed, F failed, X cancelled`` and
         per task its state, prompt, output, error and artifacts."""
         return synthesize_results(results, synthesis_prompt)
+
+
+def _git_checkout(path: Optional[Union[str, "os.PathLike[str]"]], ship_changes: bool) -> Optional[orca.GitCheckout]:
+    """`add_subtask`'s ``git_checkout`` read (with its changes when ``ship_changes``)."""
+    if path is None:
+        if ship_changes:
+            raise ValueError("ship_changes: needs git_checkout (the checkout whose changes to ship)")
+        return None
+    return orca.GitCheckout.open_with_changes(path) if ship_changes else orca.GitCheckout.open(path)
 
 
 def synthesize_results(results: Mapping[Any, Mapping[str, Any]], synthesis_prompt: Optional[str] = None) -> str:

@@ -7,7 +7,10 @@ Markers in the task text:
 - ``FAIL_ALWAYS``: exit 3;
 - ``FAIL_ONCE``: exit 3 on attempt 1 (``ORCA_ATTEMPT``), succeed after;
 - ``Analyze``: answer with an analysis naming performance issues and security vulnerabilities
-  (the guide's adaptive pattern reads them).
+  (the guide's adaptive pattern reads them);
+- a task starting with ``sh:``: run the rest of the task with ``sh -c`` in the working
+  directory (a git task's worktree) first; its output is printed, a non-zero exit is the
+  agent's.
 
 Its output: ``done: <first line of the task> (task N, attempt A)``, then ``cwd <dir>``, the
 shared context lines, each context file's size and first line, the ``## Previous attempt``
@@ -16,6 +19,7 @@ section verbatim, and ``inode <path> <n>`` for each output it wrote.
 
 import os
 import re
+import subprocess
 import sys
 import time
 
@@ -60,6 +64,11 @@ def main() -> int:
         print(f"failing attempt 1 of task {task_id} on purpose", file=sys.stderr)
         return 3
 
+    if task.startswith("sh:"):
+        sh = subprocess.run(["sh", "-c", task[3:]], stdin=subprocess.DEVNULL)
+        if sh.returncode != 0:
+            print(f"sh: exit {sh.returncode}", file=sys.stderr)
+            return sh.returncode
     out = [f"done: {first} (task {task_id}, attempt {attempt})", f"cwd {os.getcwd()}"]
     if "Analyze" in task:
         out.append("Analysis: performance issues in the database queries; security vulnerabilities in the login form")

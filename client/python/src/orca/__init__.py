@@ -6,6 +6,9 @@
 - `Client.list_workers`, `get_stats`, `watch_fleet` and `drain_worker` show and steer the
   fleet of workers.
 - `write_artifacts` puts a task's returned files into a directory, safely.
+- Git tasks (`orca.git`): `from_git_checkout` makes a task working on the caller's
+  checkout, `apply_patches` (or `Client.apply_patches`) applies what they brought back;
+  `GitError` when git fails or the checkout cannot be used.
 - Refusals raise `OrcaError` subclasses (`NotFound`, `InvalidArgument`, ...).
 
 The orchestrator guide's API (``ClaudeOrchestrator``, ``quick_delegate``) is the separate
@@ -54,8 +57,10 @@ from orca.errors import (
     Unavailable,
     Unimplemented,
     Unknown,
+    GitError,
     WaitTimeout,
 )
+from orca.git import Applied, GitCheckout, apply_patches, from_git_checkout, git_result
 from orca.v1 import orchestrator_pb2, types_pb2
 
 __version__ = "0.2.0"
@@ -71,6 +76,8 @@ ContextFile = types_pb2.ContextFile
 RetryPolicy = types_pb2.RetryPolicy
 VerificationHook = types_pb2.VerificationHook
 AgentOptions = types_pb2.AgentOptions
+GitSource = types_pb2.GitSource
+GitResult = types_pb2.GitResult
 JobEvent = orchestrator_pb2.JobEvent
 TaskState = types_pb2.TaskState
 JobState = types_pb2.JobState
@@ -90,6 +97,11 @@ __all__ = [
     "task_spec",
     "write_artifacts",
     "ArtifactSkipped",
+    "GitCheckout",
+    "Applied",
+    "apply_patches",
+    "from_git_checkout",
+    "git_result",
     "state_name",
     "job_state_name",
     "is_final",
@@ -117,6 +129,7 @@ __all__ = [
     "Unauthenticated",
     "ConfigError",
     "WaitTimeout",
+    "GitError",
     "Job",
     "JobStatus",
     "Task",
@@ -127,6 +140,8 @@ __all__ = [
     "RetryPolicy",
     "VerificationHook",
     "AgentOptions",
+    "GitSource",
+    "GitResult",
     "JobEvent",
     "TaskState",
     "JobState",

@@ -200,6 +200,8 @@ SPEC_FIELDS: Tuple[str, ...] = (
     "auto_verify",
     "agent",
     "name",
+    "git",
+    "push_to",
 )
 
 
@@ -221,12 +223,18 @@ def task_spec(
     auto_verify: bool = False,
     agent: Union[types_pb2.AgentOptions, Mapping[str, Any], None] = None,
     name: str = "",
+    git: Union[types_pb2.GitSource, Mapping[str, Any], None] = None,
+    push_to: Optional[str] = None,
 ) -> types_pb2.TaskSpec:
     """A `TaskSpec` from keyword arguments. Unset optional fields take the coordinator's
     defaults (priority 5, no retries). ``depends_on`` and ``parent_task_id`` may be negative
     inside one ``add_tasks`` batch (``-N``: the N-th task of the batch). ``retry_policy``,
     ``agent`` and each ``verification`` hook may be dicts of the message's field names (a
-    hook's ``timeout`` is accepted for ``timeout_seconds``)."""
+    hook's ``timeout`` is accepted for ``timeout_seconds``). ``git`` is the task's
+    repository (a `GitSource`, a dict of its fields, or an `orca.GitCheckout`; see
+    `orca.from_git_checkout`): the task runs in a worktree of its own and its change comes
+    back as a patch. ``push_to`` (needs ``git``) also pushes the task's commit to that branch
+    (``""``: the default ``orca/<job>/<task>``)."""
     if not isinstance(prompt, str):
         raise TypeError(f"prompt: expected a string, got {type(prompt).__name__}")
     if not isinstance(working_dir, str):
@@ -274,7 +282,26 @@ def task_spec(
     )
     if agent is not None:
         spec.agent.CopyFrom(_message(agent, types_pb2.AgentOptions, "agent"))
+    _set_git(spec, git, push_to)
     return spec
+
+
+def _set_git(spec: types_pb2.TaskSpec, git: Any, push_to: Optional[str]) -> None:
+    """``spec.git`` from `task_spec`'s ``git`` and ``push_to``."""
+    if git is not None:
+        # Imported here: orca.git builds specs with task_spec.
+        from orca.git import GitCheckout
+
+        source = git.source() if isinstance(git, GitCheckout) else _message(git, types_pb2.GitSource, "git")
+        spec.git.CopyFrom(source)
+    if push_to is None:
+        return
+    if not isinstance(push_to, str):
+        raise TypeError(f"push_to: expected a branch name (str), got {type(push_to).__name__}")
+    if not spec.HasField("git"):
+        raise ValueError("push_to: the task has no git source (give git= as well)")
+    spec.git.push = True
+    spec.git.branch = push_to
 
 
 def _one(task: TaskLike) -> types_pb2.TaskSpec:

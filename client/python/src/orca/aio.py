@@ -28,6 +28,7 @@ from orca.client import (
     watch_fleet_request,
 )
 from orca.errors import OrcaError, WaitTimeout, error_from_rpc
+from orca.git import Applied, apply_patches
 from orca.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
 __all__ = ["AsyncClient"]
@@ -269,3 +270,9 @@ class AsyncClient:
     def write_artifacts(task: types_pb2.Task, dest: Optional[_config.PathLike] = None) -> List[str]:
         """`orca.write_artifacts` (plain file writes; call it from a thread for huge files)."""
         return write_artifacts(task, dest)
+
+    async def apply_patches(self, job_id: str, path: _config.PathLike) -> Applied:
+        """As `orca.Client.apply_patches`: the job's completed tasks' git patches applied to
+        the checkout containing ``path``; git runs in a thread (``asyncio.to_thread``)."""
+        tasks = [t async for t in self.list_tasks(job_id, states=["completed"])]
+        return await asyncio.to_thread(apply_patches, path, tasks)

@@ -19,6 +19,7 @@ from orca._specs import TaskLike, task_specs, task_state, to_struct
 from orca._watch import WatchState
 from orca.artifacts import write_artifacts
 from orca.errors import OrcaError, WaitTimeout, error_from_rpc
+from orca.git import Applied, apply_patches
 from orca.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
 __all__ = ["Client", "PAGE_SIZE"]
@@ -372,3 +373,10 @@ class Client:
     def write_artifacts(task: types_pb2.Task, dest: Optional[_config.PathLike] = None) -> List[str]:
         """`orca.write_artifacts`: the task's artifacts into ``dest`` or its working_dir."""
         return write_artifacts(task, dest)
+
+    def apply_patches(self, job_id: str, path: _config.PathLike) -> Applied:
+        """`orca.apply_patches` with the job's completed tasks: their git patches applied to
+        the checkout containing ``path`` (``git am --3way``, one commit each, in task id
+        order; the first that does not apply raises `orca.GitError`). Returns the ids
+        applied and the ids of git tasks that changed nothing."""
+        return apply_patches(path, self.list_tasks(job_id, states=["completed"]))

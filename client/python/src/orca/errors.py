@@ -5,6 +5,8 @@ carrying the coordinator's message unchanged (it names the field or id:
 ``tasks[0].prompt: must not be empty``, ``task 7 not found``). Settings that cannot be used
 (a malformed coordinator URL, an unreadable token or TLS file) raise `ConfigError`, a
 `ValueError`, before anything is sent. `WaitTimeout` is a `TimeoutError` raised by ``wait``.
+`GitError` (a `RuntimeError`) is a git command on the caller's checkout that failed, or a
+checkout that cannot be used as it is (`orca.git`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "Unauthenticated",
     "ConfigError",
     "WaitTimeout",
+    "GitError",
     "error_from_rpc",
 ]
 
@@ -189,3 +192,14 @@ class WaitTimeout(TimeoutError):
         self.job_id = job_id
         self.timeout = timeout
         self.status = status
+
+
+class GitError(RuntimeError):
+    """A git command on the caller's checkout failed (``git am ... failed: <git's error>``),
+    or the checkout cannot be used as it is (uncommitted changes, a HEAD the remote does not
+    have, no remote); the message starts with what failed. Nothing is sent to the
+    coordinator."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
