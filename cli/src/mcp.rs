@@ -96,6 +96,16 @@ pub struct TaskArgs {
     /// Attempt time limit in seconds (default none).
     #[serde(default)]
     pub timeout_seconds: Option<u32>,
+    /// A git checkout on this machine (absolute path): the task works on its remote at its
+    /// HEAD, in a worktree of its own on a worker, and its change comes back as a patch
+    /// (apply the job's patches with orca_apply_patches). A task that depends on another git
+    /// task of the same checkout starts from that task's change.
+    #[serde(default)]
+    pub git_checkout: Option<String>,
+    /// With git_checkout: also send the checkout's uncommitted changes and unpushed commits
+    /// (otherwise they are an error).
+    #[serde(default)]
+    pub ship_changes: bool,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -105,6 +115,14 @@ pub struct AddTasksArgs {
     pub job_id: String,
     /// The tasks, added all or none. Independent tasks run in parallel on the fleet.
     pub tasks: Vec<TaskArgs>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyArgs {
+    pub job_id: String,
+    /// The git checkout to apply the patches to (an absolute path on this machine).
+    pub checkout: String,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -311,6 +329,22 @@ impl OrcaMcp {
         Ok(CallToolResult::success(vec![Content::text(cut(text, self.limits.max_artifact_bytes))]))
     }
 
+    #[tool(description = "Apply the patches of the job's completed git tasks (tasks added with \
+        git_checkout) to a git checkout on this machine, one commit each (git am --3way), in dependency \
+        order. Stops at the first patch that does not apply, leaving the checkout as before that patch. \
+        Returns {applied, empty}: task ids.")]
+    async fn orca_apply_patches(&self, Parameters(a): Parameters<ApplyArgs>) -> ToolResult {
+        let got = call!(self.client.collect(&a.job_id).await);
+        let checkout = a.checkout.clone();
+        let applied = tokio::task::spawn_blocking(move || orca_client::apply_patches(&checkout, got.results.values()))
+            .await
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        match applied {
+            Ok(d) => reply(json!({"job_id": a.job_id, "applied": d.applied, "empty": d.empty})),
+            Err(e) => refused(e),
+        }
+    }
+
     #[tool(description = "Cancel a whole job (job_id) or one task (task_id); running agents are stopped, \
         tasks that depend on a cancelled task are cancelled too.")]
     async fn orca_cancel(&self, Parameters(a): Parameters<CancelArgs>) -> ToolResult {
@@ -397,6 +431,16 @@ fn subtasks(tasks: Vec<TaskArgs>) -> Result<Vec<Subtask>, String> {
         if let Some(n) = t.timeout_seconds {
             s = s.timeout_seconds(n);
         }
+        if let Some(path) = &t.git_checkout {
+            let checkout = if t.ship_changes {
+                orca_client::GitCheckout::open_with_changes(path)
+            } else {
+                orca_client::GitCheckout::open(path)
+            };
+            s = s.git(checkout.map_err(|e| format!("tasks[{i}].git_checkout: {e}"))?.source());
+        } else if t.ship_changes {
+            return Err(format!("tasks[{i}].ship_changes: needs git_checkout"));
+        }
         out.push(s);
     }
     Ok(out)
@@ -443,6 +487,10 @@ fn results_json(job: &str, tasks: &[pb::Task], limits: Limits) -> Value {
             "cost_usd": r.cost_usd,
             "artifacts": r.artifacts.iter().take(ARTIFACTS_LISTED)
                 .map(|a| json!({"path": a.path, "bytes": a.contents.len()})).collect::<Vec<_>>(),
+            "git": r.git.as_deref().map(|g| json!({
+                "commit": g.commit, "branch": g.branch, "pushed": g.pushed, "empty": g.empty,
+                "files_changed": g.files_changed, "insertions": g.insertions, "deletions": g.deletions,
+            })),
         });
         let size = v.to_string().len();
         if !out.is_empty() && used + size > limits.max_results_bytes {

@@ -6,6 +6,7 @@
 //! this crate keeps the tests' side of it: failures panic with a message, and every wait is
 //! bounded by [`WAIT`].
 
+pub mod gitrepo;
 pub mod workers;
 
 use std::ops::{Deref, DerefMut};

@@ -3,42 +3,13 @@
 //! patches; a chain builds on its parent across workers; push mode puts branches in the
 //! remote; `orca submit --git` and `orca collect --apply` work on a caller's clone.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use orca_e2e::gitrepo::{IDENTITY, git, remote};
 use orca_e2e::workers::WorkerProc;
 use orca_e2e::*;
 use orca_proto::pb;
-
-/// The identity of every commit the test makes (and of the workers' `git am`).
-const IDENTITY: [(&str, &str); 4] = [
-    ("GIT_AUTHOR_NAME", "Test"),
-    ("GIT_AUTHOR_EMAIL", "test@example.com"),
-    ("GIT_COMMITTER_NAME", "Test"),
-    ("GIT_COMMITTER_EMAIL", "test@example.com"),
-];
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git").arg("-C").arg(dir).args(args).envs(IDENTITY).output().unwrap();
-    assert!(out.status.success(), "git {args:?} in {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A bare remote with `a.txt` and `b.txt` on `main`, tagged `v1`.
-fn remote(d: &Path) -> PathBuf {
-    let remote = d.join("remote.git");
-    let seed = d.join("seed");
-    std::fs::create_dir_all(&seed).unwrap();
-    git(d, &["init", "--quiet", "--bare", "-b", "main", remote.to_str().unwrap()]);
-    git(&seed, &["init", "--quiet", "-b", "main"]);
-    std::fs::write(seed.join("a.txt"), "a\n").unwrap();
-    std::fs::write(seed.join("b.txt"), "b\n").unwrap();
-    git(&seed, &["add", "."]);
-    git(&seed, &["commit", "--quiet", "-m", "initial"]);
-    git(&seed, &["tag", "v1"]);
-    git(&seed, &["push", "--quiet", remote.to_str().unwrap(), "main", "v1"]);
-    remote
-}
 
 /// Three workers that run each prompt as a shell script, each with a label of its own.
 fn workers(url: &str, d: &Path, remote: &Path) -> Vec<WorkerProc> {

@@ -65,6 +65,40 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Starts `orca mcp` with the README's configuration entry and initializes the session.
+    async fn open(url: &str) -> Session {
+        let entry = documented_entry();
+        assert_eq!(entry["command"], "orca");
+        let args: Vec<String> =
+            entry["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+        let mut child = tokio::process::Command::new(binary("orca"))
+            .args(&args)
+            .env("ORCA_COORDINATOR", url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut s = Session { child, stdin, lines, next_id: 0, notes: Vec::new() };
+
+        let init = s
+            .request(
+                "initialize",
+                json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}),
+            )
+            .await;
+        assert_eq!(init["result"]["serverInfo"]["name"], "orca", "{init}");
+        assert!(init["result"]["capabilities"]["tools"].is_object(), "{init}");
+        s.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+
+        s
+    }
+}
+
 /// The `mcpServers` entry of the README's "Agents (MCP)" section.
 fn documented_entry() -> Value {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
@@ -99,31 +133,7 @@ echo "done $ORCA_TASK_ID""#,
         &["--agent", "command", "--agent-command", agent.to_str().unwrap(), "--slots", "3"],
     );
 
-    let entry = documented_entry();
-    assert_eq!(entry["command"], "orca");
-    let args: Vec<String> = entry["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
-    let mut child = tokio::process::Command::new(binary("orca"))
-        .args(&args)
-        .env("ORCA_COORDINATOR", coord.url())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdin = child.stdin.take().unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut s = Session { child, stdin, lines, next_id: 0, notes: Vec::new() };
-
-    let init = s
-        .request(
-            "initialize",
-            json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}),
-        )
-        .await;
-    assert_eq!(init["result"]["serverInfo"]["name"], "orca", "{init}");
-    assert!(init["result"]["capabilities"]["tools"].is_object(), "{init}");
-    s.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+    let mut s = Session::open(&coord.url()).await;
 
     // Every tool is listed with a description and an object schema whose required fields exist.
     let listed = s.request("tools/list", json!({})).await;
@@ -134,6 +144,7 @@ echo "done $ORCA_TASK_ID""#,
         names,
         [
             "orca_add_tasks",
+            "orca_apply_patches",
             "orca_cancel",
             "orca_create_job",
             "orca_get_artifact",
@@ -238,4 +249,70 @@ echo "done $ORCA_TASK_ID""#,
     drop(s.stdin);
     let status = tokio::time::timeout(Duration::from_secs(30), s.child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_delegates_git_work_and_applies_the_patches() {
+    use orca_e2e::gitrepo::{IDENTITY, git, remote};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let remote = remote(d);
+    let coord = Coordinator::start(d, &[]);
+    let args = [
+        "--agent",
+        "command",
+        "--agent-command",
+        "sh -s",
+        "--allow-repo",
+        remote.to_str().unwrap(),
+        "--allow-dir",
+        d.to_str().unwrap(),
+    ];
+    let _w = WorkerProc::start_with_env(&coord.url(), d, "w", &args, &IDENTITY);
+    let caller = d.join("caller");
+    git(d, &["clone", "--quiet", remote.to_str().unwrap(), caller.to_str().unwrap()]);
+    let checkout = caller.to_str().unwrap();
+    let mut s = Session::open(&coord.url()).await;
+
+    let job =
+        s.ok("orca_create_job", json!({"description": "git via mcp"})).await["job_id"].as_str().unwrap().to_string();
+    let tasks = json!([
+        {"prompt": "echo one >> a.txt", "git_checkout": checkout},
+        {"prompt": "grep -q one a.txt && echo two > n.txt", "git_checkout": checkout, "depends_on_index": [0]},
+        {"prompt": "true", "git_checkout": checkout},
+    ]);
+    let added = s.ok("orca_add_tasks", json!({"job_id": job, "tasks": tasks})).await;
+    let ids: Vec<i64> = added["task_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let waited = s.ok("orca_wait", json!({"job_id": job, "timeout_seconds": 120})).await;
+    assert_eq!((waited["done"].as_bool(), waited["completed"].as_u64()), (Some(true), Some(3)), "{waited}");
+    let results = s.ok("orca_get_results", json!({"job_id": job})).await;
+    assert_eq!(results["tasks"][0]["git"]["files_changed"], 1, "{results}");
+    assert_eq!(results["tasks"][2]["git"]["empty"], true, "{results}");
+
+    // A shipped flag without a checkout, and a path that is no checkout, are refused by name.
+    let (err, text) =
+        s.call("orca_add_tasks", json!({"job_id": job, "tasks": [{"prompt": "x", "ship_changes": true}]})).await;
+    assert!(err && text.contains("tasks[0].ship_changes"), "{text}");
+    let nowhere = d.join("nowhere");
+    std::fs::create_dir_all(&nowhere).unwrap();
+    let (err, text) =
+        s.call("orca_add_tasks", json!({"job_id": job, "tasks": [{"prompt": "x", "git_checkout": nowhere}]})).await;
+    assert!(err && text.contains("tasks[0].git_checkout: git:"), "{text}");
+
+    let applied = s.ok("orca_apply_patches", json!({"job_id": job, "checkout": checkout})).await;
+    assert_eq!(applied["applied"], json!([ids[0], ids[1]]), "{applied}");
+    assert_eq!(applied["empty"], json!([ids[2]]));
+    assert_eq!(std::fs::read_to_string(caller.join("a.txt")).unwrap(), "a\none\n");
+    assert_eq!(std::fs::read_to_string(caller.join("n.txt")).unwrap(), "two\n");
+    // A checkout where a.txt changed otherwise: the first patch conflicts; a clear refusal
+    // naming the task, and the checkout left as it was.
+    let other = d.join("other");
+    git(d, &["clone", "--quiet", remote.to_str().unwrap(), other.to_str().unwrap()]);
+    std::fs::write(other.join("a.txt"), "a\nmine\n").unwrap();
+    git(&other, &["commit", "--quiet", "-am", "mine"]);
+    let (err, text) = s.call("orca_apply_patches", json!({"job_id": job, "checkout": other})).await;
+    assert!(err && text.contains(&format!("the patch of task {} does not apply", ids[0])), "{text}");
+    assert!(text.contains("no patch was applied before it"), "{text}");
+    assert_eq!(git(&other, &["status", "--porcelain"]), "");
+    assert_eq!(std::fs::read_to_string(other.join("a.txt")).unwrap(), "a\nmine\n");
 }
