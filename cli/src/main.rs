@@ -770,7 +770,7 @@ fn collected_json(job: &str, got: &Collected) -> serde_json::Value {
         .values()
         .map(|r| {
             json!({"task_id": r.task_id, "state": r.state.short_name(), "prompt": r.prompt, "output": r.output,
-                   "error": r.error, "reason": r.reason, "attempts": r.attempts})
+                   "error": r.error, "reason": r.reason, "attempts": r.attempts, "git": r.git().map(git_json)})
         })
         .collect();
     let mut doc = status_json(job, &got.status);

@@ -620,11 +620,25 @@ pub fn synthesize_results(collected: &Collected) -> String {
                 out.push_str(&format!("Artifact: {} ({} bytes)\n", a.path, a.contents.len()));
             }
         }
+        if let Some(g) = r.git() {
+            out.push_str(&git_line(g));
+        }
     }
     for id in &collected.unfinished {
         out.push_str(&format!("\n## Task {id} (unfinished)\n"));
     }
     out
+}
+
+/// A git task's line of the report: its commit and stats, or that it changed nothing.
+fn git_line(g: &pb::GitResult) -> String {
+    if g.empty {
+        return "Git: no change\n".to_string();
+    }
+    let pushed = if g.pushed { format!(", pushed to {}", g.branch) } else { String::new() };
+    let short = &g.commit[..g.commit.len().min(12)];
+    let (f, i, d) = (g.files_changed, g.insertions, g.deletions);
+    format!("Git: commit {short} ({f} files, +{i} -{d}){pushed}\n")
 }
 
 #[cfg(test)]
@@ -672,5 +686,39 @@ mod tests {
         assert!(matches!(e, Error::Connect { .. }), "{e:?}");
         assert!(e.is_transient());
         assert!(e.source().is_some());
+    }
+}
+
+#[cfg(test)]
+mod git_report_tests {
+    use super::*;
+
+    #[test]
+    fn the_report_names_a_git_tasks_commit_or_that_it_changed_nothing() {
+        let g = pb::GitResult {
+            commit: "0123456789abcdef0123".into(),
+            branch: "orca/j/1".into(),
+            pushed: true,
+            files_changed: 2,
+            insertions: 5,
+            deletions: 1,
+            ..Default::default()
+        };
+        assert_eq!(git_line(&g), "Git: commit 0123456789ab (2 files, +5 -1), pushed to orca/j/1\n");
+        assert_eq!(git_line(&pb::GitResult { empty: true, ..Default::default() }), "Git: no change\n");
+        let outcome = TaskOutcome {
+            task_id: 1,
+            state: pb::TaskState::Completed,
+            prompt: "p".into(),
+            output: String::new(),
+            error: String::new(),
+            reason: String::new(),
+            attempts: 1,
+            working_dir: String::new(),
+            expected_outputs: vec![],
+            result: Some(pb::TaskResult { git: Some(Box::new(g)), ..Default::default() }),
+        };
+        let collected = Collected { results: [(1, outcome)].into(), ..Default::default() };
+        assert!(synthesize_results(&collected).contains("Git: commit 0123456789ab"));
     }
 }

@@ -276,3 +276,32 @@ async fn submit_git_works_on_the_callers_checkout_and_ships_changes_only_when_as
     );
     assert_eq!(code, 0, "{err} {sub}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_that_hangs_is_stopped_by_a_cancellation() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A "git server" that accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let repo = format!("http://{}/stuck.git", silent.local_addr().unwrap());
+    let coord = Coordinator::start(d, &[]);
+    let mut c = coord.client().await;
+    let args = ["--agent", "command", "--agent-command", "sh -s", "--allow-repo", "http://127.0.0.1:*", "--slots", "1"];
+    let w = WorkerProc::start_with_env(&coord.url(), d, "w", &args, &IDENTITY);
+    let job = create_job(&mut c, "stuck").await;
+    let stuck = pb::TaskSpec { git: Some(pb::GitSource { repo, ..Default::default() }), ..spec("true") };
+    let id = add(&mut c, &job, vec![stuck]).await[0];
+    // The fetch has started once the connection is accepted.
+    let accepted = tokio::time::timeout(WAIT, silent.accept()).await;
+    let _conn = accepted.unwrap_or_else(|_| panic!("no fetch came; worker log:\n{}", w.logs())).unwrap();
+    c.cancel_task(pb::CancelTaskRequest { task_id: id, reason: "stuck".into() }).await.unwrap();
+    // The slot is free again: a plain task runs on the same (one-slot) worker.
+    let next = add(&mut c, &job, vec![spec("echo next")]).await[0];
+    let s = wait_idle(&mut c, &job).await;
+    assert_eq!((s.cancelled, s.completed), (1, 1), "{s:?}");
+    assert_eq!(task(&mut c, next).await.worker_id, task(&mut c, id).await.worker_id);
+    // The attempt ended (its workspace is removed), though the server never answered.
+    let work = d.join("work-w").join(&job);
+    let left = || std::fs::read_dir(&work).map(|r| r.flatten().count()).unwrap_or(0);
+    orca_e2e::workers::until("the stuck attempt's workspace removed", || left() == 0).await;
+}

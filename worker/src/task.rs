@@ -128,7 +128,7 @@ async fn run_attempt(
     if let Err(why) = ctx.config.policy.check(&spec, ctx.config.agent == AgentKind::Claude) {
         return failed(pb::TaskResult::default(), format!("worker policy: {why}"), false);
     }
-    let Prepared { ws, note, checkout } = match prepare(ctx, &a, &spec).await {
+    let Prepared { ws, note, checkout } = match prepare(ctx, &a, &spec, &mut stop).await {
         Ok(p) => p,
         Err(fin) => return *fin,
     };
@@ -153,7 +153,7 @@ async fn run_attempt(
 /// Picks the workspace (for a git task, a worktree of its repository at its base) and
 /// writes the context files into it. A fresh workspace that cannot be made ready is
 /// removed again.
-async fn prepare(ctx: &Ctx, a: &pb::Assignment, spec: &pb::TaskSpec) -> Step<Prepared> {
+async fn prepare(ctx: &Ctx, a: &pb::Assignment, spec: &pb::TaskSpec, stop: &mut StopRx) -> Step<Prepared> {
     let (in_use, work_dir, allow) =
         (ctx.workspaces.clone(), ctx.config.work_dir.clone(), ctx.config.allow_dirs.clone());
     // A git task always runs in a worktree of its own.
@@ -179,11 +179,19 @@ async fn prepare(ctx: &Ctx, a: &pb::Assignment, spec: &pb::TaskSpec) -> Step<Pre
         if !spec.working_dir.is_empty() {
             note = Some(format!("working_dir is ignored: the task runs in a worktree of {}", g.repo));
         }
-        match git::checkout(&ctx.mirrors, &ctx.config.work_dir, &ctx.config.allow_dirs, a, &ws.path).await {
+        // A fetch can take long: a cancellation or the worker's shutdown stops it (git is
+        // killed with the future).
+        let made = tokio::select! {
+            r = git::checkout(&ctx.mirrors, &ctx.config.work_dir, &ctx.config.allow_dirs, a, &ws.path) => {
+                r.map_err(|f| failed(pb::TaskResult::default(), f.error, f.retryable))
+            }
+            reason = stop_requested(stop) => Err(stopped(reason)),
+        };
+        match made {
             Ok(c) => checkout = Some(c),
-            Err(f) => {
+            Err(fin) => {
                 let _ = tokio::task::spawn_blocking(move || workspace::remove(&ws)).await;
-                return Err(Box::new(failed(pb::TaskResult::default(), f.error, f.retryable)));
+                return Err(Box::new(fin));
             }
         }
     }
@@ -200,6 +208,18 @@ async fn prepare(ctx: &Ctx, a: &pb::Assignment, spec: &pb::TaskSpec) -> Step<Pre
         Ok(Ok(ws)) => Ok(Prepared { ws, note, checkout }),
         Ok(Err(e)) => Err(Box::new(workspace_failed(pb::TaskResult::default(), e))),
         Err(e) => Err(Box::new(failed(pb::TaskResult::default(), format!("workspace preparation failed: {e}"), true))),
+    }
+}
+
+/// Resolves when the attempt is asked to stop (never, once nobody can ask).
+async fn stop_requested(stop: &mut StopRx) -> StopReason {
+    loop {
+        if let Some(s) = *stop.borrow_and_update() {
+            return s.reason;
+        }
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
