@@ -896,7 +896,7 @@ function taskView(ctx, t, liveOut, refetch) {
   }
   if (!hist.length) hist.push(emptyRow(7, 'No attempt has ended yet.'));
 
-  const out = h('pre', { id: 'task-output', class: 'out' }, (t.state === 'in_progress' && liveOut) || t.output || '');
+  const out = h('pre', { id: 'task-output', class: 'out' }, (t.output || '') + (t.state === 'in_progress' ? liveOut : ''));
   const err = h('pre', { id: 'task-error', class: 'out err' }, t.error || '');
   const arts = h('div', { id: 'artifacts', class: 'artifacts' },
     (t.artifacts || []).length ? t.artifacts.map((p, i) => button(null, p + ' (' + fmtBytes((t.artifact_bytes || [])[i]) + ')',
@@ -951,6 +951,8 @@ async function taskPage(ctx, main, r) {
   main.append(sec);
   const refetch = async () => {
     task = await ctx.get('/api/tasks/' + id);
+    // Output the coordinator has holds what was streamed so far.
+    if (task.output) live = '';
     sec.replaceChildren(...taskView(ctx, task, live, refetch));
   };
   sec.append(...taskView(ctx, task, live, refetch));
@@ -970,7 +972,6 @@ async function taskPage(ctx, main, r) {
       const out = $('task-output');
       if (out && task.state === 'in_progress') {
         const atEnd = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
-        if (live === chunk) out.textContent = ''; // an earlier attempt's output goes
         out.append(chunk);
         if (atEnd) out.scrollTop = out.scrollHeight;
       }
