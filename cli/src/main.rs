@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use orca_client::{Client, Collected, Subtask, WatchOptions, pb};
+use orca_proto::json::{git_json, job_json, job_state_name, state_name, status_json, task_json};
 use serde_json::json;
 use tokio_stream::StreamExt;
 
@@ -677,90 +678,9 @@ async fn cancel(client: &Client, job: &str, reason: &str) -> Result<ExitCode, Fa
 
 // --- renderers ---------------------------------------------------------------------------
 
-fn state_name(v: i32) -> &'static str {
-    pb::TaskState::try_from(v).map(|s| s.short_name()).unwrap_or("unknown")
-}
-
 /// Unix time in milliseconds (ages of workers and tasks).
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-fn job_state_name(v: i32) -> &'static str {
-    pb::JobState::try_from(v).map(|s| s.short_name()).unwrap_or("unknown")
-}
-
-/// The flat status document of `orca status --json` (its shape is in docs/contract.md).
-fn status_json(job: &str, s: &pb::JobStatus) -> serde_json::Value {
-    json!({
-        "job_id": job,
-        "total_tasks": s.total_tasks,
-        "waiting": s.waiting,
-        "pending": s.pending,
-        "in_progress": s.in_progress,
-        "completed": s.completed,
-        "failed": s.failed,
-        "cancelled": s.cancelled,
-        "progress_pct": s.progress_pct,
-    })
-}
-
-/// An entry of `orca jobs --json`: the status document plus description and state.
-fn job_json(j: &pb::Job) -> serde_json::Value {
-    let mut v = status_json(&j.job_id, &j.status.unwrap_or_default());
-    v["description"] = json!(j.description);
-    v["state"] = json!(job_state_name(j.state));
-    v
-}
-
-fn task_json(t: &pb::Task) -> serde_json::Value {
-    let spec = t.spec.clone().unwrap_or_default();
-    let result = t.result.clone().unwrap_or_default();
-    json!({
-        "task_id": t.task_id,
-        "job_id": t.job_id,
-        "state": state_name(t.state),
-        "prompt": spec.prompt,
-        "priority": spec.priority.unwrap_or(5),
-        "attempts": t.attempts,
-        "reason": t.reason,
-        "worker_id": t.worker_id,
-        "output": result.output,
-        "error": result.error,
-        "exit_code": result.exit_code,
-        "cost_usd": result.cost_usd,
-        "artifacts": result.artifacts.iter().map(|a| a.path.clone()).collect::<Vec<_>>(),
-        "name": spec.name,
-        "retries_used": t.retries_used,
-        "max_retries": spec.max_retries.unwrap_or(0),
-        "depends_on": spec.depends_on,
-        "parent_task_id": spec.parent_task_id,
-        "working_dir": spec.working_dir,
-        "expected_outputs": spec.expected_outputs,
-        "duration_ms": result.duration_ms,
-        "in_place": result.in_place,
-        "git": spec.git.as_ref().map(|g| json!({
-            "repo": g.repo, "base": g.base, "branch": g.branch, "push": g.push, "builds_on": g.builds_on,
-        })),
-        "git_result": result.git.as_deref().map(git_json),
-        "verification": result.verification.iter().map(|v| json!({"command": v.command, "passed": v.passed, "exit_code": v.exit_code})).collect::<Vec<_>>(),
-        "created_at_ms": t.created_at_ms,
-        "updated_at_ms": t.updated_at_ms,
-        "history": t.history.iter().map(|a| json!({
-            "attempt": a.attempt, "worker_id": a.worker_id, "started_ms": a.started_ms, "ended_ms": a.ended_ms,
-            "outcome": a.outcome, "reason": a.reason, "exit_code": a.exit_code, "cost_usd": a.cost_usd,
-            "duration_ms": a.duration_ms, "output_tail": a.output_tail,
-        })).collect::<Vec<_>>(),
-    })
-}
-
-/// A git task's result without its patch (`orca collect --out` writes that).
-fn git_json(g: &pb::GitResult) -> serde_json::Value {
-    json!({
-        "base_commit": g.base_commit, "commit": g.commit, "branch": g.branch, "pushed": g.pushed, "empty": g.empty,
-        "files_changed": g.files_changed, "insertions": g.insertions, "deletions": g.deletions,
-        "patch_bytes": g.patch.len(),
-    })
 }
 
 /// `orca wait --json`: the status document plus `timed_out`, `unfinished` and the final tasks.

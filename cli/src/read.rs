@@ -9,6 +9,8 @@ use orca_client::{Client, WatchOptions, pb};
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 
+use orca_proto::json::{stats_json, worker_json};
+
 use crate::{Failure, print_json, state_name, task_json};
 
 /// The flags of `orca list`.
@@ -190,24 +192,6 @@ pub async fn logs(client: &Client, id: i64, follow: bool) -> Result<ExitCode, Fa
     Ok(ExitCode::SUCCESS)
 }
 
-fn stats_json(s: &pb::Stats) -> Value {
-    let t = s.tasks.unwrap_or_default();
-    json!({
-        "tasks": {"total_tasks": t.total_tasks, "waiting": t.waiting, "pending": t.pending,
-                  "in_progress": t.in_progress, "completed": t.completed, "failed": t.failed,
-                  "cancelled": t.cancelled},
-        "queue": s.queue.iter().map(|q| json!({"priority": q.priority, "pending": q.pending})).collect::<Vec<_>>(),
-        "throughput": s.throughput.iter().map(|b| json!({"start_ms": b.start_ms, "completed": b.completed, "failed": b.failed})).collect::<Vec<_>>(),
-        "tasks_per_second": s.tasks_per_second,
-        "workers_connected": s.workers_connected,
-        "slots": s.slots,
-        "slots_free": s.slots_free,
-        "jobs": s.jobs,
-        "time_ms": s.time_ms,
-    })
-}
-
-/// `orca stats`: the queue at a glance.
 pub async fn stats(client: &Client, json: bool) -> Result<ExitCode, Failure> {
     let s = client.get_stats().await?;
     if json {
@@ -231,14 +215,6 @@ fn sparkline(buckets: &[pb::ThroughputBucket]) -> String {
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
     let max = buckets.iter().map(|b| b.completed).max().unwrap_or(0);
     buckets.iter().map(|b| BARS[(b.completed * 7).checked_div(max).unwrap_or(0) as usize]).collect()
-}
-
-fn worker_json(w: &pb::WorkerInfo) -> Value {
-    json!({
-        "worker_id": w.worker_id, "name": w.name, "hostname": w.hostname, "labels": w.labels,
-        "slots": w.slots, "running_tasks": w.running_tasks, "last_seen_ms": w.last_seen_ms,
-        "version": w.version, "draining": w.draining, "connected": w.connected,
-    })
 }
 
 /// `orca workers` (and `drain` / `resume`).

@@ -134,7 +134,6 @@ pub async fn run_with_ready(
         on_exit.cancel();
         r
     });
-    let http = start_http(&config, &handle, &auth, &tls, &shutdown).await?;
     let watchdog = tokio::spawn(notify::watchdog(handle.clone(), shutdown.clone()));
     let svc = service::Services {
         handle,
@@ -144,6 +143,7 @@ pub async fn run_with_ready(
         workers: Default::default(),
         fleet: Default::default(),
     };
+    let http = start_http(&config, &svc, &tls, &shutdown).await?;
     if let Some(path) = &config.addr_file {
         write_addr_file(path, addr)?;
     }
@@ -169,11 +169,11 @@ pub async fn run_with_ready(
     Ok(())
 }
 
-/// The HTTP listener (`/metrics`, `/healthz`) with `--http-listen`, serving on its own task.
+/// The HTTP listener (`/metrics`, `/healthz`, the dashboard) with `--http-listen`, serving on
+/// its own task.
 async fn start_http(
     config: &Config,
-    handle: &dispatch::Handle,
-    auth: &auth::Auth,
+    svc: &service::Services,
     tls: &Option<tls::Tls>,
     shutdown: &CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<Result<(), std::io::Error>>>, StartError> {
@@ -182,9 +182,9 @@ async fn start_http(
     if let Some(path) = &config.http_addr_file {
         write_addr_file(path, bound)?;
     }
-    tracing::info!(addr = %bound, "serving /metrics and /healthz");
-    let (db, auth, tls, stop) = (config.db.clone(), auth.clone(), tls.clone(), shutdown.clone());
-    Ok(Some(tokio::spawn(web::serve(l, handle.clone(), db, auth, tls, stop))))
+    tracing::info!(addr = %bound, "serving /metrics, /healthz and the dashboard");
+    let (db, tls, stop) = (config.db.clone(), tls.clone(), shutdown.clone());
+    Ok(Some(tokio::spawn(web::serve(l, svc.clone(), db, tls, stop))))
 }
 
 /// SIGHUP reads the auth file again: tokens added, changed or revoked take effect for the

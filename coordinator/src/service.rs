@@ -259,6 +259,12 @@ impl pb::orchestrator_server::Orchestrator for Services {
         self.check_task_record(&caller, &task).await?;
         let history = self.store.attempts(task.row.task_id).await.map_err(Status::from)?;
         let mut t = convert::task(task);
+        if t.state == pb::TaskState::InProgress as i32
+            && let Some(out) = self.handle.live_output(t.task_id).await?
+        {
+            // While it runs: what the agent printed so far (its latest lines).
+            t.result.get_or_insert_with(Default::default).output = out;
+        }
         t.history = history.iter().map(convert::attempt).collect();
         if let Some(done) = convert::completed_attempt(&t) {
             t.history.push(done);

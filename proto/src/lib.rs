@@ -16,6 +16,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("orca
 pub mod codec;
 pub mod config_file;
 pub mod contract;
+pub mod json;
 pub mod systemd;
 pub mod tls;
 

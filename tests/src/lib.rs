@@ -7,6 +7,7 @@
 //! bounded by [`WAIT`].
 
 pub mod gitrepo;
+pub mod webdriver;
 pub mod workers;
 
 use std::ops::{Deref, DerefMut};

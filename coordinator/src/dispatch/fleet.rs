@@ -2,6 +2,8 @@
 //! and WatchFleet, and DrainWorker. Answered by the dispatcher from memory, never from the
 //! database.
 
+use std::collections::VecDeque;
+
 use orca_proto::pb;
 
 use super::{Dispatcher, Error};
@@ -35,6 +37,28 @@ pub(super) fn finished(effects: &[Effect]) -> (u64, u64) {
         }
     }
     (completed, failed)
+}
+
+/// Recent failures kept for the stats.
+pub(super) const RECENT_FAILURES: usize = 20;
+
+/// Adds the batch's failures to `recent` (newest at the back), keeping the last
+/// [`RECENT_FAILURES`].
+pub(super) fn record_failures(recent: &mut VecDeque<pb::RecentFailure>, effects: &[Effect], now: u64) {
+    for e in effects {
+        if let Effect::Changed { id, job, to: State::Failed, reason, worker, .. } = e {
+            if recent.len() == RECENT_FAILURES {
+                recent.pop_front();
+            }
+            recent.push_back(pb::RecentFailure {
+                task_id: id.0,
+                job_id: job.to_string(),
+                reason: orca_proto::contract::head_str(reason, 512).to_string(),
+                worker_id: worker.as_ref().map(ToString::to_string).unwrap_or_default(),
+                time_ms: now as i64,
+            });
+        }
+    }
 }
 
 fn info(id: &WorkerId, w: &Worker, d: Option<&Described>) -> pb::WorkerInfo {
@@ -87,6 +111,7 @@ impl Dispatcher {
             slots_free: s.slots_free,
             jobs: s.jobs as u64,
             time_ms: now as i64,
+            recent_failures: self.recent_failures.iter().rev().cloned().collect(),
         }
     }
 

@@ -163,6 +163,10 @@ enum Command {
         on: bool,
         reply: Reply<pb::WorkerInfo>,
     },
+    LiveOutput {
+        task: i64,
+        reply: oneshot::Sender<Option<String>>,
+    },
 }
 
 /// The queue's state at one moment, for metrics and health checks.
@@ -300,6 +304,14 @@ impl Handle {
         rx.await.map_err(|_| gone())
     }
 
+    /// The last output a running task's agent printed (its progress reports, at most
+    /// [`LIVE_OUTPUT_BYTES`]); `None` when the task is not running or printed nothing.
+    pub async fn live_output(&self, task: i64) -> Result<Option<String>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::LiveOutput { task, reply }).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+
     /// Drains a worker (`on`) or resumes it.
     pub async fn drain(&self, worker: String, on: bool) -> Result<pb::WorkerInfo, Error> {
         self.call(|reply| Command::Drain { worker, on, reply }).await
@@ -388,10 +400,45 @@ pub struct Dispatcher {
     described: HashMap<WorkerId, fleet::Described>,
     /// Tasks finished per interval, for GetStats.
     throughput: crate::queue::throughput::Throughput,
+    /// The last failures, oldest first (see [`fleet::record_failures`]).
+    recent_failures: VecDeque<pb::RecentFailure>,
+    /// The tail of each running attempt's progress (its attempt number and text).
+    live_output: HashMap<TaskId, (u32, String)>,
 }
 
 fn labels_of(m: &std::collections::HashMap<String, String>) -> Labels {
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Bytes of a running attempt's output kept for GetTask.
+pub const LIVE_OUTPUT_BYTES: usize = 8 << 10;
+
+/// Keeps the tail of each running attempt's progress, one line per report; forgets it when
+/// the attempt ends (the result then has the whole output).
+fn track_output(live: &mut HashMap<TaskId, (u32, String)>, effects: &[Effect]) {
+    for e in effects {
+        match e {
+            Effect::Progress { id, attempt, message, .. } => {
+                let (at, text) = live.entry(*id).or_insert_with(|| (*attempt, String::new()));
+                if *at != *attempt {
+                    (*at, *text) = (*attempt, String::new());
+                }
+                text.push_str(message);
+                text.push('\n');
+                if text.len() > LIVE_OUTPUT_BYTES {
+                    let mut cut = text.len() - LIVE_OUTPUT_BYTES;
+                    while !text.is_char_boundary(cut) {
+                        cut += 1;
+                    }
+                    text.drain(..cut);
+                }
+            }
+            Effect::Changed { id, from: Some(State::InProgress), .. } => {
+                live.remove(id);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The scheduler's view of a stored spec.
@@ -585,6 +632,8 @@ impl Dispatcher {
             retention_due_ms: now,
             described: HashMap::new(),
             throughput: Default::default(),
+            recent_failures: VecDeque::with_capacity(fleet::RECENT_FAILURES),
+            live_output: HashMap::new(),
         };
         Ok((d, Handle { tx }))
     }
@@ -710,6 +759,10 @@ impl Dispatcher {
         crate::metrics::record_batch(commands, commit_seconds, &b.effects);
         let (completed, failed) = fleet::finished(&b.effects);
         self.throughput.record(now, completed, failed);
+        if failed > 0 {
+            fleet::record_failures(&mut self.recent_failures, &b.effects, now);
+        }
+        track_output(&mut self.live_output, &b.effects);
         for r in b.replies {
             r(None);
         }
@@ -847,6 +900,9 @@ impl Dispatcher {
             }
             Command::Drain { worker, on, reply } => {
                 let _ = reply.send(self.drain(&worker, on));
+            }
+            Command::LiveOutput { task, reply } => {
+                let _ = reply.send(self.live_output.get(&TaskId(task)).map(|(_, o)| o.clone()));
             }
         }
     }
@@ -1432,6 +1488,36 @@ mod tests {
         g.take(add(2 * BATCH_WORK));
         g.take(light());
         assert_eq!(g.cmds.len(), 2);
+    }
+
+    #[test]
+    fn a_running_attempts_output_is_kept_to_its_tail_until_it_ends() {
+        let mut live = HashMap::new();
+        let progress = |attempt, message: &str| Effect::Progress {
+            id: TaskId(1),
+            job: "j".into(),
+            attempt,
+            message: message.to_string(),
+        };
+        track_output(&mut live, &[progress(1, "one"), progress(1, "two")]);
+        assert_eq!(live[&TaskId(1)].1, "one\ntwo\n");
+        track_output(&mut live, &[progress(2, "again")]);
+        assert_eq!(live[&TaskId(1)], (2, "again\n".to_string()), "a new attempt starts over");
+        track_output(&mut live, &[progress(2, &"x".repeat(LIVE_OUTPUT_BYTES))]);
+        assert_eq!(live[&TaskId(1)].1.len(), LIVE_OUTPUT_BYTES);
+        let ended = Effect::Changed {
+            id: TaskId(1),
+            job: "j".into(),
+            from: Some(State::InProgress),
+            to: State::Completed,
+            attempt: 2,
+            reason: String::new(),
+            held_ms: 0,
+            age_ms: 0,
+            worker: None,
+        };
+        track_output(&mut live, &[ended]);
+        assert!(live.is_empty());
     }
 
     #[test]

@@ -292,7 +292,7 @@ class ThroughputBucket(_message.Message):
     def __init__(self, start_ms: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("tasks", "queue", "throughput", "tasks_per_second", "workers_connected", "slots", "slots_free", "jobs", "time_ms")
+    __slots__ = ("tasks", "queue", "throughput", "tasks_per_second", "workers_connected", "slots", "slots_free", "jobs", "time_ms", "recent_failures")
     TASKS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     THROUGHPUT_FIELD_NUMBER: _ClassVar[int]
@@ -302,6 +302,7 @@ class Stats(_message.Message):
     SLOTS_FREE_FIELD_NUMBER: _ClassVar[int]
     JOBS_FIELD_NUMBER: _ClassVar[int]
     TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FAILURES_FIELD_NUMBER: _ClassVar[int]
     tasks: _types_pb2.JobStatus
     queue: _containers.RepeatedCompositeFieldContainer[PriorityDepth]
     throughput: _containers.RepeatedCompositeFieldContainer[ThroughputBucket]
@@ -311,7 +312,22 @@ class Stats(_message.Message):
     slots_free: int
     jobs: int
     time_ms: int
-    def __init__(self, tasks: _Optional[_Union[_types_pb2.JobStatus, _Mapping]] = ..., queue: _Optional[_Iterable[_Union[PriorityDepth, _Mapping]]] = ..., throughput: _Optional[_Iterable[_Union[ThroughputBucket, _Mapping]]] = ..., tasks_per_second: _Optional[float] = ..., workers_connected: _Optional[int] = ..., slots: _Optional[int] = ..., slots_free: _Optional[int] = ..., jobs: _Optional[int] = ..., time_ms: _Optional[int] = ...) -> None: ...
+    recent_failures: _containers.RepeatedCompositeFieldContainer[RecentFailure]
+    def __init__(self, tasks: _Optional[_Union[_types_pb2.JobStatus, _Mapping]] = ..., queue: _Optional[_Iterable[_Union[PriorityDepth, _Mapping]]] = ..., throughput: _Optional[_Iterable[_Union[ThroughputBucket, _Mapping]]] = ..., tasks_per_second: _Optional[float] = ..., workers_connected: _Optional[int] = ..., slots: _Optional[int] = ..., slots_free: _Optional[int] = ..., jobs: _Optional[int] = ..., time_ms: _Optional[int] = ..., recent_failures: _Optional[_Iterable[_Union[RecentFailure, _Mapping]]] = ...) -> None: ...
+
+class RecentFailure(_message.Message):
+    __slots__ = ("task_id", "job_id", "reason", "worker_id", "time_ms")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    task_id: int
+    job_id: str
+    reason: str
+    worker_id: str
+    time_ms: int
+    def __init__(self, task_id: _Optional[int] = ..., job_id: _Optional[str] = ..., reason: _Optional[str] = ..., worker_id: _Optional[str] = ..., time_ms: _Optional[int] = ...) -> None: ...
 
 class WatchFleetRequest(_message.Message):
     __slots__ = ("stats_interval_ms",)

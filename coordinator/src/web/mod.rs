@@ -1,5 +1,12 @@
 //! The coordinator's HTTP side (`--http-listen`, off by default): `/metrics` (Prometheus
-//! text exposition) and `/healthz`. It runs beside gRPC on its own listener and stops with it.
+//! text exposition), `/healthz`, and the web dashboard: its page at `/`, `/jobs`,
+//! `/jobs/{id}`, `/tasks/{id}` and `/workers` ([`pages`]), its JSON API under `/api/`
+//! ([`api`]) and its live updates at `/api/events` ([`events`]). It runs beside gRPC on its
+//! own listener (HTTPS with the coordinator's TLS settings) and stops with it.
+
+pub mod api;
+pub mod events;
+pub mod pages;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,12 +16,13 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Auth};
 use crate::dispatch::Handle;
+use crate::service::Services;
 
 /// How often histogram samples are folded into their buckets.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -23,7 +31,9 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 pub const STATS_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
-struct Ctx {
+pub struct Ctx {
+    /// The gRPC services, called in process by the dashboard's API.
+    svc: Services,
     auth: Auth,
     handle: Handle,
     metrics: PrometheusHandle,
@@ -31,16 +41,16 @@ struct Ctx {
     shutdown: CancellationToken,
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until `shutdown`.
+/// Serves `/metrics`, `/healthz` and the dashboard on `listener` until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    handle: Handle,
+    svc: Services,
     db: PathBuf,
-    auth: Auth,
     tls: Option<crate::tls::Tls>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let ctx = Ctx { auth, handle, metrics: crate::metrics::install(), db, shutdown: shutdown.clone() };
+    let (auth, handle) = (svc.auth.clone(), svc.handle.clone());
+    let ctx = Ctx { svc, auth, handle, metrics: crate::metrics::install(), db, shutdown: shutdown.clone() };
     // Histogram samples wait in the recorder until folded into their buckets: fold them
     // every few seconds, scraped or not, so memory stays flat.
     let (upkeep, stop) = (ctx.metrics.clone(), shutdown.clone());
@@ -53,11 +63,43 @@ pub async fn serve(
             }
         }
     });
-    let app = Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz)).with_state(ctx);
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .merge(dashboard())
+        .with_state(ctx);
     match tls {
         None => axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await,
         Some(tls) => serve_https(listener, app, tls, shutdown).await,
     }
+}
+
+/// The dashboard's routes, each response with [`pages::secure`]'s headers.
+fn dashboard() -> Router<Ctx> {
+    Router::new()
+        .route("/", get(pages::index))
+        .route("/jobs", get(pages::index))
+        .route("/jobs/{id}", get(pages::index))
+        .route("/tasks/{id}", get(pages::index))
+        .route("/workers", get(pages::index))
+        .route("/assets/app.js", get(pages::script))
+        .route("/assets/app.css", get(pages::style))
+        .route("/api/session", get(api::session))
+        .route("/api/stats", get(api::stats))
+        .route("/api/failures", get(api::failures))
+        .route("/api/workers", get(api::workers))
+        .route("/api/jobs", get(api::jobs))
+        .route("/api/jobs/{id}", get(api::job))
+        .route("/api/jobs/{id}/tasks", get(api::job_tasks))
+        .route("/api/jobs/{id}/cancel", post(api::cancel_job))
+        .route("/api/jobs/{id}/retry", post(api::retry_job))
+        .route("/api/tasks/{id}", get(api::task))
+        .route("/api/tasks/{id}/artifact", get(api::artifact))
+        .route("/api/tasks/{id}/cancel", post(api::cancel_task))
+        .route("/api/tasks/{id}/retry", post(api::retry_task))
+        .route("/api/events", get(events::events))
+        .route("/api/{*rest}", get(api::unknown).post(api::unknown))
+        .layer(axum::middleware::map_response(pages::secure))
 }
 
 /// HTTPS with the coordinator's certificate (and client CA, when set), HTTP/1.1.
