@@ -49,6 +49,18 @@ pub struct UpArgs {
     /// Where the workers make task workspaces [default: a temporary directory].
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Also serve /metrics, /healthz and the web dashboard on this address (e.g.
+    /// 127.0.0.1:8080; port 0 picks one; the URL is printed).
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
+    /// Git repositories the local workers may work on (repeatable; see orca-worker
+    /// --allow-repo); local paths also need --allow-dir.
+    #[arg(long = "allow-repo", value_name = "PATTERN")]
+    allow_repos: Vec<String>,
+    /// Roots under which the local workers use a task's working_dir (or a local git
+    /// repository) in place (repeatable).
+    #[arg(long = "allow-dir", value_name = "DIR")]
+    allow_dirs: Vec<PathBuf>,
     /// Submit a sample job, show its progress, print the report, then stop.
     #[arg(long)]
     demo: bool,
@@ -74,8 +86,10 @@ pub async fn run(args: UpArgs) -> Result<ExitCode, Failure> {
 
     let shutdown = CancellationToken::new();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let http_file = scratch.path().join("http.addr");
+    let http = args.http_listen.map(|a| (a, http_file.as_path()));
     let coordinator = tokio::spawn(orca_coordinator::run_with_ready(
-        coordinator_config(listen, &db, args.addr_file.as_deref()),
+        coordinator_config(listen, &db, args.addr_file.as_deref(), http),
         shutdown.clone(),
         Some(ready_tx),
     ));
@@ -106,6 +120,11 @@ pub async fn run(args: UpArgs) -> Result<ExitCode, Failure> {
         args.slots,
         agent.name()
     );
+    if args.http_listen.is_some() {
+        // Bound (and written) before the coordinator said it was ready.
+        let bound = std::fs::read_to_string(&http_file).map_err(|e| io("the dashboard's address", e))?;
+        println!("Dashboard: http://{}/", bound.trim());
+    }
 
     let code = if args.demo {
         let client = Client::connect(&url).await?;
@@ -128,11 +147,19 @@ pub async fn run(args: UpArgs) -> Result<ExitCode, Failure> {
 
 /// The coordinator's configuration: its own defaults and environment, with this command's
 /// address and database.
-fn coordinator_config(listen: SocketAddr, db: &Path, addr_file: Option<&Path>) -> orca_coordinator::Config {
+fn coordinator_config(
+    listen: SocketAddr,
+    db: &Path,
+    addr_file: Option<&Path>,
+    http: Option<(SocketAddr, &Path)>,
+) -> orca_coordinator::Config {
     let mut argv = vec!["orca-coordinator".to_string(), "--listen".into(), listen.to_string()];
     argv.extend(["--db".into(), db.display().to_string()]);
     if let Some(f) = addr_file {
         argv.extend(["--addr-file".into(), f.display().to_string()]);
+    }
+    if let Some((at, file)) = http {
+        argv.extend(["--http-listen".into(), at.to_string(), "--http-addr-file".into(), file.display().to_string()]);
     }
     orca_coordinator::Config::parse_from(argv)
 }
@@ -150,6 +177,12 @@ fn worker_config(
     argv.extend(["--name".into(), format!("up-{i}"), "--work-dir".into(), work_dir.display().to_string()]);
     if let Some(c) = &args.agent_command {
         argv.extend(["--agent-command".into(), c.clone()]);
+    }
+    for r in &args.allow_repos {
+        argv.extend(["--allow-repo".into(), r.clone()]);
+    }
+    for d in &args.allow_dirs {
+        argv.extend(["--allow-dir".into(), d.display().to_string()]);
     }
     let parsed = orca_worker::Args::try_parse_from(argv).map_err(|e| Failure::Up(e.to_string()))?;
     parsed.validate().map_err(|e| Failure::Up(format!("worker {i}: {e}")))

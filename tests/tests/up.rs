@@ -41,10 +41,11 @@ async fn up_stops_cleanly_on_sigint_and_a_restart_finishes_every_acknowledged_ta
     let (db, addr_file) = (d.join("orca.db"), d.join("addr"));
     // Tasks take a while, so SIGINT comes in the middle of the job.
     let agent = script(d, "agent.sh", "sleep 0.3; echo \"did $ORCA_TASK_ID\"");
-    let start = || {
+    let start = |extra: &[&str]| {
         let _ = std::fs::remove_file(&addr_file);
         Command::new(binary("orca"))
-            .args(["up", "--listen", "127.0.0.1:0", "--workers", "2", "--slots", "2", "--agent", "command"])
+            .args(extra)
+            .args(["--listen", "127.0.0.1:0", "--workers", "2", "--slots", "2", "--agent", "command"])
             .args(["--agent-command", agent.to_str().unwrap(), "--work-dir", d.join("work").to_str().unwrap()])
             .arg("--db")
             .arg(&db)
@@ -55,7 +56,7 @@ async fn up_stops_cleanly_on_sigint_and_a_restart_finishes_every_acknowledged_ta
             .spawn()
             .unwrap()
     };
-    let mut up = start();
+    let mut up = start(&["up"]);
     let addr = wait_for_file(&addr_file, &mut up);
     let url = format!("http://{addr}");
     let mut c = pb::orchestrator_client::OrchestratorClient::connect(url.clone()).await.unwrap();
@@ -75,9 +76,16 @@ async fn up_stops_cleanly_on_sigint_and_a_restart_finishes_every_acknowledged_ta
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with(&format!("Orca is up at {url} (database {}", db.display())), "{stdout}");
 
-    // Restarted on the same database: every task is there and completes exactly once.
-    let mut up = start();
+    // Restarted on the same database (with the dashboard): every task is there and
+    // completes exactly once.
+    let mut up = start(&["up", "--http-listen", "127.0.0.1:0"]);
     let addr = wait_for_file(&addr_file, &mut up);
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(up.stdout.take().unwrap()));
+    let dashboard = lines
+        .find_map(|l| l.ok()?.strip_prefix("Dashboard: http://").map(|a| a.trim_end_matches('/').to_string()))
+        .expect("orca up prints the dashboard's address");
+    let (status, page) = orca_e2e::workers::http_get(&dashboard, "/", None);
+    assert!(status == 200 && page.contains("/assets/app.js"), "{status} {page}");
     let mut c = pb::orchestrator_client::OrchestratorClient::connect(format!("http://{addr}")).await.unwrap();
     let s = wait_idle(&mut c, &job).await;
     assert_eq!((s.total_tasks, s.completed), (40, 40), "{s:?}");
