@@ -139,6 +139,13 @@ pub async fn logs(client: &Client, id: i64, follow: bool) -> Result<ExitCode, Fa
     let running = !pb::TaskState::try_from(t.state).is_ok_and(|s| s.is_final());
     let mut followed = String::new();
     if follow && running {
+        // What it printed before we came (GetTask has a running attempt's latest lines).
+        let so_far =
+            t.result.as_ref().filter(|_| t.state == pb::TaskState::InProgress as i32).map(|r| r.output.as_str());
+        if let Some(out) = so_far.filter(|o| !o.is_empty()) {
+            print!("{out}");
+            followed.push_str(out);
+        }
         let mut events = std::pin::pin!(client.watch(&t.job_id, WatchOptions::default()));
         while let Some(ev) = events.next().await {
             let ev = ev?;
