@@ -459,11 +459,7 @@ fn with_git(tasks: Vec<Subtask>, path: &Path, args: &SubmitArgs) -> Result<Vec<S
     if args.branch.is_some() && tasks.len() > 1 {
         return Err(Failure::Usage(format!("--branch names one branch, and there are {} tasks", tasks.len())));
     }
-    let checkout = if args.ship_changes {
-        orca_client::GitCheckout::open_with_changes(path)?
-    } else {
-        orca_client::GitCheckout::open(path)?
-    };
+    let checkout = orca_client::GitCheckout::open_as(path, args.ship_changes)?;
     let source = checkout.source();
     Ok(tasks
         .into_iter()

@@ -432,11 +432,7 @@ fn subtasks(tasks: Vec<TaskArgs>) -> Result<Vec<Subtask>, String> {
             s = s.timeout_seconds(n);
         }
         if let Some(path) = &t.git_checkout {
-            let checkout = if t.ship_changes {
-                orca_client::GitCheckout::open_with_changes(path)
-            } else {
-                orca_client::GitCheckout::open(path)
-            };
+            let checkout = orca_client::GitCheckout::open_as(path, t.ship_changes);
             s = s.git(checkout.map_err(|e| format!("tasks[{i}].git_checkout: {e}"))?.source());
         } else if t.ship_changes {
             return Err(format!("tasks[{i}].ship_changes: needs git_checkout"));

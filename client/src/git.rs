@@ -73,6 +73,11 @@ impl GitCheckout {
         Self::read(path.as_ref(), true)
     }
 
+    /// [`GitCheckout::open_with_changes`] when `ship_changes`, else [`GitCheckout::open`].
+    pub fn open_as(path: impl AsRef<Path>, ship_changes: bool) -> Result<GitCheckout, Error> {
+        Self::read(path.as_ref(), ship_changes)
+    }
+
     fn read(path: &Path, ship: bool) -> Result<GitCheckout, Error> {
         let root = PathBuf::from(text(path, &["rev-parse", "--show-toplevel"])?);
         let remote = remote_of(&root)?;

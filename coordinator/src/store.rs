@@ -659,13 +659,7 @@ impl Writer {
     pub async fn specs(&mut self, ids: &[i64]) -> Result<HashMap<i64, Vec<u8>>, Error> {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let sql =
-                format!("SELECT task_id, spec FROM tasks WHERE task_id IN ({})", vec!["?"; chunk.len()].join(","));
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(id);
-            }
-            for row in q.fetch_all(&mut self.conn).await? {
+            for row in specs_query(chunk).fetch_all(&mut self.conn).await? {
                 out.insert(row.get(0), row.get(1));
             }
         }
@@ -882,6 +876,16 @@ fn bind_row<'q>(
         .bind(r.reason.as_str())
 }
 
+/// `task_id, spec` of the tasks among `ids` (at most [`ROWS_PER_STATEMENT`]).
+fn specs_query(ids: &[i64]) -> sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    let sql = format!("SELECT task_id, spec FROM tasks WHERE task_id IN ({})", vec!["?"; ids.len()].join(","));
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for id in ids {
+        q = q.bind(*id);
+    }
+    q
+}
+
 fn chain_error(error: String) -> pb::GitBase {
     pb::GitBase { error, ..Default::default() }
 }
@@ -929,13 +933,7 @@ impl Store {
     pub async fn git_repos(&self, ids: &[i64]) -> Result<HashMap<i64, String>, Error> {
         let mut out = HashMap::new();
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let sql =
-                format!("SELECT task_id, spec FROM tasks WHERE task_id IN ({})", vec!["?"; chunk.len()].join(","));
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(id);
-            }
-            for row in q.fetch_all(&self.pool).await? {
+            for row in specs_query(chunk).fetch_all(&self.pool).await? {
                 let spec = pb::TaskSpec::decode(row.get::<Vec<u8>, _>(1).as_slice())
                     .map_err(|e| Error::Storage(format!("task {}: unreadable spec: {e}", row.get::<i64, _>(0))))?;
                 if let Some(g) = spec.git {

@@ -430,6 +430,18 @@ pub fn head_str(s: &str, max: usize) -> &str {
     &s[..i]
 }
 
+/// The last `max` bytes of `s`, cut at a character boundary.
+pub fn tail_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut i = s.len() - max;
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}
+
 /// Escapes a string for a log line: control characters and non-ASCII shown as escapes, cut
 /// to `max` bytes, so a name cannot forge log lines or terminal escapes.
 pub fn log_safe(s: &str, max: usize) -> String {

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::workers::WorkerProc;
+
 /// The identity of every commit the test makes (and of the workers' `git am`).
 pub const IDENTITY: [(&str, &str); 4] = [
     ("GIT_AUTHOR_NAME", "Test"),
@@ -32,4 +34,13 @@ pub fn remote(d: &Path) -> PathBuf {
     git(&seed, &["tag", "v1"]);
     git(&seed, &["push", "--quiet", remote.to_str().unwrap(), "main", "v1"]);
     remote
+}
+
+/// A worker named `name` that runs each prompt as a shell script (`sh -s`) and may work on
+/// `remote` (a local path under `root`, its `--allow-dir`), with `extra` arguments.
+pub fn git_worker(url: &str, root: &Path, remote: &Path, name: &str, extra: &[&str]) -> WorkerProc {
+    let mut args = vec!["--agent", "command", "--agent-command", "sh -s", "--allow-repo", remote.to_str().unwrap()];
+    args.extend(["--allow-dir", root.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    WorkerProc::start_with_env(url, root, name, &args, &IDENTITY)
 }

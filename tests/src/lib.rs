@@ -12,7 +12,7 @@ pub mod workers;
 
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +62,17 @@ impl Coordinator {
         Coordinator(orca_harness::Coordinator::start(config).unwrap_or_else(|e| panic!("start orca-coordinator: {e}")))
     }
 
+    /// Starts a coordinator that also serves HTTP (`--http-listen` on a free port); returns
+    /// it with the HTTP `host:port`.
+    pub fn start_with_http(dir: &Path, extra: &[&str]) -> (Coordinator, String) {
+        let addr_file = dir.join("http.addr");
+        let mut args = vec!["--http-listen", "127.0.0.1:0", "--http-addr-file", addr_file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let mut coord = Coordinator::start(dir, &args);
+        let http = wait_for_file(&addr_file, &mut coord.child);
+        (coord, http)
+    }
+
     pub async fn client(&self) -> OrchestratorClient<Channel> {
         OrchestratorClient::connect(self.url()).await.expect("connect orchestrator")
     }
@@ -104,6 +115,13 @@ pub fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
             panic!("process did not exit within {WAIT:?}");
         }
     }
+}
+
+/// The hex SHA-256 of a token, the operator's way (`printf %s TOKEN | sha256sum`), for
+/// auth files.
+pub fn token_digest(token: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(format!("printf %s '{token}' | sha256sum")).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
 }
 
 /// A plain task spec.

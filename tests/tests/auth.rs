@@ -20,20 +20,13 @@ const ROLES: [(&str, &str); 5] = [
     ("farm", "worker-token"),
 ];
 
-fn sha(token: &str) -> String {
-    use std::process::Command;
-    // The operator's way: `printf %s TOKEN | sha256sum`.
-    let out = Command::new("sh").arg("-c").arg(format!("printf %s '{token}' | sha256sum")).output().unwrap();
-    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
-}
-
 fn write_auth(path: &Path, skip: &[&str]) {
     let mut text = String::new();
     for ((name, token), role) in ROLES.iter().zip(["admin", "submitter", "submitter", "reader", "worker"]) {
         if !skip.contains(name) {
             text.push_str(&format!(
                 "[[tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n\n",
-                sha(token)
+                token_digest(token)
             ));
         }
     }
@@ -256,7 +249,7 @@ async fn a_worker_id_belongs_to_its_token_and_sighup_revokes() {
         format!(
             "{}[[tokens]]\nname = \"farm2\"\nrole = \"worker\"\nsha256 = \"{}\"\n",
             std::fs::read_to_string(&auth).unwrap(),
-            sha("second-worker-token")
+            token_digest("second-worker-token")
         ),
     )
     .unwrap();
@@ -379,7 +372,7 @@ async fn per_token_limits_refuse_with_resource_exhausted_and_lose_nothing() {
         &auth,
         format!(
             "[[tokens]]\nname = \"slow\"\nrole = \"submitter\"\nsha256 = \"{}\"\ntasks_per_second = 1\nburst = 2\nwatch_streams = 1\n",
-            sha("slow-token")
+            token_digest("slow-token")
         ),
     )
     .unwrap();

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use orca_e2e::gitrepo::{IDENTITY, git, remote};
+use orca_e2e::gitrepo::{IDENTITY, git, git_worker, remote};
 use orca_e2e::workers::WorkerProc;
 use orca_e2e::*;
 use orca_proto::pb;
@@ -17,19 +17,7 @@ fn workers(url: &str, d: &Path, remote: &Path) -> Vec<WorkerProc> {
         .map(|i| {
             let name = format!("w{i}");
             let label = format!("at={name}");
-            let args = [
-                "--agent",
-                "command",
-                "--agent-command",
-                "sh -s",
-                "--allow-repo",
-                remote.to_str().unwrap(),
-                "--allow-dir",
-                d.to_str().unwrap(),
-                "--label",
-                &label,
-            ];
-            WorkerProc::start_with_env(url, d, &name, &args, &IDENTITY)
+            git_worker(url, d, remote, &name, &["--label", &label])
         })
         .collect()
 }
@@ -221,17 +209,7 @@ async fn submit_git_works_on_the_callers_checkout_and_ships_changes_only_when_as
     let remote = remote(d);
     let coord = Coordinator::start(d, &[]);
     let url = coord.url();
-    let args = [
-        "--agent",
-        "command",
-        "--agent-command",
-        "sh -s",
-        "--allow-repo",
-        remote.to_str().unwrap(),
-        "--allow-dir",
-        d.to_str().unwrap(),
-    ];
-    let _w = WorkerProc::start_with_env(&url, d, "w", &args, &IDENTITY);
+    let _w = git_worker(&url, d, &remote, "w", &[]);
     let caller = d.join("caller");
     git(d, &["clone", "--quiet", remote.to_str().unwrap(), caller.to_str().unwrap()]);
     std::fs::write(caller.join("a.txt"), "a\ndirty\n").unwrap();

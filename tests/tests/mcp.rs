@@ -253,22 +253,12 @@ echo "done $ORCA_TASK_ID""#,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_delegates_git_work_and_applies_the_patches() {
-    use orca_e2e::gitrepo::{IDENTITY, git, remote};
+    use orca_e2e::gitrepo::{git, git_worker, remote};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let remote = remote(d);
     let coord = Coordinator::start(d, &[]);
-    let args = [
-        "--agent",
-        "command",
-        "--agent-command",
-        "sh -s",
-        "--allow-repo",
-        remote.to_str().unwrap(),
-        "--allow-dir",
-        d.to_str().unwrap(),
-    ];
-    let _w = WorkerProc::start_with_env(&coord.url(), d, "w", &args, &IDENTITY);
+    let _w = git_worker(&coord.url(), d, &remote, "w", &[]);
     let caller = d.join("caller");
     git(d, &["clone", "--quiet", remote.to_str().unwrap(), caller.to_str().unwrap()]);
     let checkout = caller.to_str().unwrap();

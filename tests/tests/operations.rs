@@ -17,19 +17,10 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-fn start_with_http(dir: &Path, extra: &[&str]) -> (Coordinator, String) {
-    let addr_file = dir.join("http.addr");
-    let mut args = vec!["--http-listen", "127.0.0.1:0", "--http-addr-file", addr_file.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let mut coord = Coordinator::start(dir, &args);
-    let http = wait_for_file(&addr_file, &mut coord.child);
-    (coord, http)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_all_present_from_start_and_move_as_tasks_run() {
     let dir = tempfile::tempdir().unwrap();
-    let (coord, http) = start_with_http(dir.path(), &[]);
+    let (coord, http) = Coordinator::start_with_http(dir.path(), &[]);
     let (status, health) = http_get(&http, "/healthz", None);
     assert_eq!((status, health.lines().next()), (200, Some("serving")), "{health}");
 
@@ -75,7 +66,7 @@ async fn metrics_are_all_present_from_start_and_move_as_tasks_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_job_removes_a_finished_job_and_refuses_a_running_one() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut coord, http) = start_with_http(dir.path(), &["--retain-days", "0"]);
+    let (mut coord, http) = Coordinator::start_with_http(dir.path(), &["--retain-days", "0"]);
     let mut c = coord.client().await;
     let (tx, _rx) = mpsc::unbounded_channel();
     let done = create_job(&mut c, "finished").await;

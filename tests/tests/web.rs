@@ -13,15 +13,6 @@ use orca_e2e::*;
 use orca_proto::pb;
 use serde_json::{Value, json};
 
-fn start(dir: &Path, extra: &[&str]) -> (Coordinator, String) {
-    let addr_file = dir.join("http.addr");
-    let mut args = vec!["--http-listen", "127.0.0.1:0", "--http-addr-file", addr_file.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let mut coord = Coordinator::start(dir, &args);
-    let http = wait_for_file(&addr_file, &mut coord.child);
-    (coord, http)
-}
-
 /// One HTTP/1.1 exchange: (status, lowercase headers, body).
 fn http(addr: &str, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)]) -> (u16, String, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -99,7 +90,7 @@ impl Sse {
 async fn the_api_serves_the_grpc_reads_and_actions_with_the_pages_headers() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (coord, addr) = start(d, &[]);
+    let (coord, addr) = Coordinator::start_with_http(d, &[]);
     let mut c = coord.client().await;
     let job = create_job(&mut c, "web api").await;
     let ids = add(&mut c, &job, vec![spec("one"), spec("two")]).await;
@@ -175,11 +166,6 @@ async fn the_api_serves_the_grpc_reads_and_actions_with_the_pages_headers() {
 async fn with_tokens_the_api_allows_what_the_grpc_call_allows() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let sha = |t: &str| {
-        let out =
-            std::process::Command::new("sh").arg("-c").arg(format!("printf %s '{t}' | sha256sum")).output().unwrap();
-        String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
-    };
     let mut file = String::new();
     for (name, role, token) in [
         ("root", "admin", "a-token"),
@@ -187,11 +173,14 @@ async fn with_tokens_the_api_allows_what_the_grpc_call_allows() {
         ("other", "submitter", "o-token"),
         ("dash", "reader", "r-token"),
     ] {
-        file.push_str(&format!("[[tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n\n", sha(token)));
+        file.push_str(&format!(
+            "[[tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n\n",
+            token_digest(token)
+        ));
     }
     let auth = d.join("auth.toml");
     std::fs::write(&auth, file).unwrap();
-    let (coord, addr) = start(d, &["--auth-file", auth.to_str().unwrap()]);
+    let (coord, addr) = Coordinator::start_with_http(d, &["--auth-file", auth.to_str().unwrap()]);
     let mut c = coord.client().await;
     let mut req = tonic::Request::new(pb::CreateJobRequest { description: "ci's".into(), ..Default::default() });
     req.metadata_mut().insert("authorization", "Bearer s-token".parse().unwrap());
@@ -254,7 +243,7 @@ fn open_gate(d: &Path, id: i64) {
 async fn the_pages_follow_a_job_live_in_a_browser_and_act_on_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (coord, addr) = start(d, &[]);
+    let (coord, addr) = Coordinator::start_with_http(d, &[]);
     let mut c = coord.client().await;
     let _w = gated_worker(&coord.url(), d);
     let job = create_job(&mut c, "build the parser").await;
@@ -344,7 +333,7 @@ async fn the_pages_follow_a_job_live_in_a_browser_and_act_on_it() {
 async fn a_job_of_100000_tasks_is_paged_not_all_in_the_page() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (coord, addr) = start(d, &[]);
+    let (coord, addr) = Coordinator::start_with_http(d, &[]);
     let mut c = coord.client().await;
     let job = create_job(&mut c, "big").await;
     for _ in 0..10 {
@@ -385,11 +374,10 @@ async fn a_job_of_100000_tasks_is_paged_not_all_in_the_page() {
 async fn with_tokens_the_page_asks_for_one() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let out = std::process::Command::new("sh").arg("-c").arg("printf %s 'r-token' | sha256sum").output().unwrap();
-    let digest = String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string();
+    let digest = token_digest("r-token");
     let auth = d.join("auth.toml");
     std::fs::write(&auth, format!("[[tokens]]\nname = \"dash\"\nrole = \"reader\"\nsha256 = \"{digest}\"\n")).unwrap();
-    let (_coord, addr) = start(d, &["--auth-file", auth.to_str().unwrap()]);
+    let (_coord, addr) = Coordinator::start_with_http(d, &["--auth-file", auth.to_str().unwrap()]);
     let b = Browser::start(&d.join("chromedriver.log"));
     b.goto(&format!("http://{addr}/"));
     b.until("the login form", "return !!document.querySelector('#login #token')");

@@ -166,13 +166,7 @@ async fn prepare(ctx: &Ctx, a: &pb::Assignment, spec: &pb::TaskSpec, stop: &mut 
     let (ws, mut note) = match made {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => return Err(Box::new(workspace_failed(pb::TaskResult::default(), e))),
-        Err(e) => {
-            return Err(Box::new(failed(
-                pb::TaskResult::default(),
-                format!("workspace preparation failed: {e}"),
-                true,
-            )));
-        }
+        Err(e) => return Err(preparation_failed(e)),
     };
     let mut checkout = None;
     if let Some(g) = &spec.git {
@@ -207,8 +201,13 @@ async fn prepare(ctx: &Ctx, a: &pb::Assignment, spec: &pb::TaskSpec, stop: &mut 
     match written {
         Ok(Ok(ws)) => Ok(Prepared { ws, note, checkout }),
         Ok(Err(e)) => Err(Box::new(workspace_failed(pb::TaskResult::default(), e))),
-        Err(e) => Err(Box::new(failed(pb::TaskResult::default(), format!("workspace preparation failed: {e}"), true))),
+        Err(e) => Err(preparation_failed(e)),
     }
+}
+
+/// A blocking step of the preparation panicked or was cancelled: another attempt may work.
+fn preparation_failed(e: tokio::task::JoinError) -> Box<Final> {
+    Box::new(failed(pb::TaskResult::default(), format!("workspace preparation failed: {e}"), true))
 }
 
 /// Resolves when the attempt is asked to stop (never, once nobody can ask).

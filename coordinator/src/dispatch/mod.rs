@@ -425,13 +425,8 @@ fn track_output(live: &mut HashMap<TaskId, (u32, String)>, effects: &[Effect]) {
                 }
                 text.push_str(message);
                 text.push('\n');
-                if text.len() > LIVE_OUTPUT_BYTES {
-                    let mut cut = text.len() - LIVE_OUTPUT_BYTES;
-                    while !text.is_char_boundary(cut) {
-                        cut += 1;
-                    }
-                    text.drain(..cut);
-                }
+                let cut = text.len() - contract::tail_str(text, LIVE_OUTPUT_BYTES).len();
+                text.drain(..cut);
             }
             Effect::Changed { id, from: Some(State::InProgress), .. } => {
                 live.remove(id);

@@ -87,7 +87,7 @@ pub fn request<T>(ctx: &Ctx, headers: &HeaderMap, method: &str, msg: T) -> Resul
     if !ctx.svc.auth.enabled() {
         return Ok(req);
     }
-    let caller = ctx.svc.auth.authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
+    let caller = super::caller(ctx, headers)?;
     let path = format!("/orca.v1.Orchestrator/{method}");
     let need = auth::access(&path).ok_or_else(|| Status::internal(format!("{method} is no method")))?;
     if !auth::allowed(caller.role, need) {
@@ -128,7 +128,7 @@ pub async fn session(State(ctx): State<Ctx>, headers: HeaderMap) -> ApiResult {
     if !ctx.svc.auth.enabled() {
         return Ok(Json(json!({"auth": false, "name": "", "role": "admin"})));
     }
-    let caller = ctx.svc.auth.authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
+    let caller = super::caller(&ctx, &headers)?;
     Ok(Json(json!({"auth": true, "name": &*caller.name, "role": caller.role.name()})))
 }
 

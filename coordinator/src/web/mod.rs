@@ -20,8 +20,7 @@ use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{self, Auth};
-use crate::dispatch::Handle;
+use crate::auth;
 use crate::service::Services;
 
 /// How often histogram samples are folded into their buckets.
@@ -32,10 +31,9 @@ pub const STATS_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Ctx {
-    /// The gRPC services, called in process by the dashboard's API.
+    /// The gRPC services (with the tokens and the dispatcher's handle), called in process by
+    /// the dashboard's API.
     svc: Services,
-    auth: Auth,
-    handle: Handle,
     metrics: PrometheusHandle,
     db: PathBuf,
     shutdown: CancellationToken,
@@ -49,8 +47,7 @@ pub async fn serve(
     tls: Option<crate::tls::Tls>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let (auth, handle) = (svc.auth.clone(), svc.handle.clone());
-    let ctx = Ctx { svc, auth, handle, metrics: crate::metrics::install(), db, shutdown: shutdown.clone() };
+    let ctx = Ctx { svc, metrics: crate::metrics::install(), db, shutdown: shutdown.clone() };
     // Histogram samples wait in the recorder until folded into their buckets: fold them
     // every few seconds, scraped or not, so memory stays flat.
     let (upkeep, stop) = (ctx.metrics.clone(), shutdown.clone());
@@ -147,12 +144,14 @@ pub fn db_bytes(db: &std::path::Path) -> u64 {
     size(db) + size(std::path::Path::new(&wal))
 }
 
-/// With an auth file, a reader token or higher (`authorization: Bearer <token>`).
+/// The caller an HTTP request's `authorization: Bearer <token>` names (with an auth file).
+fn caller(ctx: &Ctx, headers: &HeaderMap) -> Result<auth::Caller, tonic::Status> {
+    ctx.svc.auth.authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+}
+
+/// With an auth file, a reader token or higher.
 fn readable(ctx: &Ctx, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
-    let caller = ctx
-        .auth
-        .authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
-        .map_err(|s| (StatusCode::UNAUTHORIZED, format!("{}\n", s.message())))?;
+    let caller = caller(ctx, headers).map_err(|s| (StatusCode::UNAUTHORIZED, format!("{}\n", s.message())))?;
     if !auth::allowed(caller.role, auth::Access::Read) {
         return Err((
             StatusCode::FORBIDDEN,
@@ -167,7 +166,7 @@ async fn metrics(State(ctx): State<Ctx>, headers: HeaderMap) -> axum::response::
         return refused.into_response();
     }
     // A dispatcher that does not answer leaves the gauges as they were; /healthz says why.
-    if let Ok(Ok(stats)) = tokio::time::timeout(STATS_TIMEOUT, ctx.handle.stats()).await {
+    if let Ok(Ok(stats)) = tokio::time::timeout(STATS_TIMEOUT, ctx.svc.handle.stats()).await {
         crate::metrics::set_stats(&stats, db_bytes(&ctx.db));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], ctx.metrics.render()).into_response()
@@ -178,7 +177,7 @@ async fn healthz(State(ctx): State<Ctx>) -> impl IntoResponse {
     if ctx.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".to_string());
     }
-    match tokio::time::timeout(STATS_TIMEOUT, ctx.handle.stats()).await {
+    match tokio::time::timeout(STATS_TIMEOUT, ctx.svc.handle.stats()).await {
         Ok(Ok(s)) => (
             StatusCode::OK,
             format!(

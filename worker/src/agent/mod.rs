@@ -170,17 +170,7 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The last `max` bytes of `s`, cut at a character boundary.
-pub fn tail_str(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut i = s.len() - max;
-    while !s.is_char_boundary(i) {
-        i += 1;
-    }
-    &s[i..]
-}
+pub use orca_proto::contract::tail_str;
 
 /// Whether `program` can be run: a path to an executable file, or a name found in PATH.
 pub fn find_program(program: &str) -> Option<PathBuf> {
