@@ -272,14 +272,30 @@ class ClaudeOrchestrator:
 
     # Jobs and tasks
 
-    def create_job(self, description: str, metadata: Optional[Mapping[str, Any]] = None) -> str:
+    def create_job(
+        self,
+        description: str,
+        metadata: Optional[Mapping[str, Any]] = None,
+        *,
+        weight: int = 0,
+        max_running: int = 0,
+        budget_usd: float = 0.0,
+    ) -> str:
         """Creates a job (its metadata gets ``orchestrator_id``); returns its id and makes it
-        the current job."""
+        the current job.
+
+        Orca's extras, keyword-only: the scheduling controls of `orca.Client.create_job`
+        (``weight``: share of the workers against other jobs, 0 the default 1;
+        ``max_running``: most tasks running at once, 0 no limit; ``budget_usd``: no new
+        attempt once the job's reported cost reaches it, 0 no budget). Change them later with
+        ``orch.client.update_job`` (or ``pause_job`` / ``resume_job``)."""
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata: expected a dict, got {type(metadata).__name__}")
         meta = dict(metadata or {})
         meta["orchestrator_id"] = self.orchestrator_id
-        job = self.client.create_job(description, meta)
+        job = self.client.create_job(
+            description, meta, weight=weight, max_running=max_running, budget_usd=budget_usd
+        )
         self.current_job = job.job_id
         return job.job_id
 

@@ -5,6 +5,10 @@
 - `Client.watch_job` is a resumable event stream, `Client.wait` waits on it.
 - `Client.list_workers`, `get_stats`, `watch_fleet` and `drain_worker` show and steer the
   fleet of workers.
+- Scheduling: `Client.create_job`'s ``weight``, ``max_running`` and ``budget_usd``,
+  changed later by `update_job` (`pause_job`, `resume_job`); a task's ``run_at`` or
+  ``delay`` (`task_spec`); recurring jobs with `create_schedule`, `list_schedules` and
+  `delete_schedule`.
 - `write_artifacts` puts a task's returned files into a directory, safely.
 - Git tasks (`orca.git`): `from_git_checkout` makes a task working on the caller's
   checkout, `apply_patches` (or `Client.apply_patches`) applies what they brought back;
@@ -34,6 +38,7 @@ from orca._specs import (
     state_name,
     task_spec,
     to_struct,
+    to_timestamp,
 )
 from orca.aio import AsyncClient
 from orca.artifacts import ArtifactSkipped, write_artifacts
@@ -86,6 +91,7 @@ WorkerInfo = orchestrator_pb2.WorkerInfo
 Stats = orchestrator_pb2.Stats
 FleetEvent = orchestrator_pb2.FleetEvent
 FleetEventKind = orchestrator_pb2.FleetEventKind
+Schedule = orchestrator_pb2.Schedule
 
 __all__ = [
     "Client",
@@ -110,6 +116,7 @@ __all__ = [
     "FINAL_STATES",
     "to_struct",
     "from_struct",
+    "to_timestamp",
     "OrcaError",
     "Cancelled",
     "Unknown",
@@ -150,4 +157,5 @@ __all__ = [
     "Stats",
     "FleetEvent",
     "FleetEventKind",
+    "Schedule",
 ]

@@ -8,10 +8,13 @@ it, so its message is the one the caller sees.
 
 from __future__ import annotations
 
+import datetime
+import math
 import re
+import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from orca.v1 import types_pb2
 
@@ -19,6 +22,8 @@ __all__ = [
     "task_spec",
     "task_specs",
     "TaskLike",
+    "TimeLike",
+    "to_timestamp",
     "TASK_STATES",
     "JOB_STATES",
     "FINAL_STATES",
@@ -31,6 +36,9 @@ __all__ = [
 ]
 
 TaskLike = Union[types_pb2.TaskSpec, Mapping[str, Any], str]
+#: A point in time: a `datetime.datetime` (naive means local time), a unix time in seconds
+#: (int or float) or a protobuf `Timestamp`.
+TimeLike = Union[datetime.datetime, float, int, timestamp_pb2.Timestamp]
 
 #: Short lowercase task state names (the contract's) to their enum values.
 TASK_STATES: Dict[str, int] = {
@@ -202,6 +210,8 @@ SPEC_FIELDS: Tuple[str, ...] = (
     "name",
     "git",
     "push_to",
+    "run_at",
+    "delay",
 )
 
 
@@ -225,6 +235,8 @@ def task_spec(
     name: str = "",
     git: Union[types_pb2.GitSource, Mapping[str, Any], None] = None,
     push_to: Optional[str] = None,
+    run_at: Optional[TimeLike] = None,
+    delay: Optional[float] = None,
 ) -> types_pb2.TaskSpec:
     """A `TaskSpec` from keyword arguments. Unset optional fields take the coordinator's
     defaults (priority 5, no retries). ``depends_on`` and ``parent_task_id`` may be negative
@@ -234,7 +246,9 @@ def task_spec(
     repository (a `GitSource`, a dict of its fields, or an `orca.GitCheckout`; see
     `orca.from_git_checkout`): the task runs in a worktree of its own and its change comes
     back as a patch. ``push_to`` (needs ``git``) also pushes the task's commit to that branch
-    (``""``: the default ``orca/<job>/<task>``)."""
+    (``""``: the default ``orca/<job>/<task>``). ``run_at`` (a `datetime`, a unix time in
+    seconds, or a `Timestamp`; see `to_timestamp`) or ``delay`` (seconds from now; not both)
+    keeps the task waiting until then (and for its dependencies)."""
     if not isinstance(prompt, str):
         raise TypeError(f"prompt: expected a string, got {type(prompt).__name__}")
     if not isinstance(working_dir, str):
@@ -283,7 +297,77 @@ def task_spec(
     if agent is not None:
         spec.agent.CopyFrom(_message(agent, types_pb2.AgentOptions, "agent"))
     _set_git(spec, git, push_to)
+    _set_run_at(spec, run_at, delay)
     return spec
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+#: 9999-12-31T23:59:59Z, the last second a `Timestamp` may hold.
+_MAX_SECONDS = 253_402_300_799
+
+
+def _seconds(value: Any, source: str) -> float:
+    """A finite, non-negative number of seconds (int or float, not bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{source}: expected a number of seconds (int or float), got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{source}: must be a finite number of seconds >= 0, got {value!r}")
+    return value
+
+
+def to_timestamp(value: TimeLike, source: str = "run_at") -> timestamp_pb2.Timestamp:
+    """A protobuf `Timestamp` from a point in time:
+
+    - a `datetime.datetime`: an aware one as it is; a **naive one is local time**, the
+      convention of ``datetime.timestamp()`` (so ``datetime.now()`` and
+      ``datetime.now(timezone.utc)`` name the same instant). Exact to the microsecond;
+    - an int or float: a unix time in seconds (``time.time()``'s scale), from 0 to the end
+      of year 9999;
+    - a `Timestamp`: a copy.
+
+    Anything else raises TypeError, a time out of that range ValueError, both naming
+    ``source``."""
+    ts = timestamp_pb2.Timestamp()
+    if isinstance(value, timestamp_pb2.Timestamp):
+        ts.CopyFrom(value)
+        return ts
+    if isinstance(value, datetime.datetime):
+        # astimezone() on a naive datetime takes it as local time, as timestamp() does.
+        aware = value if value.tzinfo is not None and value.utcoffset() is not None else value.astimezone()
+        delta = aware - _EPOCH
+        if delta < datetime.timedelta(0):
+            raise ValueError(f"{source}: must not be before 1970-01-01 UTC, got {value.isoformat()}")
+        ts.seconds = delta.days * 86400 + delta.seconds
+        ts.nanos = delta.microseconds * 1000
+        return ts
+    if isinstance(value, datetime.date):
+        raise TypeError(f"{source}: expected a datetime (with a time of day), got a date: {value.isoformat()}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{source}: expected a datetime, a unix time in seconds or a Timestamp, got {type(value).__name__}"
+        )
+    if not math.isfinite(value) or not 0 <= value <= _MAX_SECONDS:
+        raise ValueError(f"{source}: must be a unix time in seconds from 0 to {_MAX_SECONDS}, got {value!r}")
+    if isinstance(value, int):
+        ts.seconds = value
+        return ts
+    seconds = math.floor(value)
+    nanos = round((value - seconds) * 1e9)
+    if nanos >= 1_000_000_000:
+        seconds, nanos = seconds + 1, nanos - 1_000_000_000
+    ts.seconds = seconds
+    ts.nanos = nanos
+    return ts
+
+
+def _set_run_at(spec: types_pb2.TaskSpec, run_at: Optional[TimeLike], delay: Optional[float]) -> None:
+    """``spec.run_at`` from `task_spec`'s ``run_at`` or ``delay``."""
+    if run_at is not None and delay is not None:
+        raise ValueError("run_at: give run_at or delay, not both")
+    if run_at is not None:
+        spec.run_at.CopyFrom(to_timestamp(run_at, "run_at"))
+    elif delay is not None:
+        spec.run_at.CopyFrom(to_timestamp(time.time() + _seconds(delay, "delay"), "delay"))
 
 
 def _set_git(spec: types_pb2.TaskSpec, git: Any, push_to: Optional[str]) -> None:

@@ -22,9 +22,12 @@ from orca.client import (
     ProgressCallback,
     StateLike,
     create_job_request,
+    create_schedule_request,
     drain_worker_request,
     list_tasks_request,
     remaining,
+    schedule_name,
+    update_job_request,
     watch_fleet_request,
 )
 from orca.errors import OrcaError, WaitTimeout, error_from_rpc
@@ -96,9 +99,19 @@ class AsyncClient:
     # Jobs
 
     async def create_job(
-        self, description: str = "", metadata: Optional[Mapping[str, object]] = None, *, request_id: str = ""
+        self,
+        description: str = "",
+        metadata: Optional[Mapping[str, object]] = None,
+        *,
+        request_id: str = "",
+        weight: int = 0,
+        max_running: int = 0,
+        budget_usd: float = 0.0,
     ) -> types_pb2.Job:
-        return await self._call("CreateJob", create_job_request(description, metadata, request_id))
+        """As `orca.Client.create_job` (with the scheduling controls ``weight``,
+        ``max_running`` and ``budget_usd``)."""
+        req = create_job_request(description, metadata, request_id, weight, max_running, budget_usd)
+        return await self._call("CreateJob", req)
 
     async def get_job(self, job_id: str) -> types_pb2.Job:
         return await self._call("GetJob", orchestrator_pb2.GetJobRequest(job_id=job_id))
@@ -123,6 +136,56 @@ class AsyncClient:
 
     async def delete_job(self, job_id: str) -> None:
         await self._call("DeleteJob", orchestrator_pb2.DeleteJobRequest(job_id=job_id))
+
+    async def update_job(
+        self,
+        job_id: str,
+        *,
+        weight: Optional[int] = None,
+        max_running: Optional[int] = None,
+        budget_usd: Optional[float] = None,
+        paused: Optional[bool] = None,
+    ) -> types_pb2.Job:
+        """As `orca.Client.update_job`: changes the given scheduling controls (at least one)
+        and returns the job."""
+        return await self._call("UpdateJob", update_job_request(job_id, weight, max_running, budget_usd, paused))
+
+    async def pause_job(self, job_id: str) -> types_pb2.Job:
+        """As `orca.Client.pause_job`."""
+        return await self.update_job(job_id, paused=True)
+
+    async def resume_job(self, job_id: str) -> types_pb2.Job:
+        """As `orca.Client.resume_job`."""
+        return await self.update_job(job_id, paused=False)
+
+    # Schedules
+
+    async def create_schedule(
+        self,
+        name: str,
+        cron: str,
+        tasks: Iterable[TaskLike],
+        *,
+        description: str = "",
+        metadata: Optional[Mapping[str, object]] = None,
+        weight: int = 0,
+        max_running: int = 0,
+        budget_usd: float = 0.0,
+        replace: bool = False,
+    ) -> orchestrator_pb2.Schedule:
+        """As `orca.Client.create_schedule`."""
+        req = create_schedule_request(
+            name, cron, tasks, description, metadata, weight, max_running, budget_usd, replace
+        )
+        return await self._call("CreateSchedule", req)
+
+    async def list_schedules(self) -> List[orchestrator_pb2.Schedule]:
+        """As `orca.Client.list_schedules`."""
+        return list((await self._call("ListSchedules", orchestrator_pb2.ListSchedulesRequest())).schedules)
+
+    async def delete_schedule(self, name: str) -> None:
+        """As `orca.Client.delete_schedule`."""
+        await self._call("DeleteSchedule", orchestrator_pb2.DeleteScheduleRequest(name=schedule_name(name)))
 
     # Tasks
 

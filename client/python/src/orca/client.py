@@ -9,6 +9,7 @@ polling).
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable, Dict, Generator, Iterable, Iterator, List, Mapping, Optional, Sequence, Union, cast
 
@@ -76,16 +77,100 @@ def drain_worker_request(worker_id: str, resume: bool) -> orchestrator_pb2.Drain
     return orchestrator_pb2.DrainWorkerRequest(worker_id=worker_id, resume=bool(resume))
 
 
+_UINT32_MAX = 0xFFFFFFFF
+
+
+def _uint32(value: Any, name: str) -> int:
+    """An int that fits the request's uint32 field; the coordinator judges its range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if not 0 <= value <= _UINT32_MAX:
+        raise ValueError(f"{name}: must be between 0 and {_UINT32_MAX}, got {value}")
+    return value
+
+
+def _usd(value: Any, name: str) -> float:
+    """An amount of US dollars (int or float, finite, not negative)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a number of US dollars, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}: must be a finite amount >= 0, got {value!r}")
+    return float(value)
+
+
 def create_job_request(
-    description: str, metadata: Optional[Mapping[str, object]], request_id: str
+    description: str,
+    metadata: Optional[Mapping[str, object]],
+    request_id: str,
+    weight: int = 0,
+    max_running: int = 0,
+    budget_usd: float = 0.0,
 ) -> orchestrator_pb2.CreateJobRequest:
     if not isinstance(description, str):
         raise TypeError(f"description: expected a string, got {type(description).__name__}")
-    req = orchestrator_pb2.CreateJobRequest(description=description, request_id=request_id)
+    req = orchestrator_pb2.CreateJobRequest(
+        description=description,
+        request_id=request_id,
+        weight=_uint32(weight, "weight"),
+        max_running=_uint32(max_running, "max_running"),
+        budget_usd=_usd(budget_usd, "budget_usd"),
+    )
     m = to_struct(metadata, "metadata")
     if m is not None:
         req.metadata.CopyFrom(m)
     return req
+
+
+def update_job_request(
+    job_id: str,
+    weight: Optional[int],
+    max_running: Optional[int],
+    budget_usd: Optional[float],
+    paused: Optional[bool],
+) -> orchestrator_pb2.UpdateJobRequest:
+    """Only the fields given (not None) are set; the coordinator keeps the others."""
+    if not isinstance(job_id, str):
+        raise TypeError(f"job_id: expected a string, got {type(job_id).__name__}")
+    if weight is None and max_running is None and budget_usd is None and paused is None:
+        raise ValueError("update_job: nothing to change (give weight, max_running, budget_usd or paused)")
+    req = orchestrator_pb2.UpdateJobRequest(job_id=job_id)
+    if weight is not None:
+        req.weight = _uint32(weight, "weight")
+    if max_running is not None:
+        req.max_running = _uint32(max_running, "max_running")
+    if budget_usd is not None:
+        req.budget_usd = _usd(budget_usd, "budget_usd")
+    if paused is not None:
+        if not isinstance(paused, bool):
+            raise TypeError(f"paused: expected a bool, got {type(paused).__name__}")
+        req.paused = paused
+    return req
+
+
+def create_schedule_request(
+    name: str,
+    cron: str,
+    tasks: Iterable[TaskLike],
+    description: str,
+    metadata: Optional[Mapping[str, object]],
+    weight: int,
+    max_running: int,
+    budget_usd: float,
+    replace: bool,
+) -> orchestrator_pb2.CreateScheduleRequest:
+    for value, arg in ((name, "name"), (cron, "cron")):
+        if not isinstance(value, str):
+            raise TypeError(f"{arg}: expected a string, got {type(value).__name__}")
+    job = create_job_request(description, metadata, "", weight, max_running, budget_usd)
+    return orchestrator_pb2.CreateScheduleRequest(
+        name=name, cron=cron, job=job, tasks=task_specs(tasks), replace=bool(replace)
+    )
+
+
+def schedule_name(name: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a string, got {type(name).__name__}")
+    return name
 
 
 def remaining(deadline: Optional[float]) -> Optional[float]:
@@ -153,11 +238,23 @@ class Client:
     # Jobs
 
     def create_job(
-        self, description: str = "", metadata: Optional[Mapping[str, object]] = None, *, request_id: str = ""
+        self,
+        description: str = "",
+        metadata: Optional[Mapping[str, object]] = None,
+        *,
+        request_id: str = "",
+        weight: int = 0,
+        max_running: int = 0,
+        budget_usd: float = 0.0,
     ) -> types_pb2.Job:
         """Creates a job. ``metadata`` is a JSON-like dict; ``request_id`` an optional
-        idempotency key (the same key returns the first call's job)."""
-        return self._call("CreateJob", create_job_request(description, metadata, request_id))
+        idempotency key (the same key returns the first call's job). Scheduling controls
+        (changed later with `update_job`): ``weight`` is the job's share of the workers
+        against other jobs of the same priority (0: the default, 1; at most 1000),
+        ``max_running`` the most of its tasks running at once (0: no limit), ``budget_usd``
+        the cost after which no new attempt starts (0: no budget)."""
+        req = create_job_request(description, metadata, request_id, weight, max_running, budget_usd)
+        return self._call("CreateJob", req)
 
     def get_job(self, job_id: str) -> types_pb2.Job:
         """The job with its state and counts (``job.status``)."""
@@ -186,6 +283,70 @@ class Client:
         """Removes a finished job with its tasks, results and context
         (`orca.FailedPrecondition` while a task is not final)."""
         self._call("DeleteJob", orchestrator_pb2.DeleteJobRequest(job_id=job_id))
+
+    def update_job(
+        self,
+        job_id: str,
+        *,
+        weight: Optional[int] = None,
+        max_running: Optional[int] = None,
+        budget_usd: Optional[float] = None,
+        paused: Optional[bool] = None,
+    ) -> types_pb2.Job:
+        """Changes the job's scheduling controls; the arguments left None keep their value
+        (at least one must be given, else ValueError). ``weight`` 1..1000; ``max_running``
+        0 removes the limit; ``budget_usd`` 0 removes the budget (raising it resumes a job
+        that spent its budget); ``paused`` True starts no new attempt (the running ones
+        finish). Returns the job as it now is, with ``status.blocked_reason`` saying what
+        holds it back. A value out of range raises `orca.InvalidArgument`, an unknown job
+        `orca.NotFound`."""
+        return self._call("UpdateJob", update_job_request(job_id, weight, max_running, budget_usd, paused))
+
+    def pause_job(self, job_id: str) -> types_pb2.Job:
+        """`update_job` with ``paused=True``: no new attempt of the job starts (its running
+        ones finish, its tasks stay pending) until `resume_job`."""
+        return self.update_job(job_id, paused=True)
+
+    def resume_job(self, job_id: str) -> types_pb2.Job:
+        """`update_job` with ``paused=False``: the job's tasks are dispatched again."""
+        return self.update_job(job_id, paused=False)
+
+    # Schedules
+
+    def create_schedule(
+        self,
+        name: str,
+        cron: str,
+        tasks: Iterable[TaskLike],
+        *,
+        description: str = "",
+        metadata: Optional[Mapping[str, object]] = None,
+        weight: int = 0,
+        max_running: int = 0,
+        budget_usd: float = 0.0,
+        replace: bool = False,
+    ) -> orchestrator_pb2.Schedule:
+        """A recurring job: at each tick of ``cron`` (UTC; five fields ``minute hour
+        day-of-month month day-of-week``, or six with seconds first) the coordinator creates
+        a job (``description``, ``metadata`` and the scheduling controls as for
+        `create_job`) and adds ``tasks`` to it (as for `add_tasks`: negative ``depends_on``
+        names the batch's tasks). ``name`` is unique (letters, digits, ``.``, ``_``, ``-``;
+        at most 64 bytes): a name in use raises `orca.AlreadyExists` unless ``replace``.
+        Returns the schedule with its ``next_run_ms``."""
+        req = create_schedule_request(
+            name, cron, tasks, description, metadata, weight, max_running, budget_usd, replace
+        )
+        return self._call("CreateSchedule", req)
+
+    def list_schedules(self) -> List[orchestrator_pb2.Schedule]:
+        """Every schedule the token may see, each with ``next_run_ms``, ``last_run_ms`` and
+        ``last_job_id`` (the job its last tick created)."""
+        return list(self._call("ListSchedules", orchestrator_pb2.ListSchedulesRequest()).schedules)
+
+    def delete_schedule(self, name: str) -> None:
+        """Removes the schedule (no more ticks; the jobs it created stay). An unknown name
+        raises `orca.NotFound`."""
+        self._call("DeleteSchedule", orchestrator_pb2.DeleteScheduleRequest(name=schedule_name(name)))
 
     # Tasks
 

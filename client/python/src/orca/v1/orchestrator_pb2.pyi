@@ -38,14 +38,90 @@ FLEET_EVENT_KIND_WORKER_LEFT: FleetEventKind
 FLEET_EVENT_KIND_STATS: FleetEventKind
 
 class CreateJobRequest(_message.Message):
-    __slots__ = ("description", "metadata", "request_id")
+    __slots__ = ("description", "metadata", "request_id", "weight", "max_running", "budget_usd")
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_USD_FIELD_NUMBER: _ClassVar[int]
     description: str
     metadata: _struct_pb2.Struct
     request_id: str
-    def __init__(self, description: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    weight: int
+    max_running: int
+    budget_usd: float
+    def __init__(self, description: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., weight: _Optional[int] = ..., max_running: _Optional[int] = ..., budget_usd: _Optional[float] = ...) -> None: ...
+
+class UpdateJobRequest(_message.Message):
+    __slots__ = ("job_id", "weight", "max_running", "budget_usd", "paused")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_USD_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    weight: int
+    max_running: int
+    budget_usd: float
+    paused: bool
+    def __init__(self, job_id: _Optional[str] = ..., weight: _Optional[int] = ..., max_running: _Optional[int] = ..., budget_usd: _Optional[float] = ..., paused: _Optional[bool] = ...) -> None: ...
+
+class CreateScheduleRequest(_message.Message):
+    __slots__ = ("name", "cron", "job", "tasks", "replace")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CRON_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    cron: str
+    job: CreateJobRequest
+    tasks: _containers.RepeatedCompositeFieldContainer[_types_pb2.TaskSpec]
+    replace: bool
+    def __init__(self, name: _Optional[str] = ..., cron: _Optional[str] = ..., job: _Optional[_Union[CreateJobRequest, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[_types_pb2.TaskSpec, _Mapping]]] = ..., replace: _Optional[bool] = ...) -> None: ...
+
+class Schedule(_message.Message):
+    __slots__ = ("name", "cron", "job", "tasks", "next_run_ms", "last_run_ms", "last_job_id", "created_at_ms", "owner")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CRON_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_RUN_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_RUN_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    cron: str
+    job: CreateJobRequest
+    tasks: _containers.RepeatedCompositeFieldContainer[_types_pb2.TaskSpec]
+    next_run_ms: int
+    last_run_ms: int
+    last_job_id: str
+    created_at_ms: int
+    owner: str
+    def __init__(self, name: _Optional[str] = ..., cron: _Optional[str] = ..., job: _Optional[_Union[CreateJobRequest, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[_types_pb2.TaskSpec, _Mapping]]] = ..., next_run_ms: _Optional[int] = ..., last_run_ms: _Optional[int] = ..., last_job_id: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class ListSchedulesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListSchedulesResponse(_message.Message):
+    __slots__ = ("schedules",)
+    SCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    schedules: _containers.RepeatedCompositeFieldContainer[Schedule]
+    def __init__(self, schedules: _Optional[_Iterable[_Union[Schedule, _Mapping]]] = ...) -> None: ...
+
+class DeleteScheduleRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteScheduleResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)

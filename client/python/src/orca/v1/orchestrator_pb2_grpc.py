@@ -120,6 +120,26 @@ class OrchestratorStub:
                 request_serializer=orca_dot_v1_dot_orchestrator__pb2.DrainWorkerRequest.SerializeToString,
                 response_deserializer=orca_dot_v1_dot_orchestrator__pb2.WorkerInfo.FromString,
                 _registered_method=True)
+        self.UpdateJob = channel.unary_unary(
+                '/orca.v1.Orchestrator/UpdateJob',
+                request_serializer=orca_dot_v1_dot_orchestrator__pb2.UpdateJobRequest.SerializeToString,
+                response_deserializer=orca_dot_v1_dot_types__pb2.Job.FromString,
+                _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/orca.v1.Orchestrator/CreateSchedule',
+                request_serializer=orca_dot_v1_dot_orchestrator__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=orca_dot_v1_dot_orchestrator__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/orca.v1.Orchestrator/ListSchedules',
+                request_serializer=orca_dot_v1_dot_orchestrator__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=orca_dot_v1_dot_orchestrator__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/orca.v1.Orchestrator/DeleteSchedule',
+                request_serializer=orca_dot_v1_dot_orchestrator__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=orca_dot_v1_dot_orchestrator__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServicer:
@@ -242,6 +262,34 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateJob(self, request, context):
+        """Changes a job's scheduling controls (weight, max_running, budget_usd, paused); the
+        fields left unset keep their value.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSchedule(self, request, context):
+        """Recurring jobs: a cron schedule (UTC) that creates a job from a template on time.
+        ALREADY_EXISTS for a name in use unless `replace` is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -329,6 +377,26 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     servicer.DrainWorker,
                     request_deserializer=orca_dot_v1_dot_orchestrator__pb2.DrainWorkerRequest.FromString,
                     response_serializer=orca_dot_v1_dot_orchestrator__pb2.WorkerInfo.SerializeToString,
+            ),
+            'UpdateJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateJob,
+                    request_deserializer=orca_dot_v1_dot_orchestrator__pb2.UpdateJobRequest.FromString,
+                    response_serializer=orca_dot_v1_dot_types__pb2.Job.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=orca_dot_v1_dot_orchestrator__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=orca_dot_v1_dot_orchestrator__pb2.Schedule.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=orca_dot_v1_dot_orchestrator__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=orca_dot_v1_dot_orchestrator__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=orca_dot_v1_dot_orchestrator__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=orca_dot_v1_dot_orchestrator__pb2.DeleteScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -790,6 +858,114 @@ class Orchestrator:
             '/orca.v1.Orchestrator/DrainWorker',
             orca_dot_v1_dot_orchestrator__pb2.DrainWorkerRequest.SerializeToString,
             orca_dot_v1_dot_orchestrator__pb2.WorkerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orca.v1.Orchestrator/UpdateJob',
+            orca_dot_v1_dot_orchestrator__pb2.UpdateJobRequest.SerializeToString,
+            orca_dot_v1_dot_types__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orca.v1.Orchestrator/CreateSchedule',
+            orca_dot_v1_dot_orchestrator__pb2.CreateScheduleRequest.SerializeToString,
+            orca_dot_v1_dot_orchestrator__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orca.v1.Orchestrator/ListSchedules',
+            orca_dot_v1_dot_orchestrator__pb2.ListSchedulesRequest.SerializeToString,
+            orca_dot_v1_dot_orchestrator__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orca.v1.Orchestrator/DeleteSchedule',
+            orca_dot_v1_dot_orchestrator__pb2.DeleteScheduleRequest.SerializeToString,
+            orca_dot_v1_dot_orchestrator__pb2.DeleteScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,7 @@
+import datetime
+
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -83,7 +86,7 @@ class AgentOptions(_message.Message):
     def __init__(self, model: _Optional[str] = ..., max_turns: _Optional[int] = ..., allowed_tools: _Optional[_Iterable[str]] = ..., permission_mode: _Optional[str] = ..., max_budget_usd: _Optional[float] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("prompt", "priority", "parent_task_id", "depends_on", "context_files", "expected_outputs", "working_dir", "metadata", "max_retries", "retry_policy", "timeout_seconds", "required_labels", "verification", "auto_verify", "agent", "name", "trace_parent", "git")
+    __slots__ = ("prompt", "priority", "parent_task_id", "depends_on", "context_files", "expected_outputs", "working_dir", "metadata", "max_retries", "retry_policy", "timeout_seconds", "required_labels", "verification", "auto_verify", "agent", "name", "trace_parent", "git", "run_at")
     class RequiredLabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +112,7 @@ class TaskSpec(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     TRACE_PARENT_FIELD_NUMBER: _ClassVar[int]
     GIT_FIELD_NUMBER: _ClassVar[int]
+    RUN_AT_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     priority: int
     parent_task_id: int
@@ -127,7 +131,8 @@ class TaskSpec(_message.Message):
     name: str
     trace_parent: str
     git: GitSource
-    def __init__(self, prompt: _Optional[str] = ..., priority: _Optional[int] = ..., parent_task_id: _Optional[int] = ..., depends_on: _Optional[_Iterable[int]] = ..., context_files: _Optional[_Iterable[_Union[ContextFile, _Mapping]]] = ..., expected_outputs: _Optional[_Iterable[str]] = ..., working_dir: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_retries: _Optional[int] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout_seconds: _Optional[int] = ..., required_labels: _Optional[_Mapping[str, str]] = ..., verification: _Optional[_Iterable[_Union[VerificationHook, _Mapping]]] = ..., auto_verify: _Optional[bool] = ..., agent: _Optional[_Union[AgentOptions, _Mapping]] = ..., name: _Optional[str] = ..., trace_parent: _Optional[str] = ..., git: _Optional[_Union[GitSource, _Mapping]] = ...) -> None: ...
+    run_at: _timestamp_pb2.Timestamp
+    def __init__(self, prompt: _Optional[str] = ..., priority: _Optional[int] = ..., parent_task_id: _Optional[int] = ..., depends_on: _Optional[_Iterable[int]] = ..., context_files: _Optional[_Iterable[_Union[ContextFile, _Mapping]]] = ..., expected_outputs: _Optional[_Iterable[str]] = ..., working_dir: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_retries: _Optional[int] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout_seconds: _Optional[int] = ..., required_labels: _Optional[_Mapping[str, str]] = ..., verification: _Optional[_Iterable[_Union[VerificationHook, _Mapping]]] = ..., auto_verify: _Optional[bool] = ..., agent: _Optional[_Union[AgentOptions, _Mapping]] = ..., name: _Optional[str] = ..., trace_parent: _Optional[str] = ..., git: _Optional[_Union[GitSource, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GitSource(_message.Message):
     __slots__ = ("repo", "base", "branch", "push", "author", "message", "base_patch", "builds_on")
@@ -306,7 +311,7 @@ class TaskSummary(_message.Message):
     def __init__(self, task_id: _Optional[int] = ..., state: _Optional[_Union[TaskState, str]] = ..., attempts: _Optional[int] = ..., priority: _Optional[int] = ..., name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class JobStatus(_message.Message):
-    __slots__ = ("total_tasks", "waiting", "pending", "in_progress", "completed", "failed", "cancelled", "progress_pct")
+    __slots__ = ("total_tasks", "waiting", "pending", "in_progress", "completed", "failed", "cancelled", "progress_pct", "cost_usd", "blocked_reason", "input_tokens", "output_tokens")
     TOTAL_TASKS_FIELD_NUMBER: _ClassVar[int]
     WAITING_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
@@ -315,6 +320,10 @@ class JobStatus(_message.Message):
     FAILED_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_PCT_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_REASON_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     total_tasks: int
     waiting: int
     pending: int
@@ -323,10 +332,14 @@ class JobStatus(_message.Message):
     failed: int
     cancelled: int
     progress_pct: float
-    def __init__(self, total_tasks: _Optional[int] = ..., waiting: _Optional[int] = ..., pending: _Optional[int] = ..., in_progress: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., progress_pct: _Optional[float] = ...) -> None: ...
+    cost_usd: float
+    blocked_reason: str
+    input_tokens: int
+    output_tokens: int
+    def __init__(self, total_tasks: _Optional[int] = ..., waiting: _Optional[int] = ..., pending: _Optional[int] = ..., in_progress: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., progress_pct: _Optional[float] = ..., cost_usd: _Optional[float] = ..., blocked_reason: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "description", "state", "status", "metadata", "created_at_ms", "updated_at_ms", "owner")
+    __slots__ = ("job_id", "description", "state", "status", "metadata", "created_at_ms", "updated_at_ms", "owner", "weight", "max_running", "budget_usd", "paused")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -335,6 +348,10 @@ class Job(_message.Message):
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_USD_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     description: str
     state: JobState
@@ -343,4 +360,8 @@ class Job(_message.Message):
     created_at_ms: int
     updated_at_ms: int
     owner: str
-    def __init__(self, job_id: _Optional[str] = ..., description: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., status: _Optional[_Union[JobStatus, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
+    weight: int
+    max_running: int
+    budget_usd: float
+    paused: bool
+    def __init__(self, job_id: _Optional[str] = ..., description: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., status: _Optional[_Union[JobStatus, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., owner: _Optional[str] = ..., weight: _Optional[int] = ..., max_running: _Optional[int] = ..., budget_usd: _Optional[float] = ..., paused: _Optional[bool] = ...) -> None: ...
