@@ -702,7 +702,7 @@ fn event_kind(ev: &pb::JobEvent) -> pb::JobEventKind {
 
 /// A line of `orca watch --json` (one compact object per event).
 fn event_json(job: &str, ev: &pb::JobEvent) -> serde_json::Value {
-    let status = ev.status.unwrap_or_default();
+    let status = ev.status.clone().unwrap_or_default();
     json!({"seq": ev.seq, "kind": format!("{:?}", event_kind(ev)).to_lowercase(), "task_id": ev.task_id,
            "state": state_name(ev.state), "attempt": ev.attempt, "message": ev.message,
            "status": status_json(job, &status)})
@@ -710,7 +710,7 @@ fn event_json(job: &str, ev: &pb::JobEvent) -> serde_json::Value {
 
 /// A line of `orca watch`.
 fn event_line(ev: &pb::JobEvent) -> String {
-    let status = ev.status.unwrap_or_default();
+    let status = ev.status.clone().unwrap_or_default();
     match event_kind(ev) {
         pb::JobEventKind::Snapshot => format!(
             "#{} snapshot: {} tasks, {} completed, {} failed",

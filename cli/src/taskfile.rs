@@ -118,6 +118,9 @@ struct FileTask {
     agent: Option<FileAgent>,
     #[serde(default)]
     git: Option<FileGit>,
+    /// RFC 3339 text or unix seconds.
+    #[serde(default)]
+    run_at: Option<Value>,
 }
 
 /// What a `--file` holds.
@@ -193,6 +196,22 @@ fn subtask(i: usize, t: FileTask, names: &HashMap<String, usize>) -> Result<Subt
         // Within one AddTasks call, -N names the call's N-th task.
         depends_on.push(-(at as i64 + 1));
     }
+    let run_at = match &t.run_at {
+        None => None,
+        Some(v) => {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                // A TOML date-time written without quotes.
+                Value::Object(m) if m.len() == 1 && m.contains_key("$__toml_private_datetime") => {
+                    m["$__toml_private_datetime"].as_str().unwrap_or_default().to_string()
+                }
+                _ => return Err(format!("tasks[{i}].run_at: expected RFC 3339 text or unix seconds")),
+            };
+            let at = orca_client::time::parse_time(&text).map_err(|e| format!("tasks[{i}].run_at: {e}"))?;
+            Some(orca_client::time::timestamp(at))
+        }
+    };
     let metadata = match &t.metadata {
         Some(m) => Some(json_to_struct(m).map_err(|e| format!("tasks[{i}].metadata: {e}"))?),
         None => None,
@@ -247,6 +266,7 @@ fn subtask(i: usize, t: FileTask, names: &HashMap<String, usize>) -> Result<Subt
             message: g.message,
             ..Default::default()
         }),
+        run_at,
     };
     Ok(Subtask::from_spec(spec))
 }
@@ -260,6 +280,19 @@ mod tests {
             Contents::Tasks(t) => Ok(t.iter().map(|s| s.spec().clone()).collect()),
             Contents::Lines(_) => Err("lines".into()),
         }
+    }
+
+    #[test]
+    fn run_at_takes_rfc3339_unix_seconds_and_toml_date_times() {
+        let json = r#"[{"prompt": "a", "run_at": "2026-01-01T00:00:00Z"}, {"prompt": "b", "run_at": 1767225600}]"#;
+        let t = tasks("t.json", json).unwrap();
+        let secs = |t: &pb::TaskSpec| t.run_at.map(|r| (r.seconds, r.nanos));
+        let want = Some((1_767_225_600, 0));
+        assert_eq!((secs(&t[0]), secs(&t[1])), (want, want));
+        let toml = "[[tasks]]\nprompt = \"a\"\nrun_at = 2026-01-01T00:00:00Z\n";
+        assert_eq!(secs(&tasks("t.toml", toml).unwrap()[0]), want);
+        let e = tasks("t.json", r#"[{"prompt": "a", "run_at": "soon"}]"#).unwrap_err();
+        assert!(e.starts_with("tasks[0].run_at:"), "{e}");
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod artifacts;
 pub mod git;
 mod json;
 mod subtask;
+pub mod time;
 mod watch;
 
 pub use artifacts::{Destination, Skipped, Written};
@@ -37,6 +38,30 @@ pub use json::{json_to_struct, struct_to_json};
 pub use orca_proto::pb;
 pub use subtask::Subtask;
 pub use watch::WatchOptions;
+
+/// A new job's options beyond its description.
+#[derive(Clone, Debug, Default)]
+pub struct JobOptions {
+    /// A JSON object.
+    pub metadata: Option<serde_json::Value>,
+    /// Its share of the workers against other jobs at the same priority (0: the default, 1).
+    pub weight: u32,
+    /// At most this many of its tasks run at once (0: no limit).
+    pub max_running: u32,
+    /// No new attempt once its attempts reported this much cost, in US dollars (0: none).
+    pub budget_usd: f64,
+}
+
+/// What [`Client::update_job`] changes (`None`: unchanged).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JobUpdate {
+    pub weight: Option<u32>,
+    /// 0 removes the limit.
+    pub max_running: Option<u32>,
+    /// 0 removes the budget.
+    pub budget_usd: Option<f64>,
+    pub paused: Option<bool>,
+}
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -314,6 +339,58 @@ impl Client {
         let metadata = metadata.map(json_to_struct).transpose()?;
         let req = pb::CreateJobRequest { description: description.to_string(), metadata, ..Default::default() };
         Ok(self.inner.clone().create_job(self.request(req)).await?.into_inner())
+    }
+
+    /// Creates a job with scheduling controls (see [`JobOptions`]).
+    pub async fn create_job_with_options(&self, description: &str, options: &JobOptions) -> Result<pb::Job, Error> {
+        let metadata = options.metadata.as_ref().map(json_to_struct).transpose()?;
+        let req = pb::CreateJobRequest {
+            description: description.to_string(),
+            metadata,
+            weight: options.weight,
+            max_running: options.max_running,
+            budget_usd: options.budget_usd,
+            ..Default::default()
+        };
+        Ok(self.inner.clone().create_job(self.request(req)).await?.into_inner())
+    }
+
+    /// Changes a job's scheduling controls; the fields left `None` keep their value.
+    pub async fn update_job(&self, job: &str, update: JobUpdate) -> Result<pb::Job, Error> {
+        let req = pb::UpdateJobRequest {
+            job_id: job.to_string(),
+            weight: update.weight,
+            max_running: update.max_running,
+            budget_usd: update.budget_usd,
+            paused: update.paused,
+        };
+        Ok(self.inner.clone().update_job(self.request(req)).await?.into_inner())
+    }
+
+    /// Pauses a job: no new attempt starts; the running ones finish.
+    pub async fn pause_job(&self, job: &str) -> Result<pb::Job, Error> {
+        self.update_job(job, JobUpdate { paused: Some(true), ..Default::default() }).await
+    }
+
+    /// Resumes a paused job.
+    pub async fn resume_job(&self, job: &str) -> Result<pb::Job, Error> {
+        self.update_job(job, JobUpdate { paused: Some(false), ..Default::default() }).await
+    }
+
+    /// Creates (or with `req.replace`, replaces) a recurring job.
+    pub async fn create_schedule(&self, req: pb::CreateScheduleRequest) -> Result<pb::Schedule, Error> {
+        Ok(self.inner.clone().create_schedule(self.request(req)).await?.into_inner())
+    }
+
+    pub async fn list_schedules(&self) -> Result<Vec<pb::Schedule>, Error> {
+        let req = self.request(pb::ListSchedulesRequest {});
+        Ok(self.inner.clone().list_schedules(req).await?.into_inner().schedules)
+    }
+
+    pub async fn delete_schedule(&self, name: &str) -> Result<(), Error> {
+        let req = self.request(pb::DeleteScheduleRequest { name: name.to_string() });
+        self.inner.clone().delete_schedule(req).await?;
+        Ok(())
     }
 
     /// Adds one task; returns its id.

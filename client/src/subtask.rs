@@ -162,6 +162,17 @@ impl Subtask {
         self
     }
 
+    /// The task starts no earlier than `at` (it waits until then, and for its dependencies).
+    pub fn run_at(mut self, at: std::time::SystemTime) -> Self {
+        self.spec.run_at = Some(crate::time::timestamp(at));
+        self
+    }
+
+    /// The task starts no earlier than `delay` from now.
+    pub fn delay(self, delay: std::time::Duration) -> Self {
+        self.run_at(std::time::SystemTime::now() + delay)
+    }
+
     pub(crate) fn into_spec(self) -> Result<pb::TaskSpec, Error> {
         let mut spec = self.spec;
         if let Some(m) = &self.metadata {

@@ -187,7 +187,11 @@ pub fn access(path: &str) -> Option<Access> {
             "GetJob" | "ListJobs" | "GetTask" | "ListTasks" | "GetContext" | "WatchJob" => Access::Read,
             // The fleet's state is nobody's own: every reader sees all of it.
             "ListWorkers" | "GetStats" | "WatchFleet" => Access::Read,
+            // A submitter sees and changes its own schedules only (checked by the handler).
+            "ListSchedules" => Access::Read,
             "DrainWorker" => Access::Admin,
+            // CreateJob, AddTasks, CancelJob, DeleteJob, UpdateJob, CancelTask, RetryTasks,
+            // SetContext, CreateSchedule, DeleteSchedule.
             _ => Access::Write,
         },
         _ => return None,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 use orca_proto::defaults;
 
+use crate::queue::LabelLimit;
 use crate::store::Durability;
 
 /// The contract's default listen address (the host and port of `defaults::COORDINATOR_URL`).
@@ -107,6 +108,30 @@ pub struct Config {
     /// Commit durability.
     #[arg(long, env = "ORCA_DURABILITY", value_enum, default_value_t = DurabilityArg::Full)]
     pub durability: DurabilityArg,
+
+    /// At most N running tasks that require the label KEY=VALUE, as `KEY=VALUE:N` (repeat the
+    /// flag, or separate with commas): a shared resource such as one API key's rate limit.
+    #[arg(long = "label-limit", env = "ORCA_LABEL_LIMITS", value_delimiter = ',', value_parser = label_limit)]
+    pub label_limits: Vec<LabelLimit>,
+
+    /// POST each job's final status (JSON) to this http:// or https:// URL once, when the job
+    /// goes idle (every task final); retried with backoff until it answers 2xx, across restarts.
+    #[arg(long, env = "ORCA_JOB_WEBHOOK", value_parser = webhook_url)]
+    pub job_webhook: Option<String>,
+}
+
+/// `KEY=VALUE:N`.
+fn label_limit(s: &str) -> Result<LabelLimit, String> {
+    let bad = || format!("{s:?} is not KEY=VALUE:N (for example api_key=team-a:8)");
+    let (label, max) = s.rsplit_once(':').ok_or_else(bad)?;
+    let (key, value) = label.split_once('=').ok_or_else(bad)?;
+    let max: u32 = max.parse().map_err(|_| bad())?;
+    orca_proto::contract::label(key, value).map_err(|v| format!("{s:?}: {v}"))?;
+    Ok(LabelLimit { key: key.to_string(), value: value.to_string(), max })
+}
+
+fn webhook_url(s: &str) -> Result<String, String> {
+    crate::webhook::Target::parse(s).map(|_| s.to_string())
 }
 
 fn retain_days(s: &str) -> Result<f64, String> {

@@ -4,12 +4,23 @@
 use orca_proto::pb;
 use prost::Message;
 
-use crate::queue::{Counts, State};
+use crate::queue::{self, Controls, Counts, Spend, State};
 use crate::store::{JobRecord, TaskRecord};
 
 /// The proto enum value of a task state.
 pub fn state(s: State) -> i32 {
     s.as_i32()
+}
+
+/// The proto status of a job: its counts, spend and why it is blocked.
+pub fn job_status(c: &Counts, controls: &Controls, spend: &Spend) -> pb::JobStatus {
+    pb::JobStatus {
+        cost_usd: spend.cost_usd,
+        input_tokens: spend.input_tokens,
+        output_tokens: spend.output_tokens,
+        blocked_reason: queue::blocked_reason(controls, spend, c).unwrap_or_default(),
+        ..status(c)
+    }
 }
 
 /// The proto status counts of a job.
@@ -25,6 +36,7 @@ pub fn status(c: &Counts) -> pb::JobStatus {
         failed: c.failed,
         cancelled: c.cancelled,
         progress_pct: if total == 0 { 0.0 } else { (finished as f64 * 10_000.0 / total as f64).round() / 100.0 },
+        ..Default::default()
     }
 }
 
@@ -46,11 +58,15 @@ pub fn job(r: &JobRecord) -> pb::Job {
         job_id: r.job_id.clone(),
         description: r.description.clone(),
         state: job_state(&r.counts, r.cancelled) as i32,
-        status: Some(status(&r.counts)),
+        status: Some(job_status(&r.counts, &r.controls, &r.spend)),
         metadata: r.metadata.as_deref().and_then(|m| prost_types::Struct::decode(m).ok()),
         created_at_ms: r.created_at_ms,
         updated_at_ms: r.updated_at_ms,
         owner: r.owner.clone().unwrap_or_default(),
+        weight: r.controls.weight,
+        max_running: r.controls.max_running,
+        budget_usd: r.controls.budget_usd,
+        paused: r.controls.paused,
     }
 }
 

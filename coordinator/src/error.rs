@@ -15,6 +15,8 @@ pub enum Error {
     #[error("{0}")]
     ResourceExhausted(String),
     #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
     Unavailable(String),
     /// The database refused or failed a statement (shared: one failed commit answers every
     /// caller of its batch).

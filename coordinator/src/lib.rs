@@ -26,12 +26,14 @@ pub mod listener;
 pub mod metrics;
 pub mod notify;
 pub mod queue;
+pub mod schedule;
 pub mod service;
 pub mod store;
 pub mod tls;
 pub mod validate;
 pub mod watch;
 pub mod web;
+pub mod webhook;
 
 pub use config::Config;
 pub use error::Error;
@@ -69,6 +71,8 @@ pub enum StartError {
     Auth(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("--job-webhook: {0}")]
+    Webhook(String),
     #[error("cannot listen on {addr} (--http-listen): {source}")]
     HttpBind { addr: SocketAddr, source: std::io::Error },
     #[error("HTTP server: {0}")]
@@ -107,8 +111,9 @@ pub async fn run_with_ready(
     notify::status("loading the database");
     let (store, writer, loaded) = store::open(&config.db, config.durability()).await.map_err(StartError::Store)?;
     let jobs = loaded.jobs.len();
-    let (dispatcher, handle) =
-        dispatch::Dispatcher::new(loaded, writer, settings(&config)).await.map_err(StartError::Store)?;
+    let settings = settings(&config);
+    let wake = settings.notices.clone();
+    let (dispatcher, handle) = dispatch::Dispatcher::new(loaded, writer, settings).await.map_err(StartError::Store)?;
     let live_tasks = dispatcher.live_tasks();
     let elapsed_ms = started.elapsed().as_millis() as u64;
     tracing::info!(db = %config.db.display(), jobs, live_tasks, elapsed_ms, "database loaded");
@@ -135,6 +140,10 @@ pub async fn run_with_ready(
         r
     });
     let watchdog = tokio::spawn(notify::watchdog(handle.clone(), shutdown.clone()));
+    if let (Some(url), Some(wake)) = (&config.job_webhook, wake) {
+        let target = webhook::Target::parse(url).map_err(StartError::Webhook)?;
+        tokio::spawn(webhook::run(target, store.clone(), handle.clone(), wake, shutdown.clone()));
+    }
     let svc = service::Services {
         handle,
         store: store.clone(),
@@ -240,6 +249,8 @@ fn settings(config: &Config) -> dispatch::Settings {
         },
         heartbeat_seconds: config.heartbeat_seconds(),
         retain_ms: config.retain_ms(),
+        label_limits: config.label_limits.clone(),
+        notices: config.job_webhook.as_ref().map(|_| std::sync::Arc::new(tokio::sync::Notify::new())),
     }
 }
 

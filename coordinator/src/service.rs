@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::Error;
 use crate::auth::{self, Auth, Caller, Role};
 use crate::convert;
-use crate::dispatch::{Handle, Listening};
+use crate::dispatch::{Handle, Listening, NewJob};
 use crate::error::invalid;
 use crate::idempotency;
 use crate::queue::State;
@@ -30,6 +30,7 @@ impl From<Error> for Status {
             Error::NotFound(m) => Status::not_found(m),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::ResourceExhausted(m) => Status::resource_exhausted(m),
+            Error::AlreadyExists(m) => Status::already_exists(m),
             Error::Unavailable(m) => Status::unavailable(m),
             e @ (Error::Database(_) | Error::Storage(_)) => {
                 tracing::error!(error = %e, "internal error");
@@ -167,6 +168,20 @@ impl Services {
         }
     }
 
+    /// A job after a committed change, read back; a failed read must not report the change
+    /// as failed, so it gives the job's id alone (and logs).
+    async fn committed_job(&self, job_id: &str, what: &str) -> pb::Job {
+        self.job(job_id).await.map(|j| convert::job(&j)).unwrap_or_else(|e| {
+            tracing::warn!(job = %job_id, error = %e, "{what}; reading it back failed");
+            pb::Job { job_id: job_id.to_string(), ..Default::default() }
+        })
+    }
+
+    /// The token a submitter's schedules belong to (others reach every schedule).
+    fn schedule_owner(&self, caller: &Caller) -> Option<String> {
+        (self.auth.enabled() && caller.role == Role::Submitter).then(|| caller.name.to_string())
+    }
+
     async fn task(&self, task_id: i64) -> Result<TaskRecord, Error> {
         self.store.task(task_id).await?.ok_or_else(|| Error::NotFound(format!("task {task_id} not found")))
     }
@@ -181,11 +196,49 @@ impl pb::orchestrator_server::Orchestrator for Services {
     async fn create_job(&self, req: Request<pb::CreateJobRequest>) -> Result<Response<pb::Job>, Status> {
         let caller = auth::caller(&req);
         let mut r = req.into_inner();
-        validate::create_job(&r)?;
+        let controls = validate::create_job(&r)?;
         let idem = idempotency::take(&mut r, |r| &mut r.request_id, "CreateJob", "", &caller.name)?;
         let owner = self.auth.enabled().then(|| caller.name.to_string());
+        let job = NewJob { description: r.description, metadata: r.metadata, owner, controls };
         // Built by the dispatcher: a committed job is never reported as failed by a read.
-        Ok(Response::new(self.handle.create_job(r.description, r.metadata, owner, idem).await?))
+        Ok(Response::new(self.handle.create_job(job, idem).await?))
+    }
+
+    async fn create_schedule(&self, req: Request<pb::CreateScheduleRequest>) -> Result<Response<pb::Schedule>, Status> {
+        let caller = auth::caller(&req);
+        let r = req.into_inner();
+        validate::create_schedule(&r)?;
+        let owner = self.auth.enabled().then(|| caller.name.to_string());
+        Ok(Response::new(self.handle.create_schedule(r, owner).await?))
+    }
+
+    async fn list_schedules(
+        &self,
+        req: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        let caller = auth::caller(&req);
+        let schedules = self.handle.list_schedules(self.schedule_owner(&caller)).await?;
+        Ok(Response::new(pb::ListSchedulesResponse { schedules }))
+    }
+
+    async fn delete_schedule(
+        &self,
+        req: Request<pb::DeleteScheduleRequest>,
+    ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
+        let caller = auth::caller(&req);
+        let r = req.into_inner();
+        validate::schedule_name(&r.name)?;
+        self.handle.delete_schedule(r.name, self.schedule_owner(&caller)).await?;
+        Ok(Response::new(pb::DeleteScheduleResponse {}))
+    }
+
+    async fn update_job(&self, req: Request<pb::UpdateJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let caller = auth::caller(&req);
+        let r = req.into_inner();
+        let update = validate::update_job(&r)?;
+        self.check_job(&caller, &r.job_id).await?;
+        self.handle.update_job(r.job_id.clone(), update).await?;
+        Ok(Response::new(self.committed_job(&r.job_id, "job updated").await))
     }
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
@@ -215,11 +268,8 @@ impl pb::orchestrator_server::Orchestrator for Services {
         validate::cancel_job(&r)?;
         self.check_job(&caller, &r.job_id).await?;
         self.handle.cancel_job(r.job_id.clone(), r.reason).await?;
-        // Committed: a failed read afterwards must not report the cancellation as failed.
-        let job = self.job(&r.job_id).await.map(|j| convert::job(&j)).unwrap_or_else(|e| {
-            tracing::warn!(job = %r.job_id, error = %e, "job cancelled; reading it back failed");
-            pb::Job { job_id: r.job_id.clone(), state: pb::JobState::Cancelled as i32, ..Default::default() }
-        });
+        let mut job = self.committed_job(&r.job_id, "job cancelled").await;
+        job.state = pb::JobState::Cancelled as i32;
         Ok(Response::new(job))
     }
 

@@ -25,7 +25,7 @@ use orca_proto::pb;
 use prost::Message;
 
 use crate::Error;
-use crate::queue::{Counts, State};
+use crate::queue::{Controls, Counts, Spend, State};
 
 /// Migrations, applied in order; `PRAGMA user_version` is the number applied.
 const MIGRATIONS: &[&str] = &[
@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_owners.sql"),
     include_str!("../migrations/0005_attempts.sql"),
     include_str!("../migrations/0006_retention_index.sql"),
+    include_str!("../migrations/0007_scheduling.sql"),
 ];
 
 /// Read connections in the pool.
@@ -85,15 +86,18 @@ pub struct JobInsert {
     pub metadata: Option<Vec<u8>>,
     /// The name of the token that created it (with auth).
     pub owner: Option<String>,
+    pub controls: Controls,
 }
 
-/// A job's counters after a batch.
+/// A job's counters, controls and spend after a batch.
 #[derive(Clone, Debug)]
 pub struct JobUpdate {
     pub job_id: String,
     pub counts: Counts,
     pub cancelled: bool,
     pub last_seq: u64,
+    pub controls: Controls,
+    pub spend: Spend,
 }
 
 /// Everything one batch writes, in one transaction.
@@ -115,6 +119,38 @@ pub struct WriteBatch {
     pub delete_jobs: Vec<String>,
     /// Attempts that ended in this batch.
     pub attempts: Vec<AttemptRecord>,
+    /// Schedules created, replaced or fired (the whole row).
+    pub schedule_puts: Vec<ScheduleRow>,
+    pub schedule_deletes: Vec<String>,
+    /// Job-completion notices to deliver (`--job-webhook`), and delivered ones to forget.
+    pub notices: Vec<Notice>,
+    pub notices_done: Vec<(String, u64)>,
+}
+
+/// A recurring job's row (migration 0007).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduleRow {
+    pub name: String,
+    pub cron: String,
+    /// The encoded `orca.v1.CreateScheduleRequest` (its `replace` cleared).
+    pub template: Vec<u8>,
+    pub next_run_ms: i64,
+    pub last_run_ms: i64,
+    pub last_job_id: String,
+    pub owner: Option<String>,
+    pub created_at_ms: i64,
+}
+
+/// A job-completion notice waiting to be delivered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    pub job_id: String,
+    /// The job's event sequence number when it went idle (a job retried and finished again
+    /// gets a new notice).
+    pub seq: u64,
+    /// The JSON document posted.
+    pub body: String,
+    pub created_at_ms: i64,
 }
 
 /// One ended attempt (migration 0005).
@@ -163,6 +199,10 @@ impl WriteBatch {
             && self.prune_requests_before.is_none()
             && self.delete_jobs.is_empty()
             && self.attempts.is_empty()
+            && self.schedule_puts.is_empty()
+            && self.schedule_deletes.is_empty()
+            && self.notices.is_empty()
+            && self.notices_done.is_empty()
     }
 }
 
@@ -178,6 +218,8 @@ pub struct JobRecord {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub owner: Option<String>,
+    pub controls: Controls,
+    pub spend: Spend,
 }
 
 /// A task as stored.
@@ -213,6 +255,7 @@ pub struct Loaded {
     pub max_task_id: i64,
     /// Some jobs are marked deleted and not purged yet.
     pub purge_pending: bool,
+    pub schedules: Vec<ScheduleRow>,
 }
 
 /// Finished jobs unchanged since a time (the query matches the partial index of migration
@@ -315,7 +358,8 @@ fn counts_of(row: &SqliteRow) -> Counts {
 }
 
 const JOB_COLUMNS: &str = "job_id, description, metadata, cancelled, last_seq, n_waiting, n_pending, \
-    n_in_progress, n_completed, n_failed, n_cancelled, created_at_ms, updated_at_ms, owner";
+    n_in_progress, n_completed, n_failed, n_cancelled, created_at_ms, updated_at_ms, owner, \
+    weight, max_running, budget_usd, paused, cost_usd, input_tokens, output_tokens";
 
 fn job_of(row: &SqliteRow) -> JobRecord {
     JobRecord {
@@ -328,6 +372,17 @@ fn job_of(row: &SqliteRow) -> JobRecord {
         created_at_ms: row.get("created_at_ms"),
         updated_at_ms: row.get("updated_at_ms"),
         owner: row.get("owner"),
+        controls: Controls {
+            weight: row.get::<i64, _>("weight").clamp(1, u32::MAX as i64) as u32,
+            max_running: row.get::<i64, _>("max_running").clamp(0, u32::MAX as i64) as u32,
+            budget_usd: row.get("budget_usd"),
+            paused: row.get::<i64, _>("paused") != 0,
+        },
+        spend: Spend {
+            cost_usd: row.get("cost_usd"),
+            input_tokens: row.get::<i64, _>("input_tokens").max(0) as u64,
+            output_tokens: row.get::<i64, _>("output_tokens").max(0) as u64,
+        },
     }
 }
 
@@ -382,6 +437,25 @@ async fn load(conn: &mut SqliteConnection) -> Result<Loaded, Error> {
         .fetch_one(&mut *conn)
         .await?
         > 0;
+    let rows = sqlx::query(
+        "SELECT name, cron, template, next_run_ms, last_run_ms, last_job_id, owner, created_at_ms \
+         FROM schedules ORDER BY name",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    loaded.schedules = rows
+        .iter()
+        .map(|r| ScheduleRow {
+            name: r.get("name"),
+            cron: r.get("cron"),
+            template: r.get("template"),
+            next_run_ms: r.get("next_run_ms"),
+            last_run_ms: r.get("last_run_ms"),
+            last_job_id: r.get("last_job_id"),
+            owner: r.get("owner"),
+            created_at_ms: r.get("created_at_ms"),
+        })
+        .collect();
     Ok(loaded)
 }
 
@@ -399,13 +473,17 @@ fn placeholders(rows: usize, cols: usize) -> String {
 async fn insert_jobs(tx: &mut SqliteConnection, jobs: &[JobInsert], now: i64) -> Result<(), Error> {
     for j in jobs {
         sqlx::query(
-            "INSERT INTO jobs (job_id, description, metadata, owner, created_at_ms, updated_at_ms) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (job_id, description, metadata, owner, weight, max_running, budget_usd, paused, \
+             created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&j.job_id)
         .bind(&j.description)
         .bind(&j.metadata)
         .bind(&j.owner)
+        .bind(j.controls.weight as i64)
+        .bind(j.controls.max_running as i64)
+        .bind(j.controls.budget_usd)
+        .bind(j.controls.paused as i64)
         .bind(now)
         .bind(now)
         .execute(&mut *tx)
@@ -495,7 +573,8 @@ async fn update_jobs(tx: &mut SqliteConnection, jobs: &[JobUpdate], now: i64) ->
         let c = &j.counts;
         sqlx::query(
             "UPDATE jobs SET last_seq = ?, cancelled = ?, n_waiting = ?, n_pending = ?, n_in_progress = ?, \
-             n_completed = ?, n_failed = ?, n_cancelled = ?, updated_at_ms = ? WHERE job_id = ?",
+             n_completed = ?, n_failed = ?, n_cancelled = ?, weight = ?, max_running = ?, budget_usd = ?, \
+             paused = ?, cost_usd = ?, input_tokens = ?, output_tokens = ?, updated_at_ms = ? WHERE job_id = ?",
         )
         .bind(j.last_seq as i64)
         .bind(j.cancelled as i64)
@@ -505,10 +584,60 @@ async fn update_jobs(tx: &mut SqliteConnection, jobs: &[JobUpdate], now: i64) ->
         .bind(c.completed as i64)
         .bind(c.failed as i64)
         .bind(c.cancelled as i64)
+        .bind(j.controls.weight as i64)
+        .bind(j.controls.max_running as i64)
+        .bind(j.controls.budget_usd)
+        .bind(j.controls.paused as i64)
+        .bind(j.spend.cost_usd)
+        .bind(j.spend.input_tokens as i64)
+        .bind(j.spend.output_tokens as i64)
         .bind(now)
         .bind(&j.job_id)
         .execute(&mut *tx)
         .await?;
+    }
+    Ok(())
+}
+
+async fn write_schedules(tx: &mut SqliteConnection, b: &WriteBatch) -> Result<(), Error> {
+    for name in &b.schedule_deletes {
+        sqlx::query("DELETE FROM schedules WHERE name = ?").bind(name).execute(&mut *tx).await?;
+    }
+    for s in &b.schedule_puts {
+        sqlx::query(
+            "INSERT OR REPLACE INTO schedules (name, cron, template, next_run_ms, last_run_ms, last_job_id, owner, \
+             created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.name)
+        .bind(&s.cron)
+        .bind(&s.template)
+        .bind(s.next_run_ms)
+        .bind(s.last_run_ms)
+        .bind(&s.last_job_id)
+        .bind(&s.owner)
+        .bind(s.created_at_ms)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn write_notices(tx: &mut SqliteConnection, b: &WriteBatch) -> Result<(), Error> {
+    for n in &b.notices {
+        sqlx::query("INSERT OR REPLACE INTO job_notices (job_id, seq, body, created_at_ms) VALUES (?, ?, ?, ?)")
+            .bind(&n.job_id)
+            .bind(n.seq as i64)
+            .bind(&n.body)
+            .bind(n.created_at_ms)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for (job, seq) in &b.notices_done {
+        sqlx::query("DELETE FROM job_notices WHERE job_id = ? AND seq = ?")
+            .bind(job)
+            .bind(*seq as i64)
+            .execute(&mut *tx)
+            .await?;
     }
     Ok(())
 }
@@ -569,6 +698,8 @@ impl Writer {
         write_context(&mut tx, &b.context).await?;
         write_requests(&mut tx, &b.requests, b.prune_requests_before, now).await?;
         insert_attempts(&mut tx, &b.attempts).await?;
+        write_schedules(&mut tx, b).await?;
+        write_notices(&mut tx, b).await?;
         for job in &b.delete_jobs {
             sqlx::query("UPDATE jobs SET deleted_at_ms = ? WHERE job_id = ?")
                 .bind(now)
@@ -908,6 +1039,25 @@ pub struct TaskQuery<'a> {
 }
 
 impl Store {
+    /// Job-completion notices waiting to be delivered, oldest first, at most `limit`.
+    pub async fn notices(&self, limit: u32) -> Result<Vec<Notice>, Error> {
+        let rows = sqlx::query(
+            "SELECT job_id, seq, body, created_at_ms FROM job_notices ORDER BY created_at_ms, job_id, seq LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Notice {
+                job_id: r.get("job_id"),
+                seq: r.get::<i64, _>("seq") as u64,
+                body: r.get("body"),
+                created_at_ms: r.get("created_at_ms"),
+            })
+            .collect())
+    }
+
     pub async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, Error> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ? AND deleted_at_ms IS NULL");
         let row = sqlx::query(AssertSqlSafe(sql)).bind(job_id).fetch_optional(&self.pool).await?;
@@ -1125,7 +1275,13 @@ mod tests {
             ..Default::default()
         };
         let batch = WriteBatch {
-            jobs: vec![JobInsert { job_id: "j".into(), description: String::new(), metadata: None, owner: None }],
+            jobs: vec![JobInsert {
+                job_id: "j".into(),
+                description: String::new(),
+                metadata: None,
+                owner: None,
+                controls: Default::default(),
+            }],
             tasks: vec![TaskInsert { row: row(1, State::Completed), job_id: "j".into(), priority: 5, spec: vec![] }],
             attempts: vec![attempt(2, "completed"), attempt(1, "failed")],
             ..Default::default()

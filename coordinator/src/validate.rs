@@ -10,7 +10,10 @@ use orca_proto::contract::{self, Violation, defaults, limits};
 use orca_proto::pb;
 use prost::Message;
 
+use crate::dispatch::ControlsUpdate;
 use crate::error::{Error, invalid};
+use crate::queue::Controls;
+use crate::schedule::Pattern;
 
 fn rule(field: impl Display, r: Result<(), Violation>) -> Result<(), Error> {
     r.map_err(|v| invalid(field, v))
@@ -55,9 +58,87 @@ pub fn metadata(field: &str, m: &Option<prost_types::Struct>) -> Result<(), Erro
     Ok(())
 }
 
-pub fn create_job(r: &pb::CreateJobRequest) -> Result<(), Error> {
+/// Checks a CreateJob request and returns the job's controls (defaults filled in).
+pub fn create_job(r: &pb::CreateJobRequest) -> Result<Controls, Error> {
     text("description", &r.description, limits::MAX_DESCRIPTION_BYTES)?;
-    metadata("metadata", &r.metadata)
+    metadata("metadata", &r.metadata)?;
+    let weight = if r.weight == 0 { 1 } else { weight("weight", r.weight)? };
+    Ok(Controls { weight, max_running: r.max_running, budget_usd: budget("budget_usd", r.budget_usd)?, paused: false })
+}
+
+fn weight(field: &str, w: u32) -> Result<u32, Error> {
+    if !(1..=limits::MAX_JOB_WEIGHT).contains(&w) {
+        return Err(invalid(field, format!("{w} is outside 1..={}", limits::MAX_JOB_WEIGHT)));
+    }
+    Ok(w)
+}
+
+fn budget(field: &str, usd: f64) -> Result<f64, Error> {
+    if !usd.is_finite() || usd < 0.0 {
+        return Err(invalid(field, format!("{usd} is not a number of dollars (0 for no budget)")));
+    }
+    Ok(usd)
+}
+
+/// Checks a CreateSchedule request: its name, pattern, job template and tasks (as an
+/// AddTasks batch whose dependencies stay inside it, without `run_at`: each tick makes a
+/// new job, so a fixed time would be wrong from the second tick on).
+pub fn create_schedule(r: &pb::CreateScheduleRequest) -> Result<Pattern, Error> {
+    schedule_name(&r.name)?;
+    let pattern: Pattern = r.cron.parse().map_err(|e: String| invalid("cron", e))?;
+    create_job(r.job.as_ref().unwrap_or(&pb::CreateJobRequest::default())).map_err(|e| match e {
+        Error::InvalidArgument(m) => Error::InvalidArgument(format!("job.{m}")),
+        e => e,
+    })?;
+    for (i, t) in r.tasks.iter().enumerate() {
+        if t.run_at.is_some() {
+            return Err(invalid(
+                format!("tasks[{i}].run_at"),
+                "is not allowed in a schedule (each tick makes a new job)",
+            ));
+        }
+        let external = t.depends_on.iter().chain(&t.parent_task_id).find(|&&d| d > 0);
+        if let Some(d) = external {
+            return Err(invalid(
+                format!("tasks[{i}].depends_on"),
+                format!("task {d}: a schedule's tasks may depend only on each other (-N)"),
+            ));
+        }
+    }
+    schedule_tasks(r.tasks.clone())?;
+    Ok(pattern)
+}
+
+/// A schedule's tasks as the batch each tick adds.
+pub fn schedule_tasks(tasks: Vec<pb::TaskSpec>) -> Result<Vec<CheckedTask>, Error> {
+    let (_, mut tasks) =
+        add_tasks(pb::AddTasksRequest { job_id: "schedule".into(), tasks, request_id: String::new() })?;
+    git_builds_on(&mut tasks, &HashMap::new())?;
+    Ok(tasks)
+}
+
+/// A schedule's name: 1-64 bytes of letters, digits, '.', '_' and '-'.
+pub fn schedule_name(name: &str) -> Result<(), Error> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > 64 || !name.chars().all(ok) {
+        return Err(invalid("name", format!("{name:?} is not 1-64 letters, digits, '.', '_' or '-'")));
+    }
+    Ok(())
+}
+
+/// Checks an UpdateJob request: at least one control, each in range.
+pub fn update_job(r: &pb::UpdateJobRequest) -> Result<ControlsUpdate, Error> {
+    id("job_id", &r.job_id)?;
+    let u = ControlsUpdate {
+        weight: r.weight.map(|w| weight("weight", w)).transpose()?,
+        max_running: r.max_running,
+        budget_usd: r.budget_usd.map(|b| budget("budget_usd", b)).transpose()?,
+        paused: r.paused,
+    };
+    if u == ControlsUpdate::default() {
+        return Err(invalid("weight", "nothing to change: set weight, max_running, budget_usd or paused"));
+    }
+    Ok(u)
 }
 
 pub fn cancel_job(r: &pb::CancelJobRequest) -> Result<(), Error> {
@@ -145,6 +226,11 @@ pub fn task(index: usize, mut s: pb::TaskSpec) -> Result<CheckedTask, Error> {
         rule(f("required_labels"), contract::label(k, v))?;
     }
     hooks(&f, &s.verification)?;
+    if let Some(t) = &s.run_at
+        && !(0..1_000_000_000).contains(&t.nanos)
+    {
+        return Err(invalid(f("run_at"), format!("nanos {} is outside 0..1e9", t.nanos)));
+    }
     if let Some(a) = &s.agent {
         agent(&f, a)?;
     }
@@ -621,5 +707,73 @@ mod tests {
         let many = vec![1; limits::MAX_RETRY_IDS + 1];
         let e = retry_tasks(&pb::RetryTasksRequest { job_id: String::new(), task_ids: many }).unwrap_err();
         assert!(e.to_string().starts_with("task_ids"), "{e}");
+    }
+
+    #[test]
+    fn job_controls_are_checked_and_defaulted() {
+        let c = create_job(&pb::CreateJobRequest::default()).unwrap();
+        assert_eq!(c, Controls::default());
+        let c = create_job(&pb::CreateJobRequest { weight: 3, max_running: 2, budget_usd: 1.5, ..Default::default() });
+        assert_eq!(c.unwrap(), Controls { weight: 3, max_running: 2, budget_usd: 1.5, paused: false });
+        for (r, field) in [
+            (pb::CreateJobRequest { weight: 1_001, ..Default::default() }, "weight"),
+            (pb::CreateJobRequest { budget_usd: -1.0, ..Default::default() }, "budget_usd"),
+            (pb::CreateJobRequest { budget_usd: f64::NAN, ..Default::default() }, "budget_usd"),
+        ] {
+            let e = create_job(&r).unwrap_err().to_string();
+            assert!(e.starts_with(field), "{e}");
+        }
+        let u = |r: pb::UpdateJobRequest| update_job(&r).map_err(|e| e.to_string());
+        let job = || pb::UpdateJobRequest { job_id: "j".into(), ..Default::default() };
+        assert!(u(job()).unwrap_err().contains("nothing to change"));
+        assert!(u(pb::UpdateJobRequest { weight: Some(0), ..job() }).unwrap_err().starts_with("weight"));
+        assert!(
+            u(pb::UpdateJobRequest { paused: Some(true), job_id: String::new(), ..job() })
+                .unwrap_err()
+                .starts_with("job_id")
+        );
+        let ok = u(pb::UpdateJobRequest { paused: Some(true), max_running: Some(0), ..job() }).unwrap();
+        assert_eq!(ok, ControlsUpdate { paused: Some(true), max_running: Some(0), ..Default::default() });
+    }
+
+    #[test]
+    fn schedules_are_checked_field_by_field() {
+        let ok = || pb::CreateScheduleRequest {
+            name: "nightly-1".into(),
+            cron: "0 3 * * *".into(),
+            job: Some(pb::CreateJobRequest { description: "nightly".into(), ..Default::default() }),
+            tasks: vec![spec("a"), pb::TaskSpec { depends_on: vec![-1], ..spec("b") }],
+            replace: false,
+        };
+        create_schedule(&ok()).unwrap();
+        let cases = [
+            (pb::CreateScheduleRequest { name: "bad name".into(), ..ok() }, "name"),
+            (pb::CreateScheduleRequest { name: String::new(), ..ok() }, "name"),
+            (pb::CreateScheduleRequest { cron: "every day".into(), ..ok() }, "cron"),
+            (pb::CreateScheduleRequest { cron: "0 3 31 2 *".into(), ..ok() }, "cron"),
+            (pb::CreateScheduleRequest { tasks: vec![], ..ok() }, "tasks"),
+            (
+                pb::CreateScheduleRequest {
+                    job: Some(pb::CreateJobRequest { weight: 5_000, ..Default::default() }),
+                    ..ok()
+                },
+                "job.weight",
+            ),
+            (
+                pb::CreateScheduleRequest { tasks: vec![pb::TaskSpec { depends_on: vec![7], ..spec("a") }], ..ok() },
+                "tasks[0].depends_on",
+            ),
+            (
+                pb::CreateScheduleRequest {
+                    tasks: vec![pb::TaskSpec { run_at: Some(contract::timestamp_of_ms(1)), ..spec("a") }],
+                    ..ok()
+                },
+                "tasks[0].run_at",
+            ),
+        ];
+        for (r, field) in cases {
+            let e = create_schedule(&r).unwrap_err().to_string();
+            assert!(e.starts_with(field), "{field}: {e}");
+        }
     }
 }

@@ -120,7 +120,7 @@ async fn snapshot(store: &Store, job: &str, follow: bool, out: &Out) -> Result<O
         let more = tasks.len() == SNAPSHOT_CHUNK;
         after = tasks.last().map_or(after, |t| t.row.task_id);
         pages.bounds.push((if more { after } else { i64::MAX }, rec.last_seq));
-        let status = convert::status(&rec.counts);
+        let status = convert::job_status(&rec.counts, &rec.controls, &rec.spend);
         let job_state = convert::job_state(&rec.counts, rec.cancelled) as i32;
         let chunks = chunked(tasks.into_iter().map(convert::summary).collect());
         let n = chunks.len();
@@ -129,7 +129,7 @@ async fn snapshot(store: &Store, job: &str, follow: bool, out: &Out) -> Result<O
                 seq: pages.first_seq,
                 job_id: job.to_string(),
                 kind: pb::JobEventKind::Snapshot as i32,
-                status: Some(status),
+                status: Some(status.clone()),
                 job_state,
                 tasks: chunk,
                 snapshot_more: more || i + 1 < n,

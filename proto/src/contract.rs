@@ -78,6 +78,8 @@ pub mod limits {
     pub const MAX_BATCH_BYTES: usize = 48 << 20;
     pub const MAX_PROMPT_BYTES: usize = 1 << 20;
     pub const MAX_DESCRIPTION_BYTES: usize = 64 << 10;
+    /// A job's weight (CreateJobRequest.weight, UpdateJob): 1 up to this.
+    pub const MAX_JOB_WEIGHT: u32 = 1_000;
     pub const MAX_METADATA_BYTES: usize = 64 << 10;
     /// A name, model, hostname, tool name and the like.
     pub const MAX_NAME_BYTES: usize = 256;
@@ -174,6 +176,17 @@ fn no_nul(s: &str) -> Result<(), Violation> {
 }
 
 /// A short free-text string (a reason, a name): at most `max` bytes, no NUL.
+/// A timestamp as unix milliseconds (0 for any time before 1970).
+pub fn timestamp_ms(t: &prost_types::Timestamp) -> u64 {
+    let ms = t.seconds.saturating_mul(1_000).saturating_add(i64::from(t.nanos.clamp(0, 999_999_999) / 1_000_000));
+    ms.max(0) as u64
+}
+
+/// Unix milliseconds as a timestamp.
+pub fn timestamp_of_ms(ms: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: (ms / 1_000) as i64, nanos: ((ms % 1_000) * 1_000_000) as i32 }
+}
+
 pub fn text(s: &str, max: usize) -> Result<(), Violation> {
     max_len(s, max)?;
     no_nul(s)

@@ -31,9 +31,19 @@ pub fn status_json(job: &str, s: &pb::JobStatus) -> Value {
     })
 }
 
-/// A job: the status document plus description, state, owner and times.
+/// A job: the status document plus spend, scheduling controls, description, state, owner
+/// and times.
 pub fn job_json(j: &pb::Job) -> Value {
-    let mut v = status_json(&j.job_id, &j.status.unwrap_or_default());
+    let status = j.status.clone().unwrap_or_default();
+    let mut v = status_json(&j.job_id, &status);
+    v["cost_usd"] = json!(status.cost_usd);
+    v["input_tokens"] = json!(status.input_tokens);
+    v["output_tokens"] = json!(status.output_tokens);
+    v["blocked_reason"] = json!(status.blocked_reason);
+    v["weight"] = json!(j.weight);
+    v["max_running"] = json!(j.max_running);
+    v["budget_usd"] = json!(j.budget_usd);
+    v["paused"] = json!(j.paused);
     v["description"] = json!(j.description);
     v["state"] = json!(job_state_name(j.state));
     v["owner"] = json!(j.owner);
@@ -113,7 +123,7 @@ pub fn git_json(g: &pb::GitResult) -> Value {
 
 /// The fleet's stats (`orca stats --json`).
 pub fn stats_json(s: &pb::Stats) -> Value {
-    let t = s.tasks.unwrap_or_default();
+    let t = s.tasks.clone().unwrap_or_default();
     json!({
         "tasks": {"total_tasks": t.total_tasks, "waiting": t.waiting, "pending": t.pending,
                   "in_progress": t.in_progress, "completed": t.completed, "failed": t.failed,

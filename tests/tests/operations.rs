@@ -240,7 +240,7 @@ async fn a_database_of_the_previous_release_is_migrated() {
     let mut c = coord.client().await;
     let jobs = c.list_jobs(pb::ListJobsRequest::default()).await.unwrap().into_inner().jobs;
     let counts: Vec<(u64, u64)> =
-        jobs.iter().map(|j| j.status.map(|s| (s.completed, s.pending)).unwrap_or_default()).collect();
+        jobs.iter().map(|j| j.status.as_ref().map(|s| (s.completed, s.pending)).unwrap_or_default()).collect();
     assert_eq!(counts, vec![(2, 0), (1, 0), (0, 2)], "{jobs:?}");
     assert_eq!(task(&mut c, 1).await.state, pb::TaskState::Completed as i32);
     let (tx, _rx) = mpsc::unbounded_channel();

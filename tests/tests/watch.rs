@@ -63,7 +63,7 @@ fn check_lifecycles(events: &[pb::JobEvent], tasks: usize) {
     for (id, states) in per {
         assert_eq!(states, want, "task {id}");
     }
-    let last = events.last().unwrap().status.unwrap();
+    let last = events.last().unwrap().status.clone().unwrap();
     assert_eq!(last.completed, tasks as u64);
 }
 
@@ -191,7 +191,7 @@ async fn slow_watcher_gets_a_fresh_snapshot_and_does_not_slow_the_queue() {
         assert_eq!(e.seq, seq + 1);
         seq = e.seq;
     }
-    assert_eq!(rest.last().unwrap().status.unwrap().completed, n as u64);
+    assert_eq!(rest.last().unwrap().status.clone().unwrap().completed, n as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,7 +322,7 @@ async fn cancelling_a_job_ends_its_watchers_with_a_cancelled_event() {
     assert_eq!(first.kind, pb::JobEventKind::JobCancelled as i32);
     assert_eq!(first.message, "changed my mind");
     assert_eq!(first.job_state, pb::JobState::Cancelled as i32);
-    let last = rest.last().unwrap().status.unwrap();
+    let last = rest.last().unwrap().status.clone().unwrap();
     assert_eq!((last.cancelled, last.progress_pct), (2, 100.0));
 }
 

@@ -483,7 +483,7 @@ async fn claude_agent_results_carry_cost_usage_session_and_errors() {
     )
     .await;
     let evs = until_final(&mut watch, 3).await;
-    let last = evs.last().unwrap().status.unwrap();
+    let last = evs.last().unwrap().status.clone().unwrap();
     assert_eq!((last.completed, last.failed), (2, 1), "{last:?}");
 
     let args = std::fs::read_to_string(d.join(format!("args-{}", ids[0]))).unwrap();

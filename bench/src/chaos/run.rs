@@ -232,7 +232,7 @@ impl Run {
     /// Lets the watch stream see the job finish (the event that made the last task final),
     /// for at most 10 s, so that its view can be held to the database.
     async fn catch_up_watch(&self) {
-        let Some(status) = self.fig.final_status else { return };
+        let Some(status) = self.fig.final_status.clone() else { return };
         let t0 = Instant::now();
         while !self.ws.lock().await.caught_up(&status) && t0.elapsed() < Duration::from_secs(10) {
             tokio::time::sleep(Duration::from_millis(20)).await;

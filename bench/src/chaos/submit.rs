@@ -54,7 +54,7 @@ impl Shared {
     }
 
     pub fn status(&self) -> pb::JobStatus {
-        (*self.status.lock().unwrap()).unwrap_or_default()
+        self.status.lock().unwrap().clone().unwrap_or_default()
     }
 }
 
@@ -89,8 +89,11 @@ pub async fn create_job(url: &str, ledger: &Mutex<Ledger>) -> Result<String> {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let request_id = format!("orca-chaos-{}-{nanos}", std::process::id());
     for _ in 0..600 {
-        let req =
-            pb::CreateJobRequest { description: "orca-chaos".into(), metadata: None, request_id: request_id.clone() };
+        let req = pb::CreateJobRequest {
+            description: "orca-chaos".into(),
+            request_id: request_id.clone(),
+            ..Default::default()
+        };
         match c.create_job(req).await {
             Ok(j) => return Ok(j.into_inner().job_id),
             Err(s) if retryable(s.code()) => {

@@ -36,7 +36,7 @@ impl WatchState {
     pub fn on_event(&mut self, ev: pb::JobEvent) {
         self.events += 1;
         if ev.status.is_some() {
-            self.last_status = ev.status;
+            self.last_status.clone_from(&ev.status);
         }
         match pb::JobEventKind::try_from(ev.kind).unwrap_or(pb::JobEventKind::Unspecified) {
             pb::JobEventKind::Snapshot => self.on_snapshot(&ev),
@@ -88,7 +88,7 @@ impl WatchState {
     /// Whether the stream has seen the job reach `status` with every task final: the event
     /// that made the last task final is the job's last state change, so nothing is missing.
     pub fn caught_up(&self, status: &pb::JobStatus) -> bool {
-        self.last_status.is_some_and(|s| {
+        self.last_status.as_ref().is_some_and(|s| {
             s.total_tasks == status.total_tasks && s.completed + s.failed + s.cancelled == status.total_tasks
         })
     }

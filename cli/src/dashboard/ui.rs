@@ -177,7 +177,7 @@ fn jobs(f: &mut Frame, area: Rect, app: &App) {
         .jobs
         .iter()
         .map(|j| {
-            let s = j.status.unwrap_or_default();
+            let s = j.status.clone().unwrap_or_default();
             let state = pb::JobState::try_from(j.state).map(|s| s.short_name()).unwrap_or("?");
             Row::new(vec![
                 Cell::from(short_id(&j.job_id)),
@@ -215,7 +215,7 @@ fn short_id(id: &str) -> String {
 
 fn job(f: &mut Frame, area: Rect, app: &App) {
     let [gauge, table] = Layout::vertical([Constraint::Length(3), Constraint::Min(3)]).areas(area);
-    let s = app.job_status.unwrap_or_default();
+    let s = app.job_status.clone().unwrap_or_default();
     let ratio = if s.total_tasks == 0 { 0.0 } else { s.finished() as f64 / s.total_tasks as f64 };
     let label = format!(
         "{}/{} final: {} completed, {} running, {} pending, {} waiting, {} failed, {} cancelled",

@@ -11,11 +11,12 @@
 
 mod feeds;
 mod fleet;
+mod schedules;
 mod streams;
 
 pub use fleet::{Fleet, output_tail};
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,8 +32,8 @@ use crate::Error;
 use crate::convert;
 use crate::idempotency::{self, Idem};
 use crate::queue::{
-    Counts, Effect, Entry, JobId, Labels, NewTask, Outcome, Restored, RetryPolicy, RevivedTask, Scheduler, State,
-    StoredTask, TaskId, WorkerId,
+    Controls, Counts, Effect, Entry, JobId, LabelLimit, Labels, NewTask, Outcome, Restored, RetryPolicy, RevivedTask,
+    Scheduler, Spend, State, StoredTask, TaskId, WorkerId,
 };
 use crate::store::{JobInsert, JobUpdate, Loaded, Purge, RequestRecord, TaskInsert, TaskRow, WriteBatch, Writer};
 use crate::validate::{CheckedTask, DepRef};
@@ -89,11 +90,14 @@ type Responder = Box<dyn FnOnce(Option<&Error>) + Send>;
 
 enum Command {
     CreateJob {
-        description: String,
-        metadata: Option<prost_types::Struct>,
-        owner: Option<String>,
+        job: NewJob,
         idem: Option<Idem>,
         reply: Reply<pb::Job>,
+    },
+    UpdateJob {
+        job: String,
+        update: ControlsUpdate,
+        reply: Reply<()>,
     },
     AddTasks {
         job: String,
@@ -167,6 +171,26 @@ enum Command {
         task: i64,
         reply: oneshot::Sender<Option<String>>,
     },
+    CreateSchedule {
+        req: pb::CreateScheduleRequest,
+        owner: Option<String>,
+        reply: Reply<pb::Schedule>,
+    },
+    DeleteSchedule {
+        name: String,
+        /// Only this token's schedule (a submitter's call).
+        owner: Option<String>,
+        reply: Reply<()>,
+    },
+    ListSchedules {
+        owner: Option<String>,
+        reply: oneshot::Sender<Vec<pb::Schedule>>,
+    },
+    NoticeDone {
+        job: String,
+        seq: u64,
+        reply: Reply<()>,
+    },
 }
 
 /// The queue's state at one moment, for metrics and health checks.
@@ -230,14 +254,35 @@ impl Handle {
         rx.await.map_err(|_| gone())?
     }
 
-    pub async fn create_job(
+    pub async fn create_job(&self, job: NewJob, idem: Option<Idem>) -> Result<pb::Job, Error> {
+        self.call(|reply| Command::CreateJob { job, idem, reply }).await
+    }
+
+    pub async fn update_job(&self, job: String, update: ControlsUpdate) -> Result<(), Error> {
+        self.call(|reply| Command::UpdateJob { job, update, reply }).await
+    }
+
+    pub async fn create_schedule(
         &self,
-        description: String,
-        metadata: Option<prost_types::Struct>,
+        req: pb::CreateScheduleRequest,
         owner: Option<String>,
-        idem: Option<Idem>,
-    ) -> Result<pb::Job, Error> {
-        self.call(|reply| Command::CreateJob { description, metadata, owner, idem, reply }).await
+    ) -> Result<pb::Schedule, Error> {
+        self.call(|reply| Command::CreateSchedule { req, owner, reply }).await
+    }
+
+    pub async fn delete_schedule(&self, name: String, owner: Option<String>) -> Result<(), Error> {
+        self.call(|reply| Command::DeleteSchedule { name, owner, reply }).await
+    }
+
+    pub async fn list_schedules(&self, owner: Option<String>) -> Result<Vec<pb::Schedule>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::ListSchedules { owner, reply }).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+
+    /// A job-completion notice was delivered: forget it (answered once that is committed).
+    pub async fn notice_done(&self, job: String, seq: u64) -> Result<(), Error> {
+        self.call(|reply| Command::NoticeDone { job, seq, reply }).await
     }
 
     pub async fn add_tasks(&self, job: String, tasks: Vec<CheckedTask>, idem: Option<Idem>) -> Result<Vec<i64>, Error> {
@@ -325,6 +370,11 @@ pub struct Settings {
     pub heartbeat_seconds: u32,
     /// Finished jobs unchanged for this long are removed (`None`: kept forever).
     pub retain_ms: Option<u64>,
+    /// `--label-limit`: running tasks per label value.
+    pub label_limits: Vec<LabelLimit>,
+    /// With `--job-webhook`: job-completion notices are written, and this wakes their
+    /// deliverer after a commit that wrote some.
+    pub notices: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// How often retention looks for finished jobs past `--retain-days`.
@@ -404,6 +454,8 @@ pub struct Dispatcher {
     recent_failures: VecDeque<pb::RecentFailure>,
     /// The tail of each running attempt's progress (its attempt number and text).
     live_output: HashMap<TaskId, (u32, String)>,
+    /// Recurring jobs by name.
+    schedules: BTreeMap<String, schedules::Scheduled>,
 }
 
 fn labels_of(m: &std::collections::HashMap<String, String>) -> Labels {
@@ -452,6 +504,35 @@ fn new_task(id: TaskId, spec: &pb::TaskSpec, deps: Vec<TaskId>, payload: Option<
         },
         payload,
         git_chain: spec.git.as_ref().is_some_and(|g| g.builds_on != 0),
+        run_at_ms: spec.run_at.map_or(0, |t| contract::timestamp_ms(&t)),
+    }
+}
+
+/// A job to create (CreateJob, or a schedule's tick).
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub description: String,
+    pub metadata: Option<prost_types::Struct>,
+    pub owner: Option<String>,
+    pub controls: Controls,
+}
+
+/// The controls an UpdateJob call sets (`None`: unchanged).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ControlsUpdate {
+    pub weight: Option<u32>,
+    pub max_running: Option<u32>,
+    pub budget_usd: Option<f64>,
+    pub paused: Option<bool>,
+}
+
+impl ControlsUpdate {
+    fn apply(self, mut c: Controls) -> Controls {
+        c.weight = self.weight.unwrap_or(c.weight);
+        c.max_running = self.max_running.unwrap_or(c.max_running);
+        c.budget_usd = self.budget_usd.unwrap_or(c.budget_usd);
+        c.paused = self.paused.unwrap_or(c.paused);
+        c
     }
 }
 
@@ -601,8 +682,12 @@ impl Dispatcher {
         let now = now_ms();
         let mut sched = Scheduler::new(settings.limits);
         sched.set_clock(now);
+        sched.set_label_limits(settings.label_limits.clone());
         for j in &loaded.jobs {
-            sched.insert_job(JobId::from(j.job_id.as_str()), j.counts, j.cancelled, j.last_seq);
+            let job = JobId::from(j.job_id.as_str());
+            sched.insert_job(job.clone(), j.counts, j.cancelled, j.last_seq);
+            sched.charge(&job, j.spend);
+            sched.set_controls(&job, j.controls).expect("the job was just inserted");
         }
         // Only jobs whose counters show unfinished tasks have any to load.
         for j in loaded.jobs.iter().filter(|j| j.counts.waiting + j.counts.pending + j.counts.in_progress > 0) {
@@ -629,6 +714,7 @@ impl Dispatcher {
             throughput: Default::default(),
             recent_failures: VecDeque::with_capacity(fleet::RECENT_FAILURES),
             live_output: HashMap::new(),
+            schedules: loaded.schedules.into_iter().filter_map(schedules::Scheduled::load).collect(),
         };
         Ok((d, Handle { tx }))
     }
@@ -643,7 +729,7 @@ impl Dispatcher {
     /// memory is then ahead of the database and the process must restart from the database.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), Error> {
         loop {
-            let mut deadline = self.sched.next_deadline();
+            let mut deadline = [self.sched.next_deadline(), self.next_tick()].into_iter().flatten().min();
             if self.settings.retain_ms.is_some() {
                 deadline = Some(deadline.map_or(self.retention_due_ms, |d| d.min(self.retention_due_ms)));
             }
@@ -724,10 +810,12 @@ impl Dispatcher {
         for cmd in cmds {
             self.apply(cmd, now, &mut b).await;
         }
+        self.fire_schedules(now, &mut b).await;
         b.effects.extend(self.sched.tick(now));
         b.effects.extend(self.sched.dispatch(now));
         self.collect_rows(&mut b, now);
         let events = self.sequence_events(&b);
+        self.write_notices(&mut b, now);
         for job in &b.touched_jobs {
             if let Some(info) = self.sched.job(job) {
                 b.writes.job_updates.push(JobUpdate {
@@ -735,6 +823,8 @@ impl Dispatcher {
                     counts: info.counts,
                     cancelled: info.cancelled,
                     last_seq: info.last_seq,
+                    controls: info.controls,
+                    spend: info.spend,
                 });
             }
         }
@@ -758,6 +848,9 @@ impl Dispatcher {
             fleet::record_failures(&mut self.recent_failures, &b.effects, now);
         }
         track_output(&mut self.live_output, &b.effects);
+        if let Some(wake) = self.settings.notices.as_ref().filter(|_| !b.writes.notices.is_empty()) {
+            wake.notify_one();
+        }
         for r in b.replies {
             r(None);
         }
@@ -825,11 +918,11 @@ impl Dispatcher {
     /// it is a refusal (nothing to commit) or a stream being opened.
     async fn apply(&mut self, cmd: Command, now: u64, b: &mut Batch) {
         match cmd {
-            Command::CreateJob { description, metadata, owner, idem, reply } => {
+            Command::CreateJob { job, idem, reply } => {
                 let r = match self.replay(idem.as_ref(), b).await {
                     Ok(Some(bytes)) => decode_answer::<pb::Job>(&bytes),
                     Ok(None) => {
-                        let job = self.create_job(description, metadata, owner, now, b);
+                        let job = self.create_job(job, now, b);
                         b.remember(idem, job.encode_to_vec());
                         Ok(job)
                     }
@@ -845,6 +938,10 @@ impl Dispatcher {
                     }),
                     Err(e) => Err(e),
                 };
+                b.answer(reply, r);
+            }
+            Command::UpdateJob { job, update, reply } => {
+                let r = self.update_job(job, update, b);
                 b.answer(reply, r);
             }
             Command::CancelJob { job, reason, reply } => {
@@ -899,6 +996,21 @@ impl Dispatcher {
             Command::LiveOutput { task, reply } => {
                 let _ = reply.send(self.live_output.get(&TaskId(task)).map(|(_, o)| o.clone()));
             }
+            Command::CreateSchedule { req, owner, reply } => {
+                let r = self.create_schedule(req, owner, now, b);
+                b.answer(reply, r);
+            }
+            Command::DeleteSchedule { name, owner, reply } => {
+                let r = self.delete_schedule(&name, owner.as_deref(), b);
+                b.answer(reply, r);
+            }
+            Command::ListSchedules { owner, reply } => {
+                let _ = reply.send(self.list_schedules(owner.as_deref()));
+            }
+            Command::NoticeDone { job, seq, reply } => {
+                b.writes.notices_done.push((job, seq));
+                b.reply(reply, ());
+            }
         }
     }
 
@@ -928,22 +1040,18 @@ impl Dispatcher {
     }
 
     /// A new job; its reply is built here, so a committed CreateJob never waits on a read.
-    fn create_job(
-        &mut self,
-        description: String,
-        metadata: Option<prost_types::Struct>,
-        owner: Option<String>,
-        now: u64,
-        b: &mut Batch,
-    ) -> pb::Job {
+    fn create_job(&mut self, new: NewJob, now: u64, b: &mut Batch) -> pb::Job {
+        let NewJob { description, metadata, owner, controls } = new;
         let id = uuid::Uuid::now_v7().to_string();
         let job = JobId::from(id.as_str());
         self.sched.insert_job(job.clone(), Counts::default(), false, 0);
+        self.sched.set_controls(&job, controls).expect("the job was just inserted");
         b.writes.jobs.push(JobInsert {
             job_id: id.clone(),
             description: description.clone(),
             metadata: metadata.as_ref().map(|m| m.encode_to_vec()),
             owner: owner.clone(),
+            controls,
         });
         b.touched_jobs.insert(job);
         let counts = Counts::default();
@@ -951,12 +1059,26 @@ impl Dispatcher {
             job_id: id,
             description,
             state: convert::job_state(&counts, false) as i32,
-            status: Some(convert::status(&counts)),
+            status: Some(convert::job_status(&counts, &controls, &Spend::default())),
             metadata,
             created_at_ms: now as i64,
             updated_at_ms: now as i64,
             owner: owner.unwrap_or_default(),
+            weight: controls.weight,
+            max_running: controls.max_running,
+            budget_usd: controls.budget_usd,
+            paused: controls.paused,
         }
+    }
+
+    /// UpdateJob: the controls given change, from this batch's dispatch on.
+    fn update_job(&mut self, job: String, update: ControlsUpdate, b: &mut Batch) -> Result<(), Error> {
+        let job = JobId::from(job);
+        let info = self.sched.job(&job).ok_or_else(|| Error::NotFound(format!("job {job} not found")))?;
+        let controls = update.apply(info.controls);
+        self.sched.set_controls(&job, controls)?;
+        b.touched_jobs.insert(job);
+        Ok(())
     }
 
     fn cancel_job(&mut self, job: String, reason: String, b: &mut Batch) -> Result<(), Error> {
@@ -1090,6 +1212,7 @@ impl Dispatcher {
                         b.ended.insert(TaskId(task_id), e);
                     }
                     if let Some(r) = result {
+                        self.charge(TaskId(task_id), &r);
                         b.results.insert(TaskId(task_id), r.encode_to_vec());
                     }
                     b.effects.extend(fx);
@@ -1104,6 +1227,22 @@ impl Dispatcher {
             acks.push(pb::ReportAck { task_id, attempt, accepted, reason: refused.unwrap_or_default() });
         }
         pb::ReportResponse { acks }
+    }
+
+    /// Adds what an ended attempt reported spending to its job (the budget's count).
+    fn charge(&mut self, task: TaskId, r: &pb::TaskResult) {
+        let u = r.usage.unwrap_or_default();
+        let spend = Spend {
+            cost_usd: if r.cost_usd.is_finite() { r.cost_usd.max(0.0) } else { 0.0 },
+            input_tokens: u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens,
+            output_tokens: u.output_tokens,
+        };
+        if spend == Spend::default() {
+            return;
+        }
+        if let Some(job) = self.sched.task(task).map(|e| e.job.clone()) {
+            self.sched.charge(&job, spend);
+        }
     }
 
     fn subscribe(&mut self, job: String, after_seq: u64, now: u64) -> Result<Subscription, Error> {

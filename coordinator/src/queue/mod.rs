@@ -13,11 +13,16 @@
 //!   carry the current attempt is rejected (fencing);
 //! - a waiting task waits on unmet dependencies or on a retry backoff, never on nothing;
 //! - a worker never holds more attempts than its slots;
-//! - ready tasks are served highest priority first, FIFO within a priority, per label set,
-//!   so a task no worker can run never holds back another.
+//! - ready tasks are served highest priority first; at one priority the jobs share the
+//!   workers by weight (stride scheduling, see `ready.rs`), FIFO within a job; per label set,
+//!   so a task no worker can run never holds back another;
+//! - a job that may start nothing (paused, over its budget, at its `max_running`) and a
+//!   label value at its limit never hold back the ready tasks of others.
 
 mod ids;
 mod ready;
+#[cfg(test)]
+mod scheduling_tests;
 #[cfg(test)]
 mod tests;
 pub mod throughput;
@@ -165,6 +170,8 @@ pub struct NewTask {
     pub payload: Option<Arc<[u8]>>,
     /// A git task that builds on another: its assignment carries that task's patches.
     pub git_chain: bool,
+    /// The task is not ready before this time (ms; 0 for none).
+    pub run_at_ms: u64,
 }
 
 /// What the scheduler must know of a task that is not in memory (a final task, read from
@@ -318,6 +325,60 @@ pub struct JobInfo {
     pub cancelled: bool,
     /// Sequence number of the job's last event.
     pub last_seq: u64,
+    pub controls: Controls,
+    pub spend: Spend,
+    /// Taken out of the ready queues: see [`Scheduler::blocked_reason`].
+    parked: bool,
+}
+
+/// A job's scheduling controls (CreateJob, UpdateJob).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Controls {
+    /// Its share against other jobs at the same priority (at least 1).
+    pub weight: u32,
+    /// At most this many running attempts; 0 for no limit.
+    pub max_running: u32,
+    /// No new attempt once the job has spent this much (USD); 0 for no budget.
+    pub budget_usd: f64,
+    pub paused: bool,
+}
+
+impl Default for Controls {
+    fn default() -> Self {
+        Controls { weight: 1, max_running: 0, budget_usd: 0.0, paused: false }
+    }
+}
+
+/// What a job's attempts reported spending.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Spend {
+    pub cost_usd: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// Why a job with these controls, spend and counts may start no new attempt; `None` when
+/// it may. The one rule for the scheduler (which parks the job) and the read side (which
+/// shows the reason).
+pub fn blocked_reason(c: &Controls, spend: &Spend, counts: &Counts) -> Option<String> {
+    if c.paused {
+        return Some("paused".into());
+    }
+    if c.budget_usd > 0.0 && spend.cost_usd >= c.budget_usd {
+        return Some(format!("budget spent: ${:.2} of ${:.2}", spend.cost_usd, c.budget_usd));
+    }
+    if c.max_running > 0 && counts.in_progress >= c.max_running as u64 {
+        return Some(format!("max_running reached: {} running", counts.in_progress));
+    }
+    None
+}
+
+/// At most `max` running tasks that require the label `key=value`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabelLimit {
+    pub key: String,
+    pub value: String,
+    pub max: u32,
 }
 
 /// A connected or registered worker.
@@ -460,6 +521,11 @@ pub struct Scheduler {
     /// The time of the batch being applied (ms), for the timings of `Effect::Changed`.
     clock_ms: u64,
     totals: Totals,
+    label_limits: Vec<LabelLimit>,
+    /// Running tasks per label limit.
+    label_running: Vec<u32>,
+    /// The label limits each ready queue is subject to (by queue).
+    queue_limits: Vec<Vec<usize>>,
 }
 
 /// Running totals since start-up, for metrics.
@@ -476,6 +542,17 @@ pub struct Totals {
 impl Scheduler {
     pub fn new(limits: Limits) -> Self {
         Scheduler { limits, ..Default::default() }
+    }
+
+    /// Sets the limits on running tasks per label value (before any task is added).
+    pub fn set_label_limits(&mut self, limits: Vec<LabelLimit>) {
+        self.label_running = vec![0; limits.len()];
+        self.label_limits = limits;
+    }
+
+    /// The label limits with their running counts.
+    pub fn label_limits(&self) -> impl Iterator<Item = (&LabelLimit, u32)> {
+        self.label_limits.iter().zip(self.label_running.iter().copied())
     }
 
     /// Sets the time the next changes happen at (the dispatcher calls it once per batch).
@@ -531,10 +608,18 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Keeps `pending_by_priority` when a task of `priority` leaves `from` or enters `to`.
-    fn count_pending(&mut self, priority: i32, from: Option<State>, to: Option<State>) {
+    /// Keeps `pending_by_priority` and the running tasks per label limit when a task of
+    /// `priority` and `label_set` leaves `from` or enters `to`.
+    fn count_pending(&mut self, priority: i32, label_set: usize, from: Option<State>, to: Option<State>) {
         if from == to {
             return;
+        }
+        let running = |s: Option<State>| i32::from(s == Some(State::InProgress));
+        let delta = running(to) - running(from);
+        if delta != 0 {
+            for &l in self.queue_limits.get(label_set).into_iter().flatten() {
+                self.label_running[l] = self.label_running[l].saturating_add_signed(delta);
+            }
         }
         if from == Some(State::Pending)
             && let Some(n) = self.pending_by_priority.get_mut(&priority)
@@ -555,6 +640,41 @@ impl Scheduler {
         let Some(info) = self.jobs.get_mut(job) else { return 0 };
         info.last_seq += 1;
         info.last_seq
+    }
+
+    /// Sets a job's controls (at creation, restore or UpdateJob).
+    pub fn set_controls(&mut self, job: &JobId, controls: Controls) -> Result<(), Refusal> {
+        let info = self.jobs.get_mut(job).ok_or_else(|| Refusal::NotFound(format!("job {job} not found")))?;
+        info.controls = controls;
+        self.ready.set_stride(job, ready::stride(controls.weight));
+        self.refresh_job(job);
+        Ok(())
+    }
+
+    /// Adds what an attempt of the job reported spending (or sets it at restore).
+    pub fn charge(&mut self, job: &JobId, spend: Spend) {
+        if let Some(info) = self.jobs.get_mut(job) {
+            info.spend.cost_usd += spend.cost_usd;
+            info.spend.input_tokens += spend.input_tokens;
+            info.spend.output_tokens += spend.output_tokens;
+            self.refresh_job(job);
+        }
+    }
+
+    /// Why the job may start no new attempt, if it may not.
+    pub fn blocked_reason(&self, job: &JobId) -> Option<String> {
+        let info = self.jobs.get(job)?;
+        blocked_reason(&info.controls, &info.spend, &info.counts)
+    }
+
+    /// Parks a job that may start nothing, or brings it back.
+    fn refresh_job(&mut self, job: &JobId) {
+        let Some(info) = self.jobs.get_mut(job) else { return };
+        let blocked = blocked_reason(&info.controls, &info.spend, &info.counts).is_some();
+        if blocked != info.parked {
+            info.parked = blocked;
+            self.ready.park(job, blocked);
+        }
     }
 
     /// The earliest lease expiry or backoff end, if any.
@@ -591,6 +711,8 @@ impl Scheduler {
                 self.finish(id, State::Cancelled, reason.to_string(), None, &mut fx);
             }
         }
+        // Every queued entry of the job is stale now (a parked job's would stay otherwise).
+        self.ready.forget(job);
         Ok(fx)
     }
 
@@ -758,6 +880,7 @@ impl Scheduler {
             )));
         }
         self.jobs.remove(job);
+        self.ready.forget(job);
         Ok(c)
     }
 
@@ -1030,7 +1153,9 @@ impl Scheduler {
                 let Some(w) = self.workers.get(&wid) else { continue };
                 let (free, workers) = (&self.free_workers, &self.workers);
                 let skip = |e: &Entry| e.avoid.as_ref() == Some(&wid) && another_free(free, workers, &wid, e.label_set);
-                let Some(id) = self.ready.pop_for(&w.eligible, &self.tasks, skip) else { continue };
+                let (limits, running, queue_limits) = (&self.label_limits, &self.label_running, &self.queue_limits);
+                let closed = |q: usize| queue_limits[q].iter().any(|&l| running[l] >= limits[l].max);
+                let Some(id) = self.ready.pop_for(&w.eligible, &self.tasks, closed, skip) else { continue };
                 self.assign(id, &wid, now, &mut fx);
                 self.cursor = Some(wid.clone());
                 if self.workers.get(&wid).is_some_and(|w| w.free() > 0) {
@@ -1084,6 +1209,12 @@ impl Scheduler {
         }
         let (label_set, new_set) = self.ready.intern(&t.labels);
         if new_set {
+            let labels = self.ready.labels(label_set);
+            let limits = (self.label_limits.iter().enumerate())
+                .filter(|(_, l)| labels.get(&l.key) == Some(&l.value))
+                .map(|(i, _)| i)
+                .collect();
+            self.queue_limits.push(limits);
             // A new label set: each known worker is checked against it once (workers are
             // forgotten when idle, so this is bounded by the live fleet).
             for w in self.workers.values_mut() {
@@ -1093,7 +1224,12 @@ impl Scheduler {
             }
         }
         self.jobs.entry(job.clone()).or_default();
-        self.count_pending(t.priority, None, Some(state));
+        self.count_pending(t.priority, label_set, None, Some(state));
+        // A restored task's wait is its stored not_before; a new or revived one's is run_at.
+        let not_before_ms = if link != Link::No && t.run_at_ms > self.clock_ms { t.run_at_ms } else { 0 };
+        if not_before_ms > 0 {
+            self.backoffs.insert((not_before_ms, t.id));
+        }
         let payload = t.payload.filter(|p| self.cached_bytes + p.len() <= self.limits.payload_cache_bytes);
         self.cached_bytes += payload.as_ref().map_or(0, |p| p.len());
         self.tasks.insert(
@@ -1112,7 +1248,7 @@ impl Scheduler {
                 deps: t.deps,
                 unmet: 0,
                 dependents: Vec::new(),
-                not_before_ms: 0,
+                not_before_ms,
                 lease: None,
                 last_worker: worker,
                 avoid: None,
@@ -1161,7 +1297,7 @@ impl Scheduler {
         let e = self.tasks.get_mut(&id).expect("settled task is in memory");
         e.unmet = unmet;
         e.cancel_cause = None;
-        if unmet == 0 {
+        if unmet == 0 && e.not_before_ms == 0 {
             self.transition(id, State::Pending, String::new(), fx);
             self.push_ready(id);
         }
@@ -1171,8 +1307,8 @@ impl Scheduler {
         let e = self.tasks.get_mut(&id).expect("transition of a task in memory");
         let from = e.state;
         e.state = to;
-        let priority = e.priority;
-        self.count_pending(priority, Some(from), Some(to));
+        let (priority, label_set) = (e.priority, e.label_set);
+        self.count_pending(priority, label_set, Some(from), Some(to));
         let e = self.tasks.get_mut(&id).expect("transition of a task in memory");
         let now = self.clock_ms as u32;
         let held_ms = now.wrapping_sub(e.since) as u64;
@@ -1191,23 +1327,21 @@ impl Scheduler {
             info.counts.add(to);
         }
         let worker = if from == State::InProgress { e.last_worker.clone() } else { None };
-        fx.push(Effect::Changed {
-            id,
-            job: e.job.clone(),
-            from: Some(from),
-            to,
-            attempt: e.attempt,
-            reason,
-            held_ms,
-            age_ms,
-            worker,
-        });
+        let (job, attempt) = (e.job.clone(), e.attempt);
+        if from == State::InProgress || to == State::InProgress {
+            self.refresh_job(&job);
+        }
+        fx.push(Effect::Changed { id, job, from: Some(from), to, attempt, reason, held_ms, age_ms, worker });
     }
 
     fn push_ready(&mut self, id: TaskId) {
         let e = self.tasks.get_mut(&id).expect("ready task is in memory");
         e.ready_gen = e.ready_gen.wrapping_add(1);
-        self.ready.push(e);
+        let (stride, parked) = match self.jobs.get(&e.job) {
+            Some(j) => (ready::stride(j.controls.weight), j.parked),
+            None => (ready::stride(1), false),
+        };
+        self.ready.push(e, stride, parked);
     }
 
     fn assign(&mut self, id: TaskId, worker: &WorkerId, now: u64, fx: &mut Vec<Effect>) {
@@ -1363,7 +1497,7 @@ impl Scheduler {
     fn remove_entry(&mut self, id: TaskId) {
         self.previous_errors.remove(&id);
         if let Some(e) = self.tasks.remove(&id) {
-            self.count_pending(e.priority, Some(e.state), None);
+            self.count_pending(e.priority, e.label_set, Some(e.state), None);
             self.cached_bytes -= e.payload.as_ref().map_or(0, |p| p.len());
         }
     }
@@ -1414,6 +1548,17 @@ impl Scheduler {
             assert_eq!(live(&info.counts), live(&c), "job {job}: counts of live tasks");
             assert!(info.counts.completed >= c.completed, "job {job}: completed count");
         }
+        for (job, info) in &self.jobs {
+            let blocked = blocked_reason(&info.controls, &info.spend, &info.counts).is_some();
+            assert_eq!(info.parked, blocked, "job {job}: parked while blocked");
+        }
+        let mut label_running = vec![0u32; self.label_limits.len()];
+        for e in self.tasks.values().filter(|e| e.state == State::InProgress) {
+            for &l in &self.queue_limits[e.label_set] {
+                label_running[l] += 1;
+            }
+        }
+        assert_eq!(label_running, self.label_running, "running tasks per label limit");
         let mut pending: BTreeMap<i32, u64> = BTreeMap::new();
         for e in self.tasks.values().filter(|e| e.state == State::Pending) {
             *pending.entry(e.priority).or_default() += 1;

@@ -20,6 +20,7 @@ fn task(id: i64) -> NewTask {
         retry: RetryPolicy { initial_ms: 100, multiplier: 2.0, max_ms: 1_000 },
         payload: Some(Arc::from(&b"spec"[..])),
         git_chain: false,
+        run_at_ms: 0,
     }
 }
 

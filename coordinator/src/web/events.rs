@@ -115,7 +115,7 @@ pub fn job_document(e: &pb::JobEvent) -> Option<Value> {
     if e.snapshot_more {
         return None;
     }
-    let s = e.status.unwrap_or_default();
+    let s = e.status.clone().unwrap_or_default();
     let state = |v: i32| if v == 0 { "" } else { state_name(v) };
     Some(json!({
         "seq": e.seq,
