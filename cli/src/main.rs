@@ -7,6 +7,7 @@
 //! Layout: the flags, `run` (connect, then one function per subcommand), then the renderers
 //! shared by the subcommands (JSON documents and text lines).
 
+mod control;
 mod dashboard;
 mod mcp;
 mod read;
@@ -132,6 +133,22 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Change a job's weight, running limit or budget.
+    Update(control::UpdateArgs),
+    /// Pause a job: no new attempt starts; the running ones finish.
+    Pause {
+        job: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a paused job.
+    Resume {
+        job: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recurring jobs: `orca schedule add NAME --cron EXPR PROMPT...`, `list`, `rm NAME`.
+    Schedule(control::ScheduleArgs),
     /// Cancel a job.
     Cancel {
         job: String,
@@ -188,6 +205,11 @@ struct SubmitArgs {
     /// Print {"job_id", "task_ids"}.
     #[arg(long)]
     json: bool,
+    /// The new job's controls (without --job).
+    #[command(flatten)]
+    job_flags: control::JobFlags,
+    #[command(flatten)]
+    start: control::StartFlags,
     /// Work on the git checkout containing this path: each task (without a git source of its
     /// own) runs in a worktree of the checkout's remote at its HEAD, and comes back as a
     /// patch (`orca collect --apply` applies them).
@@ -360,6 +382,10 @@ impl Cmd {
             Cmd::Collect { .. } => "collect",
             Cmd::Retry { .. } => "retry",
             Cmd::Cancel { .. } => "cancel",
+            Cmd::Update(_) => "update",
+            Cmd::Pause { .. } => "pause",
+            Cmd::Resume { .. } => "resume",
+            Cmd::Schedule(_) => "schedule",
             Cmd::Mcp(_) => "mcp",
             Cmd::Up(_) => "up",
         }
@@ -402,6 +428,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Cmd::Collect { job, out, apply, json } => collect(&client, &job, out.as_deref(), apply, json).await,
         Cmd::Retry { job, json } => retry(&client, &job, json).await,
         Cmd::Cancel { job, reason } => cancel(&client, &job, &reason).await,
+        Cmd::Update(a) => control::update(&client, a).await,
+        Cmd::Pause { job, json } => control::pause(&client, &job, true, json).await,
+        Cmd::Resume { job, json } => control::pause(&client, &job, false, json).await,
+        Cmd::Schedule(a) => control::schedule(&client, a).await,
         Cmd::Up(_) | Cmd::Completions { .. } => Ok(ExitCode::SUCCESS),
         Cmd::Mcp(a) => {
             let limits = mcp::Limits {
@@ -435,9 +465,15 @@ async fn submit(client: &Client, mut args: SubmitArgs) -> Result<ExitCode, Failu
     if let Some(path) = &args.git {
         tasks = with_git(tasks, path, &args)?;
     }
+    tasks = tasks.into_iter().map(|t| args.start.apply(t)).collect();
     let job = match &args.job {
+        Some(_) if args.job_flags.given() => {
+            return Err(Failure::Usage(
+                "--weight, --max-running and --budget apply to a new job; for an existing one use `orca update`".into(),
+            ));
+        }
         Some(j) => j.clone(),
-        None => client.create_job(&args.description).await?,
+        None => client.create_job_with_options(&args.description, &args.job_flags.options()).await?.job_id,
     };
     let ids = client.add_subtasks(&job, tasks).await?;
     if args.wait {
@@ -496,16 +532,19 @@ fn read_prompts(mut lines: Vec<String>, stdin: bool) -> Result<Vec<String>, Fail
     Ok(lines)
 }
 
-/// `orca status`: the job's counts.
+/// `orca status`: the job's counts, spend and controls.
 async fn status(client: &Client, job: &str, json: bool) -> Result<ExitCode, Failure> {
-    let s = client.get_job_status(job).await?;
+    let j = client.get_job(job).await?;
+    let s = j.status.clone().unwrap_or_default();
     if json {
-        print_json(&status_json(job, &s));
+        print_json(&job_json(&j));
     } else {
         println!(
             "job {job}: {} tasks, {:.1}% done: {} waiting, {} pending, {} in progress, {} completed, {} failed, {} cancelled",
             s.total_tasks, s.progress_pct, s.waiting, s.pending, s.in_progress, s.completed, s.failed, s.cancelled
         );
+        println!("{}", control::spend_line(&s));
+        println!("{}", control::controls_line(&j));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -173,6 +173,11 @@ impl Subtask {
         self.run_at(std::time::SystemTime::now() + delay)
     }
 
+    /// The task as the proto's spec (for calls that take specs, such as CreateSchedule).
+    pub fn into_task_spec(self) -> Result<pb::TaskSpec, Error> {
+        self.into_spec()
+    }
+
     pub(crate) fn into_spec(self) -> Result<pb::TaskSpec, Error> {
         let mut spec = self.spec;
         if let Some(m) = &self.metadata {

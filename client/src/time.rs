@@ -37,6 +37,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(n * per).map_err(|_| bad())
 }
 
+/// Unix milliseconds as RFC 3339 in UTC, to the second (`2026-12-02T15:00:00Z`).
+pub fn format_ms(ms: i64) -> String {
+    match chrono::DateTime::from_timestamp(ms.div_euclid(1_000), 0) {
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        None => format!("{ms} ms"),
+    }
+}
+
 /// A time as the proto's timestamp.
 pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();

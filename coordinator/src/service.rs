@@ -209,7 +209,8 @@ impl pb::orchestrator_server::Orchestrator for Services {
         let r = req.into_inner();
         validate::create_schedule(&r)?;
         let owner = self.auth.enabled().then(|| caller.name.to_string());
-        Ok(Response::new(self.handle.create_schedule(r, owner).await?))
+        let own = self.schedule_owner(&caller).is_some();
+        Ok(Response::new(self.handle.create_schedule(r, owner, own).await?))
     }
 
     async fn list_schedules(

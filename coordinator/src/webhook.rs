@@ -111,17 +111,16 @@ pub async fn run(target: Target, store: Store, handle: Handle, wake: Arc<Notify>
     }
 }
 
-/// The job as GetJob shows it (description and metadata included), or the stored document
-/// when the job is gone.
+/// The stored document (the job's status when it went idle, with `event` and `seq`), with
+/// the job's description, owner and creation time added while the job still exists.
 async fn document(store: &Store, n: &Notice) -> String {
-    match store.job(&n.job_id).await {
-        Ok(Some(j)) => {
-            let mut v = orca_proto::json::job_json(&crate::convert::job(&j));
-            v["event"] = serde_json::json!("job.idle");
-            v.to_string()
-        }
-        _ => n.body.clone(),
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&n.body) else { return n.body.clone() };
+    if let Ok(Some(j)) = store.job(&n.job_id).await {
+        v["description"] = serde_json::json!(j.description);
+        v["owner"] = serde_json::json!(j.owner.unwrap_or_default());
+        v["created_at_ms"] = serde_json::json!(j.created_at_ms);
     }
+    v.to_string()
 }
 
 fn client_config() -> Arc<rustls::ClientConfig> {

@@ -293,3 +293,56 @@ async fn read_and_fleet_commands_follow_the_contract() {
     let comp = Command::new(binary("orca")).args(["completions", "bash"]).output().unwrap();
     assert!(comp.status.success() && String::from_utf8_lossy(&comp.stdout).contains("_orca"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduling_commands_set_controls_delays_and_schedules() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(dir.path(), &[]);
+    let args =
+        ["submit", "--json", "--weight", "2", "--max-running", "1", "--budget", "3.5", "--delay", "1h", "a", "b"];
+    let (code, sub, err) = orca(&coord, &args, None);
+    assert_eq!(code, 0, "{err}");
+    let job = sub["job_id"].as_str().unwrap().to_string();
+    let (_, st, _) = orca(&coord, &["status", &job, "--json"], None);
+    assert_eq!(
+        (st["weight"].as_u64(), st["max_running"].as_u64(), st["budget_usd"].as_f64()),
+        (Some(2), Some(1), Some(3.5))
+    );
+    assert_eq!((st["waiting"].as_u64(), st["cost_usd"].as_f64()), (Some(2), Some(0.0)), "delayed tasks wait: {st}");
+    let mut c = coord.client().await;
+    let id = sub["task_ids"][0].as_i64().unwrap();
+    let t = c.get_task(pb::GetTaskRequest { task_id: id }).await.unwrap().into_inner();
+    let hour_ahead = t.not_before_ms - t.created_at_ms;
+    assert!((3_590_000..=3_610_000).contains(&hour_ahead), "not_before is an hour ahead: {hour_ahead}");
+
+    let (code, p, _) = orca(&coord, &["pause", &job, "--json"], None);
+    assert_eq!((code, p["paused"].as_bool(), p["blocked_reason"].as_str()), (0, Some(true), Some("paused")));
+    let (code, r, _) = orca(&coord, &["resume", &job, "--json"], None);
+    assert_eq!((code, r["paused"].as_bool()), (0, Some(false)));
+    let (code, u, _) = orca(&coord, &["update", &job, "--weight", "5", "--max-running", "0", "--json"], None);
+    assert_eq!((code, u["weight"].as_u64(), u["max_running"].as_u64()), (0, Some(5), Some(0)));
+    let (code, _, err) = orca(&coord, &["update", &job, "--weight", "0"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("weight"), "{err}");
+    let (code, _, err) = orca(&coord, &["submit", "--job", &job, "--weight", "2", "x"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("orca update"), "{err}");
+
+    let (code, s, err) =
+        orca(&coord, &["schedule", "add", "nightly", "--cron", "0 3 * * *", "--json", "do it", "then this"], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        (s["name"].as_str(), s["tasks"].as_u64(), s["description"].as_str()),
+        (Some("nightly"), Some(2), Some("nightly"))
+    );
+    let (code, _, err) = orca(&coord, &["schedule", "add", "nightly", "--cron", "0 3 * * *", "again"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("already exists"), "{err}");
+    let (_, l, _) = orca(&coord, &["schedule", "list", "--json"], None);
+    let next = l["schedules"][0]["next_run_ms"].as_i64().unwrap();
+    assert_eq!(next % 86_400_000, 3 * 3_600_000, "the next tick is at 03:00 UTC");
+    let (code, _, _) = orca(&coord, &["schedule", "rm", "nightly"], None);
+    assert_eq!(code, 0);
+    let (_, l, _) = orca(&coord, &["schedule", "list", "--json"], None);
+    assert_eq!(l["schedules"].as_array().unwrap().len(), 0);
+}

@@ -174,6 +174,8 @@ enum Command {
     CreateSchedule {
         req: pb::CreateScheduleRequest,
         owner: Option<String>,
+        /// A submitter's call: it may replace only its own schedule.
+        own: bool,
         reply: Reply<pb::Schedule>,
     },
     DeleteSchedule {
@@ -266,8 +268,9 @@ impl Handle {
         &self,
         req: pb::CreateScheduleRequest,
         owner: Option<String>,
+        own: bool,
     ) -> Result<pb::Schedule, Error> {
-        self.call(|reply| Command::CreateSchedule { req, owner, reply }).await
+        self.call(|reply| Command::CreateSchedule { req, owner, own, reply }).await
     }
 
     pub async fn delete_schedule(&self, name: String, owner: Option<String>) -> Result<(), Error> {
@@ -996,8 +999,8 @@ impl Dispatcher {
             Command::LiveOutput { task, reply } => {
                 let _ = reply.send(self.live_output.get(&TaskId(task)).map(|(_, o)| o.clone()));
             }
-            Command::CreateSchedule { req, owner, reply } => {
-                let r = self.create_schedule(req, owner, now, b);
+            Command::CreateSchedule { req, owner, own, reply } => {
+                let r = self.create_schedule(req, owner, own, now, b);
                 b.answer(reply, r);
             }
             Command::DeleteSchedule { name, owner, reply } => {

@@ -63,10 +63,12 @@ impl Scheduled {
 impl Dispatcher {
     /// CreateSchedule (checked by `validate::create_schedule`): its first tick is the first
     /// after now.
+    /// `own`: the caller is a submitter, who may replace only its own schedule.
     pub(super) fn create_schedule(
         &mut self,
         mut req: pb::CreateScheduleRequest,
         owner: Option<String>,
+        own: bool,
         now: u64,
         b: &mut Batch,
     ) -> Result<pb::Schedule, Error> {
@@ -74,7 +76,7 @@ impl Dispatcher {
             if !req.replace {
                 return Err(Error::AlreadyExists(format!("schedule {} already exists (set replace)", req.name)));
             }
-            if owner.is_some() && old.row.owner != owner {
+            if own && old.row.owner != owner {
                 return Err(Error::AlreadyExists(format!("schedule {} belongs to another token", req.name)));
             }
         }
@@ -196,10 +198,13 @@ impl Dispatcher {
                 updated_at_ms: now as i64,
                 ..Default::default()
             };
+            let mut body = orca_proto::json::job_json(&pb_job);
+            body["event"] = serde_json::json!("job.idle");
+            body["seq"] = serde_json::json!(info.last_seq);
             b.writes.notices.push(Notice {
                 job_id: job.to_string(),
                 seq: info.last_seq,
-                body: orca_proto::json::job_json(&pb_job).to_string(),
+                body: body.to_string(),
                 created_at_ms: now as i64,
             });
         }
