@@ -8,7 +8,10 @@
 //!    session timestamps each assignment's arrival);
 //! 4. scale: dispatch rate with 1,000,000 tasks queued vs an empty queue, restart time, and
 //!    the coordinator's peak RSS;
-//! 5. 1,000 idle connected worker sessions: coordinator RSS and CPU.
+//! 5. 1,000 idle connected worker sessions: coordinator RSS and CPU;
+//! 6. fair share: a job of 100 tasks submitted behind a running job of 100,000 (how long it
+//!    takes, and how many of the big job's tasks complete meanwhile), the completion rates of
+//!    two jobs of weight 1 and 2, and the end-to-end rate spread over 1,000 jobs.
 //!
 //! Prints a table (and JSON with `--json`). Not a test: figures depend on the machine. The
 //! processes are started and stopped through `orca-harness`; every one started here is
@@ -64,7 +67,7 @@ struct Args {
     idle_workers: usize,
     #[arg(long, default_value_t = 30)]
     idle_seconds: u64,
-    /// Only run these parts (comma-separated: e2e,process,enqueue,latency,scale,idle).
+    /// Only run these parts (comma-separated: e2e,process,enqueue,latency,scale,idle,fair).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Print the results as JSON on stdout.
@@ -202,6 +205,78 @@ async fn end_to_end(args: &Args, dir: &Path, n: usize, agent: &[&str]) -> Result
     let (_, hwm) = rss_mib(coord.pid());
     stop(coord)?;
     Ok((n as f64 / elapsed.as_secs_f64(), hwm))
+}
+
+/// A job's completed count.
+async fn completed(c: &mut OrchestratorClient<Channel>, job: &str) -> Result<u64> {
+    Ok(c.get_job(pb::GetJobRequest { job_id: job.into() }).await?.into_inner().status.unwrap_or_default().completed)
+}
+
+/// What the fair-share run measured.
+struct Fair {
+    small_seconds: f64,
+    big_ran_meanwhile: u64,
+    weight_ratio: f64,
+    many_jobs_rate: f64,
+}
+
+async fn fairness(args: &Args, dir: &Path) -> Result<Fair> {
+    let coord = start_coordinator(dir)?;
+    let url = coord.url();
+    let _workers = Workers::start(args.workers, args.slots, &url, dir, &["--agent", "noop"])?;
+    let mut c = orchestrator(&url).await?;
+    // A small job behind a big one at the same priority.
+    let big = create_job(&mut c, "bench big").await?;
+    submit(&url, &big, 100_000, 10_000, 1).await?;
+    wait_completed(&mut c, &big, 1_000).await?;
+    let small = create_job(&mut c, "bench small").await?;
+    let t0 = Instant::now();
+    submit(&url, &small, 100, 100, 1).await?;
+    let before = completed(&mut c, &big).await?;
+    wait_completed(&mut c, &small, 100).await?;
+    let small_seconds = t0.elapsed().as_secs_f64();
+    let big_ran_meanwhile = completed(&mut c, &big).await? - before;
+    c.cancel_job(pb::CancelJobRequest { job_id: big, reason: String::new() }).await?;
+    // Weights 1 and 2, both with 40,000 tasks queued: rates while both have work.
+    let one = create_job(&mut c, "bench weight 1").await?;
+    let req = pb::CreateJobRequest { description: "bench weight 2".into(), weight: 2, ..Default::default() };
+    let two = c.create_job(req).await?.into_inner().job_id;
+    submit(&url, &one, 40_000, 10_000, 1).await?;
+    submit(&url, &two, 40_000, 10_000, 1).await?;
+    wait_completed(&mut c, &two, 5_000).await?;
+    let (a0, b0) = (completed(&mut c, &one).await?, completed(&mut c, &two).await?);
+    wait_completed(&mut c, &two, 30_000).await?;
+    let (a1, b1) = (completed(&mut c, &one).await?, completed(&mut c, &two).await?);
+    let weight_ratio = (b1 - b0) as f64 / (a1 - a0).max(1) as f64;
+    c.cancel_job(pb::CancelJobRequest { job_id: one, reason: String::new() }).await?;
+    c.cancel_job(pb::CancelJobRequest { job_id: two, reason: String::new() }).await?;
+    // The end-to-end rate with the work spread over 1,000 jobs of 100 tasks.
+    let mut jobs = Vec::with_capacity(1_000);
+    for i in 0..1_000 {
+        jobs.push(create_job(&mut c, &format!("bench many {i}")).await?);
+    }
+    let t0 = Instant::now();
+    for j in &jobs {
+        submit(&url, j, 100, 100, 1).await?;
+    }
+    for j in &jobs {
+        wait_completed(&mut c, j, 100).await?;
+    }
+    let many_jobs_rate = 100_000.0 / t0.elapsed().as_secs_f64();
+    stop(coord)?;
+    Ok(Fair { small_seconds, big_ran_meanwhile, weight_ratio, many_jobs_rate })
+}
+
+async fn fair_part(args: &Args, root: &Path, t: &mut Table) -> Result<()> {
+    log("fair share: 100 tasks behind 100,000; weights 1 and 2; 1,000 jobs of 100");
+    let f = fairness(args, &root.join("fair")).await?;
+    t.row("100 tasks behind a running 100,000: done in", format!("{:.2} s", f.small_seconds), "");
+    t.row("  the big job's completions meanwhile", format!("{}", f.big_ran_meanwhile), "< 1,000");
+    t.row("weight 2 : weight 1 completion rate", format!("{:.2}", f.weight_ratio), "about 2");
+    t.row("end to end over 1,000 jobs of 100", format!("{:.0} tasks/s", f.many_jobs_rate), "(vs one job)");
+    t.out["fair"] = json!({"small_seconds": f.small_seconds, "big_ran_meanwhile": f.big_ran_meanwhile,
+                           "weight_ratio": f.weight_ratio, "many_jobs_tasks_per_s": f.many_jobs_rate});
+    Ok(())
 }
 
 async fn enqueue(args: &Args, dir: &Path) -> Result<f64> {
@@ -416,6 +491,9 @@ async fn main() -> Result<()> {
         t.row("submit-to-start p99", format!("{p99:.2} ms"), "<= 5 ms");
         t.row("submit-to-start max", format!("{max:.2} ms"), "");
         t.out["latency_ms"] = json!({"p50": p50, "p99": p99, "max": max, "samples": n});
+    }
+    if wants(&args, "fair") {
+        fair_part(&args, &root, &mut t).await?;
     }
     if wants(&args, "scale") && args.scale_tasks > 0 {
         scale_part(&args, &root, empty_rate, &mut t).await?;

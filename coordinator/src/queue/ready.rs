@@ -234,13 +234,14 @@ impl ReadyQueues {
         };
         let mut levels_seen = 0;
         loop {
-            let (&Reverse(prio), level) = self.queues[q].by_priority.iter().nth(levels_seen)?;
-            let candidates: Vec<(u64, JobId)> = level.iter().take(SKIP_SCAN).cloned().collect();
-            let mut emptied = Vec::new();
-            let mut found = None;
-            for (pass, job) in candidates {
+            let (&Reverse(prio), _) = self.queues[q].by_priority.iter().nth(levels_seen)?;
+            let level_key = Reverse(prio);
+            let mut k = 0;
+            while k < SKIP_SCAN {
+                let next = self.queues[q].by_priority.get(&level_key).and_then(|l| l.iter().nth(k)).cloned();
+                let Some((pass, job)) = next else { break };
                 let flow = self.flows.get_mut(&job).expect("a flow in a level exists");
-                let lane_ix = flow.lanes.iter().position(|(k, _)| *k == (q, prio)).expect("a flow's lane exists");
+                let lane_ix = flow.lanes.iter().position(|(key, _)| *key == (q, prio)).expect("a flow's lane exists");
                 let lane = &mut flow.lanes[lane_ix].1;
                 while let Some(&(id, gen_)) = lane.front() {
                     if live(&id, gen_).is_some() {
@@ -255,31 +256,24 @@ impl ReadyQueues {
                     if flow.lanes.is_empty() {
                         self.flows.remove(&job);
                     }
-                    emptied.push((pass, job));
+                    let level = self.queues[q].by_priority.get_mut(&level_key).expect("the level exists");
+                    level.remove(&(pass, job));
+                    if level.is_empty() {
+                        self.queues[q].by_priority.remove(&level_key);
+                    }
+                    // The next flow is now at position k.
                     continue;
                 }
                 let at = lane.iter().take(SKIP_SCAN).position(|(id, gen_)| live(id, *gen_).is_some_and(|e| !skip(e)));
                 if let Some(at) = at {
                     let id = lane[at].0;
-                    found = Some(Head { queue: q, prio, pass, job, id, lane: lane_ix, at });
-                    break;
+                    return Some(Head { queue: q, prio, pass, job, id, lane: lane_ix, at });
                 }
+                k += 1;
             }
-            let level = self.queues[q].by_priority.get_mut(&Reverse(prio)).expect("level exists");
-            for k in &emptied {
-                level.remove(k);
-            }
-            if level.is_empty() {
-                self.queues[q].by_priority.remove(&Reverse(prio));
-                if found.is_none() {
-                    continue;
-                }
-            }
-            if found.is_some() {
-                return found;
-            }
-            if emptied.is_empty() {
-                // Every entry looked at is passed over: try the next priority level.
+            // Every entry looked at is passed over: the next priority level (a level that
+            // emptied is gone, and the next one took its place).
+            if self.queues[q].by_priority.contains_key(&level_key) {
                 levels_seen += 1;
             }
         }
