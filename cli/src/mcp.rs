@@ -64,6 +64,13 @@ pub struct CreateJobArgs {
     /// Optional JSON object stored with the job.
     #[serde(default)]
     pub metadata: Option<serde_json::Map<String, Value>>,
+    /// At most this many of the job's tasks run at once (default: no limit).
+    #[serde(default)]
+    pub max_running: Option<u32>,
+    /// Stop starting the job's tasks once they reported this much cost, in US dollars
+    /// (default: no budget); orca_job_status then says `blocked_reason`.
+    #[serde(default)]
+    pub budget_usd: Option<f64>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -220,8 +227,13 @@ impl OrcaMcp {
     #[tool(description = "Create a job: a goal that you will break into tasks for a fleet of agents. \
         Returns {job_id}. Then add tasks with orca_add_tasks.")]
     async fn orca_create_job(&self, Parameters(a): Parameters<CreateJobArgs>) -> ToolResult {
-        let meta = a.metadata.map(Value::Object);
-        let job = call!(self.client.create_job_with(&a.description, meta.as_ref()).await);
+        let options = orca_client::JobOptions {
+            metadata: a.metadata.map(Value::Object),
+            max_running: a.max_running.unwrap_or(0),
+            budget_usd: a.budget_usd.unwrap_or(0.0),
+            ..Default::default()
+        };
+        let job = call!(self.client.create_job_with_options(&a.description, &options).await);
         reply(json!({"job_id": job.job_id}))
     }
 
@@ -238,7 +250,8 @@ impl OrcaMcp {
     }
 
     #[tool(description = "A job's state and task counts (waiting, pending, in_progress, completed, failed, \
-        cancelled) and progress_pct (share of tasks final). Does not wait.")]
+        cancelled), progress_pct (share of tasks final), cost_usd spent so far and blocked_reason (why \
+        none of its tasks starts, if so). Does not wait.")]
     async fn orca_job_status(&self, Parameters(a): Parameters<JobArgs>) -> ToolResult {
         let j = call!(self.client.get_job(&a.job_id).await);
         reply(job_json(&j))

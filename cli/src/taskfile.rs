@@ -179,6 +179,21 @@ fn parse(value: Value) -> Result<Vec<Subtask>, String> {
     tasks.into_iter().enumerate().map(|(i, t)| subtask(i, t, &names)).collect()
 }
 
+/// A task's `run_at`: RFC 3339 text, unix seconds, or a TOML date-time.
+fn run_at_of(i: usize, v: &Value) -> Result<orca_client::time::Timestamp, String> {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        // A TOML date-time written without quotes.
+        Value::Object(m) if m.len() == 1 && m.contains_key("$__toml_private_datetime") => {
+            m["$__toml_private_datetime"].as_str().unwrap_or_default().to_string()
+        }
+        _ => return Err(format!("tasks[{i}].run_at: expected RFC 3339 text or unix seconds")),
+    };
+    let at = orca_client::time::parse_time(&text).map_err(|e| format!("tasks[{i}].run_at: {e}"))?;
+    Ok(orca_client::time::timestamp(at))
+}
+
 fn subtask(i: usize, t: FileTask, names: &HashMap<String, usize>) -> Result<Subtask, String> {
     let mut depends_on = Vec::with_capacity(t.depends_on.len());
     for (j, d) in t.depends_on.iter().enumerate() {
@@ -196,22 +211,7 @@ fn subtask(i: usize, t: FileTask, names: &HashMap<String, usize>) -> Result<Subt
         // Within one AddTasks call, -N names the call's N-th task.
         depends_on.push(-(at as i64 + 1));
     }
-    let run_at = match &t.run_at {
-        None => None,
-        Some(v) => {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                // A TOML date-time written without quotes.
-                Value::Object(m) if m.len() == 1 && m.contains_key("$__toml_private_datetime") => {
-                    m["$__toml_private_datetime"].as_str().unwrap_or_default().to_string()
-                }
-                _ => return Err(format!("tasks[{i}].run_at: expected RFC 3339 text or unix seconds")),
-            };
-            let at = orca_client::time::parse_time(&text).map_err(|e| format!("tasks[{i}].run_at: {e}"))?;
-            Some(orca_client::time::timestamp(at))
-        }
-    };
+    let run_at = t.run_at.as_ref().map(|v| run_at_of(i, v)).transpose()?;
     let metadata = match &t.metadata {
         Some(m) => Some(json_to_struct(m).map_err(|e| format!("tasks[{i}].metadata: {e}"))?),
         None => None,

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use prost_types::Timestamp;
+
 /// A time: RFC 3339 (`2026-12-02T15:00:00Z`, `2026-12-02T16:00:00+01:00`) or unix seconds
 /// (`1796223600`, fractions allowed).
 pub fn parse_time(s: &str) -> Result<SystemTime, String> {

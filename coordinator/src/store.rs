@@ -568,33 +568,40 @@ async fn update_tasks(
     Ok(())
 }
 
+/// The counters, controls and spend of the jobs a batch touched: one multi-row statement per
+/// [`ROWS_PER_STATEMENT`] jobs (a batch spread over many jobs touches many rows).
 async fn update_jobs(tx: &mut SqliteConnection, jobs: &[JobUpdate], now: i64) -> Result<(), Error> {
-    for j in jobs {
-        let c = &j.counts;
-        sqlx::query(
-            "UPDATE jobs SET last_seq = ?, cancelled = ?, n_waiting = ?, n_pending = ?, n_in_progress = ?, \
-             n_completed = ?, n_failed = ?, n_cancelled = ?, weight = ?, max_running = ?, budget_usd = ?, \
-             paused = ?, cost_usd = ?, input_tokens = ?, output_tokens = ?, updated_at_ms = ? WHERE job_id = ?",
-        )
-        .bind(j.last_seq as i64)
-        .bind(j.cancelled as i64)
-        .bind(c.waiting as i64)
-        .bind(c.pending as i64)
-        .bind(c.in_progress as i64)
-        .bind(c.completed as i64)
-        .bind(c.failed as i64)
-        .bind(c.cancelled as i64)
-        .bind(j.controls.weight as i64)
-        .bind(j.controls.max_running as i64)
-        .bind(j.controls.budget_usd)
-        .bind(j.controls.paused as i64)
-        .bind(j.spend.cost_usd)
-        .bind(j.spend.input_tokens as i64)
-        .bind(j.spend.output_tokens as i64)
-        .bind(now)
-        .bind(&j.job_id)
-        .execute(&mut *tx)
-        .await?;
+    for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "UPDATE jobs SET last_seq = v.column2, cancelled = v.column3, n_waiting = v.column4, \
+             n_pending = v.column5, n_in_progress = v.column6, n_completed = v.column7, n_failed = v.column8, \
+             n_cancelled = v.column9, weight = v.column10, max_running = v.column11, budget_usd = v.column12, \
+             paused = v.column13, cost_usd = v.column14, input_tokens = v.column15, output_tokens = v.column16, \
+             updated_at_ms = ? FROM (VALUES {}) AS v WHERE jobs.job_id = v.column1",
+            placeholders(chunk.len(), 16)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
+        for j in chunk {
+            let c = &j.counts;
+            q = q
+                .bind(&j.job_id)
+                .bind(j.last_seq as i64)
+                .bind(j.cancelled as i64)
+                .bind(c.waiting as i64)
+                .bind(c.pending as i64)
+                .bind(c.in_progress as i64)
+                .bind(c.completed as i64)
+                .bind(c.failed as i64)
+                .bind(c.cancelled as i64)
+                .bind(j.controls.weight as i64)
+                .bind(j.controls.max_running as i64)
+                .bind(j.controls.budget_usd)
+                .bind(j.controls.paused as i64)
+                .bind(j.spend.cost_usd)
+                .bind(j.spend.input_tokens as i64)
+                .bind(j.spend.output_tokens as i64);
+        }
+        q.execute(&mut *tx).await?;
     }
     Ok(())
 }

@@ -65,7 +65,10 @@ pub async fn run(target: Target, store: Store, handle: Handle, wake: Arc<Notify>
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "job webhook: could not read the notices; trying again");
-                Vec::new()
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(FIRST_BACKOFF_MS)) => continue,
+                }
             }
         };
         backoff.retain(|k, _| notices.iter().any(|n| (&n.job_id, n.seq) == (&k.0, k.1)));

@@ -211,8 +211,13 @@ echo "done $ORCA_TASK_ID""#,
     );
 
     // A second job: cancel a running task, retry a failed one, cancel the job.
-    let job2 =
-        s.ok("orca_create_job", json!({"description": "mcp e2e 2"})).await["job_id"].as_str().unwrap().to_string();
+    let job2 = s.ok("orca_create_job", json!({"description": "mcp e2e 2", "max_running": 4, "budget_usd": 9.5})).await
+        ["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let st = s.ok("orca_job_status", json!({"job_id": job2})).await;
+    assert_eq!((st["max_running"].as_u64(), st["budget_usd"].as_f64()), (Some(4), Some(9.5)), "{st}");
     let added =
         s.ok("orca_add_tasks", json!({"job_id": job2, "tasks": [{"prompt": "SLOW"}, {"prompt": "FAIL"}]})).await;
     let (slow, fail) = (added["task_ids"][0].as_i64().unwrap(), added["task_ids"][1].as_i64().unwrap());

@@ -331,13 +331,15 @@ async fn a_schedule_fires_once_per_tick_across_a_restart() {
     assert_eq!(e.code(), tonic::Code::NotFound);
 }
 
-/// A local HTTP server that answers 503 to the first request and 200 after; it keeps every
-/// request's (status sent, body).
-fn webhook_server() -> (String, Arc<Mutex<Vec<(u16, String)>>>) {
+/// Each request the webhook server got: (the status it answered, the body).
+type Requests = Arc<Mutex<Vec<(u16, String)>>>;
+
+/// A local HTTP server that answers 503 to the first request and 200 after.
+fn webhook_server() -> (String, Requests) {
     use std::io::{BufRead, BufReader, Read, Write};
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
-    let got: Arc<Mutex<Vec<(u16, String)>>> = Arc::default();
+    let got: Requests = Arc::default();
     let seen = got.clone();
     std::thread::spawn(move || {
         for s in l.incoming() {

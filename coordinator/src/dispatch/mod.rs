@@ -999,21 +999,10 @@ impl Dispatcher {
             Command::LiveOutput { task, reply } => {
                 let _ = reply.send(self.live_output.get(&TaskId(task)).map(|(_, o)| o.clone()));
             }
-            Command::CreateSchedule { req, owner, own, reply } => {
-                let r = self.create_schedule(req, owner, own, now, b);
-                b.answer(reply, r);
-            }
-            Command::DeleteSchedule { name, owner, reply } => {
-                let r = self.delete_schedule(&name, owner.as_deref(), b);
-                b.answer(reply, r);
-            }
-            Command::ListSchedules { owner, reply } => {
-                let _ = reply.send(self.list_schedules(owner.as_deref()));
-            }
-            Command::NoticeDone { job, seq, reply } => {
-                b.writes.notices_done.push((job, seq));
-                b.reply(reply, ());
-            }
+            cmd @ (Command::CreateSchedule { .. }
+            | Command::DeleteSchedule { .. }
+            | Command::ListSchedules { .. }
+            | Command::NoticeDone { .. }) => self.apply_schedules(cmd, now, b),
         }
     }
 

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use orca_proto::pb;
 use prost::Message;
 
-use super::{Batch, Dispatcher, NewJob};
+use super::{Batch, Command, Dispatcher, NewJob};
 use crate::Error;
 use crate::queue::{Effect, JobId};
 use crate::schedule::Pattern;
@@ -61,6 +61,28 @@ impl Scheduled {
 }
 
 impl Dispatcher {
+    /// The schedule and notice commands (see `Dispatcher::apply`).
+    pub(super) fn apply_schedules(&mut self, cmd: Command, now: u64, b: &mut Batch) {
+        match cmd {
+            Command::CreateSchedule { req, owner, own, reply } => {
+                let r = self.create_schedule(req, owner, own, now, b);
+                b.answer(reply, r);
+            }
+            Command::DeleteSchedule { name, owner, reply } => {
+                let r = self.delete_schedule(&name, owner.as_deref(), b);
+                b.answer(reply, r);
+            }
+            Command::ListSchedules { owner, reply } => {
+                let _ = reply.send(self.list_schedules(owner.as_deref()));
+            }
+            Command::NoticeDone { job, seq, reply } => {
+                b.writes.notices_done.push((job, seq));
+                b.reply(reply, ());
+            }
+            _ => unreachable!("apply sends only schedule and notice commands here"),
+        }
+    }
+
     /// CreateSchedule (checked by `validate::create_schedule`): its first tick is the first
     /// after now.
     /// `own`: the caller is a submitter, who may replace only its own schedule.
