@@ -331,7 +331,8 @@ impl Attempt<'_> {
         Final::Report(Body::Completed(pb::Completed { result: Some(self.result) }))
     }
 
-    /// What to run: the rendered template under `sh -c`, or Claude Code with the task's
+    /// What to run: the rendered template (its words directly when it has no shell syntax,
+    /// else under `sh -c`), or Claude Code with the task's
     /// options. The prompt is on stdin either way.
     fn invocation(&mut self, values: &command::Values<'_>) -> Step<Invocation> {
         let ctx = self.ctx;
@@ -345,7 +346,19 @@ impl Attempt<'_> {
             AgentKind::Command | AgentKind::Demo => {
                 let template = config.agent_command.as_deref().unwrap_or_default();
                 let cmd = command::render(template, values).map_err(|e| self.fail(e, false))?;
-                ("sh".into(), vec!["-c".into(), cmd.into()])
+                // Without a shell when it would only split words: one process less per task.
+                // A program that cannot be found goes through sh, which fails as before.
+                // A relative path (`./run`) is looked up from the workspace, so it goes via sh.
+                let direct = |w: &Vec<String>| {
+                    (w[0].starts_with('/') || !w[0].contains('/')) && agent::find_program(&w[0]).is_some()
+                };
+                match command::plain_words(&cmd).filter(direct) {
+                    Some(mut words) => {
+                        let program = words.remove(0);
+                        (program.into(), words.into_iter().map(Into::into).collect())
+                    }
+                    None => ("sh".into(), vec!["-c".into(), cmd.into()]),
+                }
             }
             _ => {
                 let bin = agent::claude_binary(config.agent_command.as_deref());

@@ -93,6 +93,58 @@ pub fn leading_program(template: &str) -> Option<&str> {
     Some(word)
 }
 
+/// A rendered command as the words `sh -c` would run, when it is only plain words and
+/// single-quoted strings (what [`shell_quote`] makes) and starts with a program: then the
+/// worker runs it without a shell, the same way. `None` for anything the shell would do more
+/// with: expansions, operators, redirections, other quotes, escapes, globs, comments, an
+/// assignment, a builtin or keyword.
+pub fn plain_words(cmd: &str) -> Option<Vec<String>> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./=:,+@%".contains(c);
+    let mut words = Vec::new();
+    let mut chars = cmd.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut word = String::new();
+        while let Some(&c) = chars.peek() {
+            match c {
+                ' ' | '\t' => break,
+                '\'' => {
+                    chars.next();
+                    loop {
+                        match chars.next()? {
+                            '\'' => break,
+                            c => word.push(c),
+                        }
+                    }
+                }
+                // `\'`: the escaped quote inside what shell_quote makes ('it'\''s').
+                '\\' => {
+                    chars.next();
+                    if chars.next()? != '\'' {
+                        return None;
+                    }
+                    word.push('\'');
+                }
+                c if plain(c) => {
+                    word.push(c);
+                    chars.next();
+                }
+                _ => return None,
+            }
+        }
+        words.push(word);
+    }
+    let first = words.first()?;
+    let program_like = !first.is_empty() && !first.contains('=') && !SHELL_WORDS.contains(&first.as_str());
+    // A leading `~` or a `#` is not plain, so tildes and comments never get here.
+    program_like.then_some(words)
+}
+
 /// The `ORCA_*` variables every agent and hook gets.
 pub fn env(v: &Values) -> Vec<(String, String)> {
     let mut e = vec![
@@ -159,6 +211,40 @@ mod tests {
             ("", None),
         ] {
             assert_eq!(leading_program(t), want, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn plain_commands_split_as_the_shell_splits_them() {
+        let prompt = "a 'quoted' \"double\" $VAR `cmd` \\ ; | & \n newline";
+        let cmd = render("printf %s-%s {prompt} {workspace}", &values(prompt)).unwrap();
+        let words = plain_words(&cmd).unwrap();
+        assert_eq!(words, vec!["printf", "%s-%s", prompt, "/tmp/my work"]);
+        // What sh makes of it is the same.
+        let out = std::process::Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
+        let direct = std::process::Command::new(&words[0]).args(&words[1..]).output().unwrap();
+        assert_eq!(out.stdout, direct.stdout);
+        assert_eq!(plain_words("true"), Some(vec!["true".to_string()]));
+        assert_eq!(plain_words("  /bin/echo  a   b "), Some(vec!["/bin/echo".into(), "a".into(), "b".into()]));
+        for shell in [
+            "echo $HOME",
+            "a && b",
+            "a; b",
+            "a | b",
+            "a > out",
+            "echo \"x\"",
+            "echo a\\ b",
+            "ls *.rs",
+            "FOO=1 agent",
+            "cd /tmp",
+            "exec agent",
+            "echo 'unclosed",
+            "~/bin/agent",
+            "agent # note",
+            "",
+            "''",
+        ] {
+            assert_eq!(plain_words(shell), None, "{shell:?}");
         }
     }
 

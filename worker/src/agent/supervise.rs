@@ -264,6 +264,25 @@ pub fn children_of(parent: i32) -> Vec<i32> {
         .collect()
 }
 
+/// Reaps every child that has exited; true when there is no child left at all (ECHILD).
+fn reap_all() -> bool {
+    loop {
+        // SAFETY: waitpid with WNOHANG on our own children; the status is discarded.
+        let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        if r > 0 {
+            continue;
+        }
+        if r == 0 {
+            return false;
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ECHILD) => return true,
+            _ => return false,
+        }
+    }
+}
+
 /// Kills and reaps every descendant: the subreaper's children are its descendants' survivors,
 /// so killing them, reaping, and looking again reaches every level. Bounded by
 /// [`CLEANUP_BOUND`].
@@ -272,8 +291,11 @@ fn kill_descendants() {
     let me = unsafe { libc::getpid() };
     let until = Instant::now() + CLEANUP_BOUND;
     loop {
-        // SAFETY: waitpid with WNOHANG on our own children; the status is discarded.
-        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+        if reap_all() {
+            // No child left at all: the program left nothing behind (the usual end), and no
+            // need to look through /proc.
+            return;
+        }
         let children = children_of(me);
         if children.is_empty() {
             return;
