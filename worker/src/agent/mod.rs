@@ -20,7 +20,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use crate::config::AgentKind;
 use tokio::sync::watch;
@@ -236,22 +236,12 @@ pub async fn run(exe: &Path, inv: Invocation, stop: &mut StopRx, on_line: Option
         Ok(s) => s,
         Err(e) => return outcome(Ending::SpawnFailed(format!("cannot start the supervisor: {e}")), vec![], vec![]),
     };
-    let writer = sup.child.stdin.take().map(|mut stdin| {
-        let data = inv.stdin;
-        // A program that does not read its stdin closes the pipe: that is not an error.
-        tokio::spawn(async move {
-            let _ = stdin.write_all(&data).await;
-        })
-    });
     let (Some(out), Some(err)) = (sup.child.stdout.take(), sup.child.stderr.take()) else {
         sup.kill();
         return outcome(Ending::SpawnFailed("no output pipes".into()), vec![], vec![]);
     };
     let mut watched = Watched::new(out, err, on_line);
     watched.until_done(&mut sup, stop, inv.timeout.map(|t| started + t)).await;
-    if let Some(w) = writer {
-        w.abort();
-    }
     let ending = match watched.cause {
         Some(Cause::Timeout) => Ending::TimedOut(inv.timeout.unwrap_or_default()),
         Some(Cause::Stop(r)) => Ending::Stopped(r),

@@ -1,10 +1,19 @@
-//! The per-task supervisor, both halves: the worker spawns `orca-worker __orca_supervise FD --
-//! PROGRAM ARGS...` (its own executable, again) for every agent and hook process, and that
-//! small process runs the program and answers for everything the program starts.
+//! The per-task supervisor, both halves: the worker spawns `orca-worker __orca_supervise 0
+//! --prompt-on-lifeline -- PROGRAM ARGS...` (its own executable, again) for every agent and
+//! hook process, and that small process runs the program and answers for everything the
+//! program starts.
+//!
+//! The worker spawns it without a `pre_exec` hook, so the standard library uses
+//! `posix_spawn` (a vfork): the worker's address space is never copied, which made a fork per
+//! task cost more than the task itself once the worker was large. Hence the lifeline is the
+//! supervisor's stdin (fd 0, put there by posix_spawn), and the program's stdin (the prompt)
+//! comes over it: a length, then the bytes, which the supervisor feeds to the program from a
+//! thread of its own.
 //!
 //! What stays true:
-//! - the supervisor leads a new session; the program runs in its own process group (the
-//!   supervisor is not in it), which everything the program starts inherits;
+//! - the supervisor leads its own process group (set at spawn), out of the worker's; the
+//!   program runs in another group of its own (the supervisor is not in it), which everything
+//!   the program starts inherits;
 //! - the supervisor is a child subreaper (`PR_SET_CHILD_SUBREAPER`): a descendant whose
 //!   parent dies (a double fork, a `setsid` daemon) becomes its child instead of init's, so
 //!   leaving the process group or the session does not leave the supervisor's reach;
@@ -23,7 +32,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -41,6 +50,11 @@ pub const CLEANUP_BOUND: Duration = Duration::from_secs(10);
 /// What the supervisor writes on the socket before the line saying why the program could not
 /// be started.
 const SPAWN_FAILED: &str = "spawn-failed ";
+/// The argument saying the program's stdin comes over the lifeline (a u64 length, little
+/// endian, then the bytes). Without it the program inherits the supervisor's stdin.
+pub const PROMPT_ON_LIFELINE: &str = "--prompt-on-lifeline";
+/// Longest stdin the supervisor takes over the lifeline.
+const MAX_LIFELINE_STDIN: u64 = 64 << 20;
 
 /// A running supervisor. Dropping it closes the lifeline, which makes the supervisor kill
 /// everything it supervises: a supervised process never outlives its handle.
@@ -89,62 +103,38 @@ impl Supervised {
     }
 }
 
-fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
-}
-
-/// A socket pair (both ends close-on-exec), the supervisor's end numbered above the standard
-/// fds.
-fn lifeline_pair() -> io::Result<(UnixStream, UnixStream)> {
-    let (mut theirs, ours) = UnixStream::pair()?;
-    if theirs.as_raw_fd() <= 2 {
-        // The standard fds are replaced in the child; keep the lifeline clear of them.
-        // SAFETY: F_DUPFD_CLOEXEC returns a new fd that we own.
-        let fd = cvt(unsafe { libc::fcntl(theirs.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
-        // SAFETY: fd is new and owned by nobody else.
-        theirs = unsafe { UnixStream::from_raw_fd(fd) };
-    }
-    Ok((theirs, ours))
-}
-
-/// Spawns the supervisor for `inv`, with piped stdout and stderr (and stdin when there is
-/// something to write to it).
+/// Spawns the supervisor for `inv`, with piped stdout and stderr; `inv.stdin` goes over the
+/// lifeline (written from a blocking thread, so a large prompt never holds up the runtime).
 pub fn spawn(exe: &Path, inv: &Invocation) -> io::Result<Supervised> {
-    let (theirs, ours) = lifeline_pair()?;
-    let rfd = theirs.as_raw_fd();
+    // Both ends close-on-exec; posix_spawn's dup2 onto fd 0 gives the supervisor its end.
+    let (theirs, ours) = UnixStream::pair()?;
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg(SUBCOMMAND)
-        .arg(rfd.to_string())
+        .arg("0")
+        .arg(PROMPT_ON_LIFELINE)
         .arg("--")
         .arg(&inv.program)
         .args(&inv.args)
         .current_dir(&inv.cwd)
         .envs(inv.env.iter().map(|(k, v)| (k, v)))
-        .stdin(if inv.stdin.is_empty() { Stdio::null() } else { Stdio::piped() })
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(false);
     // Agents and hooks must not speak to systemd for the worker.
     for v in orca_proto::systemd::VARIABLES {
         cmd.env_remove(v);
     }
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (setsid, fcntl).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // Only this child keeps its end across exec.
-            if libc::fcntl(rfd, libc::F_SETFD, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // No pre_exec: see the module documentation.
     let child = cmd.spawn()?;
-    drop(theirs);
     let pid = child.id().map(|p| p as i32).unwrap_or(0);
+    let mut writer = ours.try_clone()?;
+    let data = inv.stdin.clone();
+    tokio::task::spawn_blocking(move || {
+        // A supervisor that died or was stopped closes its end: nothing to do then.
+        let _ = writer.write_all(&(data.len() as u64).to_le_bytes()).and_then(|()| writer.write_all(&data));
+    });
     Ok(Supervised { child, pid, lifeline: ours })
 }
 
@@ -174,13 +164,20 @@ extern "C" fn on_sigterm(_: libc::c_int) {
     }
 }
 
-fn parse_args(args: &[OsString]) -> Result<(RawFd, &OsString, &[OsString]), String> {
-    match args {
-        [fd, dash, program, rest @ ..] if dash == OsStr::new("--") => match fd.to_str().and_then(|s| s.parse().ok()) {
-            Some(fd) => Ok((fd, program, rest)),
+/// `FD [--prompt-on-lifeline] -- PROGRAM ARGS...`: (fd, whether the prompt comes over it,
+/// program, args).
+fn parse_args(args: &[OsString]) -> Result<(RawFd, bool, &OsString, &[OsString]), String> {
+    let (fd, framed, rest) = match args {
+        [fd, flag, rest @ ..] if flag == OsStr::new(PROMPT_ON_LIFELINE) => (fd, true, rest),
+        [fd, rest @ ..] => (fd, false, rest),
+        [] => return Err(format!("usage: {SUBCOMMAND} FD [{PROMPT_ON_LIFELINE}] -- PROGRAM [ARGS...]")),
+    };
+    match rest {
+        [dash, program, rest @ ..] if dash == OsStr::new("--") => match fd.to_str().and_then(|s| s.parse().ok()) {
+            Some(fd) => Ok((fd, framed, program, rest)),
             None => Err(format!("bad lifeline fd {fd:?}")),
         },
-        _ => Err(format!("usage: {SUBCOMMAND} FD -- PROGRAM [ARGS...]")),
+        _ => Err(format!("usage: {SUBCOMMAND} FD [{PROMPT_ON_LIFELINE}] -- PROGRAM [ARGS...]")),
     }
 }
 
@@ -202,8 +199,19 @@ fn set_up(fd: RawFd) {
 }
 
 /// Watches the lifeline: on EOF, kills the program's group (the main thread then cleans up).
-fn watch_lifeline(mut lifeline: UnixStream) {
+/// With `prompt`, it first reads that many bytes and hands them to a thread that writes them
+/// to the program's stdin (which may never read them: the watch goes on meanwhile).
+fn watch_lifeline(mut lifeline: UnixStream, prompt: Option<(u64, std::io::PipeWriter)>) {
     std::thread::spawn(move || {
+        if let Some((len, mut pipe)) = prompt {
+            let mut data = Vec::with_capacity(len as usize);
+            if (&mut lifeline).take(len).read_to_end(&mut data).is_ok() && data.len() as u64 == len {
+                std::thread::spawn(move || {
+                    // A program that exits without reading closes the pipe: not an error.
+                    let _ = pipe.write_all(&data);
+                });
+            }
+        }
         let mut buf = [0u8; 16];
         loop {
             match lifeline.read(&mut buf) {
@@ -314,6 +322,22 @@ fn kill_descendants() {
     }
 }
 
+/// Reads the length of the program's stdin from the lifeline: `None` for none (the program
+/// gets /dev/null), else a pipe for it.
+fn prompt_stdin(lifeline: &mut UnixStream) -> io::Result<Option<(u64, std::io::PipeReader, std::io::PipeWriter)>> {
+    let mut len = [0u8; 8];
+    lifeline.read_exact(&mut len)?;
+    let len = u64::from_le_bytes(len);
+    if len > MAX_LIFELINE_STDIN {
+        return Err(io::Error::other(format!("{len} bytes is more than {MAX_LIFELINE_STDIN}")));
+    }
+    if len == 0 {
+        return Ok(None);
+    }
+    let (reader, writer) = std::io::pipe()?;
+    Ok(Some((len, reader, writer)))
+}
+
 /// Tells the worker the program could not be started; best effort (the exit code says it
 /// too).
 fn report_spawn_failure(lifeline: &mut UnixStream, program: &OsStr, e: &io::Error) {
@@ -323,7 +347,7 @@ fn report_spawn_failure(lifeline: &mut UnixStream, program: &OsStr, e: &io::Erro
 /// The supervisor's `main`: `args` are what follows the subcommand (`FD -- PROGRAM ARGS...`).
 /// Returns the exit code.
 pub fn main(args: &[OsString]) -> i32 {
-    let (fd, program, rest) = match parse_args(args) {
+    let (fd, framed, program, rest) = match parse_args(args) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("orca-worker supervise: {e}");
@@ -340,8 +364,17 @@ pub fn main(args: &[OsString]) -> i32 {
             return 125;
         }
     };
-    watch_lifeline(watcher);
-    let child = match std::process::Command::new(program).args(rest).process_group(0).spawn() {
+    let (stdin, prompt) = match framed.then(|| prompt_stdin(&mut lifeline)) {
+        None => (Stdio::inherit(), None),
+        Some(Ok(None)) => (Stdio::null(), None),
+        Some(Ok(Some((len, reader, writer)))) => (Stdio::from(reader), Some((len, writer))),
+        Some(Err(e)) => {
+            eprintln!("orca-worker supervise: the program's stdin: {e}");
+            return 125;
+        }
+    };
+    watch_lifeline(watcher, prompt);
+    let child = match std::process::Command::new(program).args(rest).stdin(stdin).process_group(0).spawn() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("orca-worker: cannot run {}: {e}", program.to_string_lossy());
