@@ -9,7 +9,12 @@
 //! 4. scale: dispatch rate with 1,000,000 tasks queued vs an empty queue, restart time, and
 //!    the coordinator's peak RSS;
 //! 5. 1,000 idle connected worker sessions: coordinator RSS and CPU;
-//! 6. fair share: a job of 100 tasks submitted behind a running job of 100,000 (how long it
+//! 6. small callers: 64 concurrent callers adding one task per AddTasks, and one caller's
+//!    sequential AddTasks latency;
+//! 7. submit-to-start as a caller sees it: 4 no-op worker processes, tasks added one per
+//!    AddTasks at a steady rate, timed from before each AddTasks to its task's `in_progress`
+//!    event on a WatchJob stream (the bench is the separate client process);
+//! 8. fair share: a job of 100 tasks submitted behind a running job of 100,000 (how long it
 //!    takes, and how many of the big job's tasks complete meanwhile), the completion rates of
 //!    two jobs of weight 1 and 2, and the end-to-end rate spread over 1,000 jobs.
 //!
@@ -71,7 +76,7 @@ struct Args {
     /// the order of completion instead of thousands of tasks in flight).
     #[arg(long, default_value_t = 8)]
     fair_slots: u32,
-    /// Only run these parts (comma-separated: e2e,process,enqueue,latency,scale,idle,fair).
+    /// Only run these parts (comma-separated: e2e,process,enqueue,latency,callers,watch,scale,idle,fair).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Print the results as JSON on stdout.
@@ -84,9 +89,58 @@ struct Args {
 
 /// A coordinator on a fresh database in `dir`, on `127.0.0.1:0`.
 fn start_coordinator(dir: &Path) -> Result<Coordinator> {
+    start_coordinator_with(dir, &[])
+}
+
+fn start_coordinator_with(dir: &Path, args: &[&str]) -> Result<Coordinator> {
     let binary = orca_harness::binary_in(&orca_harness::binary_dir()?, "orca-coordinator")?;
-    let config = CoordinatorConfig::new(binary, dir).log_filter("warn").ready_within(Duration::from_secs(600));
+    let config =
+        CoordinatorConfig::new(binary, dir).args(args).log_filter("warn").ready_within(Duration::from_secs(600));
     Ok(Coordinator::start(config)?)
+}
+
+/// The `orca_dispatcher_stage_seconds` buckets of a `/metrics` page: stage -> [(le, count)].
+fn stage_buckets(metrics: &str) -> HashMap<String, Vec<(f64, f64)>> {
+    let mut out: HashMap<String, Vec<(f64, f64)>> = HashMap::new();
+    for line in metrics.lines().filter(|l| l.starts_with("orca_dispatcher_stage_seconds_bucket{")) {
+        let field = |name: &str| {
+            let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+            let end = start + line[start..].find('"')?;
+            Some(&line[start..end])
+        };
+        let (Some(stage), Some(le)) = (field("stage"), field("le")) else { continue };
+        let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
+        let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        out.entry(stage.to_string()).or_default().push((le, n));
+    }
+    out
+}
+
+/// GET /metrics from `addr`.
+fn scrape(addr: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+/// The p50 and p99 of each stage between two scrapes, as the upper bound (ms) of the bucket
+/// that holds them, and the number of samples.
+fn stage_quantiles(before: &str, after: &str) -> Vec<(String, f64, f64, f64)> {
+    let (b, a) = (stage_buckets(before), stage_buckets(after));
+    let mut out = Vec::new();
+    for stage in ["queued", "apply", "commit", "send"] {
+        let Some(after) = a.get(stage) else { continue };
+        let before = b.get(stage).cloned().unwrap_or_default();
+        let delta: Vec<(f64, f64)> =
+            after.iter().map(|&(le, n)| (le, n - before.iter().find(|(l, _)| *l == le).map_or(0.0, |x| x.1))).collect();
+        let total = delta.iter().map(|x| x.1).fold(0.0, f64::max);
+        let q = |p: f64| delta.iter().find(|(_, n)| *n >= total * p).map_or(f64::INFINITY, |x| x.0 * 1e3);
+        out.push((stage.to_string(), q(0.5), q(0.99), total));
+    }
+    out
 }
 
 /// SIGTERM, and waits for its exit.
@@ -209,6 +263,153 @@ async fn end_to_end(args: &Args, dir: &Path, n: usize, agent: &[&str]) -> Result
     let (_, hwm) = rss_mib(coord.pid());
     stop(coord)?;
     Ok((n as f64 / elapsed.as_secs_f64(), hwm))
+}
+
+/// Quantiles of samples in milliseconds: (p50, p99, max).
+fn quantiles(mut ms: Vec<f64>) -> (f64, f64, f64) {
+    if ms.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    ms.sort_by(|x, y| x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal));
+    let pct = |p: f64| ms[((ms.len() as f64 * p) as usize).min(ms.len() - 1)];
+    (pct(0.50), pct(0.99), ms[ms.len() - 1])
+}
+
+/// 64 callers adding one task per call (tasks/s accepted), then one caller's sequential
+/// calls (ms per call).
+async fn callers(dir: &Path) -> Result<(f64, (f64, f64, f64))> {
+    let coord = start_coordinator(dir)?;
+    let url = coord.url();
+    let mut c = orchestrator(&url).await?;
+    let job = create_job(&mut c, "bench callers").await?;
+    let n = 20_000;
+    let took = submit(&url, &job, n, 1, 64).await?;
+    let rate = n as f64 / took.as_secs_f64();
+    let mut ms = Vec::with_capacity(2_000);
+    for i in 0..2_000 {
+        let spec = pb::TaskSpec { prompt: format!("seq-{i}"), ..Default::default() };
+        let t0 = Instant::now();
+        c.add_tasks(pb::AddTasksRequest { job_id: job.clone(), tasks: vec![spec], ..Default::default() }).await?;
+        ms.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    stop(coord)?;
+    Ok((rate, quantiles(ms)))
+}
+
+async fn callers_part(args: &Args, root: &Path, t: &mut Table) -> Result<()> {
+    let _ = args;
+    log("small callers: 64 concurrent callers x one task per AddTasks; one caller, sequential");
+    let (rate, (p50, p99, max)) = callers(&root.join("callers")).await?;
+    t.row("64 callers, one task per AddTasks", format!("{rate:.0} tasks/s"), ">= 20,000 tasks/s");
+    t.row("one caller, sequential AddTasks p50", format!("{p50:.2} ms"), "<= 0.8 ms");
+    t.row("one caller, sequential AddTasks p99 / max", format!("{p99:.2} / {max:.2} ms"), "");
+    t.out["callers"] = json!({"concurrent_tasks_per_s": rate, "sequential_ms": {"p50": p50, "p99": p99, "max": max}});
+    Ok(())
+}
+
+/// Submit-to-start from a separate client: AddTasks of one task at `--latency-rate` for
+/// `--latency-seconds` with 4 no-op workers, each timed from before its call to its
+/// `in_progress` event on a following WatchJob stream.
+async fn watch_latency(args: &Args, dir: &Path) -> Result<WatchLatency> {
+    std::fs::create_dir_all(dir)?;
+    let http_file = dir.join("http.addr");
+    let coord = start_coordinator_with(
+        dir,
+        &["--http-listen", "127.0.0.1:0", "--http-addr-file", &http_file.to_string_lossy()],
+    )?;
+    let http = std::fs::read_to_string(&http_file)?.trim().to_string();
+    let url = coord.url();
+    let _workers = Workers::start(4, args.slots, &url, dir, &["--agent", "noop"])?;
+    let mut c = orchestrator(&url).await?;
+    let job = create_job(&mut c, "bench watch latency").await?;
+    let mut stream = orchestrator(&url)
+        .await?
+        .watch_job(pb::WatchJobRequest { job_id: job.clone(), after_seq: 0, follow: true })
+        .await?
+        .into_inner();
+    let total = (args.latency_rate * args.latency_seconds) as usize;
+    let watcher = tokio::spawn(async move {
+        let mut at: HashMap<i64, Instant> = HashMap::new();
+        while at.len() < total {
+            let Ok(Some(ev)) = stream.message().await else { break };
+            if ev.kind == pb::JobEventKind::TaskState as i32 && ev.state == pb::TaskState::InProgress as i32 {
+                at.entry(ev.task_id).or_insert_with(Instant::now);
+            }
+        }
+        at
+    });
+    let mut started: HashMap<i64, (Instant, Instant)> = HashMap::with_capacity(total);
+    let before = scrape(&http)?;
+    let interval = Duration::from_secs_f64(1.0 / args.latency_rate as f64);
+    let start = Instant::now();
+    for i in 0..total {
+        tokio::time::sleep_until((start + interval * i as u32).into()).await;
+        let spec = pb::TaskSpec { prompt: format!("lat-{i}"), ..Default::default() };
+        let t0 = Instant::now();
+        let ids = c
+            .add_tasks(pb::AddTasksRequest { job_id: job.clone(), tasks: vec![spec], ..Default::default() })
+            .await?
+            .into_inner()
+            .task_ids;
+        started.insert(ids[0], (t0, Instant::now()));
+    }
+    wait_completed(&mut c, &job, total as u64).await?;
+    let at = tokio::time::timeout(Duration::from_secs(60), watcher).await??;
+    let after = scrape(&http)?;
+    let ms = |f: &dyn Fn(&(Instant, Instant), &Instant) -> Duration| -> Vec<f64> {
+        started.iter().filter_map(|(id, t)| at.get(id).map(|e| f(t, e).as_secs_f64() * 1e3)).collect()
+    };
+    let total_ms = ms(&|(t0, _), e| e.saturating_duration_since(*t0));
+    let call_ms = ms(&|(t0, reply), _| reply.saturating_duration_since(*t0));
+    let event_after_reply_ms = ms(&|(_, reply), e| e.saturating_duration_since(*reply));
+    let samples = total_ms.len();
+    stop(coord)?;
+    Ok(WatchLatency {
+        total: quantiles(total_ms),
+        call: quantiles(call_ms),
+        event_after_reply: quantiles(event_after_reply_ms),
+        stages: stage_quantiles(&before, &after),
+        samples,
+    })
+}
+
+/// What the submit-to-start run measured, in ms: (p50, p99, max) each.
+struct WatchLatency {
+    total: (f64, f64, f64),
+    /// The AddTasks call, as the client saw it.
+    call: (f64, f64, f64),
+    /// From the call's answer to the task's `in_progress` event (negative clamps to 0).
+    event_after_reply: (f64, f64, f64),
+    /// (stage, p50, p99, samples) from the coordinator's `orca_dispatcher_stage_seconds`.
+    stages: Vec<(String, f64, f64, f64)>,
+    samples: usize,
+}
+
+async fn watch_part(args: &Args, root: &Path, t: &mut Table) -> Result<()> {
+    log(&format!(
+        "submit-to-start from a client: {} tasks/s for {} s, 4 no-op workers, to the in_progress event",
+        args.latency_rate, args.latency_seconds
+    ));
+    let w = watch_latency(args, &root.join("watch")).await?;
+    let (p50, p99, max) = w.total;
+    t.row("AddTasks to in_progress event p50", format!("{p50:.2} ms"), "<= 1 ms");
+    t.row("AddTasks to in_progress event p99", format!("{p99:.2} ms"), "<= 5 ms");
+    t.row("AddTasks to in_progress event max", format!("{max:.2} ms"), "<= 20 ms");
+    let (c50, c99, cmax) = w.call;
+    t.row("  of which the AddTasks call p50 / p99 / max", format!("{c50:.2} / {c99:.2} / {cmax:.2} ms"), "");
+    let (e50, e99, emax) = w.event_after_reply;
+    t.row("  then the event after the answer p50 / p99 / max", format!("{e50:.2} / {e99:.2} / {emax:.2} ms"), "");
+    for (stage, s50, s99, n) in &w.stages {
+        t.row(
+            format!("  dispatcher stage {stage} p50 / p99 (bucket bound)"),
+            format!("<= {s50} / <= {s99} ms ({n} samples)"),
+            "",
+        );
+    }
+    t.out["watch_latency_ms"] = json!({"p50": p50, "p99": p99, "max": max, "samples": w.samples,
+        "call": {"p50": c50, "p99": c99, "max": cmax}, "event_after_reply": {"p50": e50, "p99": e99, "max": emax},
+        "stages": w.stages.iter().map(|(s, a, b, n)| json!({"stage": s, "p50_le_ms": a, "p99_le_ms": b, "samples": n})).collect::<Vec<_>>()});
+    Ok(())
 }
 
 /// A job's completed count.
@@ -527,6 +728,12 @@ async fn main() -> Result<()> {
         t.row("submit-to-start p99", format!("{p99:.2} ms"), "<= 5 ms");
         t.row("submit-to-start max", format!("{max:.2} ms"), "");
         t.out["latency_ms"] = json!({"p50": p50, "p99": p99, "max": max, "samples": n});
+    }
+    if wants(&args, "callers") {
+        callers_part(&args, &root, &mut t).await?;
+    }
+    if wants(&args, "watch") {
+        watch_part(&args, &root, &mut t).await?;
     }
     if wants(&args, "fair") {
         fair_part(&args, &root, &mut t).await?;

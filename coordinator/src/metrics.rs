@@ -36,6 +36,9 @@ pub const SLOTS_FREE: &str = "orca_worker_slots_free";
 pub const WATCH_STREAMS: &str = "orca_watch_streams";
 pub const BATCH_COMMANDS: &str = "orca_writer_batch_commands";
 pub const COMMIT_SECONDS: &str = "orca_writer_commit_seconds";
+pub const STAGE_SECONDS: &str = "orca_dispatcher_stage_seconds";
+/// The stages of [`STAGE_SECONDS`].
+pub const STAGES: [&str; 4] = ["queued", "apply", "commit", "send"];
 pub const RPC_REQUESTS: &str = "orca_rpc_requests_total";
 pub const RPC_SECONDS: &str = "orca_rpc_duration_seconds";
 pub const DB_BYTES: &str = "orca_database_size_bytes";
@@ -60,6 +63,12 @@ pub const DESCRIBED: &[(&str, &str)] = &[
     (WATCH_STREAMS, "Open WatchJob streams."),
     (BATCH_COMMANDS, "Commands applied per dispatcher batch (one commit each)."),
     (COMMIT_SECONDS, "Time to commit one batch to the database."),
+    (
+        STAGE_SECONDS,
+        "Where a write's time goes in the dispatcher, by stage: queued (a command waiting for its batch), \
+         apply (a batch's commands, timers and dispatch, in memory), commit (its transaction), send (replies, \
+         assignments and events after the commit).",
+    ),
     (RPC_REQUESTS, "gRPC calls finished, by service, method and status code."),
     (RPC_SECONDS, "gRPC call duration (a stream: until it ended), by service and method."),
     (DB_BYTES, "Size of the database files (main file and write-ahead log)."),
@@ -71,6 +80,9 @@ pub const DESCRIBED: &[(&str, &str)] = &[
 /// Histogram buckets for durations, in seconds (1 ms to 6 h).
 const SECONDS_BUCKETS: &[f64] =
     &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3_600.0, 21_600.0];
+/// Histogram buckets for the dispatcher's stages, in seconds (50 us to 5 s).
+const STAGE_BUCKETS: &[f64] =
+    &[0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0];
 /// Histogram buckets for commands per batch.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1_000.0, 2_048.0];
 
@@ -105,6 +117,7 @@ pub fn install() -> PrometheusHandle {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_COMMANDS.into()), BATCH_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(STAGE_SECONDS.into()), STAGE_BUCKETS))
                 .expect("bucket lists are not empty")
                 .build_recorder();
             let handle = recorder.handle();
@@ -143,6 +156,9 @@ fn describe() {
     for name in [SUBMIT_TO_START, QUEUE_WAIT, RUN_DURATION, COMMIT_SECONDS, BATCH_COMMANDS] {
         let _ = histogram!(name);
     }
+    for stage in STAGES {
+        let _ = histogram!(STAGE_SECONDS, "stage" => stage);
+    }
     for (service, method) in methods().values() {
         counter!(RPC_REQUESTS, "service" => *service, "method" => *method, "code" => "OK").absolute(0);
         let _ = histogram!(RPC_SECONDS, "service" => *service, "method" => *method);
@@ -174,6 +190,8 @@ struct BatchHandles {
     queue_wait: metrics::Histogram,
     submit_to_start: metrics::Histogram,
     run: metrics::Histogram,
+    /// [`STAGE_SECONDS`] by stage, in the order of [`STAGES`].
+    stages: [metrics::Histogram; 4],
 }
 
 fn batch_handles() -> &'static BatchHandles {
@@ -185,12 +203,27 @@ fn batch_handles() -> &'static BatchHandles {
         commit: histogram!(COMMIT_SECONDS),
         queue_wait: histogram!(QUEUE_WAIT),
         submit_to_start: histogram!(SUBMIT_TO_START),
+        stages: STAGES.map(|stage| histogram!(STAGE_SECONDS, "stage" => stage)),
         run: histogram!(RUN_DURATION),
     })
 }
 
 /// Records what a committed batch did (a batch without commands, a timer's, only its
 /// effects).
+/// The stages of one batch: how long each command waited for it, then the batch's apply,
+/// commit (`None` when it wrote nothing) and send.
+pub fn record_stages(queued: &[f64], apply: f64, commit: Option<f64>, send: f64) {
+    let [q, a, c, s] = &batch_handles().stages;
+    for &w in queued {
+        q.record(w);
+    }
+    a.record(apply);
+    if let Some(t) = commit {
+        c.record(t);
+    }
+    s.record(send);
+}
+
 pub fn record_batch(commands: usize, commit_seconds: Option<f64>, effects: &[Effect]) {
     let h = batch_handles();
     if commands > 0 {

@@ -362,7 +362,14 @@ impl pb::orchestrator_server::Orchestrator for Services {
         let r = req.into_inner();
         validate::cancel_task(&r)?;
         self.check_task(&caller, r.task_id).await?;
-        self.handle.cancel_task(r.task_id, r.reason).await?;
+        if !self.handle.cancel_task(r.task_id, r.reason).await? {
+            // Not live: final or unknown, told from the read pool (the dispatcher never waits
+            // on a read for it).
+            return Err(match self.store.task(r.task_id).await.map_err(Status::from)? {
+                Some(t) => Status::failed_precondition(format!("task {} is already {}", r.task_id, t.row.state.name())),
+                None => Status::not_found(format!("task {} not found", r.task_id)),
+            });
+        }
         // Committed: a failed read afterwards must not report the cancellation as failed.
         let task = self.task(r.task_id).await.map(convert::task).unwrap_or_else(|e| {
             tracing::warn!(task = r.task_id, error = %e, "task cancelled; reading it back failed");

@@ -18,7 +18,7 @@ pub use fleet::{Fleet, output_tail};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use orca_proto::pb;
 use prost::Message;
@@ -117,7 +117,9 @@ enum Command {
     CancelTask {
         task: i64,
         reason: String,
-        reply: Reply<()>,
+        /// Whether it was live (and is now cancelled): a task not in memory is final or
+        /// unknown, which the caller tells from the read pool, never the dispatcher.
+        reply: Reply<bool>,
     },
     RetryTasks {
         job: String,
@@ -222,14 +224,17 @@ impl Command {
 /// The commands gathered for one batch, and the heavy ones left for later.
 #[derive(Default)]
 struct Gather {
-    cmds: Vec<Command>,
+    cmds: Vec<Queued>,
     work: usize,
-    later: VecDeque<Command>,
+    later: VecDeque<Queued>,
 }
 
+/// A command with the time it was sent (for the `queued` stage of the metrics).
+type Queued = (Instant, Command);
+
 impl Gather {
-    fn take(&mut self, c: Command) {
-        let cost = c.cost();
+    fn take(&mut self, c: Queued) {
+        let cost = c.1.cost();
         if cost > 0 && self.work > 0 && self.work + cost > BATCH_WORK {
             self.later.push_back(c);
         } else {
@@ -242,7 +247,7 @@ impl Gather {
 /// A cheap, cloneable handle to the dispatcher.
 #[derive(Clone, Debug)]
 pub struct Handle {
-    tx: mpsc::Sender<Command>,
+    tx: mpsc::Sender<Queued>,
 }
 
 fn gone() -> Error {
@@ -252,7 +257,7 @@ fn gone() -> Error {
 impl Handle {
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).await.map_err(|_| gone())?;
+        self.tx.send((Instant::now(), make(tx))).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
@@ -279,7 +284,7 @@ impl Handle {
 
     pub async fn list_schedules(&self, owner: Option<String>) -> Result<Vec<pb::Schedule>, Error> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::ListSchedules { owner, reply }).await.map_err(|_| gone())?;
+        self.tx.send((Instant::now(), Command::ListSchedules { owner, reply })).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())
     }
 
@@ -300,7 +305,8 @@ impl Handle {
         self.call(|reply| Command::DeleteJob { job, reply }).await
     }
 
-    pub async fn cancel_task(&self, task: i64, reason: String) -> Result<(), Error> {
+    /// Cancels a live task; `false` when the task is not live (final or unknown).
+    pub async fn cancel_task(&self, task: i64, reason: String) -> Result<bool, Error> {
         self.call(|reply| Command::CancelTask { task, reason, reply }).await
     }
 
@@ -322,7 +328,7 @@ impl Handle {
     }
 
     pub async fn disconnect(&self, worker: String, session: u64) {
-        let _ = self.tx.send(Command::Disconnect { worker, session }).await;
+        let _ = self.tx.send((Instant::now(), Command::Disconnect { worker, session })).await;
     }
 
     pub async fn heartbeat(&self, req: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse, Error> {
@@ -341,14 +347,14 @@ impl Handle {
     /// also shows the dispatcher is not stuck.
     pub async fn stats(&self) -> Result<Stats, Error> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Stats { reply }).await.map_err(|_| gone())?;
+        self.tx.send((Instant::now(), Command::Stats { reply })).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())
     }
 
     /// The workers and the stats (ListWorkers, GetStats, WatchFleet).
     pub async fn fleet(&self) -> Result<Fleet, Error> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Fleet { reply }).await.map_err(|_| gone())?;
+        self.tx.send((Instant::now(), Command::Fleet { reply })).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())
     }
 
@@ -356,7 +362,7 @@ impl Handle {
     /// [`LIVE_OUTPUT_BYTES`]); `None` when the task is not running or printed nothing.
     pub async fn live_output(&self, task: i64) -> Result<Option<String>, Error> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::LiveOutput { task, reply }).await.map_err(|_| gone())?;
+        self.tx.send((Instant::now(), Command::LiveOutput { task, reply })).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())
     }
 
@@ -440,9 +446,9 @@ pub struct Dispatcher {
     context: Context,
     sessions: HashMap<WorkerId, Session>,
     feeds: Feeds,
-    rx: mpsc::Receiver<Command>,
+    rx: mpsc::Receiver<Queued>,
     /// Heavy commands left for the next batches (see `next_batch`), in arrival order.
-    deferred: VecDeque<Command>,
+    deferred: VecDeque<Queued>,
     /// When idempotency keys past their retention were last pruned (ms).
     pruned_ms: u64,
     /// Jobs are marked deleted and not purged yet, or free pages may be left to give back.
@@ -783,7 +789,7 @@ impl Dispatcher {
     /// batch (at most [`MAX_DEFERRED`] of them; past that the channel holds the rest back),
     /// while light commands keep coming in: one caller's large batches cannot hold up
     /// everyone's small writes by more than one batch's work.
-    fn next_batch(&mut self, first: Option<Command>) -> Vec<Command> {
+    fn next_batch(&mut self, first: Option<Queued>) -> Vec<Queued> {
         let mut b = Gather::default();
         while let Some(c) = self.deferred.pop_front() {
             b.take(c);
@@ -801,7 +807,8 @@ impl Dispatcher {
         b.cmds
     }
 
-    async fn process(&mut self, cmds: Vec<Command>) -> Result<(), Error> {
+    async fn process(&mut self, cmds: Vec<Queued>) -> Result<(), Error> {
+        let began = Instant::now();
         let now = now_ms();
         self.sched.set_clock(now);
         let commands = cmds.len();
@@ -810,7 +817,8 @@ impl Dispatcher {
             self.pruned_ms = now;
             b.writes.prune_requests_before = Some(now.saturating_sub(idempotency::RETENTION_MS) as i64);
         }
-        for cmd in cmds {
+        let queued: Vec<f64> = cmds.iter().map(|(at, _)| began.saturating_duration_since(*at).as_secs_f64()).collect();
+        for (_, cmd) in cmds {
             self.apply(cmd, now, &mut b).await;
         }
         self.fire_schedules(now, &mut b).await;
@@ -832,8 +840,9 @@ impl Dispatcher {
             }
         }
         let mut commit_seconds = None;
+        let applied = began.elapsed().as_secs_f64();
         if !b.writes.is_empty() {
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             if let Err(e) = self.writer.commit(&b.writes, now as i64).await {
                 tracing::error!(error = %e, "commit failed; stopping so that a restart reloads the database");
                 let err = Error::Unavailable("the coordinator could not commit; retry after it restarts".into());
@@ -844,6 +853,7 @@ impl Dispatcher {
             }
             commit_seconds = Some(started.elapsed().as_secs_f64());
         }
+        let committed = Instant::now();
         crate::metrics::record_batch(commands, commit_seconds, &b.effects);
         let (completed, failed) = fleet::finished(&b.effects);
         self.throughput.record(now, completed, failed);
@@ -860,6 +870,7 @@ impl Dispatcher {
         self.send_to_workers(&mut b.effects).await?;
         self.publish(events, now);
         self.sched.evict_final();
+        crate::metrics::record_stages(&queued, applied, commit_seconds, committed.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -955,10 +966,13 @@ impl Dispatcher {
                 let r = self.delete_job(&JobId::from(job), b);
                 b.answer(reply, r);
             }
-            Command::CancelTask { task, reason, reply } => {
-                let r = self.cancel_task(task, reason, b).await;
-                b.answer(reply, r);
-            }
+            Command::CancelTask { task, reason, reply } => match self.cancel_task(task, reason, b) {
+                // Nothing to commit: answered at once.
+                Ok(false) => {
+                    let _ = reply.send(Ok(false));
+                }
+                r => b.answer(reply, r),
+            },
             Command::RetryTasks { job, tasks, reply } => {
                 let r = self.retry(job, tasks, b).await;
                 b.answer(reply, r);
@@ -1094,19 +1108,16 @@ impl Dispatcher {
         Ok(())
     }
 
-    async fn cancel_task(&mut self, task: i64, reason: String, b: &mut Batch) -> Result<(), Error> {
+    /// Cancels a live task; `Ok(false)` when it is not in memory (final, or unknown): the
+    /// dispatcher never reads for that, the caller does.
+    fn cancel_task(&mut self, task: i64, reason: String, b: &mut Batch) -> Result<bool, Error> {
         let reason = if reason.is_empty() { defaults::TASK_CANCEL_REASON.to_string() } else { reason };
         if self.sched.task(TaskId(task)).is_none() {
-            // Not in memory: final, or unknown.
-            let rows = self.writer.tasks_by_id(&[task]).await?;
-            return Err(match rows.first() {
-                Some((_, row)) => Error::FailedPrecondition(format!("task {task} is already {}", row.state.name())),
-                None => Error::NotFound(format!("task {task} not found")),
-            });
+            return Ok(false);
         }
         let fx = self.sched.cancel_task(TaskId(task), &reason)?;
         b.effects.extend(fx);
-        Ok(())
+        Ok(true)
     }
 
     fn set_context(&mut self, job: String, key: String, value: String, b: &mut Batch) -> Result<(), Error> {
@@ -1604,15 +1615,15 @@ mod tests {
     fn heavy_commands_past_the_batch_budget_wait_while_light_ones_go_on() {
         let mut g = Gather::default();
         for c in [add(BATCH_WORK - 10), light(), add(100), light(), add(5), add(2 * BATCH_WORK)] {
-            g.take(c);
+            g.take((Instant::now(), c));
         }
-        let kinds: Vec<usize> = g.cmds.iter().map(Command::cost).collect();
+        let kinds: Vec<usize> = g.cmds.iter().map(|(_, c)| c.cost()).collect();
         assert_eq!(kinds, vec![BATCH_WORK - 10, 0, 0, 5]);
-        assert_eq!(g.later.iter().map(Command::cost).collect::<Vec<_>>(), vec![100, 2 * BATCH_WORK]);
+        assert_eq!(g.later.iter().map(|(_, c)| c.cost()).collect::<Vec<_>>(), vec![100, 2 * BATCH_WORK]);
         // A command over the budget on its own still runs, first of its batch.
         let mut g = Gather::default();
-        g.take(add(2 * BATCH_WORK));
-        g.take(light());
+        g.take((Instant::now(), add(2 * BATCH_WORK)));
+        g.take((Instant::now(), light()));
         assert_eq!(g.cmds.len(), 2);
     }
 
