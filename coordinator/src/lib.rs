@@ -111,6 +111,7 @@ pub async fn run_with_ready(
     notify::status("loading the database");
     let (store, writer, loaded) = store::open(&config.db, config.durability()).await.map_err(StartError::Store)?;
     let jobs = loaded.jobs.len();
+    let checkpointer = tokio::spawn(store::checkpointer(config.db.clone(), config.durability(), shutdown.clone()));
     let settings = settings(&config);
     let wake = settings.notices.clone();
     let (dispatcher, handle) = dispatch::Dispatcher::new(loaded, writer, settings).await.map_err(StartError::Store)?;
@@ -171,6 +172,7 @@ pub async fn run_with_ready(
     if let Some(h) = http {
         h.await?.map_err(StartError::Http)?;
     }
+    let _ = checkpointer.await;
     store.close().await;
     served?;
     dispatched.map_err(StartError::Dispatcher)?;

@@ -312,7 +312,10 @@ pub async fn open(path: &Path, durability: Durability) -> Result<(Store, Writer,
     let opts = options(path, durability)?;
     // Takes effect in a new database only (before its first table); an older one keeps its
     // free pages for reuse instead of giving them back.
-    let writer_opts = opts.clone().auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental);
+    // The writer never checkpoints inside a commit (the default every 1,000 pages made one
+    // commit in a thousand pay for copying the WAL back); `checkpointer` does it beside it.
+    let writer_opts =
+        opts.clone().auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental).pragma("wal_autocheckpoint", "0");
     let mut conn = SqliteConnection::connect_with(&writer_opts).await?;
     migrate(&mut conn).await?;
     let loaded = load(&mut conn).await?;
@@ -320,6 +323,47 @@ pub async fn open(path: &Path, durability: Durability) -> Result<(Store, Writer,
         SqlitePoolOptions::new().max_connections(READERS).min_connections(1).connect_with(opts.read_only(true)).await?;
     let snapshot_readers = Arc::new(Semaphore::new(SNAPSHOT_READERS));
     Ok((Store { pool, snapshot_readers }, Writer { conn }, loaded))
+}
+
+/// WAL bytes past which [`checkpointer`] copies the log back into the database.
+pub const CHECKPOINT_WAL_BYTES: u64 = 4 << 20;
+/// How often [`checkpointer`] looks at the WAL's size.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Checkpoints the WAL beside the writer, on a connection of its own, until `stop`: a PASSIVE
+/// checkpoint (it waits for no reader or writer) whenever the WAL has grown past
+/// [`CHECKPOINT_WAL_BYTES`]. The writer's commits never do it (`wal_autocheckpoint=0`), so
+/// no call waits for a checkpoint. Once a checkpoint has copied every frame, the next commit
+/// starts the log again from its beginning, so the WAL stays near that size.
+pub async fn checkpointer(path: std::path::PathBuf, durability: Durability, stop: tokio_util::sync::CancellationToken) {
+    let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
+    let mut conn = match options(&path, durability) {
+        Ok(o) => match SqliteConnection::connect_with(&o).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "WAL checkpointer: cannot open the database; commits will checkpoint nothing");
+                return;
+            }
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "WAL checkpointer: bad database path");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+        }
+        let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        if size < CHECKPOINT_WAL_BYTES {
+            continue;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut conn).await {
+            tracing::warn!(error = %e, "WAL checkpoint failed; trying again");
+        }
+    }
+    let _ = conn.close().await;
 }
 
 async fn migrate(conn: &mut SqliteConnection) -> Result<(), Error> {

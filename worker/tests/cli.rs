@@ -203,3 +203,58 @@ fn supervisor_kills_escaped_descendants_when_the_lifeline_closes() {
     child.wait().unwrap();
     assert!(gone(escaped), "the escaped process {escaped} outlived its supervisor");
 }
+
+/// The worker's way: the lifeline as the supervisor's stdin (no pre_exec: posix_spawn), the
+/// program's stdin sent over it as a length and the bytes.
+fn supervise_framed(theirs: UnixStream, program: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["__orca_supervise", "0", "--prompt-on-lifeline", "--"])
+        .args(program)
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .process_group(0);
+    cmd
+}
+
+fn send_prompt(w: &mut UnixStream, prompt: &[u8]) {
+    use std::io::Write;
+    w.write_all(&(prompt.len() as u64).to_le_bytes()).unwrap();
+    w.write_all(prompt).unwrap();
+}
+
+#[test]
+fn the_prompt_comes_over_the_lifeline() {
+    // Larger than a pipe's buffer, so the supervisor must feed it as the program reads.
+    let prompt: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let (r, mut w) = lifeline();
+    let child = supervise_framed(r, &["wc", "-c"]).stdout(Stdio::piped()).spawn().unwrap();
+    send_prompt(&mut w, &prompt);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "300000");
+    // No prompt: the program's stdin is /dev/null.
+    let (r, mut w) = lifeline();
+    let child = supervise_framed(r, &["wc", "-c"]).stdout(Stdio::piped()).spawn().unwrap();
+    send_prompt(&mut w, b"");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+}
+
+#[test]
+fn a_program_that_never_reads_its_prompt_is_still_killed_by_the_lifeline() {
+    let prompt = vec![b'x'; 1 << 20];
+    let (r, mut w) = lifeline();
+    let mut child = supervise_framed(r, &["sleep", "1000"]).spawn().unwrap();
+    send_prompt(&mut w, &prompt);
+    // The worker goes away: EOF on the lifeline, though the feeding thread is stuck on a
+    // full pipe.
+    drop(w);
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(128 + 9));
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "the supervisor did not stop its program");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
