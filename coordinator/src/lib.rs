@@ -123,12 +123,7 @@ pub async fn run_with_ready(
         .await
         .map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    if !addr.ip().is_loopback() && !auth.enabled() {
-        tracing::warn!(%addr, "serving without authentication on a non-loopback address (see --auth-file)");
-    }
-    if !addr.ip().is_loopback() && tls.is_none() {
-        tracing::warn!(%addr, "serving plaintext on a non-loopback address (see --tls-cert)");
-    }
+    warn_if_exposed(addr, &auth, &tls);
     tokio::spawn(reload_on_sighup(auth.clone(), tls.clone(), shutdown.clone()));
 
     // If the dispatcher stops on its own (a failed commit), the server stops too: the process
@@ -178,6 +173,16 @@ pub async fn run_with_ready(
     dispatched.map_err(StartError::Dispatcher)?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Warns when a non-loopback address is served without authentication or without TLS.
+fn warn_if_exposed(addr: SocketAddr, auth: &auth::Auth, tls: &Option<tls::Tls>) {
+    if !addr.ip().is_loopback() && !auth.enabled() {
+        tracing::warn!(%addr, "serving without authentication on a non-loopback address (see --auth-file)");
+    }
+    if !addr.ip().is_loopback() && tls.is_none() {
+        tracing::warn!(%addr, "serving plaintext on a non-loopback address (see --tls-cert)");
+    }
 }
 
 /// The HTTP listener (`/metrics`, `/healthz`, the dashboard) with `--http-listen`, serving on

@@ -954,10 +954,6 @@ impl Dispatcher {
                 };
                 b.answer(reply, r);
             }
-            Command::UpdateJob { job, update, reply } => {
-                let r = self.update_job(job, update, b);
-                b.answer(reply, r);
-            }
             Command::CancelJob { job, reason, reply } => {
                 let r = self.cancel_job(job, reason, b);
                 b.answer(reply, r);
@@ -966,13 +962,7 @@ impl Dispatcher {
                 let r = self.delete_job(&JobId::from(job), b);
                 b.answer(reply, r);
             }
-            Command::CancelTask { task, reason, reply } => match self.cancel_task(task, reason, b) {
-                // Nothing to commit: answered at once.
-                Ok(false) => {
-                    let _ = reply.send(Ok(false));
-                }
-                r => b.answer(reply, r),
-            },
+            Command::CancelTask { task, reason, reply } => self.cancel_task(task, reason, reply, b),
             Command::RetryTasks { job, tasks, reply } => {
                 let r = self.retry(job, tasks, b).await;
                 b.answer(reply, r);
@@ -1013,10 +1003,11 @@ impl Dispatcher {
             Command::LiveOutput { task, reply } => {
                 let _ = reply.send(self.live_output.get(&TaskId(task)).map(|(_, o)| o.clone()));
             }
-            cmd @ (Command::CreateSchedule { .. }
+            cmd @ (Command::UpdateJob { .. }
+            | Command::CreateSchedule { .. }
             | Command::DeleteSchedule { .. }
             | Command::ListSchedules { .. }
-            | Command::NoticeDone { .. }) => self.apply_schedules(cmd, now, b),
+            | Command::NoticeDone { .. }) => self.apply_scheduling(cmd, now, b),
         }
     }
 
@@ -1108,16 +1099,23 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Cancels a live task; `Ok(false)` when it is not in memory (final, or unknown): the
-    /// dispatcher never reads for that, the caller does.
-    fn cancel_task(&mut self, task: i64, reason: String, b: &mut Batch) -> Result<bool, Error> {
+    /// Cancels a live task (answered once committed); `false` at once when it is not in
+    /// memory (final, or unknown): the dispatcher never reads for that, the caller does.
+    fn cancel_task(&mut self, task: i64, reason: String, reply: Reply<bool>, b: &mut Batch) {
         let reason = if reason.is_empty() { defaults::TASK_CANCEL_REASON.to_string() } else { reason };
         if self.sched.task(TaskId(task)).is_none() {
-            return Ok(false);
+            let _ = reply.send(Ok(false));
+            return;
         }
-        let fx = self.sched.cancel_task(TaskId(task), &reason)?;
-        b.effects.extend(fx);
-        Ok(true)
+        match self.sched.cancel_task(TaskId(task), &reason) {
+            Ok(fx) => {
+                b.effects.extend(fx);
+                b.reply(reply, true);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
     }
 
     fn set_context(&mut self, job: String, key: String, value: String, b: &mut Batch) -> Result<(), Error> {

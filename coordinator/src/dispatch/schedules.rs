@@ -61,9 +61,14 @@ impl Scheduled {
 }
 
 impl Dispatcher {
-    /// The schedule and notice commands (see `Dispatcher::apply`).
-    pub(super) fn apply_schedules(&mut self, cmd: Command, now: u64, b: &mut Batch) {
+    /// The scheduling commands: UpdateJob, the schedules and the notices (see
+    /// `Dispatcher::apply`).
+    pub(super) fn apply_scheduling(&mut self, cmd: Command, now: u64, b: &mut Batch) {
         match cmd {
+            Command::UpdateJob { job, update, reply } => {
+                let r = self.update_job(job, update, b);
+                b.answer(reply, r);
+            }
             Command::CreateSchedule { req, owner, own, reply } => {
                 let r = self.create_schedule(req, owner, own, now, b);
                 b.answer(reply, r);
@@ -79,7 +84,7 @@ impl Dispatcher {
                 b.writes.notices_done.push((job, seq));
                 b.reply(reply, ());
             }
-            _ => unreachable!("apply sends only schedule and notice commands here"),
+            _ => unreachable!("apply sends only scheduling commands here"),
         }
     }
 
