@@ -296,8 +296,7 @@ async fn callers(dir: &Path) -> Result<(f64, (f64, f64, f64))> {
     Ok((rate, quantiles(ms)))
 }
 
-async fn callers_part(args: &Args, root: &Path, t: &mut Table) -> Result<()> {
-    let _ = args;
+async fn callers_part(root: &Path, t: &mut Table) -> Result<()> {
     log("small callers: 64 concurrent callers x one task per AddTasks; one caller, sequential");
     let (rate, (p50, p99, max)) = callers(&root.join("callers")).await?;
     t.row("64 callers, one task per AddTasks", format!("{rate:.0} tasks/s"), ">= 20,000 tasks/s");
@@ -579,11 +578,11 @@ async fn latency(args: &Args, dir: &Path) -> Result<(f64, f64, f64, usize)> {
     wait_completed(&mut c, &job, total as u64).await?;
     receiver.abort();
     let a = arrivals.lock().await;
-    let mut lat: Vec<f64> =
+    let lat: Vec<f64> =
         (0..total).filter_map(|i| a.get(&i).map(|t| t.duration_since(sent[i]).as_secs_f64() * 1e3)).collect();
-    lat.sort_by(|x, y| x.partial_cmp(y).unwrap());
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
-    let r = (pct(0.50), pct(0.99), *lat.last().unwrap_or(&0.0), lat.len());
+    let n = lat.len();
+    let (p50, p99, max) = quantiles(lat);
+    let r = (p50, p99, max, n);
     drop(a);
     stop(coord)?;
     Ok(r)
@@ -730,7 +729,7 @@ async fn main() -> Result<()> {
         t.out["latency_ms"] = json!({"p50": p50, "p99": p99, "max": max, "samples": n});
     }
     if wants(&args, "callers") {
-        callers_part(&args, &root, &mut t).await?;
+        callers_part(&root, &mut t).await?;
     }
     if wants(&args, "watch") {
         watch_part(&args, &root, &mut t).await?;

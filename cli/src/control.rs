@@ -41,17 +41,6 @@ impl JobFlags {
             budget_usd: self.budget.unwrap_or(0.0),
         }
     }
-
-    fn request(&self, description: &str) -> pb::CreateJobRequest {
-        let o = self.options();
-        pb::CreateJobRequest {
-            description: description.to_string(),
-            weight: o.weight,
-            max_running: o.max_running,
-            budget_usd: o.budget_usd,
-            ..Default::default()
-        }
-    }
 }
 
 /// When the submitted tasks may start.
@@ -196,7 +185,7 @@ pub async fn schedule(client: &Client, a: ScheduleArgs) -> Result<ExitCode, Fail
             if tasks.is_empty() {
                 return Err(Failure::NoPrompt);
             }
-            let job = flags.request(description.as_deref().unwrap_or(&name));
+            let job = flags.options().request(description.as_deref().unwrap_or(&name))?;
             let tasks = tasks.into_iter().map(Subtask::into_task_spec).collect::<Result<Vec<_>, _>>()?;
             let req = pb::CreateScheduleRequest { name, cron, job: Some(job), tasks, replace };
             let s = client.create_schedule(req).await?;

@@ -52,6 +52,20 @@ pub struct JobOptions {
     pub budget_usd: f64,
 }
 
+impl JobOptions {
+    /// The CreateJob request for a job with these options (also a schedule's job template).
+    pub fn request(&self, description: &str) -> Result<pb::CreateJobRequest, Error> {
+        Ok(pb::CreateJobRequest {
+            description: description.to_string(),
+            metadata: self.metadata.as_ref().map(json_to_struct).transpose()?,
+            weight: self.weight,
+            max_running: self.max_running,
+            budget_usd: self.budget_usd,
+            ..Default::default()
+        })
+    }
+}
+
 /// What [`Client::update_job`] changes (`None`: unchanged).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JobUpdate {
@@ -343,15 +357,7 @@ impl Client {
 
     /// Creates a job with scheduling controls (see [`JobOptions`]).
     pub async fn create_job_with_options(&self, description: &str, options: &JobOptions) -> Result<pb::Job, Error> {
-        let metadata = options.metadata.as_ref().map(json_to_struct).transpose()?;
-        let req = pb::CreateJobRequest {
-            description: description.to_string(),
-            metadata,
-            weight: options.weight,
-            max_running: options.max_running,
-            budget_usd: options.budget_usd,
-            ..Default::default()
-        };
+        let req = options.request(description)?;
         Ok(self.inner.clone().create_job(self.request(req)).await?.into_inner())
     }
 

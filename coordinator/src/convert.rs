@@ -53,20 +53,29 @@ pub fn job_state(c: &Counts, cancelled: bool) -> pb::JobState {
     }
 }
 
+/// The parts of a job the dispatcher holds in memory (state, status, controls); the
+/// description, metadata, owner and times are the caller's to fill in.
+pub fn live_job(job_id: &str, counts: &Counts, cancelled: bool, controls: &Controls, spend: &Spend) -> pb::Job {
+    pb::Job {
+        job_id: job_id.to_string(),
+        state: job_state(counts, cancelled) as i32,
+        status: Some(job_status(counts, controls, spend)),
+        weight: controls.weight,
+        max_running: controls.max_running,
+        budget_usd: controls.budget_usd,
+        paused: controls.paused,
+        ..Default::default()
+    }
+}
+
 pub fn job(r: &JobRecord) -> pb::Job {
     pb::Job {
-        job_id: r.job_id.clone(),
         description: r.description.clone(),
-        state: job_state(&r.counts, r.cancelled) as i32,
-        status: Some(job_status(&r.counts, &r.controls, &r.spend)),
         metadata: r.metadata.as_deref().and_then(|m| prost_types::Struct::decode(m).ok()),
         created_at_ms: r.created_at_ms,
         updated_at_ms: r.updated_at_ms,
         owner: r.owner.clone().unwrap_or_default(),
-        weight: r.controls.weight,
-        max_running: r.controls.max_running,
-        budget_usd: r.controls.budget_usd,
-        paused: r.controls.paused,
+        ..live_job(&r.job_id, &r.counts, r.cancelled, &r.controls, &r.spend)
     }
 }
 

@@ -210,13 +210,15 @@ fn batch_handles() -> &'static BatchHandles {
 
 /// Records what a committed batch did (a batch without commands, a timer's, only its
 /// effects).
-/// The stages of one batch: how long each command waited for it, then the batch's apply,
-/// commit (`None` when it wrote nothing) and send.
-pub fn record_stages(queued: &[f64], apply: f64, commit: Option<f64>, send: f64) {
-    let [q, a, c, s] = &batch_handles().stages;
-    for &w in queued {
-        q.record(w);
-    }
+/// How long a command waited for its batch.
+pub fn record_queued(seconds: f64) {
+    batch_handles().stages[0].record(seconds);
+}
+
+/// The stages of one batch after its commands' waits: apply, commit (`None` when it wrote
+/// nothing) and send.
+pub fn record_stages(apply: f64, commit: Option<f64>, send: f64) {
+    let [_, a, c, s] = &batch_handles().stages;
     a.record(apply);
     if let Some(t) = commit {
         c.record(t);

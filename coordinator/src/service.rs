@@ -207,10 +207,10 @@ impl pb::orchestrator_server::Orchestrator for Services {
     async fn create_schedule(&self, req: Request<pb::CreateScheduleRequest>) -> Result<Response<pb::Schedule>, Status> {
         let caller = auth::caller(&req);
         let r = req.into_inner();
-        validate::create_schedule(&r)?;
+        let pattern = validate::create_schedule(&r)?;
         let owner = self.auth.enabled().then(|| caller.name.to_string());
         let own = self.schedule_owner(&caller).is_some();
-        Ok(Response::new(self.handle.create_schedule(r, owner, own).await?))
+        Ok(Response::new(self.handle.create_schedule(r, Box::new(pattern), owner, own).await?))
     }
 
     async fn list_schedules(

@@ -20,12 +20,14 @@ use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Handle;
+use crate::queue::RetryPolicy;
 use crate::store::{Notice, Store};
 
 /// One delivery attempt, connection to answer.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-const FIRST_BACKOFF_MS: u64 = 1_000;
-const MAX_BACKOFF_MS: u64 = 300_000;
+const FIRST_BACKOFF_MS: u32 = 1_000;
+/// Retries of a notice: 1 s doubling to 5 min.
+const BACKOFF: RetryPolicy = RetryPolicy { initial_ms: FIRST_BACKOFF_MS, multiplier: 2.0, max_ms: 300_000 };
 /// Notices read per pass.
 const PAGE: u32 = 100;
 
@@ -67,13 +69,14 @@ pub async fn run(target: Target, store: Store, handle: Handle, wake: Arc<Notify>
                 tracing::warn!(error = %e, "job webhook: could not read the notices; trying again");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(FIRST_BACKOFF_MS)) => continue,
+                    _ = tokio::time::sleep(Duration::from_millis(FIRST_BACKOFF_MS.into())) => continue,
                 }
             }
         };
+        let key = |n: &Notice| (n.job_id.clone(), n.seq);
         backoff.retain(|k, _| notices.iter().any(|n| (&n.job_id, n.seq) == (&k.0, k.1)));
         for n in &notices {
-            if backoff.get(&(n.job_id.clone(), n.seq)).is_some_and(|b| b.1 > now) {
+            if backoff.get(&key(n)).is_some_and(|b| b.1 > now) {
                 continue;
             }
             if shutdown.is_cancelled() {
@@ -83,26 +86,25 @@ pub async fn run(target: Target, store: Store, handle: Handle, wake: Arc<Notify>
             match deliver(&target, tls.clone(), &body).await {
                 Ok(()) => {
                     tracing::info!(job = %n.job_id, "job webhook delivered");
-                    backoff.remove(&(n.job_id.clone(), n.seq));
+                    backoff.remove(&key(n));
                     if handle.notice_done(n.job_id.clone(), n.seq).await.is_err() {
                         return;
                     }
                 }
                 Err(e) => {
-                    let b = backoff.entry((n.job_id.clone(), n.seq)).or_insert((0, 0));
+                    let b = backoff.entry(key(n)).or_insert((0, 0));
                     b.0 += 1;
-                    let wait = FIRST_BACKOFF_MS.saturating_mul(1 << b.0.min(20).saturating_sub(1)).min(MAX_BACKOFF_MS);
+                    let wait = BACKOFF.backoff_ms(b.0);
                     b.1 = crate::dispatch::now_ms() + wait;
                     tracing::warn!(job = %n.job_id, error = %e, failures = b.0, retry_in_ms = wait, "job webhook not delivered");
                 }
             }
         }
-        let pending =
-            notices.len() - notices.iter().filter(|n| backoff.contains_key(&(n.job_id.clone(), n.seq))).count();
+        let delivered = notices.iter().filter(|n| !backoff.contains_key(&key(n))).count();
         let next = backoff.values().map(|b| b.1).min();
-        let sleep = match (pending, next) {
+        let sleep = match (delivered, next) {
             // Delivered some and more may wait: read again at once.
-            (p, _) if p > 0 => Duration::ZERO,
+            (d, _) if d > 0 => Duration::ZERO,
             (_, Some(at)) => Duration::from_millis(at.saturating_sub(crate::dispatch::now_ms())),
             (_, None) => Duration::from_secs(3_600),
         };

@@ -4,7 +4,6 @@
 //! the program exits or the lifeline closes).
 
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -76,25 +75,27 @@ fn help_lists_the_contract_flags() {
     }
 }
 
-/// A socket pair, both ends close-on-exec: the first for the supervisor (kept across its
-/// exec by [`supervise`]), the second for the test, standing for the worker.
+/// A socket pair: the first end for the supervisor (its stdin, as the worker spawns it), the
+/// second for the test, standing for the worker.
 fn lifeline() -> (UnixStream, UnixStream) {
     UnixStream::pair().unwrap()
 }
 
+/// The supervisor as the worker starts it (`posix_spawn`, the lifeline as its stdin, a
+/// process group of its own); the test sends the prompt with [`send_prompt`].
 fn supervise(theirs: &UnixStream, program: &[&str]) -> Command {
-    let fd = theirs.as_raw_fd();
     let mut cmd = Command::new(BIN);
-    cmd.args(["__orca_supervise", &fd.to_string(), "--"]).args(program);
-    // SAFETY: setsid and fcntl are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::setsid();
-            libc::fcntl(fd, libc::F_SETFD, 0);
-            Ok(())
-        });
-    }
+    cmd.args(["__orca_supervise", "--"])
+        .args(program)
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs.try_clone().unwrap())))
+        .process_group(0);
     cmd
+}
+
+fn send_prompt(w: &mut UnixStream, prompt: &[u8]) {
+    use std::io::Write;
+    w.write_all(&(prompt.len() as u64).to_le_bytes()).unwrap();
+    w.write_all(prompt).unwrap();
 }
 
 fn supervisor(theirs: &UnixStream, script: &str) -> Command {
@@ -135,14 +136,18 @@ fn gone(pid: i32) -> bool {
 
 #[test]
 fn supervisor_passes_the_exit_status_through() {
-    let (r, _w) = lifeline();
+    let (r, mut w) = lifeline();
+    send_prompt(&mut w, b"");
     let status = supervisor(&r, "echo out; echo err >&2; exit 3").output().unwrap();
     assert_eq!(status.status.code(), Some(3));
     assert_eq!(String::from_utf8_lossy(&status.stdout), "out\n");
     assert_eq!(String::from_utf8_lossy(&status.stderr), "err\n");
+    let (r, mut w) = lifeline();
+    send_prompt(&mut w, b"");
     let status = supervisor(&r, "kill -9 $$").status().unwrap();
     assert_eq!(status.code(), Some(128 + 9));
     let (r, mut w) = lifeline();
+    send_prompt(&mut w, b"");
     let out = supervise(&r, &["/no/such/agent"]).output().unwrap();
     assert_eq!(out.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot run /no/such/agent"));
@@ -157,10 +162,11 @@ fn supervisor_passes_the_exit_status_through() {
 fn supervisor_kills_descendants_that_left_the_group_when_the_program_exits() {
     let dir = tempfile::tempdir().unwrap();
     let (setsid, double) = (dir.path().join("setsid.pid"), dir.path().join("double.pid"));
-    let (r, _w) = lifeline();
+    let (r, mut w) = lifeline();
+    send_prompt(&mut w, b"");
     // One leaves with setsid; the other is orphaned by a double fork, then leaves too.
     let script = format!("{}\n( {} ) &\nwait $!\nexit 0", escape(&setsid), escape(&double));
-    let status = supervisor(&r, &script).stdin(Stdio::null()).status().unwrap();
+    let status = supervisor(&r, &script).status().unwrap();
     assert_eq!(status.code(), Some(0));
     let pids = [read_pid(&setsid), read_pid(&double)];
     // Gone before the supervisor exited: it reaped them.
@@ -169,12 +175,9 @@ fn supervisor_kills_descendants_that_left_the_group_when_the_program_exits() {
 
 #[test]
 fn supervisor_kills_its_group_when_the_lifeline_closes() {
-    let (r, w) = lifeline();
-    let mut child = supervisor(&r, "sleep 1000 & echo $!; echo $$; sleep 1000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (r, mut w) = lifeline();
+    send_prompt(&mut w, b"");
+    let mut child = supervisor(&r, "sleep 1000 & echo $!; echo $$; sleep 1000").stdout(Stdio::piped()).spawn().unwrap();
     drop(r);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let grandchild: i32 = lines.next().unwrap().unwrap().parse().unwrap();
@@ -191,9 +194,10 @@ fn supervisor_kills_its_group_when_the_lifeline_closes() {
 fn supervisor_kills_escaped_descendants_when_the_lifeline_closes() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("escaped.pid");
-    let (r, w) = lifeline();
+    let (r, mut w) = lifeline();
+    send_prompt(&mut w, b"");
     let script = format!("{}\necho ready\nsleep 1000", escape(&pidfile));
-    let mut child = supervisor(&r, &script).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = supervisor(&r, &script).stdout(Stdio::piped()).spawn().unwrap();
     drop(r);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
@@ -204,36 +208,19 @@ fn supervisor_kills_escaped_descendants_when_the_lifeline_closes() {
     assert!(gone(escaped), "the escaped process {escaped} outlived its supervisor");
 }
 
-/// The worker's way: the lifeline as the supervisor's stdin (no pre_exec: posix_spawn), the
-/// program's stdin sent over it as a length and the bytes.
-fn supervise_framed(theirs: UnixStream, program: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["__orca_supervise", "0", "--prompt-on-lifeline", "--"])
-        .args(program)
-        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
-        .process_group(0);
-    cmd
-}
-
-fn send_prompt(w: &mut UnixStream, prompt: &[u8]) {
-    use std::io::Write;
-    w.write_all(&(prompt.len() as u64).to_le_bytes()).unwrap();
-    w.write_all(prompt).unwrap();
-}
-
 #[test]
 fn the_prompt_comes_over_the_lifeline() {
     // Larger than a pipe's buffer, so the supervisor must feed it as the program reads.
     let prompt: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let (r, mut w) = lifeline();
-    let child = supervise_framed(r, &["wc", "-c"]).stdout(Stdio::piped()).spawn().unwrap();
+    let child = supervise(&r, &["wc", "-c"]).stdout(Stdio::piped()).spawn().unwrap();
     send_prompt(&mut w, &prompt);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "300000");
     // No prompt: the program's stdin is /dev/null.
     let (r, mut w) = lifeline();
-    let child = supervise_framed(r, &["wc", "-c"]).stdout(Stdio::piped()).spawn().unwrap();
+    let child = supervise(&r, &["wc", "-c"]).stdout(Stdio::piped()).spawn().unwrap();
     send_prompt(&mut w, b"");
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
@@ -243,7 +230,7 @@ fn the_prompt_comes_over_the_lifeline() {
 fn a_program_that_never_reads_its_prompt_is_still_killed_by_the_lifeline() {
     let prompt = vec![b'x'; 1 << 20];
     let (r, mut w) = lifeline();
-    let mut child = supervise_framed(r, &["sleep", "1000"]).spawn().unwrap();
+    let mut child = supervise(&r, &["sleep", "1000"]).spawn().unwrap();
     send_prompt(&mut w, &prompt);
     // The worker goes away: EOF on the lifeline, though the feeding thread is stuck on a
     // full pipe.

@@ -35,6 +35,7 @@ use crate::queue::{
     Controls, Counts, Effect, Entry, JobId, LabelLimit, Labels, NewTask, Outcome, Restored, RetryPolicy, RevivedTask,
     Scheduler, Spend, State, StoredTask, TaskId, WorkerId,
 };
+use crate::schedule::Pattern;
 use crate::store::{JobInsert, JobUpdate, Loaded, Purge, RequestRecord, TaskInsert, TaskRow, WriteBatch, Writer};
 use crate::validate::{CheckedTask, DepRef};
 
@@ -175,6 +176,9 @@ enum Command {
     },
     CreateSchedule {
         req: pb::CreateScheduleRequest,
+        /// `req.cron`, parsed by `validate::create_schedule` (boxed: a parsed pattern is
+        /// large, and every command is as large as the largest).
+        pattern: Box<Pattern>,
         owner: Option<String>,
         /// A submitter's call: it may replace only its own schedule.
         own: bool,
@@ -255,10 +259,20 @@ fn gone() -> Error {
 }
 
 impl Handle {
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
+    /// Queues a command, stamped with the time it was sent.
+    async fn send(&self, c: Command) -> Result<(), Error> {
+        self.tx.send((Instant::now(), c)).await.map_err(|_| gone())
+    }
+
+    /// A command whose answer cannot fail (reads of the dispatcher's memory).
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send((Instant::now(), make(tx))).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        self.send(make(tx)).await?;
+        rx.await.map_err(|_| gone())
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
+        self.ask(make).await?
     }
 
     pub async fn create_job(&self, job: NewJob, idem: Option<Idem>) -> Result<pb::Job, Error> {
@@ -272,10 +286,11 @@ impl Handle {
     pub async fn create_schedule(
         &self,
         req: pb::CreateScheduleRequest,
+        pattern: Box<Pattern>,
         owner: Option<String>,
         own: bool,
     ) -> Result<pb::Schedule, Error> {
-        self.call(|reply| Command::CreateSchedule { req, owner, own, reply }).await
+        self.call(|reply| Command::CreateSchedule { req, pattern, owner, own, reply }).await
     }
 
     pub async fn delete_schedule(&self, name: String, owner: Option<String>) -> Result<(), Error> {
@@ -283,9 +298,7 @@ impl Handle {
     }
 
     pub async fn list_schedules(&self, owner: Option<String>) -> Result<Vec<pb::Schedule>, Error> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send((Instant::now(), Command::ListSchedules { owner, reply })).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())
+        self.ask(|reply| Command::ListSchedules { owner, reply }).await
     }
 
     /// A job-completion notice was delivered: forget it (answered once that is committed).
@@ -328,7 +341,7 @@ impl Handle {
     }
 
     pub async fn disconnect(&self, worker: String, session: u64) {
-        let _ = self.tx.send((Instant::now(), Command::Disconnect { worker, session })).await;
+        let _ = self.send(Command::Disconnect { worker, session }).await;
     }
 
     pub async fn heartbeat(&self, req: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse, Error> {
@@ -346,24 +359,18 @@ impl Handle {
     /// The queue's state; answered within the dispatcher's next batch, so a timely answer
     /// also shows the dispatcher is not stuck.
     pub async fn stats(&self) -> Result<Stats, Error> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send((Instant::now(), Command::Stats { reply })).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())
+        self.ask(|reply| Command::Stats { reply }).await
     }
 
     /// The workers and the stats (ListWorkers, GetStats, WatchFleet).
     pub async fn fleet(&self) -> Result<Fleet, Error> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send((Instant::now(), Command::Fleet { reply })).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())
+        self.ask(|reply| Command::Fleet { reply }).await
     }
 
     /// The last output a running task's agent printed (its progress reports, at most
     /// [`LIVE_OUTPUT_BYTES`]); `None` when the task is not running or printed nothing.
     pub async fn live_output(&self, task: i64) -> Result<Option<String>, Error> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send((Instant::now(), Command::LiveOutput { task, reply })).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())
+        self.ask(|reply| Command::LiveOutput { task, reply }).await
     }
 
     /// Drains a worker (`on`) or resumes it.
@@ -817,8 +824,8 @@ impl Dispatcher {
             self.pruned_ms = now;
             b.writes.prune_requests_before = Some(now.saturating_sub(idempotency::RETENTION_MS) as i64);
         }
-        let queued: Vec<f64> = cmds.iter().map(|(at, _)| began.saturating_duration_since(*at).as_secs_f64()).collect();
-        for (_, cmd) in cmds {
+        for (at, cmd) in cmds {
+            crate::metrics::record_queued(began.saturating_duration_since(at).as_secs_f64());
             self.apply(cmd, now, &mut b).await;
         }
         self.fire_schedules(now, &mut b).await;
@@ -870,7 +877,7 @@ impl Dispatcher {
         self.send_to_workers(&mut b.effects).await?;
         self.publish(events, now);
         self.sched.evict_final();
-        crate::metrics::record_stages(&queued, applied, commit_seconds, committed.elapsed().as_secs_f64());
+        crate::metrics::record_stages(applied, commit_seconds, committed.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -1051,20 +1058,13 @@ impl Dispatcher {
             controls,
         });
         b.touched_jobs.insert(job);
-        let counts = Counts::default();
         pb::Job {
-            job_id: id,
             description,
-            state: convert::job_state(&counts, false) as i32,
-            status: Some(convert::job_status(&counts, &controls, &Spend::default())),
             metadata,
             created_at_ms: now as i64,
             updated_at_ms: now as i64,
             owner: owner.unwrap_or_default(),
-            weight: controls.weight,
-            max_running: controls.max_running,
-            budget_usd: controls.budget_usd,
-            paused: controls.paused,
+            ..convert::live_job(&id, &Counts::default(), false, &controls, &Spend::default())
         }
     }
 

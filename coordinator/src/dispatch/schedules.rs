@@ -69,8 +69,8 @@ impl Dispatcher {
                 let r = self.update_job(job, update, b);
                 b.answer(reply, r);
             }
-            Command::CreateSchedule { req, owner, own, reply } => {
-                let r = self.create_schedule(req, owner, own, now, b);
+            Command::CreateSchedule { req, pattern, owner, own, reply } => {
+                let r = self.create_schedule(req, *pattern, owner, own, now, b);
                 b.answer(reply, r);
             }
             Command::DeleteSchedule { name, owner, reply } => {
@@ -94,6 +94,7 @@ impl Dispatcher {
     pub(super) fn create_schedule(
         &mut self,
         mut req: pb::CreateScheduleRequest,
+        pattern: Pattern,
         owner: Option<String>,
         own: bool,
         now: u64,
@@ -107,7 +108,6 @@ impl Dispatcher {
                 return Err(Error::AlreadyExists(format!("schedule {} belongs to another token", req.name)));
             }
         }
-        let pattern: Pattern = req.cron.parse().map_err(Error::InvalidArgument)?;
         req.replace = false;
         let row = ScheduleRow {
             name: req.name.clone(),
@@ -213,17 +213,9 @@ impl Dispatcher {
             if !info.counts.all_final() {
                 continue;
             }
-            let status = convert::job_status(&info.counts, &info.controls, &info.spend);
             let pb_job = pb::Job {
-                job_id: job.to_string(),
-                state: convert::job_state(&info.counts, info.cancelled) as i32,
-                status: Some(status),
-                weight: info.controls.weight,
-                max_running: info.controls.max_running,
-                budget_usd: info.controls.budget_usd,
-                paused: info.controls.paused,
                 updated_at_ms: now as i64,
-                ..Default::default()
+                ..convert::live_job(job.as_str(), &info.counts, info.cancelled, &info.controls, &info.spend)
             };
             let mut body = orca_proto::json::job_json(&pb_job);
             body["event"] = serde_json::json!("job.idle");

@@ -551,6 +551,7 @@ impl Scheduler {
     }
 
     /// The label limits with their running counts.
+    #[cfg(test)]
     pub fn label_limits(&self) -> impl Iterator<Item = (&LabelLimit, u32)> {
         self.label_limits.iter().zip(self.label_running.iter().copied())
     }
@@ -662,6 +663,7 @@ impl Scheduler {
     }
 
     /// Why the job may start no new attempt, if it may not.
+    #[cfg(test)]
     pub fn blocked_reason(&self, job: &JobId) -> Option<String> {
         let info = self.jobs.get(job)?;
         blocked_reason(&info.controls, &info.spend, &info.counts)

@@ -1,7 +1,6 @@
-//! The per-task supervisor, both halves: the worker spawns `orca-worker __orca_supervise 0
-//! --prompt-on-lifeline -- PROGRAM ARGS...` (its own executable, again) for every agent and
-//! hook process, and that small process runs the program and answers for everything the
-//! program starts.
+//! The per-task supervisor, both halves: the worker spawns `orca-worker __orca_supervise --
+//! PROGRAM ARGS...` (its own executable, again) for every agent and hook process, and that
+//! small process runs the program and answers for everything the program starts.
 //!
 //! The worker spawns it without a `pre_exec` hook, so the standard library uses
 //! `posix_spawn` (a vfork): the worker's address space is never copied, which made a fork per
@@ -50,9 +49,9 @@ pub const CLEANUP_BOUND: Duration = Duration::from_secs(10);
 /// What the supervisor writes on the socket before the line saying why the program could not
 /// be started.
 const SPAWN_FAILED: &str = "spawn-failed ";
-/// The argument saying the program's stdin comes over the lifeline (a u64 length, little
-/// endian, then the bytes). Without it the program inherits the supervisor's stdin.
-pub const PROMPT_ON_LIFELINE: &str = "--prompt-on-lifeline";
+/// The lifeline: the supervisor's stdin. The program's stdin comes over it first (a u64
+/// length, little endian, then the bytes).
+const LIFELINE_FD: RawFd = 0;
 /// Longest stdin the supervisor takes over the lifeline.
 const MAX_LIFELINE_STDIN: u64 = 64 << 20;
 
@@ -110,8 +109,6 @@ pub fn spawn(exe: &Path, inv: &Invocation) -> io::Result<Supervised> {
     let (theirs, ours) = UnixStream::pair()?;
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg(SUBCOMMAND)
-        .arg("0")
-        .arg(PROMPT_ON_LIFELINE)
         .arg("--")
         .arg(&inv.program)
         .args(&inv.args)
@@ -164,20 +161,11 @@ extern "C" fn on_sigterm(_: libc::c_int) {
     }
 }
 
-/// `FD [--prompt-on-lifeline] -- PROGRAM ARGS...`: (fd, whether the prompt comes over it,
-/// program, args).
-fn parse_args(args: &[OsString]) -> Result<(RawFd, bool, &OsString, &[OsString]), String> {
-    let (fd, framed, rest) = match args {
-        [fd, flag, rest @ ..] if flag == OsStr::new(PROMPT_ON_LIFELINE) => (fd, true, rest),
-        [fd, rest @ ..] => (fd, false, rest),
-        [] => return Err(format!("usage: {SUBCOMMAND} FD [{PROMPT_ON_LIFELINE}] -- PROGRAM [ARGS...]")),
-    };
-    match rest {
-        [dash, program, rest @ ..] if dash == OsStr::new("--") => match fd.to_str().and_then(|s| s.parse().ok()) {
-            Some(fd) => Ok((fd, framed, program, rest)),
-            None => Err(format!("bad lifeline fd {fd:?}")),
-        },
-        _ => Err(format!("usage: {SUBCOMMAND} FD [{PROMPT_ON_LIFELINE}] -- PROGRAM [ARGS...]")),
+/// `-- PROGRAM ARGS...`: (program, args).
+fn parse_args(args: &[OsString]) -> Result<(&OsString, &[OsString]), String> {
+    match args {
+        [dash, program, rest @ ..] if dash == OsStr::new("--") => Ok((program, rest)),
+        _ => Err(format!("usage: {SUBCOMMAND} -- PROGRAM [ARGS...] (the lifeline on stdin)")),
     }
 }
 
@@ -347,16 +335,16 @@ fn report_spawn_failure(lifeline: &mut UnixStream, program: &OsStr, e: &io::Erro
 /// The supervisor's `main`: `args` are what follows the subcommand (`FD -- PROGRAM ARGS...`).
 /// Returns the exit code.
 pub fn main(args: &[OsString]) -> i32 {
-    let (fd, framed, program, rest) = match parse_args(args) {
+    let (program, rest) = match parse_args(args) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("orca-worker supervise: {e}");
             return 125;
         }
     };
-    set_up(fd);
-    // SAFETY: the worker passed us this fd, open and ours alone.
-    let mut lifeline = unsafe { UnixStream::from_raw_fd(fd) };
+    set_up(LIFELINE_FD);
+    // SAFETY: the worker put its socket on our stdin; nothing else here uses the fd.
+    let mut lifeline = unsafe { UnixStream::from_raw_fd(LIFELINE_FD) };
     let watcher = match lifeline.try_clone() {
         Ok(l) => l,
         Err(e) => {
@@ -364,11 +352,10 @@ pub fn main(args: &[OsString]) -> i32 {
             return 125;
         }
     };
-    let (stdin, prompt) = match framed.then(|| prompt_stdin(&mut lifeline)) {
-        None => (Stdio::inherit(), None),
-        Some(Ok(None)) => (Stdio::null(), None),
-        Some(Ok(Some((len, reader, writer)))) => (Stdio::from(reader), Some((len, writer))),
-        Some(Err(e)) => {
+    let (stdin, prompt) = match prompt_stdin(&mut lifeline) {
+        Ok(None) => (Stdio::null(), None),
+        Ok(Some((len, reader, writer))) => (Stdio::from(reader), Some((len, writer))),
+        Err(e) => {
             eprintln!("orca-worker supervise: the program's stdin: {e}");
             return 125;
         }
