@@ -39,6 +39,8 @@ pub enum BackupError {
     Exists(PathBuf),
     #[error("no database at {0}")]
     Missing(PathBuf),
+    #[error("{0} is a Postgres database: back it up with pg_dump (see README, Postgres)")]
+    Postgres(String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("database: {0}")]
@@ -53,6 +55,9 @@ fn literal(p: &Path) -> String {
 /// Copies `db` to `to` (see the module documentation).
 pub async fn backup(db: &Path, to: &Path) -> Result<Backup, BackupError> {
     let started = Instant::now();
+    if let Some(url) = db.to_str().filter(|s| crate::store::postgres::is_url(s)) {
+        return Err(BackupError::Postgres(crate::store::postgres::redact(url)));
+    }
     if to.exists() {
         return Err(BackupError::Exists(to.to_path_buf()));
     }

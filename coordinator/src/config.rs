@@ -8,7 +8,7 @@ use clap::{Parser, ValueEnum};
 use orca_proto::defaults;
 
 use crate::queue::LabelLimit;
-use crate::store::Durability;
+use crate::store::{Durability, Target};
 
 /// The contract's default listen address (the host and port of `defaults::COORDINATOR_URL`).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -40,9 +40,28 @@ pub struct Config {
     #[arg(long, env = "ORCA_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
-    /// SQLite database file (created when missing).
+    /// SQLite database file (created when missing), or a postgres:// URL (the database is
+    /// created when missing; see --db-pool-size, --db-statement-timeout, --db-ssl-mode).
     #[arg(long, env = "ORCA_DB", default_value = "orca.db")]
     pub db: PathBuf,
+
+    /// Postgres: read connections in the pool (the writer holds one more).
+    #[arg(long, env = "ORCA_DB_POOL_SIZE", default_value_t = crate::store::READERS, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub db_pool_size: u32,
+
+    /// Postgres: seconds a statement may run before the server cancels it (0: no limit).
+    #[arg(long, env = "ORCA_DB_STATEMENT_TIMEOUT", default_value_t = crate::store::DEFAULT_STATEMENT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub db_statement_timeout: u64,
+
+    /// Postgres: TLS to the database (disable, prefer, require, verify-ca, verify-full);
+    /// default: the URL's sslmode, else prefer.
+    #[arg(long, env = "ORCA_DB_SSL_MODE", value_parser = ssl_mode)]
+    pub db_ssl_mode: Option<SslMode>,
+
+    /// Postgres: PEM CA certificates that sign the database's certificate (for verify-ca and
+    /// verify-full; default: the system's roots).
+    #[arg(long, env = "ORCA_DB_SSL_ROOT_CERT")]
+    pub db_ssl_root_cert: Option<PathBuf>,
 
     /// After binding, write the bound host:port on one line to this file.
     #[arg(long, env = "ORCA_ADDR_FILE")]
@@ -120,6 +139,20 @@ pub struct Config {
     pub job_webhook: Option<String>,
 }
 
+/// A Postgres `sslmode`.
+#[derive(Clone, Copy, Debug)]
+pub struct SslMode(pub sqlx::postgres::PgSslMode);
+
+fn ssl_mode(s: &str) -> Result<SslMode, String> {
+    use std::str::FromStr;
+    match s {
+        "disable" | "prefer" | "require" | "verify-ca" | "verify-full" => {
+            sqlx::postgres::PgSslMode::from_str(s).map(SslMode).map_err(|e| e.to_string())
+        }
+        _ => Err(format!("{s:?} is not one of disable, prefer, require, verify-ca, verify-full")),
+    }
+}
+
 /// `KEY=VALUE:N`.
 fn label_limit(s: &str) -> Result<LabelLimit, String> {
     let bad = || format!("{s:?} is not KEY=VALUE:N (for example api_key=team-a:8)");
@@ -153,6 +186,18 @@ impl Config {
             DurabilityArg::Full => Durability::Full,
             DurabilityArg::Normal => Durability::Normal,
         }
+    }
+
+    /// The database `--db` names, with the Postgres connection flags.
+    pub fn target(&self) -> Target {
+        let pg = crate::store::postgres::Settings {
+            url: String::new(),
+            pool_size: self.db_pool_size,
+            statement_timeout: std::time::Duration::from_secs(self.db_statement_timeout),
+            ssl_mode: self.db_ssl_mode.map(|m| m.0),
+            ssl_root_cert: self.db_ssl_root_cert.clone(),
+        };
+        Target::new(&self.db, pg)
     }
 
     pub fn heartbeat_seconds(&self) -> u32 {

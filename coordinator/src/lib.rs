@@ -109,15 +109,22 @@ pub async fn run_with_ready(
         metrics::install();
     }
     notify::status("loading the database");
-    let (store, writer, loaded) = store::open(&config.db, config.durability()).await.map_err(StartError::Store)?;
+    let target = config.target();
+    let (store, writer, loaded) = store::open(&target, config.durability()).await.map_err(StartError::Store)?;
     let jobs = loaded.jobs.len();
-    let checkpointer = tokio::spawn(store::checkpointer(config.db.clone(), config.durability(), shutdown.clone()));
-    let settings = settings(&config);
+    let checkpointer = match &target {
+        store::Target::Sqlite(path) => {
+            Some(tokio::spawn(store::checkpointer(path.clone(), config.durability(), shutdown.clone())))
+        }
+        store::Target::Postgres(_) => None,
+    };
+    let (serving, serving_rx) = tokio::sync::watch::channel(true);
+    let settings = settings(&config, target.clone(), serving);
     let wake = settings.notices.clone();
     let (dispatcher, handle) = dispatch::Dispatcher::new(loaded, writer, settings).await.map_err(StartError::Store)?;
     let live_tasks = dispatcher.live_tasks();
     let elapsed_ms = started.elapsed().as_millis() as u64;
-    tracing::info!(db = %config.db.display(), jobs, live_tasks, elapsed_ms, "database loaded");
+    tracing::info!(db = %target.describe(), jobs, live_tasks, elapsed_ms, "database loaded");
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -126,8 +133,9 @@ pub async fn run_with_ready(
     warn_if_exposed(addr, &auth, &tls);
     tokio::spawn(reload_on_sighup(auth.clone(), tls.clone(), shutdown.clone()));
 
-    // If the dispatcher stops on its own (a failed commit), the server stops too: the process
-    // exits non-zero and its supervisor restarts it from the database.
+    // A failed commit does not stop the dispatcher (it reports NOT_SERVING and reloads from
+    // the database once it answers); if it stops on its own anyway, the server stops too: the
+    // process exits non-zero and its supervisor restarts it.
     let on_exit = shutdown.clone();
     let token = shutdown.clone();
     let dispatcher_task = tokio::spawn(async move {
@@ -158,7 +166,7 @@ pub async fn run_with_ready(
     if let Some(tx) = ready {
         let _ = tx.send(addr);
     }
-    let served = serve(&config, svc, listener, tls, shutdown.clone()).await;
+    let served = serve(&config, svc, listener, tls, serving_rx, shutdown.clone()).await;
     metrics::set_up(false);
     notify::stopping();
     shutdown.cancel();
@@ -167,7 +175,9 @@ pub async fn run_with_ready(
     if let Some(h) = http {
         h.await?.map_err(StartError::Http)?;
     }
-    let _ = checkpointer.await;
+    if let Some(c) = checkpointer {
+        let _ = c.await;
+    }
     store.close().await;
     served?;
     dispatched.map_err(StartError::Dispatcher)?;
@@ -199,8 +209,8 @@ async fn start_http(
         write_addr_file(path, bound)?;
     }
     tracing::info!(addr = %bound, "serving /metrics, /healthz and the dashboard");
-    let (db, tls, stop) = (config.db.clone(), tls.clone(), shutdown.clone());
-    Ok(Some(tokio::spawn(web::serve(l, svc.clone(), db, tls, stop))))
+    let (tls, stop) = (tls.clone(), shutdown.clone());
+    Ok(Some(tokio::spawn(web::serve(l, svc.clone(), tls, stop))))
 }
 
 /// SIGHUP reads the auth file again: tokens added, changed or revoked take effect for the
@@ -246,7 +256,7 @@ fn security(config: &Config) -> Result<(auth::Auth, Option<tls::Tls>), StartErro
     Ok((auth, tls))
 }
 
-fn settings(config: &Config) -> dispatch::Settings {
+fn settings(config: &Config, target: store::Target, serving: tokio::sync::watch::Sender<bool>) -> dispatch::Settings {
     dispatch::Settings {
         limits: queue::Limits {
             lease_ms: config.lease_seconds as u64 * 1_000,
@@ -258,6 +268,9 @@ fn settings(config: &Config) -> dispatch::Settings {
         retain_ms: config.retain_ms(),
         label_limits: config.label_limits.clone(),
         notices: config.job_webhook.as_ref().map(|_| std::sync::Arc::new(tokio::sync::Notify::new())),
+        target,
+        durability: config.durability(),
+        serving: std::sync::Arc::new(serving),
     }
 }
 
@@ -269,17 +282,45 @@ fn write_addr_file(path: &std::path::Path, addr: SocketAddr) -> Result<(), Start
         .map_err(|source| StartError::AddrFile { path: format!("address file {}", path.display()), source })
 }
 
+/// Sets both services' health from `serving` (the dispatcher clears it while the database
+/// cannot commit) until `shutdown`.
+async fn follow_health(
+    health: tonic_health::server::HealthReporter,
+    mut serving: tokio::sync::watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) {
+    use pb::orchestrator_server::OrchestratorServer;
+    use pb::worker_gateway_server::WorkerGatewayServer;
+    loop {
+        let up = *serving.borrow_and_update();
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if up {
+            health.set_serving::<OrchestratorServer<service::Services>>().await;
+            health.set_serving::<WorkerGatewayServer<service::Services>>().await;
+        } else {
+            health.set_not_serving::<OrchestratorServer<service::Services>>().await;
+            health.set_not_serving::<WorkerGatewayServer<service::Services>>().await;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = serving.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
 /// Serves the services, health and reflection on the listener until `shutdown`.
 async fn serve(
     config: &Config,
     svc: service::Services,
     listener: tokio::net::TcpListener,
     tls: Option<tls::Tls>,
+    serving: tokio::sync::watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     let (health, health_svc) = tonic_health::server::health_reporter();
-    health.set_serving::<pb::orchestrator_server::OrchestratorServer<service::Services>>().await;
-    health.set_serving::<pb::worker_gateway_server::WorkerGatewayServer<service::Services>>().await;
+    tokio::spawn(follow_health(health.clone(), serving, shutdown.clone()));
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(orca_proto::FILE_DESCRIPTOR_SET)

@@ -391,7 +391,18 @@ pub struct Settings {
     /// With `--job-webhook`: job-completion notices are written, and this wakes their
     /// deliverer after a commit that wrote some.
     pub notices: Option<Arc<tokio::sync::Notify>>,
+    /// The database, to reload from after a failed commit.
+    pub target: crate::store::Target,
+    pub durability: crate::store::Durability,
+    /// Whether the coordinator serves (the health service follows it): false while the
+    /// database cannot commit and the dispatcher waits to reload from it.
+    pub serving: Arc<tokio::sync::watch::Sender<bool>>,
 }
+
+/// The first wait before the database is tried again after a failed commit; it doubles up to
+/// [`RECOVERY_MAX_WAIT`].
+const RECOVERY_FIRST_WAIT: Duration = Duration::from_millis(100);
+const RECOVERY_MAX_WAIT: Duration = Duration::from_secs(2);
 
 /// How often retention looks for finished jobs past `--retain-days`.
 pub const RETENTION_SCAN_MS: u64 = 60_000;
@@ -691,11 +702,21 @@ fn next_page(limit: usize, bytes: usize) -> usize {
     }
 }
 
-impl Dispatcher {
-    /// Builds the dispatcher from what the store loaded, loading the tasks that are not
-    /// final page by page, and returns it with its handle.
-    pub async fn new(loaded: Loaded, mut writer: Writer, settings: Settings) -> Result<(Dispatcher, Handle), Error> {
-        let now = now_ms();
+/// The dispatcher's state that comes from the database (at start, and again after a failed
+/// commit).
+struct FromDb {
+    sched: Scheduler,
+    writer: Writer,
+    next_task_id: i64,
+    context: Context,
+    purge_pending: bool,
+    schedules: BTreeMap<String, schedules::Scheduled>,
+}
+
+impl FromDb {
+    /// The scheduler rebuilt from what the store loaded, loading the tasks that are not final
+    /// page by page.
+    async fn load(loaded: Loaded, mut writer: Writer, settings: &Settings, now: u64) -> Result<FromDb, Error> {
         let mut sched = Scheduler::new(settings.limits);
         sched.set_clock(now);
         sched.set_label_limits(settings.label_limits.clone());
@@ -710,29 +731,98 @@ impl Dispatcher {
             restore_job(&mut writer, &mut sched, &j.job_id, now).await?;
         }
         sched.finish_restore();
-        let context = Context::load(loaded.context);
-        let (tx, rx) = mpsc::channel(COMMAND_BUFFER);
-        let d = Dispatcher {
+        Ok(FromDb {
             sched,
             writer,
-            settings,
             next_task_id: loaded.max_task_id + 1,
+            context: Context::load(loaded.context),
+            purge_pending: loaded.purge_pending,
+            schedules: loaded.schedules.into_iter().filter_map(schedules::Scheduled::load).collect(),
+        })
+    }
+}
+
+impl Dispatcher {
+    /// Builds the dispatcher from what the store loaded, loading the tasks that are not
+    /// final page by page, and returns it with its handle.
+    pub async fn new(loaded: Loaded, writer: Writer, settings: Settings) -> Result<(Dispatcher, Handle), Error> {
+        let now = now_ms();
+        let db = FromDb::load(loaded, writer, &settings, now).await?;
+        let (tx, rx) = mpsc::channel(COMMAND_BUFFER);
+        let d = Dispatcher {
+            sched: db.sched,
+            writer: db.writer,
+            settings,
+            next_task_id: db.next_task_id,
             next_session: 1,
-            context,
+            context: db.context,
             sessions: HashMap::new(),
             feeds: Feeds::default(),
             rx,
             deferred: VecDeque::new(),
             pruned_ms: 0,
-            purge_pending: loaded.purge_pending,
+            purge_pending: db.purge_pending,
             retention_due_ms: now,
             described: HashMap::new(),
             throughput: Default::default(),
             recent_failures: VecDeque::with_capacity(fleet::RECENT_FAILURES),
             live_output: HashMap::new(),
-            schedules: loaded.schedules.into_iter().filter_map(schedules::Scheduled::load).collect(),
+            schedules: db.schedules,
         };
         Ok((d, Handle { tx }))
+    }
+
+    /// After a failed commit (memory is then ahead of the database): stops serving, ends
+    /// every worker's and watcher's stream (what they were told may not be committed), refuses
+    /// commands with UNAVAILABLE, and tries the database again with backoff until it reloads
+    /// all state from what is committed; then serves again. Workers re-register with their
+    /// running attempts and watchers resume from their last seq, as after a restart. Returns
+    /// the error only if shutdown comes first.
+    async fn recover(&mut self, cause: Error, shutdown: &CancellationToken) -> Result<(), Error> {
+        tracing::error!(error = %cause, "a commit failed: not serving; reloading from the database once it answers");
+        self.settings.serving.send_replace(false);
+        crate::metrics::set_up(false);
+        self.sessions.clear();
+        self.feeds.clear();
+        self.deferred.clear();
+        self.described.clear();
+        self.live_output.clear();
+        let mut wait = RECOVERY_FIRST_WAIT;
+        loop {
+            // Commands that come meanwhile are dropped: their callers get UNAVAILABLE.
+            let deadline = tokio::time::sleep(wait);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Err(cause),
+                    _ = &mut deadline => break,
+                    c = self.rx.recv() => if c.is_none() { return Err(cause) },
+                }
+            }
+            let reopened = match crate::store::reopen(&self.settings.target, self.settings.durability).await {
+                Ok((writer, loaded)) => FromDb::load(loaded, writer, &self.settings, now_ms()).await,
+                Err(e) => Err(e),
+            };
+            match reopened {
+                Ok(db) => {
+                    let live = db.sched.live_tasks();
+                    self.sched = db.sched;
+                    self.writer = db.writer;
+                    self.next_task_id = db.next_task_id;
+                    self.context = db.context;
+                    self.purge_pending = db.purge_pending;
+                    self.schedules = db.schedules;
+                    tracing::info!(live_tasks = live, "reloaded from the database; serving again");
+                    self.settings.serving.send_replace(true);
+                    crate::metrics::set_up(true);
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_ms = wait.as_millis() as u64, "the database is not back yet")
+                }
+            }
+            wait = (wait * 2).min(RECOVERY_MAX_WAIT);
+        }
     }
 
     /// Tasks not final, loaded in memory.
@@ -741,8 +831,9 @@ impl Dispatcher {
     }
 
     /// Runs until `shutdown` is cancelled (or every handle is dropped), then ends the
-    /// workers' and watchers' streams and closes the database. An error is a failed commit:
-    /// memory is then ahead of the database and the process must restart from the database.
+    /// workers' and watchers' streams and closes the database. A failed commit does not stop
+    /// it: it reloads from the database (`recover`); an error is a failed commit that shutdown
+    /// interrupted before the database came back.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), Error> {
         loop {
             let mut deadline = [self.sched.next_deadline(), self.next_tick()].into_iter().flatten().min();
@@ -776,9 +867,12 @@ impl Dispatcher {
                 None
             };
             let cmds = self.next_batch(first);
-            self.process(cmds).await?;
-            if self.rx.is_empty() && self.deferred.is_empty() {
-                self.housekeeping().await?;
+            let mut done = self.process(cmds).await;
+            if done.is_ok() && self.rx.is_empty() && self.deferred.is_empty() {
+                done = self.housekeeping().await;
+            }
+            if let Err(e) = done {
+                self.recover(e, &shutdown).await?;
             }
         }
         tracing::info!("dispatcher stopping");
@@ -851,8 +945,7 @@ impl Dispatcher {
         if !b.writes.is_empty() {
             let started = Instant::now();
             if let Err(e) = self.writer.commit(&b.writes, now as i64).await {
-                tracing::error!(error = %e, "commit failed; stopping so that a restart reloads the database");
-                let err = Error::Unavailable("the coordinator could not commit; retry after it restarts".into());
+                let err = Error::Unavailable("the coordinator could not commit; retry".into());
                 for r in b.replies {
                     r(Some(&err));
                 }
@@ -929,7 +1022,7 @@ impl Dispatcher {
             return Ok(());
         }
         // As for any batch: memory is ahead of the database if this fails, so the dispatcher
-        // stops and the restart reloads from the database.
+        // reloads from the database (`recover`).
         self.writer.commit(&b.writes, now_ms() as i64).await?;
         tracing::info!(jobs = b.writes.delete_jobs.len(), "retention: finished jobs removed");
         Ok(())

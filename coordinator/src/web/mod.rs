@@ -9,7 +9,6 @@ pub mod events;
 pub mod pages;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::Router;
@@ -35,7 +34,6 @@ pub struct Ctx {
     /// the dashboard's API.
     svc: Services,
     metrics: PrometheusHandle,
-    db: PathBuf,
     shutdown: CancellationToken,
 }
 
@@ -43,11 +41,10 @@ pub struct Ctx {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     svc: Services,
-    db: PathBuf,
     tls: Option<crate::tls::Tls>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let ctx = Ctx { svc, metrics: crate::metrics::install(), db, shutdown: shutdown.clone() };
+    let ctx = Ctx { svc, metrics: crate::metrics::install(), shutdown: shutdown.clone() };
     // Histogram samples wait in the recorder until folded into their buckets: fold them
     // every few seconds, scraped or not, so memory stays flat.
     let (upkeep, stop) = (ctx.metrics.clone(), shutdown.clone());
@@ -136,14 +133,6 @@ async fn serve_https(
     }
 }
 
-/// Bytes of the database: the main file and its write-ahead log.
-pub fn db_bytes(db: &std::path::Path) -> u64 {
-    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let mut wal = db.as_os_str().to_owned();
-    wal.push("-wal");
-    size(db) + size(std::path::Path::new(&wal))
-}
-
 /// The caller an HTTP request's `authorization: Bearer <token>` names (with an auth file).
 fn caller(ctx: &Ctx, headers: &HeaderMap) -> Result<auth::Caller, tonic::Status> {
     ctx.svc.auth.authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
@@ -167,7 +156,7 @@ async fn metrics(State(ctx): State<Ctx>, headers: HeaderMap) -> axum::response::
     }
     // A dispatcher that does not answer leaves the gauges as they were; /healthz says why.
     if let Ok(Ok(stats)) = tokio::time::timeout(STATS_TIMEOUT, ctx.svc.handle.stats()).await {
-        crate::metrics::set_stats(&stats, db_bytes(&ctx.db));
+        crate::metrics::set_stats(&stats, ctx.svc.store.size_bytes().await);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], ctx.metrics.render()).into_response()
 }

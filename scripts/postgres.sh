@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# A throwaway Postgres for tests and benchmarks: a temporary data directory, a free port on
+# 127.0.0.1, run as a non-root user (Debian's `postgres` when run as root). Installs Debian's
+# postgresql package when it is missing.
+#
+#   eval "$(scripts/postgres.sh start [--durable])"   # exports ORCA_TEST_POSTGRES, ORCA_TEST_PGDATA
+#   scripts/postgres.sh restart "$ORCA_TEST_PGDATA"   # pg_ctl restart (fast shutdown)
+#   scripts/postgres.sh stop "$ORCA_TEST_PGDATA"      # stops it and removes the directory
+#
+# `start` prints the exports on stdout (its log goes to stderr). The cluster has one
+# superuser, `orca`, trusted on loopback. Without --durable it runs with fsync=off (tests:
+# faster, and nothing there outlives the machine); benchmarks pass --durable.
+set -euo pipefail
+
+log() { echo "postgres.sh: $*" >&2; }
+
+bindir() {
+    local d
+    for d in /usr/lib/postgresql/*/bin; do
+        [ -x "$d/pg_ctl" ] && { echo "$d"; return 0; }
+    done
+    command -v pg_ctl >/dev/null 2>&1 && { dirname "$(command -v pg_ctl)"; return 0; }
+    return 1
+}
+
+install_postgres() {
+    log "installing Debian's postgresql package"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >&2 || true
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >&2
+}
+
+# Runs a command as the cluster's owner: `postgres` when we are root, else ourselves.
+as_owner() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+start() {
+    local durable=0
+    [ "${1:-}" = "--durable" ] && durable=1
+    local bin
+    bin=$(bindir) || { install_postgres; bin=$(bindir); }
+    if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+        useradd --system --home-dir /var/lib/postgresql --shell /bin/sh postgres
+    fi
+    local dir port
+    dir=$(mktemp -d /tmp/orca-pg.XXXXXX)
+    chmod 755 "$dir"
+    [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
+    port=$(free_port)
+    as_owner "$bin/initdb" -D "$dir/data" -U orca --auth=trust -E UTF8 --no-locale >"$dir/initdb.log" 2>&1 \
+        || { cat "$dir/initdb.log" >&2; exit 1; }
+    local fsync="off"
+    [ "$durable" -eq 1 ] && fsync="on"
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/data/server.log" -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir/data \
+            -c fsync=$fsync -c max_connections=400 -c shared_buffers=256MB" start >&2
+    echo "$bin" >"$dir/bin"
+    log "Postgres on 127.0.0.1:$port, data in $dir/data (fsync=$fsync)"
+    echo "export ORCA_TEST_POSTGRES=postgres://orca@127.0.0.1:$port/postgres"
+    echo "export ORCA_TEST_PGDATA=$dir"
+}
+
+restart() {
+    local dir=$1
+    as_owner "$(cat "$dir/bin")/pg_ctl" -D "$dir/data" -w -t 60 -m fast restart >&2
+}
+
+stop() {
+    local dir=$1
+    [ -d "$dir/data" ] || return 0
+    as_owner "$(cat "$dir/bin")/pg_ctl" -D "$dir/data" -w -t 60 -m fast stop >&2 || true
+    rm -rf "$dir"
+}
+
+case "${1:-}" in
+    start) shift; start "$@" ;;
+    restart) restart "$2" ;;
+    stop) stop "$2" ;;
+    *) echo "usage: $0 start [--durable] | restart DIR | stop DIR" >&2; exit 2 ;;
+esac
