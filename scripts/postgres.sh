@@ -5,6 +5,8 @@
 #
 #   eval "$(scripts/postgres.sh start [--durable])"   # exports ORCA_TEST_POSTGRES, ORCA_TEST_PGDATA
 #   scripts/postgres.sh restart "$ORCA_TEST_PGDATA"   # pg_ctl restart (fast shutdown)
+#   scripts/postgres.sh halt "$ORCA_TEST_PGDATA"      # stops the server, keeps the data
+#   scripts/postgres.sh resume "$ORCA_TEST_PGDATA"    # starts it again after halt
 #   scripts/postgres.sh stop "$ORCA_TEST_PGDATA"      # stops it and removes the directory
 #
 # `start` prints the exports on stdout (its log goes to stderr). The cluster has one
@@ -61,10 +63,10 @@ start() {
         || { cat "$dir/initdb.log" >&2; exit 1; }
     local fsync="off"
     [ "$durable" -eq 1 ] && fsync="on"
-    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/data/server.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir/data \
-            -c fsync=$fsync -c max_connections=400 -c shared_buffers=256MB" start >&2
     echo "$bin" >"$dir/bin"
+    echo "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir/data \
+-c fsync=$fsync -c max_connections=400 -c shared_buffers=256MB" >"$dir/opts"
+    resume "$dir"
     log "Postgres on 127.0.0.1:$port, data in $dir/data (fsync=$fsync)"
     echo "export ORCA_TEST_POSTGRES=postgres://orca@127.0.0.1:$port/postgres"
     echo "export ORCA_TEST_PGDATA=$dir"
@@ -72,7 +74,18 @@ start() {
 
 restart() {
     local dir=$1
-    as_owner "$(cat "$dir/bin")/pg_ctl" -D "$dir/data" -w -t 60 -m fast restart >&2
+    as_owner "$(cat "$dir/bin")/pg_ctl" -D "$dir/data" -l "$dir/data/server.log" -w -t 60 -m fast restart >&2
+}
+
+halt() {
+    local dir=$1
+    as_owner "$(cat "$dir/bin")/pg_ctl" -D "$dir/data" -w -t 60 -m fast stop >&2
+}
+
+resume() {
+    local dir=$1
+    as_owner "$(cat "$dir/bin")/pg_ctl" -D "$dir/data" -l "$dir/data/server.log" -w -t 60 \
+        -o "$(cat "$dir/opts")" start >&2
 }
 
 stop() {
@@ -85,6 +98,8 @@ stop() {
 case "${1:-}" in
     start) shift; start "$@" ;;
     restart) restart "$2" ;;
+    halt) halt "$2" ;;
+    resume) resume "$2" ;;
     stop) stop "$2" ;;
-    *) echo "usage: $0 start [--durable] | restart DIR | stop DIR" >&2; exit 2 ;;
+    *) echo "usage: $0 start [--durable] | restart DIR | halt DIR | resume DIR | stop DIR" >&2; exit 2 ;;
 esac

@@ -34,9 +34,21 @@ impl From<sqlx::Error> for Error {
             // busy; the caller may retry.
             sqlx::Error::PoolClosed => Error::Unavailable("the coordinator is shutting down".into()),
             sqlx::Error::PoolTimedOut => Error::Unavailable("the coordinator is busy; retry".into()),
+            // The database cannot be reached (Postgres restarting, a cut network): the
+            // coordinator recovers once it can, so the caller may retry.
+            sqlx::Error::Io(e) => Error::Unavailable(format!("the database is unreachable ({e}); retry")),
+            sqlx::Error::Database(d) if d.code().is_some_and(|c| unreachable(&c)) => {
+                Error::Unavailable(format!("the database is unavailable ({}); retry", d.message()))
+            }
             e => Error::Database(Arc::new(e)),
         }
     }
+}
+
+/// Postgres error codes that mean the server is going away or not accepting work yet:
+/// class 08 (connection exceptions), 57P01-57P03 (shutting down, cannot connect now).
+fn unreachable(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
 }
 
 impl From<Refusal> for Error {

@@ -62,8 +62,13 @@ impl CoordinatorConfig {
         self
     }
 
+    /// `dir/orca.db`; with `ORCA_E2E_DB=postgres`, a Postgres database on the server
+    /// `ORCA_TEST_POSTGRES` names, one per directory (the coordinator creates it).
     pub fn db(&self) -> PathBuf {
-        self.dir.join("orca.db")
+        match e2e_postgres() {
+            Some(server) => PathBuf::from(postgres_database(&server, &database_name(&self.dir))),
+            None => self.dir.join("orca.db"),
+        }
     }
 
     pub fn log(&self) -> PathBuf {
@@ -73,6 +78,36 @@ impl CoordinatorConfig {
     fn addr_file(&self) -> PathBuf {
         self.dir.join("addr")
     }
+}
+
+/// The Postgres server the end-to-end runs use, when `ORCA_E2E_DB=postgres` (its URL in
+/// `ORCA_TEST_POSTGRES`; `scripts/postgres.sh` starts one). Panics when the switch is on
+/// without a server: a run meant for Postgres must not quietly use SQLite.
+pub fn e2e_postgres() -> Option<String> {
+    if std::env::var("ORCA_E2E_DB").ok()? != "postgres" {
+        return None;
+    }
+    match std::env::var("ORCA_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => panic!("ORCA_E2E_DB=postgres needs ORCA_TEST_POSTGRES (eval \"$(scripts/postgres.sh start)\")"),
+    }
+}
+
+/// `server` (a `postgres://` URL) with its database replaced by `name`.
+pub fn postgres_database(server: &str, name: &str) -> String {
+    let (base, query) = server.split_once('?').map_or((server, ""), |(b, q)| (b, q));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let sep = if query.is_empty() { "" } else { "?" };
+    format!("{}/{name}{sep}{query}", &base[..host_end])
+}
+
+/// A database name for a directory: the same for the same directory (restarts find it).
+fn database_name(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut h);
+    format!("orca_e2e_{:016x}", h.finish())
 }
 
 /// A running coordinator; killed and reaped when dropped.

@@ -29,6 +29,11 @@ pub use orca_harness::process::signal;
 /// Generous bound on anything a test waits for.
 pub const WAIT: Duration = Duration::from_secs(120);
 
+/// Whether this is the Postgres pass of the end-to-end tests (`ORCA_E2E_DB=postgres`).
+pub fn on_postgres() -> bool {
+    orca_harness::coordinator::e2e_postgres().is_some()
+}
+
 /// Path of a workspace binary, next to the test executable's `deps/` directory.
 pub fn binary(name: &str) -> PathBuf {
     let dir = orca_harness::binary_dir().expect("target dir");

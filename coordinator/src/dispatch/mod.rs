@@ -255,7 +255,7 @@ pub struct Handle {
 }
 
 fn gone() -> Error {
-    Error::Unavailable("the coordinator is shutting down".into())
+    Error::Unavailable("the coordinator is not serving (shutting down, or reloading from its database); retry".into())
 }
 
 impl Handle {
@@ -772,18 +772,19 @@ impl Dispatcher {
         Ok((d, Handle { tx }))
     }
 
-    /// After a failed commit (memory is then ahead of the database): stops serving, ends
-    /// every worker's and watcher's stream (what they were told may not be committed), refuses
-    /// commands with UNAVAILABLE, and tries the database again with backoff until it reloads
-    /// all state from what is committed; then serves again. Workers re-register with their
-    /// running attempts and watchers resume from their last seq, as after a restart. Returns
-    /// the error only if shutdown comes first.
+    /// After a failed commit (memory is then ahead of the database): stops serving, ends every
+    /// worker's stream, refuses commands with UNAVAILABLE, and tries the database again with
+    /// backoff until it reloads all state from what is committed; then serves again. Workers
+    /// re-register with their running attempts, as after a restart. Watchers keep their
+    /// streams: only committed events were ever published, so the reloaded sequence numbers
+    /// go on from the last one they saw. Returns the error only if shutdown comes first.
     async fn recover(&mut self, cause: Error, shutdown: &CancellationToken) -> Result<(), Error> {
         tracing::error!(error = %cause, "a commit failed: not serving; reloading from the database once it answers");
         self.settings.serving.send_replace(false);
         crate::metrics::set_up(false);
-        self.sessions.clear();
-        self.feeds.clear();
+        for (_, s) in self.sessions.drain() {
+            s.ended.cancel();
+        }
         self.deferred.clear();
         self.described.clear();
         self.live_output.clear();

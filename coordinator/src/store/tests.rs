@@ -26,19 +26,11 @@ fn backends(dir: &Path) -> Vec<Target> {
 }
 
 /// `url` with its database replaced by a new name (the store creates it on open).
-pub(crate) fn fresh_database(url: &str) -> String {
+fn fresh_database(url: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let name = format!("orca_store_{}_{}_{n}", std::process::id(), now_nanos() % 1_000_000_000);
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let server = match base.rsplit_once('/') {
-        Some((server, _)) if server.contains("//") && server.len() > server.find("//").unwrap() + 2 => server,
-        _ => base,
-    };
-    format!("{server}/{name}{query}")
+    orca_harness::coordinator::postgres_database(url, &name)
 }
 
 fn now_nanos() -> u128 {
