@@ -1,7 +1,9 @@
-//! Reads what the coordinator left in its SQLite database, after it stopped: the job's tasks
-//! (the spec and result blobs decoded with the generated `pb` types), their dependencies,
-//! the job's counters and `PRAGMA integrity_check`. Read-only, except [`tamper_fencing`], the
-//! negative control that must make the run fail.
+//! Reads what the coordinator left in its database (SQLite, or Postgres in a run with
+//! `ORCA_E2E_DB=postgres`), after it stopped: the job's tasks (the spec and result blobs
+//! decoded with the generated `pb` types), their dependencies, the job's counters and, on
+//! SQLite, `PRAGMA integrity_check`. Read-only, except [`tamper_fencing`], the negative
+//! control that must make the run fail. The statements use `$N` placeholders, which both
+//! backends take.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -9,7 +11,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use orca_proto::pb;
 use prost::Message;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::AnyConnection;
 use sqlx::{Connection, Row};
 
 /// A task's row.
@@ -37,19 +39,34 @@ pub struct DbJob {
     pub undecodable: Vec<i64>,
 }
 
-async fn connect(db: &Path, read_only: bool) -> Result<SqliteConnection> {
-    let opts = SqliteConnectOptions::new().filename(db).read_only(read_only);
-    SqliteConnection::connect_with(&opts).await.with_context(|| format!("open {}", db.display()))
+/// Whether `db` (the coordinator's `--db`) is a Postgres URL.
+fn postgres(db: &Path) -> bool {
+    db.to_str().is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+}
+
+async fn connect(db: &Path, read_only: bool) -> Result<AnyConnection> {
+    sqlx::any::install_default_drivers();
+    let url = if postgres(db) {
+        db.display().to_string()
+    } else {
+        format!("sqlite://{}?mode={}", db.display(), if read_only { "ro" } else { "rw" })
+    };
+    AnyConnection::connect(&url).await.with_context(|| format!("open {}", db.display()))
 }
 
 pub async fn read(db: &Path, job: &str) -> Result<DbJob> {
     let mut conn = connect(db, true).await?;
-    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&mut conn).await?;
+    // Postgres checks its own pages (data checksums, amcheck); SQLite's check is cheap here.
+    let integrity: String = if postgres(db) {
+        "ok".into()
+    } else {
+        sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&mut conn).await?
+    };
     let mut out =
         DbJob { integrity, tasks: BTreeMap::new(), deps: HashMap::new(), counters: None, undecodable: Vec::new() };
     let rows = sqlx::query(
-        "SELECT task_id, state, attempt, lost_leases, IFNULL(cancel_cause, 0), reason, spec, result
-         FROM tasks WHERE job_id = ? ORDER BY task_id",
+        "SELECT task_id, state, attempt, lost_leases, coalesce(cancel_cause, 0), reason, spec, result
+         FROM tasks WHERE job_id = $1 ORDER BY task_id",
     )
     .bind(job)
     .fetch_all(&mut conn)
@@ -73,7 +90,7 @@ pub async fn read(db: &Path, job: &str) -> Result<DbJob> {
         out.tasks.insert(id, task);
     }
     let deps: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT d.task_id, d.depends_on FROM task_deps d JOIN tasks t ON t.task_id = d.task_id WHERE t.job_id = ?",
+        "SELECT d.task_id, d.depends_on FROM task_deps d JOIN tasks t ON t.task_id = d.task_id WHERE t.job_id = $1",
     )
     .bind(job)
     .fetch_all(&mut conn)
@@ -82,7 +99,7 @@ pub async fn read(db: &Path, job: &str) -> Result<DbJob> {
         out.deps.entry(task).or_default().push(on);
     }
     let counters: Option<(i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT n_waiting, n_pending, n_in_progress, n_completed, n_failed, n_cancelled FROM jobs WHERE job_id = ?",
+        "SELECT n_waiting, n_pending, n_in_progress, n_completed, n_failed, n_cancelled FROM jobs WHERE job_id = $1",
     )
     .bind(job)
     .fetch_optional(&mut conn)
@@ -97,7 +114,7 @@ pub async fn tamper_fencing(db: &Path, job: &str, n: usize) -> Result<u64> {
     let mut conn = connect(db, false).await?;
     let done = sqlx::query(
         "UPDATE tasks SET attempt = attempt + 1 WHERE task_id IN
-         (SELECT task_id FROM tasks WHERE job_id = ? AND state = 4 ORDER BY task_id LIMIT ?)",
+         (SELECT task_id FROM tasks WHERE job_id = $1 AND state = 4 ORDER BY task_id LIMIT $2)",
     )
     .bind(job)
     .bind(n as i64)

@@ -90,7 +90,8 @@ async fn run(args: Args, dir: &Path) -> Result<bool> {
     let driven = r.drive().await;
     r.stop().await;
     driven?;
-    let db_path = dir.join("orca.db");
+    // The coordinator's --db: the file in `dir`, or its Postgres database.
+    let db_path = orca_harness::CoordinatorConfig::new(Default::default(), dir).db();
     if r.args.tamper_fencing > 0 {
         let n = db::tamper_fencing(&db_path, &r.job, r.args.tamper_fencing).await?;
         eprintln!("orca-chaos: TAMPERED with {n} completed tasks; this run must fail");
