@@ -8,6 +8,8 @@
 #   scripts/chaos.sh --ci            5,000 tasks, 3 coordinator + 10 worker kills (debug build;
 #                                    the default when CI=true)
 #   scripts/chaos.sh                 full size: 100,000 tasks, 10 + 50 kills (release build)
+#   scripts/chaos.sh --ci --postgres the coordinator on Postgres (a throwaway server from
+#                                    scripts/postgres.sh, or ORCA_TEST_POSTGRES when set)
 #   scripts/chaos.sh --ci --seed 7   any further flag goes to orca-chaos (later ones win);
 #                                    see `target/debug/orca-chaos --help`
 # --debug / --release choose the build profile (default: debug at CI size, release at full).
@@ -17,6 +19,7 @@ cd "$(dirname "$0")/.."
 size=full
 if [ "${CI:-}" = true ]; then size=ci; fi
 profile=
+postgres=0
 pass=()
 for a in "$@"; do
   case "$a" in
@@ -24,6 +27,7 @@ for a in "$@"; do
     --full) size=full ;;
     --release) profile=release ;;
     --debug) profile=debug ;;
+    --postgres) postgres=1 ;;
     *) pass+=("$a") ;;
   esac
 done
@@ -39,5 +43,13 @@ build=(cargo build --quiet -p orca-coordinator -p orca-worker -p orca-bench)
 if [ "$profile" = release ]; then build+=(--release); fi
 echo "== chaos: building ($profile)" >&2
 "${build[@]}"
+if [ "$postgres" = 1 ]; then
+  if [ -z "${ORCA_TEST_POSTGRES:-}" ]; then
+    eval "$(scripts/postgres.sh start --durable)"
+    trap 'scripts/postgres.sh stop "$ORCA_TEST_PGDATA"' EXIT
+  fi
+  export ORCA_TEST_POSTGRES ORCA_E2E_DB=postgres
+  echo "== chaos: the coordinator on Postgres ($ORCA_TEST_POSTGRES)" >&2
+fi
 echo "== chaos: size $size: target/$profile/orca-chaos ${sized[*]} ${pass[*]}" >&2
-exec "target/$profile/orca-chaos" "${sized[@]}" "${pass[@]}"
+"target/$profile/orca-chaos" "${sized[@]}" "${pass[@]}"

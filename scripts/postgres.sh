@@ -10,7 +10,8 @@
 #   scripts/postgres.sh stop "$ORCA_TEST_PGDATA"      # stops it and removes the directory
 #
 # `start` prints the exports on stdout (its log goes to stderr). The cluster has one
-# superuser, `orca`, trusted on loopback. Without --durable it runs with fsync=off (tests:
+# superuser, `orca`, trusted on loopback. It serves TLS too (ssl=on, a certificate for
+# 127.0.0.1 from a CA made here: ORCA_TEST_PG_CA), for the tests of --db-ssl-mode. Without --durable it runs with fsync=off (tests:
 # faster, and nothing there outlives the machine); benchmarks pass --durable.
 set -euo pipefail
 
@@ -46,6 +47,23 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# A CA and a server certificate for 127.0.0.1 signed by it, in DIR/tls (the key readable by
+# the cluster's owner alone, as Postgres requires).
+make_certs() {
+    local t=$1/tls
+    mkdir -p "$t"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=orca test CA" \
+        -keyout "$t/ca.key" -out "$t/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+        -keyout "$t/server.key" -out "$t/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$t/ext"
+    openssl x509 -req -in "$t/server.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+        -days 2 -extfile "$t/ext" -out "$t/server.pem" 2>/dev/null
+    chmod 600 "$t/server.key"
+    [ "$(id -u)" -eq 0 ] && chown -R postgres "$t"
+    chmod 644 "$t/ca.pem"
+}
+
 start() {
     local durable=0
     [ "${1:-}" = "--durable" ] && durable=1
@@ -63,13 +81,16 @@ start() {
         || { cat "$dir/initdb.log" >&2; exit 1; }
     local fsync="off"
     [ "$durable" -eq 1 ] && fsync="on"
+    make_certs "$dir"
     echo "$bin" >"$dir/bin"
     echo "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir/data \
--c fsync=$fsync -c max_connections=400 -c shared_buffers=256MB" >"$dir/opts"
+-c fsync=$fsync -c max_connections=400 -c shared_buffers=256MB \
+-c ssl=on -c ssl_cert_file=$dir/tls/server.pem -c ssl_key_file=$dir/tls/server.key" >"$dir/opts"
     resume "$dir"
     log "Postgres on 127.0.0.1:$port, data in $dir/data (fsync=$fsync)"
     echo "export ORCA_TEST_POSTGRES=postgres://orca@127.0.0.1:$port/postgres"
     echo "export ORCA_TEST_PGDATA=$dir"
+    echo "export ORCA_TEST_PG_CA=$dir/tls/ca.pem"
 }
 
 restart() {

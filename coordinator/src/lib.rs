@@ -1,4 +1,4 @@
-//! Orca's coordinator: the authoritative task queue in SQLite, the scheduler, and the gRPC
+//! Orca's coordinator: the authoritative task queue in SQLite or Postgres, the scheduler, and the gRPC
 //! services (`orca.v1.Orchestrator`, `orca.v1.WorkerGateway`, health, reflection).
 //!
 //! # Layout, along the data path
@@ -10,7 +10,7 @@
 //! - [`dispatch`]: the one actor that owns the scheduler and the database writer; it applies
 //!   commands in batches, commits each batch once, then answers, assigns and publishes.
 //! - [`queue`]: the pure state machine and scheduler (no tokio, sqlx or tonic).
-//! - [`store`]: SQLite through sqlx: migrations, batched writes, reads.
+//! - [`store`]: SQLite or Postgres through sqlx: migrations, batched writes, reads.
 //!
 //! [`run`] wires them together and serves until the shutdown token is cancelled.
 

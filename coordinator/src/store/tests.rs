@@ -252,3 +252,30 @@ async fn a_newer_schema_is_refused() {
         assert!(err.contains("999") && err.contains("newer"), "{err}");
     }
 }
+
+/// `--db-ssl-mode verify-full` with `--db-ssl-root-cert`: the connections are TLS, and a
+/// server whose certificate the given CA did not sign is refused. (`scripts/postgres.sh`
+/// serves TLS with a CA of its own, `ORCA_TEST_PG_CA`.)
+#[tokio::test]
+async fn postgres_over_tls_verifies_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(Target::Postgres(plain)) = backends(dir.path()).pop() else { return };
+    let ca = std::env::var("ORCA_TEST_PG_CA").expect("ORCA_TEST_PG_CA (set by scripts/postgres.sh start)");
+    let ca = std::path::PathBuf::from(ca);
+    let verified = postgres::Settings {
+        ssl_mode: Some(sqlx::postgres::PgSslMode::VerifyFull),
+        ssl_root_cert: Some(ca.clone()),
+        ..plain.clone()
+    };
+    let (store, mut writer, _) = postgres::open(&verified, Durability::Full).await.unwrap();
+    let tls: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(writer.conn())
+        .await
+        .unwrap();
+    assert!(tls, "the writer's connection is not TLS");
+    store.close().await;
+    // As the root, a certificate that did not sign the server's (the server's own, not a CA).
+    let wrong = postgres::Settings { ssl_root_cert: Some(ca.with_file_name("server.pem")), ..verified };
+    let err = postgres::open(&wrong, Durability::Full).await.unwrap_err().to_string();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
