@@ -4,7 +4,7 @@
 //! stop and skips it, saying so. The tests of this file run one at a time (they stop the
 //! shared server), and no other test binary runs beside them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use orca_e2e::workers::{WorkerProc, until_async};
@@ -23,7 +23,7 @@ fn server() -> Option<(PathBuf, String)> {
     Some((PathBuf::from(data), script))
 }
 
-fn pg(script: &str, verb: &str, data: &PathBuf) {
+fn pg(script: &str, verb: &str, data: &Path) {
     let out = std::process::Command::new(script).args([verb, data.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "postgres.sh {verb}: {}", String::from_utf8_lossy(&out.stderr));
 }
