@@ -45,6 +45,11 @@ pub struct Config {
     #[arg(long, env = "ORCA_DB", default_value = "orca.db")]
     pub db: PathBuf,
 
+    /// How other coordinators, workers and clients reach this one (a URL), told to them by
+    /// standbys while this one leads (default: the bound address; the host name for 0.0.0.0).
+    #[arg(long, env = "ORCA_ADVERTISE_ADDR", value_parser = advertise_url)]
+    pub advertise_addr: Option<String>,
+
     /// Postgres: read connections in the pool (the writer holds one more).
     #[arg(long, env = "ORCA_DB_POOL_SIZE", default_value_t = crate::store::READERS, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub db_pool_size: u32,
@@ -139,6 +144,14 @@ pub struct Config {
     pub job_webhook: Option<String>,
 }
 
+fn advertise_url(s: &str) -> Result<String, String> {
+    let ok = (s.starts_with("http://") || s.starts_with("https://")) && s.len() > "https://".len();
+    match s.parse::<http::Uri>() {
+        Ok(u) if ok && u.host().is_some() => Ok(s.to_string()),
+        _ => Err(format!("{s:?} is not an http:// or https:// URL with a host")),
+    }
+}
+
 /// A Postgres `sslmode`.
 #[derive(Clone, Copy, Debug)]
 pub struct SslMode(pub sqlx::postgres::PgSslMode);
@@ -188,14 +201,16 @@ impl Config {
         }
     }
 
-    /// The database `--db` names, with the Postgres connection flags.
-    pub fn target(&self) -> Target {
+    /// The database `--db` names, with the Postgres connection flags and the address this
+    /// coordinator advertises while it leads.
+    pub fn target(&self, advertise: &str) -> Target {
         let pg = crate::store::postgres::Settings {
             url: String::new(),
             pool_size: self.db_pool_size,
             statement_timeout: std::time::Duration::from_secs(self.db_statement_timeout),
             ssl_mode: self.db_ssl_mode.map(|m| m.0),
             ssl_root_cert: self.db_ssl_root_cert.clone(),
+            advertise: advertise.to_string(),
         };
         Target::new(&self.db, pg)
     }

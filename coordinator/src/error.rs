@@ -25,6 +25,15 @@ pub enum Error {
     /// What the database holds cannot be used (a newer schema, an unreadable row).
     #[error("storage error: {0}")]
     Storage(String),
+    /// Another coordinator leads (Postgres): its advertised address.
+    #[error("this coordinator is a standby; the leader is at {}", if .0.is_empty() { "an unknown address" } else { .0.as_str() })]
+    NotLeader(String),
+    /// A write batch found another coordinator's epoch: this one lost the leadership, and its
+    /// batch was not committed.
+    #[error(
+        "this coordinator lost the leadership (another coordinator took over); nothing of this batch was committed"
+    )]
+    Fenced,
 }
 
 impl From<sqlx::Error> for Error {

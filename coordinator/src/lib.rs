@@ -28,6 +28,7 @@ pub mod notify;
 pub mod queue;
 pub mod schedule;
 pub mod service;
+pub mod serving;
 pub mod store;
 pub mod tls;
 pub mod validate;
@@ -108,28 +109,34 @@ pub async fn run_with_ready(
         // Without a /metrics to serve, no recorder: every metric call is then a no-op.
         metrics::install();
     }
+    // Bound first: the address a leader advertises to the others is the bound one.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
     notify::status("loading the database");
-    let target = config.target();
-    let (store, writer, loaded) = store::open(&target, config.durability()).await.map_err(StartError::Store)?;
-    let jobs = loaded.jobs.len();
+    let advertise = config.advertise_addr.clone().unwrap_or_else(|| default_advertise(addr, tls.is_some()));
+    let target = config.target(&advertise);
+    let (store, opened) = store::open(&target, config.durability()).await.map_err(StartError::Store)?;
+    let (jobs, serving) = match &opened {
+        store::Opened::Leader(_, loaded) => (loaded.jobs.len(), serving::Serving::Yes),
+        store::Opened::Standby(leader) => (0, serving::Serving::No(Error::NotLeader(leader.clone()).to_string())),
+    };
     let checkpointer = match &target {
         store::Target::Sqlite(path) => {
             Some(tokio::spawn(store::checkpointer(path.clone(), config.durability(), shutdown.clone())))
         }
         store::Target::Postgres(_) => None,
     };
-    let (serving, serving_rx) = tokio::sync::watch::channel(true);
+    let standby = matches!(serving, serving::Serving::No(_));
+    let (serving, serving_rx) = tokio::sync::watch::channel(serving);
     let settings = settings(&config, target.clone(), serving);
     let wake = settings.notices.clone();
-    let (dispatcher, handle) = dispatch::Dispatcher::new(loaded, writer, settings).await.map_err(StartError::Store)?;
+    let (dispatcher, handle) = dispatch::Dispatcher::new(opened, settings).await.map_err(StartError::Store)?;
     let live_tasks = dispatcher.live_tasks();
     let elapsed_ms = started.elapsed().as_millis() as u64;
-    tracing::info!(db = %target.describe(), jobs, live_tasks, elapsed_ms, "database loaded");
+    tracing::info!(db = %target.describe(), jobs, live_tasks, elapsed_ms, standby, %advertise, "database loaded");
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
     warn_if_exposed(addr, &auth, &tls);
     tokio::spawn(reload_on_sighup(auth.clone(), tls.clone(), shutdown.clone()));
 
@@ -155,6 +162,7 @@ pub async fn run_with_ready(
         auth: auth.clone(),
         workers: Default::default(),
         fleet: Default::default(),
+        serving: serving_rx.clone(),
     };
     let http = start_http(&config, &svc, &tls, &shutdown).await?;
     if let Some(path) = &config.addr_file {
@@ -256,7 +264,22 @@ fn security(config: &Config) -> Result<(auth::Auth, Option<tls::Tls>), StartErro
     Ok((auth, tls))
 }
 
-fn settings(config: &Config, target: store::Target, serving: tokio::sync::watch::Sender<bool>) -> dispatch::Settings {
+/// `--advertise-addr` when not set: the bound address (`http://`, or `https://` with TLS),
+/// with the host name in place of an unspecified IP (0.0.0.0 or ::).
+fn default_advertise(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    if addr.ip().is_unspecified() {
+        let host = orca_proto::contract::hostname();
+        return format!("{scheme}://{host}:{}", addr.port());
+    }
+    format!("{scheme}://{addr}")
+}
+
+fn settings(
+    config: &Config,
+    target: store::Target,
+    serving: tokio::sync::watch::Sender<serving::Serving>,
+) -> dispatch::Settings {
     dispatch::Settings {
         limits: queue::Limits {
             lease_ms: config.lease_seconds as u64 * 1_000,
@@ -286,13 +309,13 @@ fn write_addr_file(path: &std::path::Path, addr: SocketAddr) -> Result<(), Start
 /// cannot commit) until `shutdown`.
 async fn follow_health(
     health: tonic_health::server::HealthReporter,
-    mut serving: tokio::sync::watch::Receiver<bool>,
+    mut serving: tokio::sync::watch::Receiver<serving::Serving>,
     shutdown: CancellationToken,
 ) {
     use pb::orchestrator_server::OrchestratorServer;
     use pb::worker_gateway_server::WorkerGatewayServer;
     loop {
-        let up = *serving.borrow_and_update();
+        let up = *serving.borrow_and_update() == serving::Serving::Yes;
         if shutdown.is_cancelled() {
             return;
         }
@@ -316,11 +339,11 @@ async fn serve(
     svc: service::Services,
     listener: tokio::net::TcpListener,
     tls: Option<tls::Tls>,
-    serving: tokio::sync::watch::Receiver<bool>,
+    serving: tokio::sync::watch::Receiver<serving::Serving>,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     let (health, health_svc) = tonic_health::server::health_reporter();
-    tokio::spawn(follow_health(health.clone(), serving, shutdown.clone()));
+    tokio::spawn(follow_health(health.clone(), serving.clone(), shutdown.clone()));
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(orca_proto::FILE_DESCRIPTOR_SET)
@@ -345,6 +368,7 @@ async fn serve(
     tonic::transport::Server::builder()
         .layer(metrics::RpcLayer)
         .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
+        .layer(serving::ServingLayer(serving))
         .layer(auth::AuthLayer(svc.auth.clone()))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .http2_keepalive_interval(Some(ping))

@@ -32,6 +32,7 @@ impl From<Error> for Status {
             Error::ResourceExhausted(m) => Status::resource_exhausted(m),
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::Unavailable(m) => Status::unavailable(m),
+            e @ (Error::NotLeader(_) | Error::Fenced) => Status::unavailable(e.to_string()),
             e @ (Error::Database(_) | Error::Storage(_)) => {
                 tracing::error!(error = %e, "internal error");
                 Status::internal("internal error; see the coordinator's log")
@@ -52,6 +53,9 @@ pub struct Services {
     pub workers: Arc<Mutex<HashMap<String, Arc<str>>>>,
     /// The fleet shared by the WatchFleet streams.
     pub fleet: crate::fleet_watch::Hub,
+    /// Whether this coordinator serves (a standby, or one reloading from its database, does
+    /// not); `/healthz` says why not.
+    pub serving: tokio::sync::watch::Receiver<crate::serving::Serving>,
 }
 
 /// Worker ids bound to tokens at most (a worker token cannot grow the map without bound).

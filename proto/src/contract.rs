@@ -633,3 +633,11 @@ mod version_tests {
         assert_eq!(parse_version("10.20.30+build").unwrap(), (10, 20, 30));
     }
 }
+
+/// The host name (Linux's `/proc/sys/kernel/hostname`), or "localhost" when it cannot be
+/// read: a worker's default name, a coordinator's default advertised host.
+pub fn hostname() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name = name.trim();
+    if name.is_empty() { "localhost".into() } else { name.to_string() }
+}

@@ -214,15 +214,7 @@ fn agent_command(kind: AgentKind, given: Option<String>) -> Result<Option<String
 
 /// The host name, or "localhost" when it cannot be read.
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    let s = String::from_utf8_lossy(&buf[..end]).trim().to_string();
-    if s.is_empty() { "localhost".into() } else { s }
+    orca_proto::contract::hostname()
 }
 
 impl Args {

@@ -123,3 +123,13 @@ CREATE TABLE job_notices (
     created_at_ms   BIGINT NOT NULL,
     PRIMARY KEY (job_id, seq)
 );
+
+-- Standby coordinators: one row, the leader's epoch (raised by each coordinator that takes
+-- the leader lock; every write batch checks it, so a leader that lost the lock commits
+-- nothing after another took over) and the address it advertises.
+CREATE TABLE orca_leader (
+    epoch           BIGINT NOT NULL,
+    addr            TEXT NOT NULL,
+    since_ms        BIGINT NOT NULL
+);
+INSERT INTO orca_leader (epoch, addr, since_ms) VALUES (0, '', 0);

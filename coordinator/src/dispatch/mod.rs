@@ -36,7 +36,10 @@ use crate::queue::{
     Scheduler, Spend, State, StoredTask, TaskId, WorkerId,
 };
 use crate::schedule::Pattern;
-use crate::store::{JobInsert, JobUpdate, Loaded, Purge, RequestRecord, TaskInsert, TaskRow, WriteBatch, Writer};
+use crate::serving::Serving;
+use crate::store::{
+    JobInsert, JobUpdate, Loaded, Opened, Purge, RequestRecord, TaskInsert, TaskRow, WriteBatch, Writer,
+};
 use crate::validate::{CheckedTask, DepRef};
 
 /// Commands waiting for the dispatcher.
@@ -396,7 +399,25 @@ pub struct Settings {
     pub durability: crate::store::Durability,
     /// Whether the coordinator serves (the health service follows it): false while the
     /// database cannot commit and the dispatcher waits to reload from it.
-    pub serving: Arc<tokio::sync::watch::Sender<bool>>,
+    pub serving: Arc<tokio::sync::watch::Sender<Serving>>,
+}
+
+/// How often the leader looks at its lock's session, so that a leader whose lock is gone
+/// stops serving even while idle (its next write batch would be refused anyway).
+const LEADER_CHECK_MS: u64 = 1_000;
+
+/// How often a standby tries to take the leader lock.
+pub const STANDBY_POLL: Duration = Duration::from_millis(250);
+
+/// What refused calls are told while the dispatcher recovers from `cause`.
+fn not_serving(cause: &Error) -> Serving {
+    Serving::No(match cause {
+        Error::NotLeader(_) | Error::Fenced => cause.to_string(),
+        _ => {
+            "the coordinator is not serving: its database could not commit; it reloads once the database answers; retry"
+                .into()
+        }
+    })
 }
 
 /// The first wait before the database is tried again after a failed commit; it doubles up to
@@ -457,7 +478,12 @@ impl Batch {
 /// The dispatcher's state. See the module documentation.
 pub struct Dispatcher {
     sched: Scheduler,
-    writer: Writer,
+    /// `None` while a standby, or while recovering.
+    writer: Option<Writer>,
+    /// At start, a standby (the leader's address): `run` waits to lead first.
+    standby: Option<String>,
+    /// When the leader lock's session is looked at next (Postgres; ms).
+    leader_check_ms: u64,
     settings: Settings,
     next_task_id: i64,
     next_session: u64,
@@ -706,7 +732,7 @@ fn next_page(limit: usize, bytes: usize) -> usize {
 /// commit).
 struct FromDb {
     sched: Scheduler,
-    writer: Writer,
+    writer: Option<Writer>,
     next_task_id: i64,
     context: Context,
     purge_pending: bool,
@@ -714,6 +740,20 @@ struct FromDb {
 }
 
 impl FromDb {
+    /// A standby's: nothing loaded, no writer.
+    fn empty(settings: &Settings) -> FromDb {
+        let mut sched = Scheduler::new(settings.limits);
+        sched.set_label_limits(settings.label_limits.clone());
+        FromDb {
+            sched,
+            writer: None,
+            next_task_id: 1,
+            context: Context::load(Vec::new()),
+            purge_pending: false,
+            schedules: BTreeMap::new(),
+        }
+    }
+
     /// The scheduler rebuilt from what the store loaded, loading the tasks that are not final
     /// page by page.
     async fn load(loaded: Loaded, mut writer: Writer, settings: &Settings, now: u64) -> Result<FromDb, Error> {
@@ -733,7 +773,7 @@ impl FromDb {
         sched.finish_restore();
         Ok(FromDb {
             sched,
-            writer,
+            writer: Some(writer),
             next_task_id: loaded.max_task_id + 1,
             context: Context::load(loaded.context),
             purge_pending: loaded.purge_pending,
@@ -745,13 +785,18 @@ impl FromDb {
 impl Dispatcher {
     /// Builds the dispatcher from what the store loaded, loading the tasks that are not
     /// final page by page, and returns it with its handle.
-    pub async fn new(loaded: Loaded, writer: Writer, settings: Settings) -> Result<(Dispatcher, Handle), Error> {
+    pub async fn new(opened: Opened, settings: Settings) -> Result<(Dispatcher, Handle), Error> {
         let now = now_ms();
-        let db = FromDb::load(loaded, writer, &settings, now).await?;
+        let (db, standby) = match opened {
+            Opened::Leader(writer, loaded) => (FromDb::load(loaded, writer, &settings, now).await?, None),
+            Opened::Standby(leader) => (FromDb::empty(&settings), Some(leader)),
+        };
         let (tx, rx) = mpsc::channel(COMMAND_BUFFER);
         let d = Dispatcher {
             sched: db.sched,
             writer: db.writer,
+            standby,
+            leader_check_ms: now,
             settings,
             next_task_id: db.next_task_id,
             next_session: 1,
@@ -772,15 +817,23 @@ impl Dispatcher {
         Ok((d, Handle { tx }))
     }
 
-    /// After a failed commit (memory is then ahead of the database): stops serving, ends every
-    /// worker's stream, refuses commands with UNAVAILABLE, and tries the database again with
-    /// backoff until it reloads all state from what is committed; then serves again. Workers
-    /// re-register with their running attempts, as after a restart. Watchers keep their
-    /// streams: only committed events were ever published, so the reloaded sequence numbers
-    /// go on from the last one they saw. Returns the error only if shutdown comes first.
+    /// After a failed commit (memory is then ahead of the database), a lost leadership, or at
+    /// the start of a standby: stops serving, ends every worker's stream, refuses commands
+    /// with UNAVAILABLE (the reason: reloading, or the leader's address), and tries to open
+    /// the database again (a standby: to take the leader lock) until it reloads all state from
+    /// what is committed; then serves again. Workers re-register with their running attempts,
+    /// as after a restart. Watchers keep their streams: only committed events were ever
+    /// published, so the reloaded sequence numbers go on from the last one they saw. Returns
+    /// the error only if shutdown comes first.
     async fn recover(&mut self, cause: Error, shutdown: &CancellationToken) -> Result<(), Error> {
-        tracing::error!(error = %cause, "a commit failed: not serving; reloading from the database once it answers");
-        self.settings.serving.send_replace(false);
+        match &cause {
+            Error::NotLeader(_) => tracing::info!("{cause}; waiting as a standby"),
+            Error::Fenced => tracing::warn!("{cause}; waiting as a standby"),
+            _ => {
+                tracing::error!(error = %cause, "a commit failed: not serving; reloading from the database once it answers")
+            }
+        }
+        self.settings.serving.send_replace(not_serving(&cause));
         crate::metrics::set_up(false);
         for (_, s) in self.sessions.drain() {
             s.ended.cancel();
@@ -788,18 +841,13 @@ impl Dispatcher {
         self.deferred.clear();
         self.described.clear();
         self.live_output.clear();
-        let mut wait = RECOVERY_FIRST_WAIT;
+        if let Some(w) = self.writer.take() {
+            // Closing releases a Postgres leader lock at once; a dead connection gets a second.
+            let _ = tokio::time::timeout(Duration::from_secs(1), w.close()).await;
+        }
+        let mut wait = if matches!(cause, Error::NotLeader(_)) { STANDBY_POLL } else { RECOVERY_FIRST_WAIT };
         loop {
-            // Commands that come meanwhile are dropped: their callers get UNAVAILABLE.
-            let deadline = tokio::time::sleep(wait);
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Err(cause),
-                    _ = &mut deadline => break,
-                    c = self.rx.recv() => if c.is_none() { return Err(cause) },
-                }
-            }
+            self.refuse_until(wait, shutdown).await.map_err(|_| cause.clone())?;
             let reopened = match crate::store::reopen(&self.settings.target, self.settings.durability).await {
                 Ok((writer, loaded)) => FromDb::load(loaded, writer, &self.settings, now_ms()).await,
                 Err(e) => Err(e),
@@ -807,23 +855,58 @@ impl Dispatcher {
             match reopened {
                 Ok(db) => {
                     let live = db.sched.live_tasks();
-                    self.sched = db.sched;
-                    self.writer = db.writer;
-                    self.next_task_id = db.next_task_id;
-                    self.context = db.context;
-                    self.purge_pending = db.purge_pending;
-                    self.schedules = db.schedules;
-                    tracing::info!(live_tasks = live, "reloaded from the database; serving again");
-                    self.settings.serving.send_replace(true);
+                    self.restore(db);
+                    tracing::info!(live_tasks = live, "loaded from the database; serving");
+                    self.settings.serving.send_replace(Serving::Yes);
                     crate::metrics::set_up(true);
                     return Ok(());
                 }
+                Err(e @ Error::NotLeader(_)) => {
+                    self.settings.serving.send_replace(not_serving(&e));
+                    wait = STANDBY_POLL;
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_ms = wait.as_millis() as u64, "the database is not back yet")
+                    tracing::warn!(error = %e, retry_ms = wait.as_millis() as u64, "the database is not back yet");
+                    wait = (wait * 2).min(RECOVERY_MAX_WAIT);
                 }
             }
-            wait = (wait * 2).min(RECOVERY_MAX_WAIT);
         }
+    }
+
+    /// Waits `wait`, answering `Stats` (the watchdog's question: the loop is alive) and
+    /// dropping every other command (its caller gets UNAVAILABLE). `Err` on shutdown.
+    async fn refuse_until(&mut self, wait: Duration, shutdown: &CancellationToken) -> Result<(), ()> {
+        let deadline = tokio::time::sleep(wait);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(()),
+                _ = &mut deadline => return Ok(()),
+                c = self.rx.recv() => match c {
+                    Some((_, Command::Stats { reply })) => {
+                        let _ = reply.send(self.stats());
+                    }
+                    Some(_) => {}
+                    None => return Err(()),
+                },
+            }
+        }
+    }
+
+    /// Takes the state loaded from the database.
+    fn restore(&mut self, db: FromDb) {
+        self.sched = db.sched;
+        self.writer = db.writer;
+        self.next_task_id = db.next_task_id;
+        self.context = db.context;
+        self.purge_pending = db.purge_pending;
+        self.schedules = db.schedules;
+    }
+
+    /// The writer, while this coordinator leads (`Error::NotLeader` otherwise, which the
+    /// run loop never lets happen: it recovers first).
+    fn writer(&mut self) -> Result<&mut Writer, Error> {
+        self.writer.as_mut().ok_or_else(|| Error::NotLeader(String::new()))
     }
 
     /// Tasks not final, loaded in memory.
@@ -836,8 +919,14 @@ impl Dispatcher {
     /// it: it reloads from the database (`recover`); an error is a failed commit that shutdown
     /// interrupted before the database came back.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), Error> {
+        if let Some(leader) = self.standby.take() {
+            self.recover(Error::NotLeader(leader), &shutdown).await?;
+        }
         loop {
             let mut deadline = [self.sched.next_deadline(), self.next_tick()].into_iter().flatten().min();
+            if self.settings.target.is_postgres() {
+                deadline = Some(deadline.map_or(self.leader_check_ms, |d| d.min(self.leader_check_ms)));
+            }
             if self.settings.retain_ms.is_some() {
                 deadline = Some(deadline.map_or(self.retention_due_ms, |d| d.min(self.retention_due_ms)));
             }
@@ -882,7 +971,9 @@ impl Dispatcher {
         while self.rx.try_recv().is_ok() {}
         self.sessions.clear();
         self.feeds.clear();
-        self.writer.close().await?;
+        if let Some(w) = self.writer.take() {
+            w.close().await?;
+        }
         Ok(())
     }
 
@@ -945,7 +1036,11 @@ impl Dispatcher {
         let applied = began.elapsed().as_secs_f64();
         if !b.writes.is_empty() {
             let started = Instant::now();
-            if let Err(e) = self.writer.commit(&b.writes, now as i64).await {
+            let committed = match self.writer() {
+                Ok(w) => w.commit(&b.writes, now as i64).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = committed {
                 let err = Error::Unavailable("the coordinator could not commit; retry".into());
                 for r in b.replies {
                     r(Some(&err));
@@ -980,6 +1075,10 @@ impl Dispatcher {
     /// any size never holds up calls for long.
     async fn housekeeping(&mut self) -> Result<(), Error> {
         let now = now_ms();
+        if self.settings.target.is_postgres() && now >= self.leader_check_ms {
+            self.leader_check_ms = now + LEADER_CHECK_MS;
+            self.writer()?.check_leader().await?;
+        }
         if let Some(retain) = self.settings.retain_ms
             && now >= self.retention_due_ms
         {
@@ -990,7 +1089,7 @@ impl Dispatcher {
         if !self.purge_pending {
             return Ok(());
         }
-        match self.writer.purge_step(PURGE_STEP_ROWS).await {
+        match self.writer()?.purge_step(PURGE_STEP_ROWS).await {
             Ok(Purge::Idle) => self.purge_pending = false,
             Ok(Purge::Job(job)) => {
                 crate::metrics::record_purged(1);
@@ -1007,7 +1106,7 @@ impl Dispatcher {
 
     /// Marks the finished jobs unchanged since `before_ms` deleted (a batch of them).
     async fn expire(&mut self, before_ms: u64) -> Result<(), Error> {
-        let jobs = match self.writer.expired_jobs(before_ms as i64, RETENTION_BATCH).await {
+        let jobs = match self.writer()?.expired_jobs(before_ms as i64, RETENTION_BATCH).await {
             Ok(jobs) => jobs,
             Err(e) => {
                 tracing::warn!(error = %e, "retention could not look for expired jobs");
@@ -1024,7 +1123,7 @@ impl Dispatcher {
         }
         // As for any batch: memory is ahead of the database if this fails, so the dispatcher
         // reloads from the database (`recover`).
-        self.writer.commit(&b.writes, now_ms() as i64).await?;
+        self.writer()?.commit(&b.writes, now_ms() as i64).await?;
         tracing::info!(jobs = b.writes.delete_jobs.len(), "retention: finished jobs removed");
         Ok(())
     }
@@ -1131,7 +1230,7 @@ impl Dispatcher {
         if let Some(r) = b.writes.requests.iter().find(|r| r.key == idem.key) {
             return idempotency::replay(idem, &r.digest, r.response.clone()).map(Some);
         }
-        match self.writer.request(&idem.key).await? {
+        match self.writer()?.request(&idem.key).await? {
             Some((digest, response)) => idempotency::replay(idem, &digest, response).map(Some),
             None => Ok(None),
         }
@@ -1406,7 +1505,7 @@ impl Dispatcher {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows = self.writer.tasks_by_id(ids).await?;
+        let rows = self.writer()?.tasks_by_id(ids).await?;
         Ok(rows
             .into_iter()
             .map(|(job, r)| {
@@ -1430,7 +1529,7 @@ impl Dispatcher {
             return Ok(());
         }
         let found: HashMap<i64, (String, State)> =
-            self.writer.tasks_by_id(ids).await?.into_iter().map(|(j, r)| (r.task_id, (j, r.state))).collect();
+            self.writer()?.tasks_by_id(ids).await?.into_iter().map(|(j, r)| (r.task_id, (j, r.state))).collect();
         for id in ids {
             // Memory is newer than the store (a task may have changed, or been added, in this
             // very batch).
@@ -1458,7 +1557,7 @@ impl Dispatcher {
 
     async fn retry(&mut self, job: String, ids: Vec<i64>, b: &mut Batch) -> Result<Vec<i64>, Error> {
         self.check_retry(&job, &ids).await?;
-        let rows = self.writer.revivable((!job.is_empty()).then_some(job.as_str()), &ids).await?;
+        let rows = self.writer()?.revivable((!job.is_empty()).then_some(job.as_str()), &ids).await?;
         let revived_ids: HashSet<i64> = rows.iter().map(|r| r.row.task_id).collect();
         let mut revived = Vec::with_capacity(rows.len());
         let mut external = Vec::new();
@@ -1638,7 +1737,7 @@ impl Dispatcher {
             let Effect::Assign { id, payload: Some(p), git_chain: true, .. } = e else { continue };
             let on = pb::TaskSpec::decode(&p[..]).ok().and_then(|s| s.git).map_or(0, |g| g.builds_on);
             if on != 0 {
-                bases.insert(*id, self.writer.git_base(on).await?);
+                bases.insert(*id, self.writer()?.git_base(on).await?);
             }
         }
         Ok(bases)
@@ -1655,7 +1754,7 @@ impl Dispatcher {
             })
             .collect();
         if !missing.is_empty() {
-            let mut specs = self.writer.specs(&missing).await?;
+            let mut specs = self.writer()?.specs(&missing).await?;
             for e in effects.iter_mut() {
                 if let Effect::Assign { id, payload: p @ None, .. } = e {
                     *p = specs.remove(&id.0).map(Arc::from);

@@ -53,6 +53,7 @@ impl Target {
     /// `--db` and its connection settings: a `postgres://` (or `postgresql://`) URL is
     /// Postgres, anything else a SQLite file path.
     pub fn new(db: &Path, pg: postgres::Settings) -> Target {
+        // (`pg` carries every Postgres setting but the URL.)
         match db.to_str().filter(|s| postgres::is_url(s)) {
             Some(url) => Target::Postgres(postgres::Settings { url: url.to_string(), ..pg }),
             None => Target::Sqlite(db.to_path_buf()),
@@ -330,23 +331,39 @@ pub enum Writer {
     Postgres(postgres::Writes),
 }
 
-/// Opens (creating if needed) and migrates the database, then loads what the scheduler needs.
-pub async fn open(target: &Target, durability: Durability) -> Result<(Store, Writer, Loaded), Error> {
+/// What opening gives the dispatcher.
+#[derive(Debug)]
+pub enum Opened {
+    /// This coordinator writes: the writer, and what the scheduler loads.
+    Leader(Writer, Loaded),
+    /// Another coordinator leads (Postgres; its advertised address): this one waits as a
+    /// standby.
+    Standby(String),
+}
+
+/// Opens (creating if needed) and migrates the database; then, if this coordinator leads
+/// (always on SQLite), loads what the scheduler needs.
+pub async fn open(target: &Target, durability: Durability) -> Result<(Store, Opened), Error> {
     match target {
         Target::Sqlite(path) => {
             let (r, w, l) = sqlite::open(path, durability).await?;
-            Ok((Store::Sqlite(r), Writer::Sqlite(w), l))
+            Ok((Store::Sqlite(r), Opened::Leader(Writer::Sqlite(w), l)))
         }
         Target::Postgres(s) => {
-            let (r, w, l) = postgres::open(s, durability).await?;
-            Ok((Store::Postgres(r), Writer::Postgres(w), l))
+            let (r, opened) = postgres::open(s, durability).await?;
+            let opened = match opened {
+                Ok((w, l)) => Opened::Leader(Writer::Postgres(w), l),
+                Err(Error::NotLeader(leader)) => Opened::Standby(leader),
+                Err(e) => return Err(e),
+            };
+            Ok((Store::Postgres(r), opened))
         }
     }
 }
 
 /// A new writer and a fresh load, on a database already opened once (the dispatcher's
 /// recovery after a failed commit: memory was ahead of the database, so it starts again from
-/// what is committed).
+/// what is committed; and a standby's bid to lead: `Error::NotLeader` while another leads).
 pub async fn reopen(target: &Target, durability: Durability) -> Result<(Writer, Loaded), Error> {
     match target {
         Target::Sqlite(path) => {
@@ -516,9 +533,18 @@ impl Writer {
         either_writer!(self, w => w.revivable(job, ids).await)
     }
 
-    /// Closes the connection (SQLite: checkpointing the WAL).
+    /// Closes the connection (SQLite: checkpointing the WAL; Postgres: releasing the leader
+    /// lock).
     pub async fn close(self) -> Result<(), Error> {
         either_writer!(self, w => w.close().await)
+    }
+
+    /// Postgres: `Error::Fenced` when the leader lock's session is gone. SQLite: always fine.
+    pub async fn check_leader(&mut self) -> Result<(), Error> {
+        match self {
+            Writer::Sqlite(_) => Ok(()),
+            Writer::Postgres(w) => w.check_leader().await,
+        }
     }
 }
 

@@ -44,6 +44,8 @@ pub struct Settings {
     pub statement_timeout: Duration,
     pub ssl_mode: Option<PgSslMode>,
     pub ssl_root_cert: Option<PathBuf>,
+    /// `--advertise-addr`: how this coordinator is named to the others while it leads.
+    pub advertise: String,
 }
 
 impl Default for Settings {
@@ -54,6 +56,7 @@ impl Default for Settings {
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
             ssl_mode: None,
             ssl_root_cert: None,
+            advertise: String::new(),
         }
     }
 }
@@ -81,10 +84,23 @@ pub struct Reads {
     snapshot_readers: Arc<Semaphore>,
 }
 
-/// The write side: the one connection that writes.
+/// The write side: the one connection that writes, and the leadership it writes under.
 #[derive(Debug)]
 pub struct Writes {
     conn: PgConnection,
+    leader: Leader,
+}
+
+/// The session-level advisory lock that makes one coordinator the leader ("orcalead").
+const LEADER_LOCK: i64 = 0x6f72_6361_6c65_6164;
+
+/// This coordinator's leadership: the connection holding [`LEADER_LOCK`] (Postgres releases
+/// it when that session ends: a dead coordinator's within moments, a cut-off one's once
+/// TCP keepalives give up) and the epoch it raised when it took it.
+#[derive(Debug)]
+struct Leader {
+    conn: PgConnection,
+    epoch: i64,
 }
 
 /// A shared statement with Postgres's numbered placeholders: the n-th `?` becomes `$n`.
@@ -126,14 +142,21 @@ fn options(s: &Settings, durability: Durability) -> Result<PgConnectOptions, Err
         Durability::Full => "on",
         Durability::Normal => "off",
     };
+    // The server gives up on a connection whose peer is gone after 5 + 3 x 2 s of silence,
+    // which is what frees a cut-off leader's lock.
+    let keepalives = [("tcp_keepalives_idle", "5"), ("tcp_keepalives_interval", "2"), ("tcp_keepalives_count", "3")];
     Ok(o.options([("statement_timeout", timeout.as_str()), ("synchronous_commit", commit)])
+        .options(keepalives)
         .log_statements(tracing::log::LevelFilter::Trace))
 }
 
-/// Opens (creating the database if it is missing) and migrates, then loads what the
-/// scheduler needs.
-pub async fn open(s: &Settings, durability: Durability) -> Result<(Reads, Writes, Loaded), Error> {
-    let (writes, loaded) = writer(s, durability).await?;
+/// Opens (creating the database if it is missing) and migrates; then, leading, loads what
+/// the scheduler needs, or says who leads (`Error::NotLeader` in the second part).
+pub async fn open(s: &Settings, durability: Durability) -> Result<(Reads, Result<(Writes, Loaded), Error>), Error> {
+    let writer = match writer(s, durability).await {
+        Err(e) if !matches!(e, Error::NotLeader(_)) => return Err(e),
+        w => w,
+    };
     let pool = PgPoolOptions::new()
         .max_connections(s.pool_size.max(1))
         .min_connections(1)
@@ -141,10 +164,11 @@ pub async fn open(s: &Settings, durability: Durability) -> Result<(Reads, Writes
         .connect_with(options(s, durability)?)
         .await?;
     let snapshot_readers = Arc::new(Semaphore::new(SNAPSHOT_READERS.min(s.pool_size.max(1) as usize)));
-    Ok((Reads { pool, snapshot_readers }, writes, loaded))
+    Ok((Reads { pool, snapshot_readers }, writer))
 }
 
-/// The writer's connection, after migrating, and what the scheduler loads.
+/// The writer's connection, after migrating, the leadership, and what the scheduler loads
+/// (`Error::NotLeader` when another coordinator holds the lock).
 pub async fn writer(s: &Settings, durability: Durability) -> Result<(Writes, Loaded), Error> {
     let opts = options(s, durability)?;
     let mut conn = match PgConnection::connect_with(&opts).await {
@@ -155,8 +179,47 @@ pub async fn writer(s: &Settings, durability: Durability) -> Result<(Writes, Loa
         r => r?,
     };
     migrate(&mut conn).await?;
+    let leader = lead(&opts, &s.advertise).await?;
+    // Loaded after the epoch was raised: every batch of the previous leader either committed
+    // before (and is read here) or finds the new epoch and commits nothing.
     let loaded = load(&mut conn).await?;
-    Ok((Writes { conn }, loaded))
+    Ok((Writes { conn, leader }, loaded))
+}
+
+/// Takes the leader lock on a connection of its own and raises the epoch; when another
+/// coordinator holds the lock, `Error::NotLeader` with its advertised address.
+async fn lead(opts: &PgConnectOptions, advertise: &str) -> Result<Leader, Error> {
+    let mut conn = PgConnection::connect_with(opts).await?;
+    let got: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK).fetch_one(&mut conn).await?;
+    if !got {
+        let addr: String = sqlx::query_scalar("SELECT addr FROM orca_leader").fetch_one(&mut conn).await?;
+        let _ = conn.close().await;
+        return Err(Error::NotLeader(addr));
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let epoch: i64 =
+        sqlx::query_scalar("UPDATE orca_leader SET epoch = epoch + 1, addr = $1, since_ms = $2 RETURNING epoch")
+            .bind(advertise)
+            .bind(now)
+            .fetch_one(&mut conn)
+            .await?;
+    tracing::info!(epoch, advertise, "took the leadership");
+    Ok(Leader { conn, epoch })
+}
+
+/// Refuses the transaction's writes unless this coordinator's epoch is still the current
+/// one; the row lock it takes (FOR SHARE) makes a new leader's raise wait for this
+/// transaction, so no batch of an old leader commits after a new one loaded.
+async fn fence(tx: &mut PgConnection, epoch: i64) -> Result<(), Error> {
+    let current = sqlx::query("SELECT epoch FROM orca_leader WHERE epoch = $1 FOR SHARE")
+        .bind(epoch)
+        .fetch_optional(&mut *tx)
+        .await?;
+    match current {
+        Some(_) => Ok(()),
+        None => Err(Error::Fenced),
+    }
 }
 
 fn missing_database(e: &sqlx::Error) -> bool {
@@ -210,6 +273,7 @@ async fn migrate(conn: &mut PgConnection) -> Result<(), Error> {
 impl Writes {
     pub async fn commit(&mut self, b: &WriteBatch, now: i64) -> Result<(), Error> {
         let mut tx = self.conn.begin().await?;
+        fence(&mut tx, self.leader.epoch).await?;
         insert_jobs(&mut tx, &b.jobs, now).await?;
         insert_tasks(&mut tx, &b.tasks, now).await?;
         insert_deps(&mut tx, &b.deps).await?;
@@ -226,6 +290,7 @@ impl Writes {
     pub async fn purge_step(&mut self, limit: u32) -> Result<Purge, Error> {
         let Some(job) = deleted_job(&mut self.conn).await? else { return Ok(Purge::Idle) };
         let mut tx = self.conn.begin().await?;
+        fence(&mut tx, self.leader.epoch).await?;
         let step = purge_rows(&mut tx, job, limit).await?;
         tx.commit().await?;
         Ok(step)
@@ -281,9 +346,34 @@ impl Writes {
         Ok(deps)
     }
 
+    /// Whether the leader lock's session is still there (a broken one means the lock is
+    /// gone, and another coordinator may take over).
+    pub async fn check_leader(&mut self) -> Result<(), Error> {
+        match sqlx::query("SELECT 1").execute(&mut self.leader.conn).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "the leader lock's connection failed");
+                Err(Error::Fenced)
+            }
+        }
+    }
+
+    /// The epoch this writer leads with.
+    pub fn epoch(&self) -> i64 {
+        self.leader.epoch
+    }
+
     pub async fn close(self) -> Result<(), Error> {
         self.conn.close().await?;
+        // Ending the session releases the leader lock at once.
+        self.leader.conn.close().await?;
         Ok(())
+    }
+
+    /// The backend pid of the leader lock's session.
+    #[cfg(test)]
+    pub(crate) async fn lock_pid(&mut self) -> i32 {
+        sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut self.leader.conn).await.unwrap()
     }
 
     #[cfg(test)]

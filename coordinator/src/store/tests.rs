@@ -15,7 +15,12 @@ fn backends(dir: &Path) -> Vec<Target> {
     let mut out = vec![Target::Sqlite(dir.join("orca.db"))];
     match std::env::var("ORCA_TEST_POSTGRES") {
         Ok(url) if !url.is_empty() => {
-            out.push(Target::Postgres(postgres::Settings { url: fresh_database(&url), ..Default::default() }))
+            let advertise = "http://first:50051".into();
+            out.push(Target::Postgres(postgres::Settings {
+                url: fresh_database(&url),
+                advertise,
+                ..Default::default()
+            }))
         }
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
             panic!("CI=true but ORCA_TEST_POSTGRES is not set: the store suite must run on Postgres too")
@@ -31,6 +36,14 @@ fn fresh_database(url: &str) -> String {
     let n = N.fetch_add(1, Ordering::Relaxed);
     let name = format!("orca_store_{}_{}_{n}", std::process::id(), now_nanos() % 1_000_000_000);
     orca_harness::coordinator::postgres_database(url, &name)
+}
+
+/// Opens `target` as its leader.
+async fn open_leader(target: &Target, durability: Durability) -> (Store, Writer, Loaded) {
+    match open(target, durability).await.unwrap() {
+        (store, Opened::Leader(writer, loaded)) => (store, writer, loaded),
+        (_, Opened::Standby(leader)) => panic!("{target:?}: a standby (the leader is {leader:?})"),
+    }
 }
 
 fn now_nanos() -> u128 {
@@ -69,7 +82,7 @@ fn task(id: i64, job: &str, state: State) -> TaskInsert {
 async fn attempts_are_kept_in_order_and_purged_with_their_job() {
     let dir = tempfile::tempdir().unwrap();
     for target in backends(dir.path()) {
-        let (store, mut writer, _) = open(&target, Durability::Normal).await.unwrap();
+        let (store, mut writer, _) = open_leader(&target, Durability::Normal).await;
         let attempt = |n: u32, outcome| AttemptRecord {
             task_id: 1,
             attempt: n,
@@ -111,7 +124,7 @@ async fn attempts_are_kept_in_order_and_purged_with_their_job() {
 async fn a_batch_reads_back_the_same_and_loads_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     for target in backends(dir.path()) {
-        let (store, mut writer, loaded) = open(&target, Durability::Full).await.unwrap();
+        let (store, mut writer, loaded) = open_leader(&target, Durability::Full).await;
         assert!(loaded.jobs.is_empty() && loaded.max_task_id == 0);
         let mut j = job("a");
         j.metadata = Some(vec![9, 9]);
@@ -213,7 +226,7 @@ async fn a_batch_reads_back_the_same_and_loads_after_a_reopen() {
 async fn a_failed_batch_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     for target in backends(dir.path()) {
-        let (store, mut writer, _) = open(&target, Durability::Full).await.unwrap();
+        let (store, mut writer, _) = open_leader(&target, Durability::Full).await;
         writer.commit(&WriteBatch { jobs: vec![job("a")], ..Default::default() }, 1).await.unwrap();
         // A new job, then a task whose id collides with... itself: the insert fails.
         let bad = WriteBatch {
@@ -234,7 +247,7 @@ async fn a_failed_batch_writes_nothing() {
 async fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     for target in backends(dir.path()) {
-        let (store, writer, _) = open(&target, Durability::Full).await.unwrap();
+        let (store, writer, _) = open_leader(&target, Durability::Full).await;
         let bump = match &target {
             Target::Sqlite(_) => "PRAGMA user_version = 999",
             Target::Postgres(_) => "UPDATE orca_schema SET version = 999",
@@ -248,7 +261,14 @@ async fn a_newer_schema_is_refused() {
             }
         }
         store.close().await;
-        let err = reopen(&target, Durability::Full).await.unwrap_err().to_string();
+        // (The writer was consumed above; on Postgres its session, and the leader lock, end
+        // when it is dropped.)
+        let err = loop {
+            match reopen(&target, Durability::Full).await {
+                Err(Error::NotLeader(_)) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                r => break r.unwrap_err().to_string(),
+            }
+        };
         assert!(err.contains("999") && err.contains("newer"), "{err}");
     }
 }
@@ -267,7 +287,8 @@ async fn postgres_over_tls_verifies_the_server() {
         ssl_root_cert: Some(ca.clone()),
         ..plain.clone()
     };
-    let (store, mut writer, _) = postgres::open(&verified, Durability::Full).await.unwrap();
+    let (store, opened) = postgres::open(&verified, Durability::Full).await.unwrap();
+    let (mut writer, _) = opened.unwrap();
     let tls: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
         .fetch_one(writer.conn())
         .await
@@ -278,4 +299,47 @@ async fn postgres_over_tls_verifies_the_server() {
     let wrong = postgres::Settings { ssl_root_cert: Some(ca.with_file_name("server.pem")), ..verified };
     let err = postgres::open(&wrong, Durability::Full).await.unwrap_err().to_string();
     assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
+
+/// Fencing: a leader that lost its lock (a pause, a partition) while another coordinator
+/// took over cannot commit anything afterwards; the second coordinator was a standby naming
+/// the first until then.
+#[tokio::test]
+async fn a_stale_leaders_late_write_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(Target::Postgres(first)) = backends(dir.path()).pop() else { return };
+    let (store, mut old, _) = open_leader(&Target::Postgres(first.clone()), Durability::Full).await;
+    let second = Target::Postgres(postgres::Settings { advertise: "http://second:50051".into(), ..first });
+    match open(&second, Durability::Full).await.unwrap().1 {
+        Opened::Standby(leader) => assert_eq!(leader, "http://first:50051"),
+        Opened::Leader(..) => panic!("two leaders"),
+    }
+    // The old leader's lock session ends (as when Postgres gives up on a cut-off peer).
+    let Writer::Postgres(w) = &mut old else { unreachable!() };
+    let (old_epoch, pid) = (w.epoch(), w.lock_pid().await);
+    let mut admin = plain_conn(&second).await;
+    sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&mut admin).await.unwrap();
+    let (mut new, _) = loop {
+        match reopen(&second, Durability::Full).await {
+            Err(Error::NotLeader(_)) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            r => break r.unwrap(),
+        }
+    };
+    let Writer::Postgres(n) = &new else { unreachable!() };
+    assert_eq!(n.epoch(), old_epoch + 1);
+    assert!(matches!(old.check_leader().await, Err(Error::Fenced)));
+    // Its late batch is refused, and nothing of it is written.
+    let late = WriteBatch { jobs: vec![job("late")], ..Default::default() };
+    assert!(matches!(old.commit(&late, 5).await, Err(Error::Fenced)));
+    assert!(matches!(old.purge_step(10).await, Ok(Purge::Idle) | Err(Error::Fenced)));
+    assert!(store.job("late").await.unwrap().is_none());
+    new.commit(&WriteBatch { jobs: vec![job("new")], ..Default::default() }, 6).await.unwrap();
+    assert!(store.job("new").await.unwrap().is_some());
+}
+
+/// A plain connection to `target`'s database.
+async fn plain_conn(target: &Target) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let Target::Postgres(s) = target else { unreachable!() };
+    sqlx::PgConnection::connect(&s.url).await.unwrap()
 }

@@ -166,6 +166,9 @@ async fn healthz(State(ctx): State<Ctx>) -> impl IntoResponse {
     if ctx.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".to_string());
     }
+    if let crate::serving::Serving::No(why) = &*ctx.svc.serving.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not serving: {why}\n"));
+    }
     match tokio::time::timeout(STATS_TIMEOUT, ctx.svc.handle.stats()).await {
         Ok(Ok(s)) => (
             StatusCode::OK,
