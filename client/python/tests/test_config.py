@@ -3,12 +3,13 @@ variables over defaults; clear errors naming the argument or variable."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 import orca
-from orca._config import resolve
+from orca._config import Endpoint, Settings, resolve
 
 
 def test_defaults_to_the_local_coordinator_in_plaintext() -> None:
@@ -26,9 +27,45 @@ def test_the_argument_wins_over_orca_coordinator() -> None:
     assert resolve("http://localhost:9", environ=env).target == "localhost:9"
 
 
-def test_a_list_of_coordinators_uses_the_first() -> None:
-    s = resolve(environ={"ORCA_COORDINATOR": " http://a.example:1 , http://b.example:2"})
-    assert (s.url, s.target) == ("http://a.example:1", "a.example:1")
+def test_a_list_of_coordinators_keeps_every_url_in_order() -> None:
+    s = resolve(environ={"ORCA_COORDINATOR": " http://a.example:1 , https://b.example ,http://[::1]:3/"})
+    assert (s.url, s.target, s.tls) == ("http://a.example:1", "a.example:1", False), "url/target/tls: the first"
+    assert s.urls == ("http://a.example:1", "https://b.example", "http://[::1]:3/")
+    assert s.targets == ("a.example:1", "b.example:443", "[::1]:3")
+    assert [e.tls for e in s.endpoints] == [False, True, False], "each URL's own scheme"
+    one = resolve("http://h:1", environ={})
+    assert one.endpoints == (Endpoint("http://h:1", "h:1", False),) and one.urls == ("http://h:1",)
+    assert Settings(url="http://h:2", target="h:2", tls=False).targets == ("h:2",), "built by hand: the URL alone"
+
+
+@pytest.mark.parametrize(
+    "value,fragment",
+    [
+        ("http://a:1,,http://b:2", "element 2 of 'http://a:1,,http://b:2' is empty"),
+        ("http://a:1, ", "element 2 of 'http://a:1,' is empty"),
+        (",http://a:1", "element 1 of ',http://a:1' is empty"),
+        ("http://a:1,b:2", "'b:2' is not an http:// or https:// URL"),
+        ("http://a:1, http://b:99999", "'http://b:99999' has an invalid port"),
+        ("http://a:1,http://:5", "'http://:5' has no host"),
+        ("http://a:1,http://b:2/x", "'http://b:2/x' must be scheme://host:port"),
+    ],
+)
+def test_every_url_of_a_list_is_checked(value: str, fragment: str) -> None:
+    with pytest.raises(orca.ConfigError, match="^coordinator: " + re.escape(fragment)):
+        resolve(value, environ={})
+    with pytest.raises(orca.ConfigError, match="^ORCA_COORDINATOR: " + re.escape(fragment)):
+        resolve(environ={"ORCA_COORDINATOR": value})
+
+
+def test_tls_files_need_every_url_of_a_list_to_be_https(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(b"PEM ca")
+    s = resolve("https://a:1,https://b:2", tls_ca=ca, environ={})
+    assert s.root_certificates == b"PEM ca" and [e.tls for e in s.endpoints] == [True, True]
+    with pytest.raises(orca.ConfigError, match=r"TLS files are set \(tls_ca\) but http://b:2 is not https://"):
+        resolve("https://a:1,http://b:2", tls_ca=ca, environ={})
+    mixed = resolve("http://a:1,https://b:2", environ={})
+    assert not mixed.tls and [e.tls for e in mixed.endpoints] == [False, True]
 
 
 def test_url_forms() -> None:
@@ -112,6 +149,11 @@ def test_the_client_takes_the_same_arguments_and_fails_before_connecting(tmp_pat
     with orca.Client("http://127.0.0.1:1", token="t") as c:
         assert c.coordinator == "http://127.0.0.1:1"
         assert c.settings.token == "t"
+    with pytest.raises(orca.ConfigError, match="^coordinator: element 2 "):
+        orca.Client("http://127.0.0.1:1,")
+    with orca.Client("http://127.0.0.1:1,http://127.0.0.1:2") as c:
+        assert c.coordinator == "http://127.0.0.1:1", "the first until a call picks the leader"
+        assert c.settings.urls == ("http://127.0.0.1:1", "http://127.0.0.1:2")
 
 
 def test_task_spec_builds_every_field() -> None:

@@ -27,7 +27,7 @@ top-level module ``orchestrator`` of the same distribution.
             print(t.task_id, t.result.output)
 """
 
-from orca._config import DEFAULT_COORDINATOR, MAX_MESSAGE_BYTES, Settings, resolve
+from orca._config import DEFAULT_COORDINATOR, MAX_MESSAGE_BYTES, Endpoint, Settings, resolve
 from orca._specs import (
     FINAL_STATES,
     JOB_STATES,
@@ -97,6 +97,7 @@ __all__ = [
     "Client",
     "AsyncClient",
     "Settings",
+    "Endpoint",
     "resolve",
     "DEFAULT_COORDINATOR",
     "MAX_MESSAGE_BYTES",

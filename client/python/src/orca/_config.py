@@ -3,13 +3,15 @@ environment variable, which wins over the default.
 
 | argument | variable | default |
 | --- | --- | --- |
-| ``coordinator`` | ``ORCA_COORDINATOR`` | ``http://127.0.0.1:50051`` |
+| ``coordinator`` | ``ORCA_COORDINATOR`` | ``http://127.0.0.1:50051`` (or a comma-separated list) |
 | ``token_file`` / ``token`` | ``ORCA_TOKEN_FILE`` (wins) / ``ORCA_TOKEN`` | none |
 | ``tls_ca`` | ``ORCA_TLS_CA`` | the system's roots |
 | ``tls_cert``, ``tls_key`` | ``ORCA_TLS_CERT``, ``ORCA_TLS_KEY`` | none (mutual TLS when set) |
 
 Everything is checked here, before a channel exists, and a bad value is a `ConfigError`
-naming the argument or variable it came from.
+naming the argument or variable it came from. ``coordinator`` may be a comma-separated list
+of URLs, the coordinators sharing one database (a leader and its standbys): each URL is
+checked alike, and the clients find the leader among them (`orca._leader`).
 """
 
 from __future__ import annotations
@@ -35,18 +37,48 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Resolved connection settings."""
+class Endpoint:
+    """One coordinator URL of the list."""
 
-    #: The coordinator URL used (the first of a comma-separated list).
+    #: The URL as given (surrounding spaces dropped).
     url: str
     #: ``host:port`` for gRPC.
     target: str
+    #: ``https://``: TLS; ``http://``: plaintext.
+    tls: bool
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved connection settings."""
+
+    #: The first coordinator URL of the list (the only one, usually).
+    url: str
+    #: ``host:port`` of `url` for gRPC.
+    target: str
+    #: Whether `url` is ``https://``.
     tls: bool
     root_certificates: Optional[bytes] = None
     certificate_chain: Optional[bytes] = None
     private_key: Optional[bytes] = None
     token: Optional[str] = None
+    #: Every coordinator URL of the list, in order, each with its own scheme; the first is
+    #: `url`. Left empty, it is `url` alone.
+    endpoints: Tuple[Endpoint, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.endpoints:
+            object.__setattr__(self, "endpoints", (Endpoint(self.url, self.target, self.tls),))
+
+    @property
+    def urls(self) -> Tuple[str, ...]:
+        """Every coordinator URL, in the order given."""
+        return tuple(e.url for e in self.endpoints)
+
+    @property
+    def targets(self) -> Tuple[str, ...]:
+        """``host:port`` of every coordinator URL, in the order given."""
+        return tuple(e.target for e in self.endpoints)
 
     def channel_options(self) -> List[Tuple[str, Any]]:
         return [
@@ -80,32 +112,51 @@ def _env(environ: Mapping[str, str], name: str) -> Optional[str]:
 
 
 def parse_coordinator(value: str, source: str = "coordinator") -> Tuple[str, str, bool]:
-    """``(url, target, tls)`` of a coordinator URL. A comma-separated list (standby
-    coordinators, planned) is accepted and its first URL used."""
-    first = next((p.strip() for p in value.split(",") if p.strip()), "")
-    if not first:
+    """``(url, target, tls)`` of the first URL of a coordinator list (every URL is checked)."""
+    first = parse_coordinators(value, source)[0]
+    return first.url, first.target, first.tls
+
+
+def parse_coordinators(value: str, source: str = "coordinator") -> Tuple[Endpoint, ...]:
+    """Every URL of a comma-separated coordinator list, in order; an empty element (``a,,b``,
+    a trailing comma) or a bad URL is a `ConfigError` naming ``source`` and the element."""
+    parts = [p.strip() for p in value.split(",")]
+    if not any(parts):
         raise ConfigError(f"{source}: empty coordinator URL (expected http://host:port or https://host:port)")
-    scheme = first.split("://", 1)[0].lower() if "://" in first else ""
+    endpoints = []
+    for i, part in enumerate(parts):
+        if not part:
+            raise ConfigError(
+                f"{source}: element {i + 1} of {value.strip()!r} is empty "
+                "(a comma-separated list of http://host:port or https://host:port)"
+            )
+        endpoints.append(_parse_url(part, source))
+    return tuple(endpoints)
+
+
+def _parse_url(url: str, source: str) -> Endpoint:
+    """One coordinator URL: ``http://host[:port]`` or ``https://host[:port]``, nothing more."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in ("http", "https"):
         raise ConfigError(
-            f"{source}: {first!r} is not an http:// or https:// URL "
+            f"{source}: {url!r} is not an http:// or https:// URL "
             "(http:// is plaintext, https:// is TLS; e.g. http://127.0.0.1:50051)"
         )
-    parts = urllib.parse.urlsplit(first)
+    parts = urllib.parse.urlsplit(url)
     try:
         port = parts.port
     except ValueError:
-        raise ConfigError(f"{source}: {first!r} has an invalid port") from None
+        raise ConfigError(f"{source}: {url!r} has an invalid port") from None
     host = parts.hostname
     if not host:
-        raise ConfigError(f"{source}: {first!r} has no host")
+        raise ConfigError(f"{source}: {url!r} has no host")
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
-        raise ConfigError(f"{source}: {first!r} must be scheme://host:port with no path, query or user")
+        raise ConfigError(f"{source}: {url!r} must be scheme://host:port with no path, query or user")
     tls = scheme == "https"
     if port is None:
         port = 443 if tls else 80
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return first, target, tls
+    return Endpoint(url, target, tls)
 
 
 def _read(path: PathLike, source: str) -> bytes:
@@ -163,11 +214,12 @@ def resolve(
     """Settings from the arguments, then ``environ`` (default `os.environ`), then defaults."""
     env = os.environ if environ is None else environ
     if coordinator is not None:
-        url, target, tls = parse_coordinator(coordinator, "coordinator")
+        endpoints = parse_coordinators(coordinator, "coordinator")
     elif _env(env, "ORCA_COORDINATOR") is not None:
-        url, target, tls = parse_coordinator(env["ORCA_COORDINATOR"], "ORCA_COORDINATOR")
+        endpoints = parse_coordinators(env["ORCA_COORDINATOR"], "ORCA_COORDINATOR")
     else:
-        url, target, tls = parse_coordinator(DEFAULT_COORDINATOR)
+        endpoints = parse_coordinators(DEFAULT_COORDINATOR)
+    first = endpoints[0]
 
     def pick(arg: Optional[PathLike], name: str, var: str) -> Tuple[Optional[PathLike], str]:
         if arg is not None:
@@ -177,21 +229,23 @@ def resolve(
     ca, ca_src = pick(tls_ca, "tls_ca", "ORCA_TLS_CA")
     cert, cert_src = pick(tls_cert, "tls_cert", "ORCA_TLS_CERT")
     key, key_src = pick(tls_key, "tls_key", "ORCA_TLS_KEY")
-    if not tls:
-        named = [src for value, src in ((ca, ca_src), (cert, cert_src), (key, key_src)) if value is not None]
-        if named:
-            raise ConfigError(
-                f"TLS files are set ({', '.join(named)}) but {url} is not https://; use https:// for TLS"
-            )
-        return Settings(url=url, target=target, tls=False, token=_token(token, token_file, env))
+    named = [src for value, src in ((ca, ca_src), (cert, cert_src), (key, key_src)) if value is not None]
+    plain = [e.url for e in endpoints if not e.tls]
+    if named and plain:
+        raise ConfigError(
+            f"TLS files are set ({', '.join(named)}) but {plain[0]} is not https://; use https:// for TLS"
+        )
+    if not any(e.tls for e in endpoints):
+        return Settings(first.url, first.target, False, token=_token(token, token_file, env), endpoints=endpoints)
     if (cert is None) != (key is None):
         raise ConfigError(f"{cert_src} and {key_src} go together (a client certificate and its key)")
     return Settings(
-        url=url,
-        target=target,
-        tls=True,
+        first.url,
+        first.target,
+        first.tls,
         root_certificates=_read(ca, ca_src) if ca is not None else None,
         certificate_chain=_read(cert, cert_src) if cert is not None else None,
         private_key=_read(key, key_src) if key is not None else None,
         token=_token(token, token_file, env),
+        endpoints=endpoints,
     )

@@ -1,19 +1,19 @@
 """`AsyncClient`: the asyncio twin of `orca.Client` (grpc.aio), with the same methods as
 coroutines; `AsyncClient.watch_job`, `AsyncClient.watch_fleet` and `AsyncClient.list_jobs` /
-`list_tasks` are async iterators. The channel is opened on the first call, inside the
-running event loop.
+`list_tasks` are async iterators. Channels are opened on the first call, inside the running
+event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import AsyncGenerator, AsyncIterator, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import AsyncGenerator, AsyncIterator, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import grpc
 import grpc.aio
 
-from orca import _config
+from orca import _config, _leader
 from orca._specs import TaskLike, task_specs
 from orca._watch import WatchState
 from orca.artifacts import write_artifacts
@@ -40,8 +40,9 @@ __all__ = ["AsyncClient"]
 class AsyncClient:
     """A connection to a coordinator for asyncio code. Settings as for `orca.Client`
     (arguments, then ``ORCA_COORDINATOR``, ``ORCA_TOKEN_FILE``/``ORCA_TOKEN``,
-    ``ORCA_TLS_CA``/``ORCA_TLS_CERT``/``ORCA_TLS_KEY``; of a comma-separated coordinator
-    list only the first URL is used for now). Use ``async with`` or await `close`.
+    ``ORCA_TLS_CA``/``ORCA_TLS_CERT``/``ORCA_TLS_KEY``), and so is a comma-separated
+    coordinator list: the leader is picked by health before the first call and again after
+    a call failed UNAVAILABLE. Use ``async with`` or await `close`.
     """
 
     def __init__(
@@ -58,31 +59,66 @@ class AsyncClient:
             coordinator, token=token, token_file=token_file, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key
         )
         self._metadata = self.settings.metadata()
-        self._channel: Optional[grpc.aio.Channel] = None
-        self._stub_: Optional[orchestrator_pb2_grpc.OrchestratorStub] = None
+        self._channels: Dict[int, grpc.aio.Channel] = {}
+        self._stubs: Dict[int, orchestrator_pb2_grpc.OrchestratorStub] = {}
+        #: Index of the URL in use; None until the leader is picked (several URLs) and again
+        #: after a call failed UNAVAILABLE.
+        self._current: Optional[int] = 0 if len(self.settings.endpoints) == 1 else None
+        #: Made inside the running loop, by the first pick.
+        self._pick_lock: Optional[asyncio.Lock] = None
 
     @property
     def coordinator(self) -> str:
-        return self.settings.url
+        """As `orca.Client.coordinator`: the URL in use (of several, the leader picked)."""
+        return self.settings.endpoints[self._current or 0].url
 
-    @property
-    def _stub(self) -> orchestrator_pb2_grpc.OrchestratorStub:
-        if self._stub_ is None:
+    def _stub_for(self, index: int) -> orchestrator_pb2_grpc.OrchestratorStub:
+        """The stub of URL ``index``, opening its channel in the running loop."""
+        stub = self._stubs.get(index)
+        if stub is None:
+            endpoint = self.settings.endpoints[index]
             options = self.settings.channel_options()
-            if self.settings.tls:
-                self._channel = grpc.aio.secure_channel(
-                    self.settings.target, self.settings.credentials(), options=options
-                )
+            if endpoint.tls:
+                channel = grpc.aio.secure_channel(endpoint.target, self.settings.credentials(), options=options)
             else:
-                self._channel = grpc.aio.insecure_channel(self.settings.target, options=options)
-            self._stub_ = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
-        return self._stub_
+                channel = grpc.aio.insecure_channel(endpoint.target, options=options)
+            self._channels[index] = channel
+            stub = self._stubs[index] = orchestrator_pb2_grpc.OrchestratorStub(channel)
+        return stub
+
+    async def _probe(self, index: int) -> _leader.Answer:
+        self._stub_for(index)
+        return await _leader.probe_async(self._channels[index], self._metadata)
+
+    async def _leader_stub(self) -> Tuple[int, orchestrator_pb2_grpc.OrchestratorStub]:
+        """As `orca.Client`'s: the URL in use and its stub, picking the leader first when
+        none is (tasks calling meanwhile wait for that pick)."""
+        if self._current is None:
+            if self._pick_lock is None:
+                self._pick_lock = asyncio.Lock()
+            async with self._pick_lock:
+                if self._current is None:
+                    self._current = await _leader.pick_async(len(self.settings.endpoints), self._probe)
+        index = self._current
+        return index, self._stub_for(index)
+
+    def _failed(self, index: int, err: Optional[OrcaError]) -> bool:
+        """As `orca.Client`'s: True when the leader is to be picked again."""
+        if not _leader.fails_over(err, self.settings.urls):
+            return False
+        if self._current == index:
+            self._current = None
+        return True
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close(None)
-            self._channel = None
-            self._stub_ = None
+        channels = list(self._channels.values())
+        self._channels.clear()
+        self._stubs.clear()
+        self._pick_lock = None
+        if len(self.settings.endpoints) > 1:
+            self._current = None
+        for channel in channels:
+            await channel.close(None)
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -91,10 +127,16 @@ class AsyncClient:
         await self.close()
 
     async def _call(self, method: str, request: object, timeout: Optional[float] = None):  # type: ignore[no-untyped-def]
-        try:
-            return await getattr(self._stub, method)(request, metadata=self._metadata, timeout=timeout)
-        except grpc.RpcError as e:
-            raise error_from_rpc(e) from None
+        retry = method in _leader.RETRIED_READS
+        while True:
+            index, stub = await self._leader_stub()
+            try:
+                return await getattr(stub, method)(request, metadata=self._metadata, timeout=timeout)
+            except grpc.RpcError as e:
+                err = error_from_rpc(e)
+            if not (self._failed(index, err) and retry):
+                raise err
+            retry = False
 
     # Jobs
 
@@ -263,8 +305,9 @@ class AsyncClient:
         while True:
             err: Optional[OrcaError] = None
             call = None
+            index, stub = await self._leader_stub()
             try:
-                call = self._stub.WatchJob(w.request(), metadata=self._metadata, timeout=remaining(deadline))
+                call = stub.WatchJob(w.request(), metadata=self._metadata, timeout=remaining(deadline))
                 async for ev in call:
                     if w.accept(ev):
                         yield ev
@@ -275,6 +318,7 @@ class AsyncClient:
             finally:
                 if call is not None:
                     call.cancel()
+            self._failed(index, err)
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(w.job_id, timeout, w.status)
             delay = w.retry_delay(err)
@@ -314,12 +358,15 @@ class AsyncClient:
         self, req: orchestrator_pb2.WatchFleetRequest
     ) -> AsyncGenerator[orchestrator_pb2.FleetEvent, None]:
         call = None
+        index, stub = await self._leader_stub()
         try:
-            call = self._stub.WatchFleet(req, metadata=self._metadata)
+            call = stub.WatchFleet(req, metadata=self._metadata)
             async for ev in call:
                 yield ev
         except grpc.RpcError as e:
-            raise error_from_rpc(e) from None
+            err = error_from_rpc(e)
+            self._failed(index, err)
+            raise err from None
         finally:
             if call is not None:
                 call.cancel()

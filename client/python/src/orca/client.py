@@ -10,12 +10,13 @@ polling).
 from __future__ import annotations
 
 import math
+import threading
 import time
-from typing import Any, Callable, Dict, Generator, Iterable, Iterator, List, Mapping, Optional, Sequence, Union, cast
+from typing import Any, Callable, Dict, Generator, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import grpc
 
-from orca import _config
+from orca import _config, _leader
 from orca._specs import TaskLike, task_specs, task_state, to_struct
 from orca._watch import WatchState
 from orca.artifacts import write_artifacts
@@ -182,7 +183,14 @@ class Client:
 
     ``coordinator`` is a URL, ``http://host:port`` (plaintext) or ``https://host:port`` (TLS);
     default ``ORCA_COORDINATOR``, else ``http://127.0.0.1:50051``. A comma-separated list
-    is accepted for the standby coordinators to come: for now only its first URL is used.
+    names coordinators sharing one database, a leader and its standbys (which refuse every
+    call with UNAVAILABLE): before the first call the client asks each in order for its
+    gRPC health (``orca.v1.Orchestrator``, 2 s each) and uses the first SERVING one (else
+    the first that answered, else the first URL). A call failing UNAVAILABLE makes the next
+    call pick again; it is not sent again itself (a write may have been applied), except
+    the reads (get/list calls, `get_context`, `get_stats`), sent once more to the leader
+    picked again. `watch_job` and `wait` reconnect to the new leader and resume. With one
+    URL there is no health probe.
     TLS is verified against ``tls_ca`` (``ORCA_TLS_CA``, a PEM file) or the system's roots,
     and presents ``tls_cert`` + ``tls_key`` (``ORCA_TLS_CERT``, ``ORCA_TLS_KEY``) for mutual
     TLS. The bearer token comes from ``token_file`` or ``token``, else ``ORCA_TOKEN_FILE``
@@ -207,21 +215,29 @@ class Client:
         self.settings = _config.resolve(
             coordinator, token=token, token_file=token_file, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key
         )
-        options = self.settings.channel_options()
-        if self.settings.tls:
-            self._channel = grpc.secure_channel(self.settings.target, self.settings.credentials(), options=options)
-        else:
-            self._channel = grpc.insecure_channel(self.settings.target, options=options)
-        self._stub = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
         self._metadata = self.settings.metadata()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._channels: Dict[int, grpc.Channel] = {}
+        self._stubs: Dict[int, orchestrator_pb2_grpc.OrchestratorStub] = {}
+        #: Index of the URL in use; None until the leader is picked (several URLs) and again
+        #: after a call failed UNAVAILABLE.
+        self._current: Optional[int] = None
+        if len(self.settings.endpoints) == 1:
+            self._current = 0
+            self._stub_for(0)
 
     @property
     def coordinator(self) -> str:
-        """The coordinator URL in use."""
-        return self.settings.url
+        """The coordinator URL in use: of several, the leader picked (the first URL until
+        the first call, and while none is picked)."""
+        return self.settings.endpoints[self._current or 0].url
 
     def close(self) -> None:
-        self._channel.close()
+        with self._lock:
+            self._closed = True
+            for channel in self._channels.values():
+                channel.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -229,11 +245,55 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _stub_for(self, index: int) -> orchestrator_pb2_grpc.OrchestratorStub:
+        """The stub of URL ``index``, opening its channel (which connects on its first call)."""
+        stub = self._stubs.get(index)
+        if stub is None:
+            if self._closed:
+                raise ValueError("Cannot invoke RPC on closed channel!")
+            endpoint = self.settings.endpoints[index]
+            options = self.settings.channel_options()
+            if endpoint.tls:
+                channel = grpc.secure_channel(endpoint.target, self.settings.credentials(), options=options)
+            else:
+                channel = grpc.insecure_channel(endpoint.target, options=options)
+            self._channels[index] = channel
+            stub = self._stubs[index] = orchestrator_pb2_grpc.OrchestratorStub(channel)
+        return stub
+
+    def _probe(self, index: int) -> _leader.Answer:
+        self._stub_for(index)
+        return _leader.probe(self._channels[index], self._metadata)
+
+    def _leader_stub(self) -> Tuple[int, orchestrator_pb2_grpc.OrchestratorStub]:
+        """The URL in use and its stub; of several URLs, the leader is picked first when none
+        is (threads calling meanwhile wait for that pick)."""
+        with self._lock:
+            if self._current is None:
+                self._current = _leader.pick(len(self.settings.endpoints), self._probe)
+            return self._current, self._stub_for(self._current)
+
+    def _failed(self, index: int, err: Optional[OrcaError]) -> bool:
+        """After a failed call on URL ``index``: True when the leader is to be picked again
+        (UNAVAILABLE with several URLs), and then the next call picks it."""
+        if not _leader.fails_over(err, self.settings.urls):
+            return False
+        with self._lock:
+            if self._current == index:
+                self._current = None
+        return True
+
     def _call(self, method: str, request: object, timeout: Optional[float] = None):  # type: ignore[no-untyped-def]
-        try:
-            return getattr(self._stub, method)(request, metadata=self._metadata, timeout=timeout)
-        except grpc.RpcError as e:
-            raise error_from_rpc(e) from None
+        retry = method in _leader.RETRIED_READS
+        while True:
+            index, stub = self._leader_stub()
+            try:
+                return getattr(stub, method)(request, metadata=self._metadata, timeout=timeout)
+            except grpc.RpcError as e:
+                err = error_from_rpc(e)
+            if not (self._failed(index, err) and retry):
+                raise err
+            retry = False
 
     # Jobs
 
@@ -432,8 +492,9 @@ class Client:
     ) -> Iterator[orchestrator_pb2.JobEvent]:
         """The job's events: a snapshot (its tasks may span several messages, all but the last
         with ``snapshot_more``), then every state change and progress chunk, each with its
-        per-job ``seq``. After a dropped connection or UNAVAILABLE (a coordinator restart) it
-        reconnects with jittered backoff (100 ms doubling to 5 s) and resumes after the last
+        per-job ``seq``. After a dropped connection or UNAVAILABLE (a coordinator restart, or
+        with several coordinator URLs a failover: the leader is picked again) it reconnects
+        with jittered backoff (100 ms doubling to 5 s) and resumes after the last
         ``seq`` delivered, so nothing is missed or repeated (a coordinator that no longer has
         the events sends a fresh snapshot instead). ``max_reconnects`` > 0 gives up after that
         many reconnects in a row without an event. Refusals (INVALID_ARGUMENT, NOT_FOUND,
@@ -448,8 +509,9 @@ class Client:
         while True:
             err: Optional[OrcaError] = None
             call = None
+            index, stub = self._leader_stub()
             try:
-                call = self._stub.WatchJob(w.request(), metadata=self._metadata, timeout=remaining(deadline))
+                call = stub.WatchJob(w.request(), metadata=self._metadata, timeout=remaining(deadline))
                 for ev in call:
                     if w.accept(ev):
                         yield ev
@@ -460,6 +522,7 @@ class Client:
             finally:
                 if call is not None:
                     call.cancel()
+            self._failed(index, err)
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(w.job_id, timeout, w.status)
             delay = w.retry_delay(err)
@@ -514,11 +577,14 @@ class Client:
         self, req: orchestrator_pb2.WatchFleetRequest
     ) -> Generator[orchestrator_pb2.FleetEvent, None, None]:
         call = None
+        index, stub = self._leader_stub()
         try:
-            call = self._stub.WatchFleet(req, metadata=self._metadata)
+            call = stub.WatchFleet(req, metadata=self._metadata)
             yield from call
         except grpc.RpcError as e:
-            raise error_from_rpc(e) from None
+            err = error_from_rpc(e)
+            self._failed(index, err)
+            raise err from None
         finally:
             if call is not None:
                 call.cancel()
