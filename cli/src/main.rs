@@ -31,7 +31,8 @@ struct Cli {
     /// TOML file whose `[client]` section sets the global flags (flag > environment > file).
     #[arg(long, env = "ORCA_CONFIG", global = true)]
     config: Option<std::path::PathBuf>,
-    /// Coordinator address.
+    /// Coordinator address, or several separated by commas (standby coordinators: the CLI
+    /// talks to the one that leads).
     #[arg(long, env = "ORCA_COORDINATOR", default_value = orca_proto::defaults::COORDINATOR_URL, global = true)]
     coordinator: String,
     /// File holding the bearer token (or set ORCA_TOKEN to the token itself).

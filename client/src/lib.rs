@@ -78,6 +78,7 @@ pub struct JobUpdate {
 }
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pb::orchestrator_client::OrchestratorClient;
@@ -104,6 +105,10 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
+    /// A list of coordinator addresses (`URL,URL`) with a bad or empty element; the message
+    /// names it.
+    #[error("bad coordinator address: {0}")]
+    InvalidAddressList(String),
     /// The coordinator cannot be reached (refused, unreachable, connect timeout, a failed
     /// TLS handshake); the message carries the causes.
     #[error("cannot connect to {url}: {}", orca_proto::tls::chain(source))]
@@ -252,6 +257,16 @@ pub struct Collected {
     pub timed_out: bool,
 }
 
+/// The URLs of a coordinator address (one, or several separated by commas).
+fn coordinator_urls(url: &str) -> Result<Vec<String>, Error> {
+    match orca_proto::contract::coordinator_urls(url) {
+        Ok(urls) => Ok(urls),
+        // One malformed URL: the transport's own error, as before lists were taken.
+        Err(_) if !url.contains(',') => Ok(vec![url.trim().to_string()]),
+        Err(e) => Err(Error::InvalidAddressList(e)),
+    }
+}
+
 /// The endpoint of a coordinator address, with the TLS settings applied.
 fn endpoint(url: &str, tls: &orca_proto::tls::ClientTls) -> Result<Endpoint, Error> {
     let endpoint = Endpoint::from_shared(url.to_string())
@@ -268,6 +283,49 @@ pub struct Client {
     url: String,
     /// `Bearer <token>`, sent with every call when set.
     bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// With several coordinator URLs (standby coordinators): all of them, and the TLS
+    /// settings, to find the leader again after a failover.
+    standbys: Option<Arc<(Vec<String>, orca_proto::tls::ClientTls)>>,
+}
+
+/// How long a probe of one coordinator's health may take when picking the leader.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Of several coordinators, the leader: the first whose gRPC health says SERVING for
+/// `orca.v1.Orchestrator`; else the first that answers at all (its calls then say who
+/// leads); else `Error::Connect` for the first.
+async fn pick_leader(urls: &[String], tls: &orca_proto::tls::ClientTls) -> Result<(String, Channel), Error> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut answered: Option<(String, Channel)> = None;
+    let mut first_error = None;
+    for url in urls {
+        let channel = match tokio::time::timeout(PROBE_TIMEOUT, endpoint(url, tls)?.connect()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(source)) => {
+                first_error.get_or_insert(Error::Connect { url: url.clone(), source });
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        let req = tonic_health::pb::HealthCheckRequest { service: "orca.v1.Orchestrator".into() };
+        match tokio::time::timeout(PROBE_TIMEOUT, health.check(req)).await {
+            Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32 => return Ok((url.clone(), channel)),
+            Ok(_) => {
+                answered.get_or_insert((url.clone(), channel));
+            }
+            Err(_) => {}
+        }
+    }
+    match (answered, first_error) {
+        (Some(a), _) => Ok(a),
+        (None, Some(e)) => Err(e),
+        (None, None) => Err(Error::Unavailable(tonic::Status::unavailable(format!(
+            "no coordinator of {} answered within {} s",
+            urls.join(","),
+            PROBE_TIMEOUT.as_secs()
+        )))),
+    }
 }
 
 impl Client {
@@ -279,17 +337,47 @@ impl Client {
 
     /// Connects with TLS settings: an `https://` URL is TLS, verified against `tls.ca` (or the
     /// system's roots), presenting `tls.cert` and `tls.key` when set (mutual TLS).
+    ///
+    /// `url` may list several coordinators separated by commas (standby coordinators): the
+    /// client connects to the leader among them (see [`Client::follow_leader`]).
     pub async fn connect_tls(url: &str, tls: &orca_proto::tls::ClientTls) -> Result<Client, Error> {
-        let channel =
-            endpoint(url, tls)?.connect().await.map_err(|source| Error::Connect { url: url.to_string(), source })?;
-        Ok(Client::from_channel(channel, url))
+        let urls = coordinator_urls(url)?;
+        if let [one] = urls.as_slice() {
+            let channel =
+                endpoint(one, tls)?.connect().await.map_err(|source| Error::Connect { url: one.clone(), source })?;
+            return Ok(Client::from_channel(channel, one));
+        }
+        let (leader, channel) = pick_leader(&urls, tls).await?;
+        let mut client = Client::from_channel(channel, &leader);
+        client.standbys = Some(Arc::new((urls, tls.clone())));
+        Ok(client)
+    }
+
+    /// With several coordinator URLs: connects again to whichever leads now (after a
+    /// failover, the old leader's calls fail UNAVAILABLE); the token stays. With one URL,
+    /// the same client. The watch streams of [`Client::watch`] do this by themselves before
+    /// they resume.
+    pub async fn follow_leader(&self) -> Result<Client, Error> {
+        let Some(standbys) = &self.standbys else { return Ok(self.clone()) };
+        let (leader, channel) = pick_leader(&standbys.0, &standbys.1).await?;
+        let mut client = Client::from_channel(channel, &leader);
+        client.bearer = self.bearer.clone();
+        client.standbys = self.standbys.clone();
+        Ok(client)
     }
 
     /// A client that connects on its first call (and reconnects after a broken connection),
     /// for long-lived callers that must start while the coordinator is down: a call then
     /// fails with [`Error::Unavailable`] instead.
+    /// With several URLs, it starts on the first and moves to the leader through
+    /// [`Client::follow_leader`].
     pub fn connect_lazy(url: &str, tls: &orca_proto::tls::ClientTls) -> Result<Client, Error> {
-        Ok(Client::from_channel(endpoint(url, tls)?.connect_lazy(), url))
+        let urls = coordinator_urls(url)?;
+        let mut client = Client::from_channel(endpoint(&urls[0], tls)?.connect_lazy(), &urls[0]);
+        if urls.len() > 1 {
+            client.standbys = Some(Arc::new((urls, tls.clone())));
+        }
+        Ok(client)
     }
 
     /// Connects to `ORCA_COORDINATOR`, or to the default `http://127.0.0.1:50051`, with the
@@ -326,7 +414,7 @@ impl Client {
         let inner = OrchestratorClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Client { inner, url: url.to_string(), bearer: None }
+        Client { inner, url: url.to_string(), bearer: None, standbys: None }
     }
 
     /// The coordinator's address.

@@ -34,7 +34,7 @@ pub(crate) fn start(
     ReceiverStream::new(rx)
 }
 
-async fn run(client: crate::Client, job: String, options: WatchOptions, tx: mpsc::Sender<Result<pb::JobEvent, Error>>) {
+async fn run(mut client: crate::Client, job: String, options: WatchOptions, tx: mpsc::Sender<Result<pb::JobEvent, Error>>) {
     let mut delivered = options.after_seq;
     let mut backoff = orca_proto::contract::Backoff::default();
     let mut failures = 0u32;
@@ -99,6 +99,10 @@ async fn run(client: crate::Client, job: String, options: WatchOptions, tx: mpsc
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = tx.closed() => return,
+        }
+        // With standby coordinators, the next stream goes to whichever leads now.
+        if let Ok(c) = client.follow_leader().await {
+            client = c;
         }
     }
 }

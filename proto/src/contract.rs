@@ -641,3 +641,24 @@ pub fn hostname() -> String {
     let name = name.trim();
     if name.is_empty() { "localhost".into() } else { name.to_string() }
 }
+
+/// The coordinator URLs of `--coordinator` / `ORCA_COORDINATOR`: one, or several separated by
+/// commas (standby coordinators; callers follow the leader among them). Each must be an
+/// `http://` or `https://` URL with a host; the error names the bad one.
+pub fn coordinator_urls(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for url in s.split(',').map(str::trim) {
+        if url.is_empty() {
+            return Err(format!("{s:?} has an empty URL (URLs are separated by commas)"));
+        }
+        let uri: tonic::transport::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        if !matches!(uri.scheme_str(), Some("http") | Some("https")) {
+            return Err(format!("{url:?} must start with http:// or https://"));
+        }
+        if uri.host().is_none() {
+            return Err(format!("{url:?} has no host"));
+        }
+        out.push(url.to_string());
+    }
+    Ok(out)
+}

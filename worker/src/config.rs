@@ -45,7 +45,8 @@ pub struct Args {
     #[arg(long, env = "ORCA_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// Coordinator URL.
+    /// Coordinator URL, or several separated by commas (standby coordinators: the worker
+    /// moves to the next one whenever it cannot connect or is refused, until one leads).
     #[arg(long, env = "ORCA_COORDINATOR", default_value = orca_proto::defaults::COORDINATOR_URL)]
     pub coordinator: String,
 
@@ -144,7 +145,10 @@ pub struct Args {
 /// A checked configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The URLs as given (for logs).
     pub coordinator: String,
+    /// Each URL: the worker tries them in turn until one leads (standby coordinators).
+    pub coordinators: Vec<String>,
     pub slots: u32,
     pub name: String,
     pub hostname: String,
@@ -222,16 +226,7 @@ impl Args {
     pub fn validate(self) -> Result<Config, Error> {
         let (keep_workspaces, max_work_dir_bytes, min_free_disk_bytes) = self.disk_limits()?;
         let (policy, token, tls) = self.trust()?;
-        let url = self.coordinator.trim().to_string();
-        let uri: tonic::transport::Uri =
-            url.parse().map_err(|e| err("--coordinator", format!("{url:?} is not a URL: {e}")))?;
-        match uri.scheme_str() {
-            Some("http") | Some("https") => {}
-            _ => return Err(err("--coordinator", format!("{url:?} must start with http:// or https://"))),
-        }
-        if uri.host().is_none() {
-            return Err(err("--coordinator", format!("{url:?} has no host")));
-        }
+        let coordinators = contract::coordinator_urls(&self.coordinator).map_err(|e| err("--coordinator", e))?;
         let slots = match self.slots {
             Some(n) => n,
             None => std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
@@ -280,7 +275,8 @@ impl Args {
             return Err(err("--allow-repo", why));
         }
         Ok(Config {
-            coordinator: url,
+            coordinator: coordinators.join(","),
+            coordinators,
             slots,
             name,
             hostname,

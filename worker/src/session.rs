@@ -225,7 +225,8 @@ pub async fn run(ctx: Arc<Ctx>, mut signals: mpsc::Receiver<Signal>) {
     let low_disk = upkeep::check_disk(&ctx.config, false);
     let (upkeep_tx, mut upkeep_rx) = mpsc::channel(UPKEEP_BUFFER);
     tokio::spawn(upkeep::run(ctx.clone(), upkeep_tx, low_disk.is_some()));
-    let mut shell = Shell { ctx, tx, epoch: 0, conn: None, stops: HashMap::new(), traces: HashMap::new() };
+    let mut shell =
+        Shell { ctx, tx, epoch: 0, url_index: 0, conn: None, stops: HashMap::new(), traces: HashMap::new() };
     let (mut signals_open, mut upkeep_open) = (true, true);
     let mut effects = match low_disk {
         Some(_) => state.apply(Input::Disk(low_disk), Instant::now()),
@@ -297,6 +298,8 @@ struct Shell {
     tx: mpsc::Sender<Event>,
     /// Of the latest connection asked for.
     epoch: u64,
+    /// Which of the coordinator URLs the next connection goes to.
+    url_index: usize,
     conn: Option<Conn>,
     /// Of the attempts whose agents run.
     stops: HashMap<Key, watch::Sender<Option<Stop>>>,
@@ -308,6 +311,9 @@ struct Shell {
 impl Shell {
     /// The event as an input of the state; `None` for answers about an older connection.
     fn input(&mut self, ev: Event) -> Option<Input> {
+        if matches!(&ev, Event::ConnectFailed { epoch, .. } | Event::StreamEnded { epoch, .. } if *epoch == self.epoch) {
+            self.url_index += 1;
+        }
         Some(match ev {
             Event::Connected { epoch, client, resp, stream } => {
                 if epoch != self.epoch {
@@ -394,7 +400,10 @@ impl Shell {
     fn connect(&mut self, register: Option<Registration>) {
         self.epoch += 1;
         let epoch = self.epoch;
-        let url = self.ctx.config.coordinator.clone();
+        // Each new connection after a failed one goes to the next URL (a standby refuses
+        // Register; the leader, wherever it is, accepts it).
+        let urls = &self.ctx.config.coordinators;
+        let url = urls[self.url_index % urls.len()].clone();
         let bearer = self.ctx.bearer.clone();
         let tls = self.ctx.config.tls.clone();
         let tx = self.tx.clone();

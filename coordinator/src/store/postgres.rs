@@ -145,7 +145,9 @@ fn options(s: &Settings, durability: Durability) -> Result<PgConnectOptions, Err
     // The server gives up on a connection whose peer is gone after 5 + 3 x 2 s of silence,
     // which is what frees a cut-off leader's lock.
     let keepalives = [("tcp_keepalives_idle", "5"), ("tcp_keepalives_interval", "2"), ("tcp_keepalives_count", "3")];
-    Ok(o.options([("statement_timeout", timeout.as_str()), ("synchronous_commit", commit)])
+    // Without it, every `CREATE TABLE IF NOT EXISTS` of a standby's bid logs a notice.
+    let quiet = ("client_min_messages", "warning");
+    Ok(o.options([("statement_timeout", timeout.as_str()), ("synchronous_commit", commit), quiet])
         .options(keepalives)
         .log_statements(tracing::log::LevelFilter::Trace))
 }
