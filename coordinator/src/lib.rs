@@ -291,6 +291,7 @@ fn settings(
         retain_ms: config.retain_ms(),
         label_limits: config.label_limits.clone(),
         notices: config.job_webhook.as_ref().map(|_| std::sync::Arc::new(tokio::sync::Notify::new())),
+        commit_timeout: target.is_postgres().then_some(dispatch::PG_COMMIT_TIMEOUT),
         target,
         durability: config.durability(),
         serving: std::sync::Arc::new(serving),

@@ -54,7 +54,8 @@ async fn a_standby_names_the_leader_and_takes_over_when_it_dies() {
     // The job the old leader acknowledged is there; the client follows the new leader.
     let client = client.follow_leader().await.unwrap();
     assert_eq!(client.url(), b.url());
-    let req = pb::AddTasksRequest { job_id: job.clone(), tasks: vec![spec("after the takeover")], ..Default::default() };
+    let req =
+        pb::AddTasksRequest { job_id: job.clone(), tasks: vec![spec("after the takeover")], ..Default::default() };
     let ids = client.raw().add_tasks(req).await.unwrap().into_inner().task_ids;
     let _w = WorkerProc::start(&both, da.path(), "w", &["--agent", "noop"]);
     let status = wait_idle(&mut b.client().await, &job).await;
@@ -109,14 +110,24 @@ async fn failover_under_load_loses_and_doubles_nothing() {
     let every = (tasks / batch / (kills + 1)).max(1);
     let mut client = client;
     let mut round = 0;
-    while acked.len() < tasks {
+    while acked.len() < tasks + takeovers.len() {
         if round > 0 && round % every == 0 && takeovers.len() < kills {
             coords[leader].kill();
             let killed = Instant::now();
             let next = 1 - leader;
             let url = coords[next].url();
             until_async("the standby serving", || async { health(&url).await == ServingStatus::Serving as i32 }).await;
-            takeovers.push(killed.elapsed());
+            let serving = killed.elapsed();
+            // A task added now runs once a worker found the new leader: the whole takeover.
+            let mut c = coords[next].client().await;
+            let probe = add(&mut c, &job, vec![spec(&format!("probe {round}"))]).await[0];
+            acked.push(probe);
+            until_async("the probe task completed", || {
+                let mut c = c.clone();
+                async move { task(&mut c, probe).await.state == pb::TaskState::Completed as i32 }
+            })
+            .await;
+            takeovers.push((serving, killed.elapsed()));
             coords[leader].restart_same_port();
             leader = next;
         }
@@ -140,8 +151,11 @@ async fn failover_under_load_loses_and_doubles_nothing() {
         let completed = t.history.iter().filter(|a| a.outcome == "completed").count();
         assert!(t.state == pb::TaskState::Completed as i32 && completed <= 1, "{t:?}");
     }
-    let ms: Vec<u128> = takeovers.iter().map(Duration::as_millis).collect();
-    eprintln!("failover: {tasks} tasks, {kills} kills of the leader; kill -9 to the standby serving (ms): {ms:?}");
+    let ms: Vec<(u128, u128)> = takeovers.iter().map(|(s, d)| (s.as_millis(), d.as_millis())).collect();
+    eprintln!(
+        "failover: {tasks} tasks, {kills} kills of the leader; kill -9 to (the standby serving, a task \
+         added then completed), ms: {ms:?}"
+    );
     drop(workers);
 }
 

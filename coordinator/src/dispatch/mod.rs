@@ -396,10 +396,21 @@ pub struct Settings {
     pub notices: Option<Arc<tokio::sync::Notify>>,
     /// The database, to reload from after a failed commit.
     pub target: crate::store::Target,
+    /// A commit that takes longer fails (Postgres: [`PG_COMMIT_TIMEOUT`]; SQLite: none).
+    pub commit_timeout: Option<Duration>,
     pub durability: crate::store::Durability,
     /// Whether the coordinator serves (the health service follows it): false while the
     /// database cannot commit and the dispatcher waits to reload from it.
     pub serving: Arc<tokio::sync::watch::Sender<Serving>>,
+}
+
+/// How long a Postgres commit may take before the dispatcher gives up on it and recovers (a
+/// network cut to the database stalls a commit for as long as TCP retries; meanwhile nothing
+/// is acknowledged, and workers stay with a coordinator that cannot commit).
+pub const PG_COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn commit_timed_out(limit: Duration) -> Error {
+    Error::Unavailable(format!("a commit did not finish within {} s (is the database reachable?)", limit.as_secs()))
 }
 
 /// How often the leader looks at its lock's session, so that a leader whose lock is gone
@@ -1036,8 +1047,14 @@ impl Dispatcher {
         let applied = began.elapsed().as_secs_f64();
         if !b.writes.is_empty() {
             let started = Instant::now();
+            let limit = self.settings.commit_timeout;
             let committed = match self.writer() {
-                Ok(w) => w.commit(&b.writes, now as i64).await,
+                Ok(w) => match limit {
+                    Some(limit) => tokio::time::timeout(limit, w.commit(&b.writes, now as i64))
+                        .await
+                        .unwrap_or_else(|_| Err(commit_timed_out(limit))),
+                    None => w.commit(&b.writes, now as i64).await,
+                },
                 Err(e) => Err(e),
             };
             if let Err(e) = committed {
@@ -1077,7 +1094,8 @@ impl Dispatcher {
         let now = now_ms();
         if self.settings.target.is_postgres() && now >= self.leader_check_ms {
             self.leader_check_ms = now + LEADER_CHECK_MS;
-            self.writer()?.check_leader().await?;
+            let check = self.writer()?.check_leader();
+            tokio::time::timeout(PG_COMMIT_TIMEOUT, check).await.unwrap_or(Err(Error::Fenced))?;
         }
         if let Some(retain) = self.settings.retain_ms
             && now >= self.retention_due_ms
