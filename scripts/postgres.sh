@@ -13,6 +13,8 @@
 # superuser, `orca`, trusted on loopback. It serves TLS too (ssl=on, a certificate for
 # 127.0.0.1 from a CA made here: ORCA_TEST_PG_CA), for the tests of --db-ssl-mode. Without --durable it runs with fsync=off (tests:
 # faster, and nothing there outlives the machine); benchmarks pass --durable.
+# ORCA_PG_EXTRA_LISTEN=ADDR also listens on ADDR, and ORCA_PG_EXTRA_HBA=CIDR trusts that
+# network (scripts/leader-partition.sh: a coordinator in a network namespace).
 set -euo pipefail
 
 log() { echo "postgres.sh: $*" >&2; }
@@ -79,11 +81,15 @@ start() {
     port=$(free_port)
     as_owner "$bin/initdb" -D "$dir/data" -U orca --auth=trust -E UTF8 --no-locale >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; exit 1; }
+    if [ -n "${ORCA_PG_EXTRA_HBA:-}" ]; then
+        echo "host all all ${ORCA_PG_EXTRA_HBA} trust" >>"$dir/data/pg_hba.conf"
+    fi
+    local listen="127.0.0.1${ORCA_PG_EXTRA_LISTEN:+,$ORCA_PG_EXTRA_LISTEN}"
     local fsync="off"
     [ "$durable" -eq 1 ] && fsync="on"
     make_certs "$dir"
     echo "$bin" >"$dir/bin"
-    echo "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir/data \
+    echo "-c listen_addresses=$listen -c port=$port -c unix_socket_directories=$dir/data \
 -c fsync=$fsync -c max_connections=400 -c shared_buffers=256MB \
 -c ssl=on -c ssl_cert_file=$dir/tls/server.pem -c ssl_key_file=$dir/tls/server.key" >"$dir/opts"
     resume "$dir"
