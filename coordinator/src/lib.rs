@@ -116,27 +116,8 @@ pub async fn run_with_ready(
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
     notify::status("loading the database");
     let advertise = config.advertise_addr.clone().unwrap_or_else(|| default_advertise(addr, tls.is_some()));
-    let target = config.target(&advertise);
-    let (store, opened) = store::open(&target, config.durability()).await.map_err(StartError::Store)?;
-    let (jobs, serving) = match &opened {
-        store::Opened::Leader(_, loaded) => (loaded.jobs.len(), serving::Serving::Yes),
-        store::Opened::Standby(leader) => (0, serving::Serving::No(Error::NotLeader(leader.clone()).to_string())),
-    };
-    let checkpointer = match &target {
-        store::Target::Sqlite(path) => {
-            Some(tokio::spawn(store::checkpointer(path.clone(), config.durability(), shutdown.clone())))
-        }
-        store::Target::Postgres(_) => None,
-    };
-    let standby = matches!(serving, serving::Serving::No(_));
-    let (serving, serving_rx) = tokio::sync::watch::channel(serving);
-    let settings = settings(&config, target.clone(), serving);
-    let wake = settings.notices.clone();
-    let (dispatcher, handle) = dispatch::Dispatcher::new(opened, settings).await.map_err(StartError::Store)?;
-    let live_tasks = dispatcher.live_tasks();
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    tracing::info!(db = %target.describe(), jobs, live_tasks, elapsed_ms, standby, %advertise, "database loaded");
-
+    let Database { store, dispatcher, handle, serving_rx, checkpointer, wake, standby } =
+        open_database(&config, &advertise, started, &shutdown).await?;
     warn_if_exposed(addr, &auth, &tls);
     tokio::spawn(reload_on_sighup(auth.clone(), tls.clone(), shutdown.clone()));
 
@@ -168,8 +149,8 @@ pub async fn run_with_ready(
     if let Some(path) = &config.addr_file {
         write_addr_file(path, addr)?;
     }
-    tracing::info!(%addr, "serving");
-    metrics::set_up(true);
+    tracing::info!(%addr, standby, "serving");
+    metrics::set_up(!standby);
     notify::ready();
     if let Some(tx) = ready {
         let _ = tx.send(addr);
@@ -191,6 +172,51 @@ pub async fn run_with_ready(
     dispatched.map_err(StartError::Dispatcher)?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What opening the database starts.
+struct Database {
+    store: store::Store,
+    dispatcher: dispatch::Dispatcher,
+    handle: dispatch::Handle,
+    serving_rx: tokio::sync::watch::Receiver<serving::Serving>,
+    /// SQLite's WAL checkpointer.
+    checkpointer: Option<tokio::task::JoinHandle<()>>,
+    /// Wakes the webhook deliverer (with `--job-webhook`).
+    wake: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// Another coordinator leads (Postgres): this one starts as a standby.
+    standby: bool,
+}
+
+/// Opens and migrates the database, loads it when this coordinator leads, and builds the
+/// dispatcher (a standby's waits to lead).
+async fn open_database(
+    config: &Config,
+    advertise: &str,
+    started: std::time::Instant,
+    shutdown: &CancellationToken,
+) -> Result<Database, StartError> {
+    let target = config.target(advertise);
+    let (store, opened) = store::open(&target, config.durability()).await.map_err(StartError::Store)?;
+    let (jobs, serving) = match &opened {
+        store::Opened::Leader(_, loaded) => (loaded.jobs.len(), serving::Serving::Yes),
+        store::Opened::Standby(leader) => (0, serving::Serving::No(Error::NotLeader(leader.clone()).to_string())),
+    };
+    let checkpointer = match &target {
+        store::Target::Sqlite(path) => {
+            Some(tokio::spawn(store::checkpointer(path.clone(), config.durability(), shutdown.clone())))
+        }
+        store::Target::Postgres(_) => None,
+    };
+    let standby = matches!(serving, serving::Serving::No(_));
+    let (serving, serving_rx) = tokio::sync::watch::channel(serving);
+    let settings = settings(config, target.clone(), serving);
+    let wake = settings.notices.clone();
+    let (dispatcher, handle) = dispatch::Dispatcher::new(opened, settings).await.map_err(StartError::Store)?;
+    let live_tasks = dispatcher.live_tasks();
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(db = %target.describe(), jobs, live_tasks, elapsed_ms, standby, %advertise, "database loaded");
+    Ok(Database { store, dispatcher, handle, serving_rx, checkpointer, wake, standby })
 }
 
 /// Warns when a non-loopback address is served without authentication or without TLS.
