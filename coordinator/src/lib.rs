@@ -134,7 +134,8 @@ pub async fn run_with_ready(
     let watchdog = tokio::spawn(notify::watchdog(handle.clone(), shutdown.clone()));
     if let (Some(url), Some(wake)) = (&config.job_webhook, wake) {
         let target = webhook::Target::parse(url).map_err(StartError::Webhook)?;
-        tokio::spawn(webhook::run(target, store.clone(), handle.clone(), wake, shutdown.clone()));
+        let serving = serving_rx.clone();
+        tokio::spawn(webhook::run(target, store.clone(), handle.clone(), wake, serving, shutdown.clone()));
     }
     let svc = service::Services {
         handle,

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Handle;
 use crate::queue::RetryPolicy;
+use crate::serving::Serving;
 use crate::store::{Notice, Store};
 
 /// One delivery attempt, connection to answer.
@@ -57,11 +58,26 @@ impl Target {
 }
 
 /// Delivers notices until `shutdown`; `wake` is notified after a commit that wrote some.
-pub async fn run(target: Target, store: Store, handle: Handle, wake: Arc<Notify>, shutdown: CancellationToken) {
+/// Only while this coordinator serves: a standby (or one reloading from its database) waits,
+/// so that one coordinator delivers.
+pub async fn run(
+    target: Target,
+    store: Store,
+    handle: Handle,
+    wake: Arc<Notify>,
+    mut serving: tokio::sync::watch::Receiver<Serving>,
+    shutdown: CancellationToken,
+) {
     let tls = target.tls.then(client_config);
     // (job, seq) -> (failures so far, next try in ms).
     let mut backoff: HashMap<(String, u64), (u32, u64)> = HashMap::new();
     loop {
+        while *serving.borrow_and_update() != Serving::Yes {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = serving.changed() => if changed.is_err() { return },
+            }
+        }
         let now = crate::dispatch::now_ms();
         let notices = match store.notices(PAGE).await {
             Ok(n) => n,
@@ -88,7 +104,9 @@ pub async fn run(target: Target, store: Store, handle: Handle, wake: Arc<Notify>
                     tracing::info!(job = %n.job_id, "job webhook delivered");
                     backoff.remove(&key(n));
                     if handle.notice_done(n.job_id.clone(), n.seq).await.is_err() {
-                        return;
+                        // Not serving any more (or stopping): the notice stays, and is
+                        // delivered again by whichever coordinator serves next.
+                        break;
                     }
                 }
                 Err(e) => {

@@ -29,6 +29,43 @@ pub use orca_harness::process::signal;
 /// Generous bound on anything a test waits for.
 pub const WAIT: Duration = Duration::from_secs(120);
 
+/// Each request an [`http_sink`] got: (the status it answered, the body).
+pub type Requests = Arc<std::sync::Mutex<Vec<(u16, String)>>>;
+
+/// A local HTTP/1.1 server (a webhook's target) on a free port: answers the n-th request
+/// (from 0) with `answer(n)`, and records each. Returns its `host:port`.
+pub fn http_sink(answer: impl Fn(usize) -> u16 + Send + 'static) -> (String, Requests) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let got: Requests = Arc::default();
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let mut g = seen.lock().unwrap();
+            let code = answer(g.len());
+            g.push((code, String::from_utf8_lossy(&body).into_owned()));
+            drop(g);
+            let _ = write!(s, "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (addr, got)
+}
+
 /// Whether this is the Postgres pass of the end-to-end tests (`ORCA_E2E_DB=postgres`).
 pub fn on_postgres() -> bool {
     orca_harness::coordinator::e2e_postgres().is_some()

@@ -5,9 +5,11 @@
 //! full size (`scripts/failover.sh`: 20,000 tasks, 5 kills).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use orca_e2e::workers::{WorkerProc, until_async};
+use orca_e2e::workers::{WorkerProc, until, until_async};
 use orca_e2e::*;
 use orca_proto::pb;
 use tokio_stream::StreamExt;
@@ -182,4 +184,35 @@ fn check_watch(seen: &[pb::JobEvent], acked: &[i64]) {
         let n = completed.get(id).copied();
         assert!(matches!(n, Some(0 | 1)), "task {id}: completion seen {n:?} times as an event");
     }
+}
+
+/// With `--job-webhook` on both: only the leader delivers, and a notice the old leader could
+/// not deliver before it died is delivered by the new one, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_new_leader_delivers_the_webhooks_the_old_one_left() {
+    if !on_postgres() {
+        eprintln!("not the Postgres pass (ORCA_E2E_DB=postgres): skipped");
+        return;
+    }
+    // Refused (503) while the first leader lives; accepted once `open` is set.
+    let open = Arc::new(AtomicBool::new(false));
+    let gate = open.clone();
+    let (addr, got) = http_sink(move |_| if gate.load(Ordering::SeqCst) { 200 } else { 503 });
+    let hook = format!("http://{addr}/hook");
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = Coordinator::start(da.path(), &["--job-webhook", &hook]);
+    let b = Coordinator::start(db.path(), &["--job-webhook", &hook, "--db", a.db.to_str().unwrap()]);
+    let mut c = a.client().await;
+    let job = create_job(&mut c, "hooked").await;
+    let _w = WorkerProc::start(&format!("{},{}", a.url(), b.url()), da.path(), "w", &["--agent", "noop"]);
+    add(&mut c, &job, vec![spec("one")]).await;
+    wait_idle(&mut c, &job).await;
+    until("the old leader tried the webhook", || !got.lock().unwrap().is_empty()).await;
+    a.kill();
+    open.store(true, Ordering::SeqCst);
+    let delivered = || got.lock().unwrap().iter().filter(|(code, body)| *code == 200 && body.contains(&job)).count();
+    until("the new leader delivered the notice", || delivered() >= 1).await;
+    // No second delivery (the standby never delivers; the new leader marks it done).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(delivered(), 1, "{:?}", got.lock().unwrap());
 }

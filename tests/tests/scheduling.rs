@@ -331,40 +331,9 @@ async fn a_schedule_fires_once_per_tick_across_a_restart() {
     assert_eq!(e.code(), tonic::Code::NotFound);
 }
 
-/// Each request the webhook server got: (the status it answered, the body).
-type Requests = Arc<Mutex<Vec<(u16, String)>>>;
-
 /// A local HTTP server that answers 503 to the first request and 200 after.
 fn webhook_server() -> (String, Requests) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let got: Requests = Arc::default();
-    let seen = got.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut len = 0;
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; len];
-            let _ = r.read_exact(&mut body);
-            let mut g = seen.lock().unwrap();
-            let code = if g.is_empty() { 503 } else { 200 };
-            g.push((code, String::from_utf8_lossy(&body).into_owned()));
-            drop(g);
-            let _ = write!(s, "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (addr, got)
+    http_sink(|n| if n == 0 { 503 } else { 200 })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
