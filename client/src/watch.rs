@@ -34,7 +34,12 @@ pub(crate) fn start(
     ReceiverStream::new(rx)
 }
 
-async fn run(mut client: crate::Client, job: String, options: WatchOptions, tx: mpsc::Sender<Result<pb::JobEvent, Error>>) {
+async fn run(
+    mut client: crate::Client,
+    job: String,
+    options: WatchOptions,
+    tx: mpsc::Sender<Result<pb::JobEvent, Error>>,
+) {
     let mut delivered = options.after_seq;
     let mut backoff = orca_proto::contract::Backoff::default();
     let mut failures = 0u32;

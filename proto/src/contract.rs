@@ -504,6 +504,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn coordinator_lists_name_the_bad_url() {
+        assert_eq!(coordinator_urls(" http://a:1 , https://b:2").unwrap(), ["http://a:1", "https://b:2"]);
+        assert_eq!(coordinator_urls("http://a:1").unwrap(), ["http://a:1"]);
+        assert!(coordinator_urls("http://a:1,,http://b:2").unwrap_err().contains("empty URL"));
+        assert!(coordinator_urls("http://a:1,").unwrap_err().contains("empty URL"));
+        assert!(coordinator_urls("http://a:1,ftp://b").unwrap_err().contains("\"ftp://b\" must start with http"));
+        assert!(coordinator_urls("http://a:1,not a url").unwrap_err().contains("not a url"));
+    }
+
+    #[test]
     fn relative_files_are_one_rule() {
         for ok in ["a.txt", "src/main.rs", "./x", "a..b", "./a/./b", ".hidden", "x/.env"] {
             relative_file(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));

@@ -311,7 +311,8 @@ struct Shell {
 impl Shell {
     /// The event as an input of the state; `None` for answers about an older connection.
     fn input(&mut self, ev: Event) -> Option<Input> {
-        if matches!(&ev, Event::ConnectFailed { epoch, .. } | Event::StreamEnded { epoch, .. } if *epoch == self.epoch) {
+        if matches!(&ev, Event::ConnectFailed { epoch, .. } | Event::StreamEnded { epoch, .. } if *epoch == self.epoch)
+        {
             self.url_index += 1;
         }
         Some(match ev {
