@@ -37,7 +37,7 @@ async fn a_standby_names_the_leader_and_takes_over_when_it_dies() {
     }
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut a = Coordinator::start(da.path(), &[]);
-    let b = Coordinator::start(db.path(), &["--db", a.db.to_str().unwrap()]);
+    let mut b = Coordinator::start(db.path(), &["--db", a.db.to_str().unwrap()]);
     assert_eq!(health(&a.url()).await, ServingStatus::Serving as i32);
     assert_eq!(health(&b.url()).await, ServingStatus::NotServing as i32);
     let mut on_b = b.client().await;
@@ -67,6 +67,9 @@ async fn a_standby_names_the_leader_and_takes_over_when_it_dies() {
     assert_eq!(health(&a.url()).await, ServingStatus::NotServing as i32);
     let refused = a.client().await.get_job(pb::GetJobRequest { job_id: job }).await.unwrap_err();
     assert!(refused.message().contains(&b.url()), "{}", refused.message());
+    // SIGTERM: a standby and a leader both stop cleanly.
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
 }
 
 /// The failover chaos run: two coordinators, 4 workers with both URLs, N tasks added while

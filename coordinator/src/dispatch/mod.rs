@@ -834,8 +834,9 @@ impl Dispatcher {
     /// the database again (a standby: to take the leader lock) until it reloads all state from
     /// what is committed; then serves again. Workers re-register with their running attempts,
     /// as after a restart. Watchers keep their streams: only committed events were ever
-    /// published, so the reloaded sequence numbers go on from the last one they saw. Returns
-    /// the error only if shutdown comes first.
+    /// published, so the reloaded sequence numbers go on from the last one they saw. If
+    /// shutdown comes first: `Ok` for a standby, the cause otherwise (`run` then returns at
+    /// once, with nothing to flush).
     async fn recover(&mut self, cause: Error, shutdown: &CancellationToken) -> Result<(), Error> {
         match &cause {
             Error::NotLeader(_) => tracing::info!("{cause}; waiting as a standby"),
@@ -858,7 +859,14 @@ impl Dispatcher {
         }
         let mut wait = if matches!(cause, Error::NotLeader(_)) { STANDBY_POLL } else { RECOVERY_FIRST_WAIT };
         loop {
-            self.refuse_until(wait, shutdown).await.map_err(|_| cause.clone())?;
+            if self.refuse_until(wait, shutdown).await.is_err() {
+                // Stopping while a standby is a normal stop; while the database could not
+                // commit, the process says so (its exit status).
+                return match cause {
+                    Error::NotLeader(_) | Error::Fenced => Ok(()),
+                    cause => Err(cause),
+                };
+            }
             let reopened = match crate::store::reopen(&self.settings.target, self.settings.durability).await {
                 Ok((writer, loaded)) => FromDb::load(loaded, writer, &self.settings, now_ms()).await,
                 Err(e) => Err(e),
@@ -932,6 +940,9 @@ impl Dispatcher {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), Error> {
         if let Some(leader) = self.standby.take() {
             self.recover(Error::NotLeader(leader), &shutdown).await?;
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
         }
         loop {
             let mut deadline = [self.sched.next_deadline(), self.next_tick()].into_iter().flatten().min();
