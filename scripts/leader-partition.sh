@@ -168,12 +168,13 @@ A_DOWN=$((SECONDS - CUT))
 wait_until 60 "B serving (it took the leader lock)" serving "$BH"
 B_UP=$((SECONDS - CUT))
 log "A stopped serving after ${A_DOWN}s, B leads after ${B_UP}s"
-done_all() {
-  "$BIN/orca" --coordinator "http://$B" status "$JOB" 2>/dev/null | grep -q "100.0% done"
-}
+# (Output captured before it is searched: the CLI must not write into a closed pipe.)
+status() { "$BIN/orca" --coordinator "http://$B" status "$JOB" 2>/dev/null || true; }
+done_all() { local st; st=$(status); [[ "$st" == *"100.0% done"* ]]; }
 wait_until 120 "every task final, through B" done_all
-"$BIN/orca" --coordinator "http://$B" status "$JOB" | head -1 | sed 's/^/   /'
-check "every task completed" sh -c "'$BIN/orca' --coordinator 'http://$B' status '$JOB' | grep -q ' $TASKS completed, 0 failed'"
+st=$(status)
+echo "   ${st%%$'\n'*}"
+check "every task completed" test -n "$(echo "$st" | grep " $TASKS completed, 0 failed")"
 twice=$(psql -At "postgres://orca@127.0.0.1:$PGPORT/orca_cut" -c \
   "SELECT count(*) FROM (SELECT task_id FROM attempts WHERE outcome = 'completed' GROUP BY task_id HAVING count(*) > 1) t")
 check "no task completed twice (attempts in the database)" test "$twice" = 0
