@@ -30,6 +30,7 @@ TASKS=${LEADER_PARTITION_TASKS:-60}
 export NO_COLOR=1
 
 . scripts/lib/need.sh
+. scripts/lib/checks.sh
 need ip iproute2
 need nft nftables
 need python3 python3
@@ -62,24 +63,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-check() {
-  local what=$1
-  shift
-  if "$@"; then echo "   ok: $what"; else echo "   FAILED: $what"; failures=$((failures + 1)); fi
-}
-wait_until() { # wait_until SECONDS DESCRIPTION COMMAND...
-  local limit=$1 what=$2
-  shift 2
-  local end=$((SECONDS + limit))
-  until "$@"; do
-    if [ "$SECONDS" -ge "$end" ]; then
-      echo "   FAILED: $what (not within ${limit}s)"
-      failures=$((failures + 1))
-      return 1
-    fi
-    sleep 0.2
-  done
-}
 # /healthz of a coordinator: "CODE BODY" (the first line).
 healthz() {
   python3 - "$1" <<'EOF'

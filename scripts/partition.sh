@@ -52,6 +52,7 @@ export ORCA_COORDINATOR="http://$ADDR_C:$PORT"
 export NO_COLOR=1
 
 . scripts/lib/need.sh
+. scripts/lib/checks.sh
 need ip iproute2
 need nft nftables
 need python3 python3
@@ -105,30 +106,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-check() { # check DESCRIPTION COMMAND...
-  local what=$1
-  shift
-  if "$@"; then
-    echo "   ok: $what"
-  else
-    echo "   FAILED: $what"
-    failures=$((failures + 1))
-  fi
-}
-
-wait_until() { # wait_until SECONDS DESCRIPTION COMMAND...
-  local limit=$1 what=$2
-  shift 2
-  local end=$((SECONDS + limit))
-  until "$@"; do
-    if [ "$SECONDS" -ge "$end" ]; then
-      echo "   FAILED: $what (not within ${limit}s)"
-      failures=$((failures + 1))
-      return 1
-    fi
-    sleep 0.2
-  done
-}
 
 in_c() { ip netns exec "$NS_C" "$@"; }
 in_w() { ip netns exec "$NS_W" "$@"; }

@@ -369,7 +369,8 @@ pub struct AuthService<S> {
     auth: Auth,
 }
 
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+/// The boxed future of the tower layers in front of the services (here and `serving`).
+pub(crate) type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
 where

@@ -55,7 +55,7 @@ fn literal(p: &Path) -> String {
 /// Copies `db` to `to` (see the module documentation).
 pub async fn backup(db: &Path, to: &Path) -> Result<Backup, BackupError> {
     let started = Instant::now();
-    if let Some(url) = db.to_str().filter(|s| crate::store::postgres::is_url(s)) {
+    if let Some(url) = db.to_str().filter(|s| orca_proto::contract::is_postgres_url(s)) {
         return Err(BackupError::Postgres(crate::store::postgres::redact(url)));
     }
     if to.exists() {

@@ -2,10 +2,9 @@
 //! database that cannot commit, does not serve) and followed by the gRPC health service,
 //! `/healthz` and [`ServingLayer`], which refuses `orca.v1` calls meanwhile.
 
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+use crate::auth::BoxFuture;
 
 /// Whether this coordinator serves its services: the dispatcher sets it (a standby, or a
 /// database that cannot commit, is not serving) and the health service, `/healthz` and

@@ -652,6 +652,12 @@ pub fn hostname() -> String {
     if name.is_empty() { "localhost".into() } else { name.to_string() }
 }
 
+/// Whether a coordinator's `--db` names a Postgres database (a `postgres://` or
+/// `postgresql://` URL) rather than a SQLite file.
+pub fn is_postgres_url(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
 /// The coordinator URLs of `--coordinator` / `ORCA_COORDINATOR`: one, or several separated by
 /// commas (standby coordinators; callers follow the leader among them). Each must be an
 /// `http://` or `https://` URL with a host; the error names the bad one.

@@ -41,7 +41,7 @@ pub struct DbJob {
 
 /// Whether `db` (the coordinator's `--db`) is a Postgres URL.
 fn postgres(db: &Path) -> bool {
-    db.to_str().is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+    db.to_str().is_some_and(orca_proto::contract::is_postgres_url)
 }
 
 async fn connect(db: &Path, read_only: bool) -> Result<AnyConnection> {

@@ -4,7 +4,12 @@
 //! - `Conn` (its connection type), `Reads { pool, snapshot_readers }` and `Writes { conn }`;
 //! - `sql(&str) -> AssertSqlSafe<String>`: the statement with that backend's placeholders
 //!   (`?` stays `?` on SQLite and becomes `$1, $2, ...` on Postgres);
-//! - `snapshot_tx(&pool)`: a read transaction that sees one committed state.
+//! - `snapshot_tx(&pool)`: a read transaction that sees one committed state;
+//! - `fence(&mut tx, self.fencing())`: the first statement of every write transaction (the
+//!   leader's epoch check on Postgres, nothing on SQLite); `insert_jobs`, `insert_tasks`,
+//!   `insert_deps`, `update_tasks`, `update_jobs`, `insert_attempts`: a batch's many rows
+//!   (multi-row VALUES on SQLite, UNNEST of arrays on Postgres); `self.purge_idle(limit)`: a
+//!   purge step with no job left to purge.
 //!
 //! Every integer column is a 64-bit integer on both backends, so binds and reads agree.
 
@@ -170,6 +175,26 @@ macro_rules! common_reads {
 macro_rules! common_writes {
     () => {
         impl Writes {
+            pub async fn commit(&mut self, b: &WriteBatch, now: i64) -> Result<(), Error> {
+                let fencing = self.fencing();
+                let mut tx = self.conn.begin().await?;
+                fence(&mut tx, fencing).await?;
+                write_bulk(&mut tx, b, now).await?;
+                write_small(&mut tx, b, now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            pub async fn purge_step(&mut self, limit: u32) -> Result<Purge, Error> {
+                let Some(job) = deleted_job(&mut self.conn).await? else { return self.purge_idle(limit).await };
+                let fencing = self.fencing();
+                let mut tx = self.conn.begin().await?;
+                fence(&mut tx, fencing).await?;
+                let step = purge_rows(&mut tx, job, limit).await?;
+                tx.commit().await?;
+                Ok(step)
+            }
+
             pub async fn expired_jobs(&mut self, before_ms: i64, limit: u32) -> Result<Vec<String>, Error> {
                 let rows =
                     sqlx::query(sql(EXPIRED_JOBS)).bind(before_ms).bind(limit as i64).fetch_all(&mut self.conn).await?;
@@ -309,6 +334,16 @@ macro_rules! common_writes {
                 }
                 Ok(())
             }
+        }
+
+        /// A batch's many rows, a few statements per table whatever their number.
+        async fn write_bulk(tx: &mut Conn, b: &WriteBatch, now: i64) -> Result<(), Error> {
+            insert_jobs(tx, &b.jobs, now).await?;
+            insert_tasks(tx, &b.tasks, now).await?;
+            insert_deps(tx, &b.deps).await?;
+            update_tasks(tx, &b.updates, now).await?;
+            update_jobs(tx, &b.job_updates, now).await?;
+            insert_attempts(tx, &b.attempts).await
         }
 
         /// What the scheduler needs at start, but for the tasks that are not final (they come

@@ -54,7 +54,7 @@ impl Target {
     /// Postgres, anything else a SQLite file path.
     pub fn new(db: &Path, pg: postgres::Settings) -> Target {
         // (`pg` carries every Postgres setting but the URL.)
-        match db.to_str().filter(|s| postgres::is_url(s)) {
+        match db.to_str().filter(|s| orca_proto::contract::is_postgres_url(s)) {
             Some(url) => Target::Postgres(postgres::Settings { url: url.to_string(), ..pg }),
             None => Target::Sqlite(db.to_path_buf()),
         }

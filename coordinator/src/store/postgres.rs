@@ -61,11 +61,6 @@ impl Default for Settings {
     }
 }
 
-/// Whether `--db` names a Postgres database.
-pub fn is_url(s: &str) -> bool {
-    s.starts_with("postgres://") || s.starts_with("postgresql://")
-}
-
 /// The URL with its password replaced by `***` (for logs and errors).
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
@@ -273,29 +268,14 @@ async fn migrate(conn: &mut PgConnection) -> Result<(), Error> {
 }
 
 impl Writes {
-    pub async fn commit(&mut self, b: &WriteBatch, now: i64) -> Result<(), Error> {
-        let mut tx = self.conn.begin().await?;
-        fence(&mut tx, self.leader.epoch).await?;
-        insert_jobs(&mut tx, &b.jobs, now).await?;
-        insert_tasks(&mut tx, &b.tasks, now).await?;
-        insert_deps(&mut tx, &b.deps).await?;
-        update_tasks(&mut tx, &b.updates, now).await?;
-        update_jobs(&mut tx, &b.job_updates, now).await?;
-        insert_attempts(&mut tx, &b.attempts).await?;
-        write_small(&mut tx, b, now).await?;
-        tx.commit().await?;
-        Ok(())
+    /// What [`fence`] checks: this writer's epoch.
+    fn fencing(&self) -> i64 {
+        self.leader.epoch
     }
 
-    /// Postgres gives space back by itself (autovacuum), so with no job left to purge this is
-    /// idle.
-    pub async fn purge_step(&mut self, limit: u32) -> Result<Purge, Error> {
-        let Some(job) = deleted_job(&mut self.conn).await? else { return Ok(Purge::Idle) };
-        let mut tx = self.conn.begin().await?;
-        fence(&mut tx, self.leader.epoch).await?;
-        let step = purge_rows(&mut tx, job, limit).await?;
-        tx.commit().await?;
-        Ok(step)
+    /// Postgres gives space back by itself (autovacuum): nothing to do.
+    async fn purge_idle(&mut self, _limit: u32) -> Result<Purge, Error> {
+        Ok(Purge::Idle)
     }
 
     pub async fn live_page(

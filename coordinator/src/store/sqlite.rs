@@ -308,34 +308,23 @@ async fn update_jobs(tx: &mut SqliteConnection, jobs: &[JobUpdate], now: i64) ->
     Ok(())
 }
 
-impl Writes {
-    pub async fn commit(&mut self, b: &WriteBatch, now: i64) -> Result<(), Error> {
-        let mut tx = self.conn.begin().await?;
-        insert_jobs(&mut tx, &b.jobs, now).await?;
-        insert_tasks(&mut tx, &b.tasks, now).await?;
-        insert_deps(&mut tx, &b.deps).await?;
-        update_tasks(&mut tx, &b.updates, now).await?;
-        update_jobs(&mut tx, &b.job_updates, now).await?;
-        insert_attempts(&mut tx, &b.attempts).await?;
-        write_small(&mut tx, b, now).await?;
-        tx.commit().await?;
-        Ok(())
-    }
+/// One writer per file: nothing to check.
+async fn fence(_tx: &mut SqliteConnection, _fencing: ()) -> Result<(), Error> {
+    Ok(())
+}
 
-    pub async fn purge_step(&mut self, limit: u32) -> Result<Purge, Error> {
-        let Some(job) = deleted_job(&mut self.conn).await? else {
-            let free: i64 = sqlx::query_scalar("PRAGMA freelist_count").fetch_one(&mut self.conn).await?;
-            let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum").fetch_one(&mut self.conn).await?;
-            if free == 0 || mode != 2 {
-                return Ok(Purge::Idle);
-            }
-            sqlx::raw_sql(AssertSqlSafe(format!("PRAGMA incremental_vacuum({limit})"))).execute(&mut self.conn).await?;
-            return Ok(Purge::Vacuumed);
-        };
-        let mut tx = self.conn.begin().await?;
-        let step = purge_rows(&mut tx, job, limit).await?;
-        tx.commit().await?;
-        Ok(step)
+impl Writes {
+    fn fencing(&self) {}
+
+    /// Gives up to `limit` free pages back to the file system (incremental vacuum).
+    async fn purge_idle(&mut self, limit: u32) -> Result<Purge, Error> {
+        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count").fetch_one(&mut self.conn).await?;
+        let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum").fetch_one(&mut self.conn).await?;
+        if free == 0 || mode != 2 {
+            return Ok(Purge::Idle);
+        }
+        sqlx::raw_sql(AssertSqlSafe(format!("PRAGMA incremental_vacuum({limit})"))).execute(&mut self.conn).await?;
+        Ok(Purge::Vacuumed)
     }
 
     /// The page comes as one JSON document built by SQLite: far cheaper than a row at a time
